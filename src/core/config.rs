@@ -1,0 +1,116 @@
+//! The core's slice of the configuration: placement, quorum defaults, limits and deadlines.
+//!
+//! The shell builds a [`CoreConfig`] from the command line and hands it to the core by value;
+//! the simulator builds one per simulated peer. Every field is plain data.
+
+use crate::core::ring::{RingError, RingParams};
+use crate::core::types::Millis;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Default virtual-node tokens per peer: enough that three peers share 100,000 keys within 15%
+/// of the mean and a fourth peer takes close to a quarter (see the ring tests).
+pub const DEFAULT_VNODES: u32 = 512;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// Replicas per key (N). Must be the same on every peer of a cluster.
+    pub replicas: usize,
+    /// Equal keyspace ranges; a power of two, fixed for the cluster's life.
+    pub partitions: u32,
+    /// Ring tokens per peer.
+    pub vnodes: u32,
+    /// How long a coordinated request may wait for replicas before it fails.
+    pub request_timeout_ms: Millis,
+    /// Largest accepted key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_bytes: usize,
+    /// Longest version vector kept per key before pruning (see `VersionVector::prune`).
+    pub max_clock_entries: usize,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("request timeout must be positive")]
+    NoTimeout,
+    #[error("key and value limits must be positive")]
+    NoLimit,
+    #[error("max clock entries must be at least 2")]
+    ClockTooSmall,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 3,
+            partitions: 1024,
+            vnodes: DEFAULT_VNODES,
+            request_timeout_ms: 2_000,
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 16 * 1024 * 1024,
+            max_clock_entries: 64,
+        }
+    }
+}
+
+impl CoreConfig {
+    pub fn ring_params(&self) -> RingParams {
+        RingParams {
+            partitions: self.partitions,
+            vnodes: self.vnodes,
+            replicas: self.replicas,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.ring_params().validate()?;
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::NoTimeout);
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err(ConfigError::NoLimit);
+        }
+        if self.max_clock_entries < 2 {
+            return Err(ConfigError::ClockTooSmall);
+        }
+        Ok(())
+    }
+
+    /// A small, fast configuration for tests: fewer partitions and tokens, short deadlines.
+    pub fn for_test() -> Self {
+        Self {
+            partitions: 64,
+            vnodes: 64,
+            request_timeout_ms: 500,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_test_config_are_valid() {
+        CoreConfig::default().validate().unwrap();
+        CoreConfig::for_test().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let c = CoreConfig {
+            request_timeout_ms: 0,
+            ..CoreConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::NoTimeout));
+        let c = CoreConfig {
+            partitions: 3,
+            ..CoreConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Ring(_))));
+    }
+}

@@ -1,0 +1,143 @@
+//! The peer-to-peer protocol: every message one peer's core sends another's.
+//!
+//! Messages are plain values; the shell frames them with [`encode`] / [`decode`] (bincode, with
+//! a protocol version in every frame) and moves the bytes. Requests carry a `req` number chosen
+//! by the sender, and replies echo it, so the core never needs a connection to match them.
+
+use crate::core::request::{ClientReply, WriteRequest};
+use crate::core::siblings::Siblings;
+use crate::core::types::NodeId;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Bumped on any incompatible change to [`PeerMessage`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Merge this state of `key` into yours (the coordinator's state after a write).
+    Store {
+        req: u64,
+        key: Vec<u8>,
+        state: Siblings,
+    },
+    StoreAck { req: u64 },
+    /// Send me your state of `key`.
+    Fetch { req: u64, key: Vec<u8> },
+    FetchReply { req: u64, state: Option<Siblings> },
+    /// Coordinate this write for me: I am not one of the key's replicas.
+    Coordinate { req: u64, write: WriteRequest },
+    CoordinateReply { req: u64, reply: ClientReply },
+}
+
+impl PeerMessage {
+    /// The request number the message carries, for matching replies and undelivered sends.
+    pub fn req(&self) -> u64 {
+        match self {
+            PeerMessage::Store { req, .. }
+            | PeerMessage::StoreAck { req }
+            | PeerMessage::Fetch { req, .. }
+            | PeerMessage::FetchReply { req, .. }
+            | PeerMessage::Coordinate { req, .. }
+            | PeerMessage::CoordinateReply { req, .. } => *req,
+        }
+    }
+}
+
+/// What travels on the wire: the version, the sender, the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u16,
+    pub from: NodeId,
+    pub message: PeerMessage,
+}
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("peer speaks protocol version {0}, this peer speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
+}
+
+pub fn encode(from: &NodeId, message: &PeerMessage) -> Result<Vec<u8>, CodecError> {
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        from: from.clone(),
+        message: message.clone(),
+    };
+    bincode::serde::encode_to_vec(&envelope, bincode_config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    // The version is the first field, so it can be read even when the rest is unknown.
+    let (version, _): (u16, usize) = bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(CodecError::Version(version));
+    }
+    let (envelope, used): (Envelope, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode_config())
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::siblings::Payload;
+    use crate::core::version_vector::{Actor, VersionVector};
+
+    #[test]
+    fn round_trip() {
+        let mut state = Siblings::new();
+        state.update(
+            &Actor("A.1".into()),
+            &VersionVector::new(),
+            Payload::Value {
+                data: b"v".to_vec(),
+                expires_at_ms: Some(9),
+            },
+            8,
+        );
+        let msg = PeerMessage::Store {
+            req: 7,
+            key: b"k".to_vec(),
+            state,
+        };
+        let bytes = encode(&NodeId::from("A"), &msg).unwrap();
+        let env = decode(&bytes).unwrap();
+        assert_eq!(env.message, msg);
+        assert_eq!(env.from, NodeId::from("A"));
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_rejected() {
+        let mut bytes = encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        bytes[0] = 9; // varint-encoded version 9
+        assert!(matches!(decode(&bytes), Err(CodecError::Version(9))));
+        assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+        let mut ok = encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        ok.push(0);
+        assert!(matches!(decode(&ok), Err(CodecError::Malformed(_))));
+    }
+}

@@ -1,0 +1,19 @@
+//! The deterministic protocol core: everything that decides, nothing that waits.
+//!
+//! No module below reads a clock, draws ambient randomness, spawns a task or touches a socket;
+//! `clippy.toml` forbids the usual ways to, and the shell and the simulator both drive the core
+//! through [`node::Node`]. Dependency order (no cycles):
+//! `types` → `version_vector` → `siblings` → `store`; `types` → `ring`, `quorum`, `membership`;
+//! `request` → `message`; `config` → `node`, which uses them all.
+
+pub mod config;
+pub mod membership;
+pub mod message;
+pub mod node;
+pub mod quorum;
+pub mod request;
+pub mod ring;
+pub mod siblings;
+pub mod store;
+pub mod types;
+pub mod version_vector;

@@ -1,0 +1,577 @@
+//! The single entry point of a peer's protocol logic.
+//!
+//! A [`Node`] is driven from outside, in the style of raft-rs: the driver calls
+//! [`Node::handle`] with the current time and one [`Input`] (a client request, a peer message,
+//! a membership view, an undeliverable send) and [`Node::tick`] with the current time; the node
+//! appends what must happen to an [`Outputs`] (messages to send, replies to clients). It never
+//! reads a clock, draws randomness, spawns a task or touches a socket, so the tokio shell and
+//! the deterministic simulator drive exactly the same code.
+//!
+//! Request paths:
+//! - **Write** (put or delete): the receiving peer coordinates if it is one of the key's N
+//!   replicas, otherwise it forwards to the first live replica (`Coordinate`). The coordinator
+//!   applies the write to its own store (new dot, context applied), sends the resulting state to
+//!   the other replicas (`Store`), and replies once W distinct replicas hold it.
+//! - **Read**: the receiving peer asks the key's replicas (`Fetch`), merges the states it gets,
+//!   and replies after R of them with the visible siblings and one merged context.
+//!
+//! Every request has a deadline; `tick` fails those past it with `Timeout { needed, got }`.
+//! A request that cannot reach its quorum among live replicas fails at once with
+//! `Unavailable { needed, got }` and writes nothing.
+
+use crate::core::config::CoreConfig;
+use crate::core::membership::MembershipView;
+use crate::core::message::PeerMessage;
+use crate::core::quorum::{QuorumOutcome, QuorumTracker};
+use crate::core::request::{
+    ClientReply, ClientRequest, ReadValue, RequestError, WriteKind, WriteRequest,
+};
+use crate::core::ring::Ring;
+use crate::core::siblings::{Payload, Siblings};
+use crate::core::store::Store;
+use crate::core::types::{ClientRequestId, Millis, NodeId, Quorum};
+use crate::core::version_vector::{Actor, VersionVector};
+use std::collections::BTreeMap;
+
+/// One thing that happened to the node.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Client {
+        id: ClientRequestId,
+        request: ClientRequest,
+    },
+    Peer {
+        from: NodeId,
+        message: PeerMessage,
+    },
+    Membership(MembershipView),
+    /// The shell could not hand `req`'s message to `to` (no connection, stream refused).
+    Undeliverable {
+        to: NodeId,
+        req: u64,
+    },
+}
+
+/// A message for the shell to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: NodeId,
+    pub message: PeerMessage,
+}
+
+/// What the node wants done, appended to by `handle` and `tick`.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub messages: Vec<Outgoing>,
+    pub replies: Vec<(ClientRequestId, ClientReply)>,
+}
+
+impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.replies.is_empty()
+    }
+}
+
+/// Who is waiting for a request's outcome.
+#[derive(Clone, Debug)]
+enum Origin {
+    Client(ClientRequestId),
+    /// A peer that forwarded a write for us to coordinate.
+    Peer { node: NodeId, req: u64 },
+}
+
+#[derive(Debug)]
+enum InFlight {
+    Write {
+        origin: Origin,
+        tracker: QuorumTracker,
+        context: VersionVector,
+        deadline: Millis,
+    },
+    Read {
+        origin: ClientRequestId,
+        tracker: QuorumTracker,
+        merged: Siblings,
+        deadline: Millis,
+    },
+    Forward {
+        origin: ClientRequestId,
+        needed: usize,
+        deadline: Millis,
+    },
+}
+
+impl InFlight {
+    fn deadline(&self) -> Millis {
+        match self {
+            InFlight::Write { deadline, .. }
+            | InFlight::Read { deadline, .. }
+            | InFlight::Forward { deadline, .. } => *deadline,
+        }
+    }
+}
+
+pub struct Node {
+    id: NodeId,
+    /// This incarnation's name in version vectors.
+    actor: Actor,
+    config: CoreConfig,
+    view: MembershipView,
+    ring: Ring,
+    store: Store,
+    next_req: u64,
+    /// Requests this node coordinates or forwarded, by request number.
+    in_flight: BTreeMap<u64, InFlight>,
+}
+
+impl Node {
+    /// `incarnation` must differ on every start of the same peer (the shell uses its boot time
+    /// in milliseconds), so a restarted peer never reuses a dot.
+    pub fn new(id: NodeId, incarnation: u64, config: CoreConfig) -> Node {
+        let view = MembershipView::new().with(id.clone(), crate::core::membership::Liveness::Up);
+        let ring = Ring::new(config.ring_params(), view.members())
+            .expect("CoreConfig::validate accepts only valid ring parameters");
+        Node {
+            actor: Actor(format!("{id}.{incarnation}")),
+            id,
+            store: Store::new(config.partitions, config.max_clock_entries),
+            config,
+            view,
+            ring,
+            next_req: 0,
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn view(&self) -> &MembershipView {
+        &self.view
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Number of requests waiting on replicas.
+    pub fn pending_requests(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
+        match input {
+            Input::Client { id, request } => match request {
+                ClientRequest::Get { key, r } => self.start_read(now, id, key, r, out),
+                ClientRequest::Write(write) => {
+                    self.start_write(now, Origin::Client(id), write, out)
+                }
+            },
+            Input::Peer { from, message } => self.on_peer_message(now, from, message, out),
+            Input::Membership(view) => self.on_membership(view),
+            Input::Undeliverable { to, req } => self.on_undeliverable(now, to, req, out),
+        }
+    }
+
+    /// Fails every request whose deadline has passed.
+    pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline() <= now)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in expired {
+            let Some(flight) = self.in_flight.remove(&req) else {
+                continue;
+            };
+            match flight {
+                InFlight::Write {
+                    origin, tracker, ..
+                } => {
+                    let error = RequestError::Timeout {
+                        needed: tracker.needed(),
+                        got: tracker.successes(),
+                    };
+                    self.reply(origin, ClientReply::Failed(error), out);
+                }
+                InFlight::Read {
+                    origin, tracker, ..
+                } => {
+                    let error = RequestError::Timeout {
+                        needed: tracker.needed(),
+                        got: tracker.successes(),
+                    };
+                    out.replies.push((origin, ClientReply::Failed(error)));
+                }
+                InFlight::Forward { origin, needed, .. } => {
+                    let error = RequestError::Timeout { needed, got: 0 };
+                    out.replies.push((origin, ClientReply::Failed(error)));
+                }
+            }
+        }
+    }
+
+    fn on_membership(&mut self, mut view: MembershipView) {
+        view.set(self.id.clone(), crate::core::membership::Liveness::Up);
+        if view.members() != *self.ring.members() {
+            self.ring = Ring::new(self.config.ring_params(), view.members())
+                .expect("ring parameters were validated at start");
+        }
+        self.view = view;
+    }
+
+    fn fresh_req(&mut self) -> u64 {
+        self.next_req += 1;
+        self.next_req
+    }
+
+    fn validate_key(&self, key: &[u8]) -> Result<(), RequestError> {
+        if key.is_empty() {
+            return Err(RequestError::EmptyKey);
+        }
+        if key.len() > self.config.max_key_bytes {
+            return Err(RequestError::KeyTooLarge {
+                size: key.len(),
+                limit: self.config.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn resolve_quorum(&self, q: Quorum) -> Result<usize, RequestError> {
+        let needed = q.resolve(self.config.replicas);
+        if needed > self.config.replicas {
+            return Err(RequestError::QuorumTooLarge {
+                asked: needed,
+                replicas: self.config.replicas,
+            });
+        }
+        Ok(needed)
+    }
+
+    fn validate_write(&self, write: &WriteRequest) -> Result<usize, RequestError> {
+        self.validate_key(&write.key)?;
+        if let WriteKind::Put { value, .. } = &write.write {
+            if value.len() > self.config.max_value_bytes {
+                return Err(RequestError::ValueTooLarge {
+                    size: value.len(),
+                    limit: self.config.max_value_bytes,
+                });
+            }
+        }
+        self.resolve_quorum(write.w)
+    }
+
+    fn start_write(&mut self, now: Millis, origin: Origin, write: WriteRequest, out: &mut Outputs) {
+        let needed = match self.validate_write(&write) {
+            Ok(needed) => needed,
+            Err(e) => return self.reply(origin, ClientReply::Failed(e), out),
+        };
+        let replicas = self.ring.replicas_of(&write.key);
+        // A forwarded write is coordinated here even if our view disagrees that we are a
+        // replica: forwarding again could bounce between peers with different views.
+        if replicas.contains(&self.id) || matches!(origin, Origin::Peer { .. }) {
+            return self.coordinate_write(now, origin, write, needed, out);
+        }
+        let Origin::Client(client) = origin else {
+            unreachable!("peer origins coordinate above")
+        };
+        let Some(target) = replicas.iter().find(|r| self.view.is_up(r)).cloned() else {
+            let error = RequestError::Unavailable { needed, got: 0 };
+            return out.replies.push((client, ClientReply::Failed(error)));
+        };
+        let req = self.fresh_req();
+        out.messages.push(Outgoing {
+            to: target,
+            message: PeerMessage::Coordinate { req, write },
+        });
+        self.in_flight.insert(
+            req,
+            InFlight::Forward {
+                origin: client,
+                needed,
+                deadline: now + self.config.request_timeout_ms,
+            },
+        );
+    }
+
+    fn coordinate_write(
+        &mut self,
+        now: Millis,
+        origin: Origin,
+        write: WriteRequest,
+        needed: usize,
+        out: &mut Outputs,
+    ) {
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&write.key).to_vec();
+        let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
+        let self_counts = usize::from(!replicas.contains(&self.id));
+        if live + self_counts < needed {
+            let error = RequestError::Unavailable { needed, got: live };
+            return self.reply(origin, ClientReply::Failed(error), out);
+        }
+        let partition = self.ring.partition_of(&write.key);
+        let context = match (&write.context, &write.write) {
+            (Some(ctx), _) => ctx.clone(),
+            // A delete without context removes everything this coordinator has seen.
+            (None, WriteKind::Delete) => self
+                .store
+                .get(partition, &write.key)
+                .map(|s| s.context().clone())
+                .unwrap_or_default(),
+            (None, WriteKind::Put { .. }) => VersionVector::new(),
+        };
+        let payload: Payload = write.write.into_payload(now);
+        let state = self
+            .store
+            .update(partition, &write.key, &self.actor, &context, payload);
+        let mut tracker = QuorumTracker::new(needed, replicas.len() + self_counts);
+        tracker.record_success(&self.id);
+        let req = self.fresh_req();
+        for replica in replicas.iter().filter(|r| **r != self.id) {
+            if self.view.is_up(replica) {
+                out.messages.push(Outgoing {
+                    to: replica.clone(),
+                    message: PeerMessage::Store {
+                        req,
+                        key: write.key.clone(),
+                        state: state.clone(),
+                    },
+                });
+            } else {
+                tracker.record_failure(replica);
+            }
+        }
+        let deadline = match origin {
+            Origin::Client(_) => now + self.config.request_timeout_ms,
+            // Leave the forwarding peer time to relay our answer before its own deadline.
+            Origin::Peer { .. } => now + self.config.request_timeout_ms * 3 / 4,
+        };
+        self.in_flight.insert(
+            req,
+            InFlight::Write {
+                origin,
+                tracker,
+                context: state.context().clone(),
+                deadline,
+            },
+        );
+        self.settle(now, req, out);
+    }
+
+    fn start_read(
+        &mut self,
+        now: Millis,
+        client: ClientRequestId,
+        key: Vec<u8>,
+        r: Quorum,
+        out: &mut Outputs,
+    ) {
+        let needed = match self.validate_key(&key).and_then(|_| self.resolve_quorum(r)) {
+            Ok(needed) => needed,
+            Err(e) => return out.replies.push((client, ClientReply::Failed(e))),
+        };
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
+        if live < needed {
+            let error = RequestError::Unavailable { needed, got: live };
+            return out.replies.push((client, ClientReply::Failed(error)));
+        }
+        let mut tracker = QuorumTracker::new(needed, replicas.len());
+        let mut merged = Siblings::new();
+        let req = self.fresh_req();
+        for replica in &replicas {
+            if *replica == self.id {
+                let partition = self.ring.partition_of(&key);
+                if let Some(local) = self.store.get(partition, &key) {
+                    merged.merge(local);
+                }
+                tracker.record_success(replica);
+            } else if self.view.is_up(replica) {
+                out.messages.push(Outgoing {
+                    to: replica.clone(),
+                    message: PeerMessage::Fetch {
+                        req,
+                        key: key.clone(),
+                    },
+                });
+            } else {
+                tracker.record_failure(replica);
+            }
+        }
+        self.in_flight.insert(
+            req,
+            InFlight::Read {
+                origin: client,
+                tracker,
+                merged,
+                deadline: now + self.config.request_timeout_ms,
+            },
+        );
+        self.settle(now, req, out);
+    }
+
+    fn on_peer_message(&mut self, now: Millis, from: NodeId, message: PeerMessage, out: &mut Outputs) {
+        match message {
+            PeerMessage::Store { req, key, state } => {
+                let partition = self.ring.partition_of(&key);
+                self.store.merge(partition, &key, &state);
+                out.messages.push(Outgoing {
+                    to: from,
+                    message: PeerMessage::StoreAck { req },
+                });
+            }
+            PeerMessage::StoreAck { req } => {
+                if let Some(InFlight::Write { tracker, .. }) = self.in_flight.get_mut(&req) {
+                    tracker.record_success(&from);
+                    self.settle(now, req, out);
+                }
+            }
+            PeerMessage::Fetch { req, key } => {
+                let partition = self.ring.partition_of(&key);
+                let state = self.store.get(partition, &key).cloned();
+                out.messages.push(Outgoing {
+                    to: from,
+                    message: PeerMessage::FetchReply { req, state },
+                });
+            }
+            PeerMessage::FetchReply { req, state } => {
+                if let Some(InFlight::Read {
+                    tracker, merged, ..
+                }) = self.in_flight.get_mut(&req)
+                {
+                    if !tracker.has_answered(&from) {
+                        if let Some(state) = state {
+                            merged.merge(&state);
+                        }
+                        tracker.record_success(&from);
+                    }
+                    self.settle(now, req, out);
+                }
+            }
+            PeerMessage::Coordinate { req, write } => {
+                let origin = Origin::Peer { node: from, req };
+                self.start_write(now, origin, write, out);
+            }
+            PeerMessage::CoordinateReply { req, reply } => {
+                if let Some(InFlight::Forward { origin, .. }) = self.in_flight.get(&req) {
+                    out.replies.push((*origin, reply));
+                    self.in_flight.remove(&req);
+                }
+            }
+        }
+    }
+
+    fn on_undeliverable(&mut self, now: Millis, to: NodeId, req: u64, out: &mut Outputs) {
+        match self.in_flight.get_mut(&req) {
+            Some(InFlight::Write { tracker, .. }) | Some(InFlight::Read { tracker, .. }) => {
+                tracker.record_failure(&to);
+                self.settle(now, req, out);
+            }
+            Some(InFlight::Forward { origin, needed, .. }) => {
+                let error = RequestError::Unavailable {
+                    needed: *needed,
+                    got: 0,
+                };
+                out.replies.push((*origin, ClientReply::Failed(error)));
+                self.in_flight.remove(&req);
+            }
+            None => {}
+        }
+    }
+
+    /// Replies and forgets request `req` if its quorum is met or can no longer be.
+    fn settle(&mut self, now: Millis, req: u64, out: &mut Outputs) {
+        let outcome = match self.in_flight.get(&req) {
+            Some(InFlight::Write { tracker, .. }) | Some(InFlight::Read { tracker, .. }) => {
+                tracker.outcome()
+            }
+            _ => return,
+        };
+        if outcome == QuorumOutcome::Pending {
+            return;
+        }
+        let Some(flight) = self.in_flight.remove(&req) else {
+            return;
+        };
+        match flight {
+            InFlight::Write {
+                origin,
+                tracker,
+                context,
+                ..
+            } => {
+                let reply = if outcome == QuorumOutcome::Met {
+                    ClientReply::Written { context }
+                } else {
+                    ClientReply::Failed(RequestError::Unavailable {
+                        needed: tracker.needed(),
+                        got: tracker.successes(),
+                    })
+                };
+                self.reply(origin, reply, out);
+            }
+            InFlight::Read {
+                origin,
+                tracker,
+                merged,
+                ..
+            } => {
+                let reply = if outcome == QuorumOutcome::Met {
+                    read_reply(&merged, now)
+                } else {
+                    ClientReply::Failed(RequestError::Unavailable {
+                        needed: tracker.needed(),
+                        got: tracker.successes(),
+                    })
+                };
+                out.replies.push((origin, reply));
+            }
+            InFlight::Forward { .. } => unreachable!("forwards are settled by their reply"),
+        }
+    }
+
+    fn reply(&self, origin: Origin, reply: ClientReply, out: &mut Outputs) {
+        match origin {
+            Origin::Client(id) => out.replies.push((id, reply)),
+            Origin::Peer { node, req } => out.messages.push(Outgoing {
+                to: node,
+                message: PeerMessage::CoordinateReply { req, reply },
+            }),
+        }
+    }
+}
+
+/// What a reader sees of a merged state at `now`.
+fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
+    let values: Vec<ReadValue> = merged
+        .visible_values(now)
+        .into_iter()
+        .filter_map(|p| match p {
+            Payload::Value {
+                data,
+                expires_at_ms,
+            } => Some(ReadValue {
+                data: data.clone(),
+                expires_at_ms: *expires_at_ms,
+            }),
+            Payload::Tombstone => None,
+        })
+        .collect();
+    let context = merged.context().clone();
+    if values.is_empty() {
+        ClientReply::NotFound { context }
+    } else {
+        ClientReply::Found { values, context }
+    }
+}

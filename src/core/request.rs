@@ -1,0 +1,93 @@
+//! What clients ask of a peer and what the core answers.
+//!
+//! These are the core's client-facing values: the HTTP layer and the simulator's workload
+//! build [`ClientRequest`]s, and turn [`ClientReply`]s back into responses.
+
+use crate::core::siblings::Payload;
+use crate::core::types::{Millis, Quorum};
+use crate::core::version_vector::VersionVector;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Get {
+        key: Vec<u8>,
+        r: Quorum,
+    },
+    /// A write of a value, or (with `Payload::Tombstone`) a delete.
+    Write(WriteRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub key: Vec<u8>,
+    pub write: WriteKind,
+    /// The causal context the client read; `None` for a blind write.
+    pub context: Option<VersionVector>,
+    pub w: Quorum,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteKind {
+    Put {
+        value: Vec<u8>,
+        /// Time to live; the coordinator turns it into an absolute expiry.
+        ttl_ms: Option<Millis>,
+    },
+    Delete,
+}
+
+impl WriteKind {
+    /// The stored payload, with expiry made absolute against the coordinator's clock.
+    pub fn into_payload(self, now: Millis) -> Payload {
+        match self {
+            WriteKind::Put { value, ttl_ms } => Payload::Value {
+                data: value,
+                expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
+            },
+            WriteKind::Delete => Payload::Tombstone,
+        }
+    }
+}
+
+/// A value as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadValue {
+    pub data: Vec<u8>,
+    pub expires_at_ms: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// One or more concurrent values (siblings) and the context that covers them all.
+    Found {
+        values: Vec<ReadValue>,
+        context: VersionVector,
+    },
+    /// No visible value; `context` is non-empty when the key holds tombstones or expired values,
+    /// so a client can write "after" the delete.
+    NotFound { context: VersionVector },
+    /// The write reached W replicas; `context` covers it (read-your-writes for the client).
+    Written { context: VersionVector },
+    Failed(RequestError),
+}
+
+/// Why a request failed. Every variant is safe to show a client.
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestError {
+    #[error("not enough replicas reachable: needed {needed}, got {got}")]
+    Unavailable { needed: usize, got: usize },
+    #[error("timed out waiting for replicas: needed {needed}, got {got}")]
+    Timeout { needed: usize, got: usize },
+    #[error("quorum {asked} is larger than the replication factor {replicas}")]
+    QuorumTooLarge { asked: usize, replicas: usize },
+    #[error("keys must not be empty")]
+    EmptyKey,
+    #[error("key is {size} bytes, the limit is {limit}")]
+    KeyTooLarge { size: usize, limit: usize },
+    #[error("value is {size} bytes, the limit is {limit}")]
+    ValueTooLarge { size: usize, limit: usize },
+    #[error("the peer is shutting down")]
+    ShuttingDown,
+}

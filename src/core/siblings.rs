@@ -1,0 +1,319 @@
+//! The versioned state of one key: concurrent values (siblings), each with its dot, plus one
+//! version vector for everything the replica has seen of the key.
+//!
+//! This is the dotted-version-vector set of Preguiça, Baquero et al. Three operations:
+//! - [`Siblings::update`] — what a coordinating replica does for a client write: the new value
+//!   gets a fresh dot, and every sibling the client's causal context covers is discarded.
+//! - [`Siblings::merge`] — what any replica does with a state from another replica: a sibling
+//!   survives unless the other side has seen its dot *and* dropped it.
+//! - [`Siblings::context`] — the causal context handed to a client on read.
+//!
+//! Invariants: every sibling's dot is covered by `clock`; no two siblings share a dot.
+//! Replicas only ever exchange whole per-key states (never loose dots), so a version vector
+//! without gaps describes the history exactly.
+//!
+//! Merge laws: `merge` is commutative, associative and idempotent on well-formed states, so
+//! replicas converge whatever order states arrive in (proptested below).
+//!
+//! Why a retried write does not add a sibling (Riak's "sibling explosion"): siblings are
+//! identified by dots, not by the coordinator's clock entry, so a write with a context removes
+//! exactly what that context saw; and a write whose payload equals a sibling it does not cover
+//! (a client retry after a lost reply) replaces that sibling instead of standing beside it.
+
+use crate::core::version_vector::{Actor, Dot, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a write stored: bytes with an optional absolute expiry, or a deletion marker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Payload {
+    Value {
+        data: Vec<u8>,
+        /// Cluster time in milliseconds at which the value stops being visible.
+        expires_at_ms: Option<u64>,
+    },
+    /// A versioned delete. Kept like a value so a stale replica cannot undo it.
+    Tombstone,
+}
+
+impl Payload {
+    /// Whether a reader at `now_ms` may see this payload as a live value.
+    pub fn is_visible_at(&self, now_ms: u64) -> bool {
+        match self {
+            Payload::Value { expires_at_ms, .. } => expires_at_ms.is_none_or(|t| now_ms < t),
+            Payload::Tombstone => false,
+        }
+    }
+
+    /// Bytes this payload holds, for accounting.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Value { data, .. } => data.len(),
+            Payload::Tombstone => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The state of one key on one replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Siblings {
+    /// Everything this replica has seen of the key. Covers every dot in `versions`.
+    clock: VersionVector,
+    /// The surviving concurrent writes, by dot.
+    versions: BTreeMap<Dot, Payload>,
+}
+
+impl Siblings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The causal context a client gets on read and passes back on write.
+    pub fn context(&self) -> &VersionVector {
+        &self.clock
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = (&Dot, &Payload)> {
+        self.versions.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// Values a reader at `now_ms` may see (no tombstones, nothing expired), in dot order.
+    pub fn visible_values(&self, now_ms: u64) -> Vec<&Payload> {
+        self.versions
+            .values()
+            .filter(|p| p.is_visible_at(now_ms))
+            .collect()
+    }
+
+    /// Applies a client write at the coordinating replica `actor`.
+    ///
+    /// `context` is what the client read (empty for a blind write). Returns the new dot.
+    pub fn update(
+        &mut self,
+        actor: &Actor,
+        context: &VersionVector,
+        payload: Payload,
+        max_clock_entries: usize,
+    ) -> Dot {
+        let counter = self.clock.get(actor).max(context.get(actor)) + 1;
+        let dot = Dot {
+            actor: actor.clone(),
+            counter,
+        };
+        self.versions
+            .retain(|d, existing| !context.covers(d) && *existing != payload);
+        self.clock.merge(context);
+        self.clock.add(&dot);
+        self.versions.insert(dot.clone(), payload);
+        self.prune_clock(max_clock_entries, actor);
+        dot
+    }
+
+    /// Joins the state another replica holds for the same key into this one.
+    pub fn merge(&mut self, other: &Siblings) {
+        let mine = std::mem::take(&mut self.versions);
+        let mut merged = BTreeMap::new();
+        for (dot, payload) in mine {
+            if other.versions.contains_key(&dot) || !other.clock.covers(&dot) {
+                merged.insert(dot, payload);
+            }
+        }
+        for (dot, payload) in &other.versions {
+            if !merged.contains_key(dot) && !self.clock.covers(dot) {
+                merged.insert(dot.clone(), payload.clone());
+            }
+        }
+        self.versions = merged;
+        self.clock.merge(&other.clock);
+    }
+
+    pub fn merged(&self, other: &Siblings) -> Siblings {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// Prunes the clock, never forgetting the coordinator's own entry: its next dot for this
+    /// key is computed from that entry, and a forgotten entry would let it reuse a dot.
+    fn prune_clock(&mut self, max_entries: usize, coordinator: &Actor) {
+        let mut keep: Vec<&Actor> = self.versions.keys().map(|d| &d.actor).collect();
+        keep.push(coordinator);
+        let mut clock = self.clock.clone();
+        clock.prune(max_entries, &keep);
+        self.clock = clock;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn actor(name: &str) -> Actor {
+        Actor(name.to_string())
+    }
+
+    fn value(s: &str) -> Payload {
+        Payload::Value {
+            data: s.as_bytes().to_vec(),
+            expires_at_ms: None,
+        }
+    }
+
+    fn datas(s: &Siblings) -> Vec<String> {
+        s.versions()
+            .map(|(_, p)| match p {
+                Payload::Value { data, .. } => String::from_utf8(data.clone()).unwrap(),
+                Payload::Tombstone => "<tomb>".to_string(),
+            })
+            .collect()
+    }
+
+    const MAX: usize = 64;
+
+    #[test]
+    fn blind_writes_at_two_coordinators_become_siblings() {
+        let mut a = Siblings::new();
+        let mut b = Siblings::new();
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
+        let merged = a.merged(&b);
+        assert_eq!(datas(&merged), vec!["x", "y"]);
+        assert_eq!(merged, b.merged(&a));
+    }
+
+    #[test]
+    fn a_write_with_the_merged_context_resolves_siblings() {
+        let mut a = Siblings::new();
+        let mut b = Siblings::new();
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
+        let mut merged = a.merged(&b);
+        let ctx = merged.context().clone();
+        merged.update(&actor("A"), &ctx, value("z"), MAX);
+        assert_eq!(datas(&merged), vec!["z"]);
+        // A replica still holding only "y" learns that "y" was superseded.
+        let healed = b.merged(&merged);
+        assert_eq!(datas(&healed), vec!["z"]);
+    }
+
+    #[test]
+    fn a_write_with_stale_context_keeps_the_unseen_sibling() {
+        let mut s = Siblings::new();
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
+        let ctx1 = s.context().clone();
+        s.update(&actor("A"), &ctx1, value("v2"), MAX);
+        // A second client also read v1 and writes v3: v2 was not seen, so it must survive.
+        s.update(&actor("A"), &ctx1, value("v3"), MAX);
+        assert_eq!(datas(&s), vec!["v2", "v3"]);
+    }
+
+    #[test]
+    fn a_retried_write_does_not_add_a_sibling() {
+        let mut s = Siblings::new();
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
+        let ctx = s.context().clone();
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        assert_eq!(datas(&s), vec!["v2"]);
+    }
+
+    #[test]
+    fn a_tombstone_beats_a_stale_replica() {
+        let mut a = Siblings::new();
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        let stale = a.clone();
+        let ctx = a.context().clone();
+        a.update(&actor("A"), &ctx, Payload::Tombstone, MAX);
+        let merged = stale.merged(&a);
+        assert_eq!(datas(&merged), vec!["<tomb>"]);
+        assert!(merged.visible_values(0).is_empty());
+    }
+
+    #[test]
+    fn expired_values_are_not_visible() {
+        let mut s = Siblings::new();
+        let payload = Payload::Value {
+            data: b"x".to_vec(),
+            expires_at_ms: Some(1_000),
+        };
+        s.update(&actor("A"), &VersionVector::new(), payload, MAX);
+        assert_eq!(s.visible_values(999).len(), 1);
+        assert!(s.visible_values(1_000).is_empty());
+    }
+
+    /// A random history: several replicas, each doing writes (with some context it saw) or
+    /// merges with another replica. Produces well-formed states to test the merge laws on.
+    fn arb_states() -> impl Strategy<Value = Vec<Siblings>> {
+        proptest::collection::vec((0usize..3, 0usize..3, any::<bool>(), 0u8..4), 1..25).prop_map(
+            |steps| {
+                let mut replicas = vec![Siblings::new(), Siblings::new(), Siblings::new()];
+                for (i, j, write, v) in steps {
+                    if write {
+                        let ctx = if v % 2 == 0 {
+                            replicas[j].context().clone()
+                        } else {
+                            VersionVector::new()
+                        };
+                        let name = format!("R{i}");
+                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX);
+                    } else {
+                        let other = replicas[j].clone();
+                        replicas[i].merge(&other);
+                    }
+                }
+                replicas
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(states in arb_states()) {
+            prop_assert_eq!(states[0].merged(&states[1]), states[1].merged(&states[0]));
+        }
+
+        #[test]
+        fn merge_is_associative(states in arb_states()) {
+            let (a, b, c) = (&states[0], &states[1], &states[2]);
+            prop_assert_eq!(a.merged(b).merged(c), a.merged(&b.merged(c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent(states in arb_states()) {
+            prop_assert_eq!(states[0].merged(&states[0]), states[0].clone());
+        }
+
+        #[test]
+        fn every_dot_is_covered_by_the_clock(states in arb_states()) {
+            let m = states[0].merged(&states[1]).merged(&states[2]);
+            for (dot, _) in m.versions() {
+                prop_assert!(m.context().covers(dot));
+            }
+        }
+
+        #[test]
+        fn writing_with_the_merged_context_leaves_one_value(states in arb_states()) {
+            let mut m = states[0].merged(&states[1]).merged(&states[2]);
+            let ctx = m.context().clone();
+            m.update(&Actor("R0".into()), &ctx, value("final"), MAX);
+            prop_assert_eq!(m.len(), 1);
+            for s in &states {
+                prop_assert_eq!(s.merged(&m).len(), 1);
+            }
+        }
+    }
+}
