@@ -575,3 +575,7 @@ fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
         ClientReply::Found { values, context }
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

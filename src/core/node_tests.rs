@@ -1,0 +1,338 @@
+//! Scenario tests of `Node` on a tiny synchronous network: every message is delivered in
+//! order unless its destination is cut off, in which case the sender hears it is undeliverable
+//! (or, with `drop_silently`, hears nothing and must time out).
+
+use super::*;
+use crate::core::membership::Liveness;
+use std::collections::{BTreeSet, VecDeque};
+
+struct Net {
+    nodes: BTreeMap<NodeId, Node>,
+    cut: BTreeSet<NodeId>,
+    drop_silently: bool,
+    now: Millis,
+    next_client: u64,
+    /// Messages to a cut-off node, held so a test can deliver them later or never.
+    held: Vec<(NodeId, Outgoing)>,
+}
+
+fn nid(s: &str) -> NodeId {
+    NodeId::from(s)
+}
+
+impl Net {
+    fn new(names: &[&str], config: CoreConfig) -> Net {
+        let mut view = MembershipView::new();
+        for n in names {
+            view.set(nid(n), Liveness::Up);
+        }
+        let mut nodes = BTreeMap::new();
+        for (i, n) in names.iter().enumerate() {
+            let mut node = Node::new(nid(n), i as u64 + 1, config.clone());
+            node.handle(0, Input::Membership(view.clone()), &mut Outputs::default());
+            nodes.insert(nid(n), node);
+        }
+        Net {
+            nodes,
+            cut: BTreeSet::new(),
+            drop_silently: false,
+            now: 1_000,
+            next_client: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// Marks `node` down in everyone's view and cuts it off the network.
+    fn take_down(&mut self, node: &str) {
+        self.cut.insert(nid(node));
+        self.set_view_liveness(node, Liveness::Down);
+    }
+
+    fn set_view_liveness(&mut self, node: &str, liveness: Liveness) {
+        for n in self.nodes.values_mut() {
+            let mut view = n.view().clone();
+            view.set(nid(node), liveness);
+            n.handle(0, Input::Membership(view), &mut Outputs::default());
+        }
+    }
+
+    /// Runs one client request at `at` to completion and returns its reply, if any.
+    fn request(&mut self, at: &str, request: ClientRequest) -> Option<ClientReply> {
+        self.next_client += 1;
+        let id = ClientRequestId(self.next_client);
+        let mut queue: VecDeque<(NodeId, Input)> = VecDeque::new();
+        queue.push_back((nid(at), Input::Client { id, request }));
+        let mut reply = None;
+        while let Some((target, input)) = queue.pop_front() {
+            let mut out = Outputs::default();
+            self.nodes
+                .get_mut(&target)
+                .expect("known node")
+                .handle(self.now, input, &mut out);
+            for (rid, r) in out.replies {
+                if rid == id {
+                    reply = Some(r);
+                }
+            }
+            for msg in out.messages {
+                if self.cut.contains(&msg.to) {
+                    if !self.drop_silently {
+                        let req = msg.message.req();
+                        queue.push_back((target.clone(), Input::Undeliverable { to: msg.to.clone(), req }));
+                    }
+                    self.held.push((target.clone(), msg));
+                } else {
+                    let from = target.clone();
+                    queue.push_back((msg.to.clone(), Input::Peer { from, message: msg.message }));
+                }
+            }
+        }
+        reply
+    }
+
+    fn tick_all(&mut self, now: Millis) -> Vec<ClientReply> {
+        self.now = now;
+        let mut replies = Vec::new();
+        for n in self.nodes.values_mut() {
+            let mut out = Outputs::default();
+            n.tick(now, &mut out);
+            replies.extend(out.replies.into_iter().map(|(_, r)| r));
+        }
+        replies
+    }
+
+    fn local_values(&self, node: &str, key: &[u8]) -> usize {
+        let n = &self.nodes[&nid(node)];
+        n.store()
+            .get(n.ring().partition_of(key), key)
+            .map(|s| s.visible_values(self.now).len())
+            .unwrap_or(0)
+    }
+}
+
+fn put(key: &str, value: &str, context: Option<VersionVector>, w: Quorum) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Put {
+            value: value.as_bytes().to_vec(),
+            ttl_ms: None,
+        },
+        context,
+        w,
+    })
+}
+
+fn get(key: &str, r: Quorum) -> ClientRequest {
+    ClientRequest::Get {
+        key: key.as_bytes().to_vec(),
+        r,
+    }
+}
+
+fn delete(key: &str, context: Option<VersionVector>, w: Quorum) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Delete,
+        context,
+        w,
+    })
+}
+
+fn values(reply: &ClientReply) -> Vec<String> {
+    match reply {
+        ClientReply::Found { values, .. } => values
+            .iter()
+            .map(|v| String::from_utf8(v.data.clone()).unwrap())
+            .collect(),
+        other => panic!("expected Found, got {other:?}"),
+    }
+}
+
+fn context(reply: &ClientReply) -> VersionVector {
+    match reply {
+        ClientReply::Found { context, .. }
+        | ClientReply::NotFound { context }
+        | ClientReply::Written { context } => context.clone(),
+        other => panic!("no context in {other:?}"),
+    }
+}
+
+#[test]
+fn quorum_write_then_quorum_read_from_another_peer() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let w = net.request("A", put("k", "v1", None, Quorum::Quorum)).unwrap();
+    assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
+    let r = net.request("B", get("k", Quorum::Quorum)).unwrap();
+    assert_eq!(values(&r), vec!["v1"]);
+    for n in ["A", "B", "C"] {
+        assert_eq!(net.local_values(n, b"k"), 1, "replica {n} holds the write");
+    }
+}
+
+#[test]
+fn a_peer_outside_the_preference_list_forwards_writes() {
+    let config = CoreConfig {
+        replicas: 2,
+        ..CoreConfig::for_test()
+    };
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let key = (0..)
+        .map(|i| format!("key{i}"))
+        .find(|k| !net.nodes[&nid("A")].ring().replicas_of(k.as_bytes()).contains(&nid("A")))
+        .unwrap();
+    let w = net.request("A", put(&key, "v", None, Quorum::All)).unwrap();
+    assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
+    assert_eq!(net.local_values("A", key.as_bytes()), 0, "A is not a replica");
+    let r = net.request("A", get(&key, Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["v"]);
+}
+
+#[test]
+fn one_peer_down_still_meets_quorum() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.take_down("C");
+    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    assert!(matches!(w, ClientReply::Written { .. }));
+    let r = net.request("B", get("k", Quorum::Quorum)).unwrap();
+    assert_eq!(values(&r), vec!["v"]);
+    let all = net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(
+        all,
+        ClientReply::Failed(RequestError::Unavailable { needed: 3, got: 2 })
+    );
+}
+
+#[test]
+fn two_peers_down_fails_fast_and_writes_nothing() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.take_down("B");
+    net.take_down("C");
+    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    assert_eq!(
+        w,
+        ClientReply::Failed(RequestError::Unavailable { needed: 2, got: 1 })
+    );
+    assert_eq!(net.local_values("A", b"k"), 0);
+    assert_eq!(net.nodes[&nid("A")].pending_requests(), 0);
+}
+
+#[test]
+fn an_undeliverable_replica_counts_as_a_failure() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    // B and C are cut off but still believed up: the sends fail and the write fails at once.
+    net.cut.insert(nid("B"));
+    net.cut.insert(nid("C"));
+    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    assert_eq!(
+        w,
+        ClientReply::Failed(RequestError::Unavailable { needed: 2, got: 1 })
+    );
+}
+
+#[test]
+fn silence_ends_in_a_timeout_at_the_deadline() {
+    let config = CoreConfig::for_test();
+    let timeout = config.request_timeout_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    net.drop_silently = true;
+    net.cut.insert(nid("B"));
+    net.cut.insert(nid("C"));
+    assert_eq!(net.request("A", get("k", Quorum::All)), None);
+    assert!(net.tick_all(1_000 + timeout - 1).is_empty());
+    let replies = net.tick_all(1_000 + timeout);
+    assert_eq!(
+        replies,
+        vec![ClientReply::Failed(RequestError::Timeout { needed: 3, got: 1 })]
+    );
+    assert_eq!(net.nodes[&nid("A")].pending_requests(), 0);
+}
+
+#[test]
+fn concurrent_blind_writes_become_siblings_and_a_contextual_write_resolves_them() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put("k", "x", None, Quorum::All)).unwrap();
+    net.request("B", put("k", "y", None, Quorum::All)).unwrap();
+    let r = net.request("C", get("k", Quorum::Quorum)).unwrap();
+    let mut got = values(&r);
+    got.sort();
+    assert_eq!(got, vec!["x", "y"]);
+    let ctx = context(&r);
+    net.request("C", put("k", "z", Some(ctx), Quorum::Quorum)).unwrap();
+    let r = net.request("A", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["z"]);
+}
+
+#[test]
+fn a_retried_write_through_the_same_coordinator_adds_no_sibling() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let first = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
+    let ctx = context(&first);
+    for _ in 0..3 {
+        net.request("A", put("k", "v2", Some(ctx.clone()), Quorum::All)).unwrap();
+    }
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["v2"]);
+}
+
+#[test]
+fn a_delete_missed_by_one_replica_still_reads_as_absent() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let w = net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    net.cut.insert(nid("C")); // C misses the delete but is still believed up
+    let d = net.request("A", delete("k", Some(context(&w)), Quorum::Quorum)).unwrap();
+    assert!(matches!(d, ClientReply::Written { .. }), "{d:?}");
+    net.cut.clear();
+    assert_eq!(net.local_values("C", b"k"), 1, "C still holds the old value");
+    let r = net.request("C", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+}
+
+#[test]
+fn a_delete_without_context_removes_what_the_coordinator_saw() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    let coordinator = net.nodes[&nid("A")].ring().replicas_of(b"k")[0].clone();
+    net.request(coordinator.as_str(), delete("k", None, Quorum::All)).unwrap();
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+}
+
+#[test]
+fn ttl_values_vanish_at_their_expiry_on_every_replica() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let req = ClientRequest::Write(WriteRequest {
+        key: b"k".to_vec(),
+        write: WriteKind::Put {
+            value: b"v".to_vec(),
+            ttl_ms: Some(1_000),
+        },
+        context: None,
+        w: Quorum::All,
+    });
+    net.request("A", req).unwrap();
+    net.now = 1_999;
+    assert_eq!(values(&net.request("B", get("k", Quorum::One)).unwrap()), vec!["v"]);
+    net.now = 2_000;
+    for n in ["A", "B", "C"] {
+        let r = net.request(n, get("k", Quorum::One)).unwrap();
+        assert!(matches!(r, ClientReply::NotFound { .. }), "{n}: {r:?}");
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    assert_eq!(
+        net.request("A", get("", Quorum::One)),
+        Some(ClientReply::Failed(RequestError::EmptyKey))
+    );
+    assert_eq!(
+        net.request("A", put("k", "v", None, Quorum::Exactly(4))),
+        Some(ClientReply::Failed(RequestError::QuorumTooLarge { asked: 4, replicas: 3 }))
+    );
+    let big = "x".repeat(CoreConfig::for_test().max_key_bytes + 1);
+    assert!(matches!(
+        net.request("A", get(&big, Quorum::One)),
+        Some(ClientReply::Failed(RequestError::KeyTooLarge { .. }))
+    ));
+}
