@@ -1,1 +1,24 @@
+//! ringcache: a leaderless, Dynamo-style, peer-to-peer distributed in-memory cache.
+//!
+//! Any peer coordinates any request: a write goes to the key's N ring successors and is
+//! acknowledged after W of them; a read asks the replicas and answers after R. Versions carry
+//! dotted version vectors, so concurrent writes survive as siblings until a client writes back
+//! with the context it read.
+//!
+//! # Layout
+//! - [`core`] — the deterministic protocol core, free of I/O: ring placement, version vectors,
+//!   siblings, quorum tracking, storage, the peer protocol and the [`core::node::Node`] state
+//!   machine. Time and randomness come in as inputs.
+//! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
+//!   gossip membership, the driver task that owns a node, peer start-up and shutdown.
+//! - [`api`] — the HTTP API (axum) and its wire formats (causal-context tokens, key encoding).
+//! - [`client`] — a Rust HTTP client used by the CLI and the tests.
+//! - [`launcher`] — starts N peers as child processes: `ringcache up`.
+//! - [`config`] — one peer's whole configuration.
+
+pub mod api;
+pub mod client;
+pub mod config;
 pub mod core;
+pub mod launcher;
+pub mod shell;

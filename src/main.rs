@@ -1,1 +1,289 @@
-fn main(){}
+//! `ringcache`: serve a peer, launch a local cluster, or talk to one.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ringcache::client::{Client, ReadResult, WriteOptions};
+use ringcache::config::PeerConfig;
+use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
+use ringcache::core::types::NodeId;
+use ringcache::launcher::{self, LaunchOptions, LocalCluster, SECRET_ENV};
+use ringcache::shell::auth::ClusterSecret;
+use ringcache::shell::gossip::GossipTiming;
+use ringcache::shell::peer::RunningPeer;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ringcache",
+    version,
+    about = "A leaderless, Dynamo-style distributed cache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run one peer.
+    Serve(ServeArgs),
+    /// Start a local cluster of N peers on loopback; Ctrl-C stops it.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        peers: usize,
+        /// Show the peers' logs.
+        #[arg(long)]
+        logs: bool,
+        /// Extra arguments passed to every peer's `serve`, e.g. `--serve-arg=--replicas=2`.
+        #[arg(long = "serve-arg", allow_hyphen_values = true)]
+        serve_args: Vec<String>,
+    },
+    /// Read a key.
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+        /// Read quorum: one, quorum, all or a number.
+        #[arg(long)]
+        r: Option<String>,
+    },
+    /// Write a key.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Time to live, in seconds.
+        #[arg(long)]
+        ttl: Option<f64>,
+    },
+    /// Delete a key.
+    Del {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Show the peer's view of the cluster.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// A peer's HTTP URL.
+    #[arg(long, env = "RINGCACHE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+}
+
+#[derive(Args)]
+struct WriteArgs {
+    /// Write quorum: one, quorum, all or a number.
+    #[arg(long)]
+    w: Option<String>,
+    /// The causal context from a previous read.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// This peer's name, unique in the cluster and kept across restarts.
+    #[arg(long)]
+    id: String,
+    /// UDP address for gossip.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    gossip: SocketAddr,
+    /// UDP address for QUIC peer traffic.
+    #[arg(long = "peer-addr", default_value = "127.0.0.1:7100")]
+    peer_addr: SocketAddr,
+    /// TCP address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    http: SocketAddr,
+    /// Gossip address of a peer to join through (repeatable).
+    #[arg(long = "seed")]
+    seeds: Vec<SocketAddr>,
+    /// Shared secret of the cluster (at least 16 bytes); prefer the environment variable.
+    #[arg(long = "cluster-secret", env = SECRET_ENV, hide_env_values = true)]
+    secret: String,
+    /// Replicas per key (N); the same on every peer.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Keyspace partitions, a power of two; the same on every peer, for the cluster's life.
+    #[arg(long, default_value_t = 1024)]
+    partitions: u32,
+    /// Virtual-node tokens per peer.
+    #[arg(long, default_value_t = DEFAULT_VNODES)]
+    vnodes: u32,
+    /// Deadline of each request, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    request_timeout_ms: u64,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_value_bytes: usize,
+    /// Largest key accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_key_bytes: usize,
+    /// Gossip round interval, in milliseconds; failure detection scales with it.
+    #[arg(long, default_value_t = 200)]
+    gossip_interval_ms: u64,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<PeerConfig> {
+        let core = CoreConfig {
+            replicas: self.replicas,
+            partitions: self.partitions,
+            vnodes: self.vnodes,
+            request_timeout_ms: self.request_timeout_ms,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            ..CoreConfig::default()
+        };
+        Ok(PeerConfig {
+            id: NodeId::from(self.id),
+            gossip_addr: self.gossip,
+            peer_addr: self.peer_addr,
+            http_addr: self.http,
+            seeds: self.seeds,
+            secret: ClusterSecret::new(self.secret)?,
+            core,
+            gossip: GossipTiming {
+                interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
+                ..GossipTiming::default()
+            },
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "ringcache=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => serve(args).await,
+        Commands::Up {
+            peers,
+            logs,
+            serve_args,
+        } => up(peers, logs, serve_args).await,
+        Commands::Get { key, target, r } => {
+            let client = Client::new(&target.url);
+            match client.get(key.as_bytes(), r.as_deref()).await? {
+                ReadResult::Found { values, context } => {
+                    for v in &values {
+                        println!("{}", String::from_utf8_lossy(v));
+                    }
+                    eprintln!("context: {context}");
+                    if values.len() > 1 {
+                        eprintln!(
+                            "{} siblings: write back with --context to resolve",
+                            values.len()
+                        );
+                    }
+                }
+                ReadResult::NotFound { .. } => {
+                    eprintln!("not found");
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        }
+        Commands::Put {
+            key,
+            value,
+            target,
+            write,
+            ttl,
+        } => {
+            let options = WriteOptions {
+                w: write.w,
+                ttl_secs: ttl,
+                context: write.context,
+            };
+            let context = Client::new(&target.url)
+                .put(key.as_bytes(), value.into_bytes(), &options)
+                .await?;
+            eprintln!("ok, context: {context}");
+            Ok(())
+        }
+        Commands::Del { key, target, write } => {
+            let options = WriteOptions {
+                w: write.w,
+                ttl_secs: None,
+                context: write.context,
+            };
+            let context = Client::new(&target.url)
+                .delete(key.as_bytes(), &options)
+                .await?;
+            eprintln!("deleted, context: {context}");
+            Ok(())
+        }
+        Commands::Cluster { target } => {
+            let status = Client::new(&target.url).cluster().await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let peer = RunningPeer::start(config).await?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", launcher::ready_line(&peer.addresses))?;
+        stdout.flush()?;
+    }
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping");
+    peer.shutdown().await;
+    Ok(())
+}
+
+async fn up(count: usize, logs: bool, serve_args: Vec<String>) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("locating the ringcache binary")?;
+    let mut options = LaunchOptions::new(binary);
+    options.show_logs = logs;
+    options.serve_args = serve_args;
+    let cluster = tokio::select! {
+        c = LocalCluster::start(options, count) => c?,
+        _ = wait_for_stop_signal() => return Ok(()),
+    };
+    println!("ringcache: {count} peers up");
+    for p in &cluster.peers {
+        println!("  {}  {}", p.addresses.id, p.url());
+    }
+    let url = cluster.peers[0].url();
+    println!("try:");
+    println!("  curl -X PUT --data-binary 'world' {url}/v1/kv/hello");
+    println!("  curl -i {url}/v1/kv/hello");
+    println!("  curl -s {url}/v1/cluster");
+    println!("Ctrl-C stops the cluster.");
+    wait_for_stop_signal().await?;
+    println!("stopping {count} peers");
+    cluster.stop().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

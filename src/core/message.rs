@@ -24,13 +24,27 @@ pub enum PeerMessage {
         key: Vec<u8>,
         state: Siblings,
     },
-    StoreAck { req: u64 },
+    StoreAck {
+        req: u64,
+    },
     /// Send me your state of `key`.
-    Fetch { req: u64, key: Vec<u8> },
-    FetchReply { req: u64, state: Option<Siblings> },
+    Fetch {
+        req: u64,
+        key: Vec<u8>,
+    },
+    FetchReply {
+        req: u64,
+        state: Option<Siblings>,
+    },
     /// Coordinate this write for me: I am not one of the key's replicas.
-    Coordinate { req: u64, write: WriteRequest },
-    CoordinateReply { req: u64, reply: ClientReply },
+    Coordinate {
+        req: u64,
+        write: WriteRequest,
+    },
+    CoordinateReply {
+        req: u64,
+        reply: ClientReply,
+    },
 }
 
 impl PeerMessage {

@@ -77,7 +77,10 @@ impl Outputs {
 enum Origin {
     Client(ClientRequestId),
     /// A peer that forwarded a write for us to coordinate.
-    Peer { node: NodeId, req: u64 },
+    Peer {
+        node: NodeId,
+        req: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -421,7 +424,13 @@ impl Node {
         self.settle(now, req, out);
     }
 
-    fn on_peer_message(&mut self, now: Millis, from: NodeId, message: PeerMessage, out: &mut Outputs) {
+    fn on_peer_message(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        message: PeerMessage,
+        out: &mut Outputs,
+    ) {
         match message {
             PeerMessage::Store { req, key, state } => {
                 let partition = self.ring.partition_of(&key);

@@ -78,12 +78,24 @@ impl Net {
                 if self.cut.contains(&msg.to) {
                     if !self.drop_silently {
                         let req = msg.message.req();
-                        queue.push_back((target.clone(), Input::Undeliverable { to: msg.to.clone(), req }));
+                        queue.push_back((
+                            target.clone(),
+                            Input::Undeliverable {
+                                to: msg.to.clone(),
+                                req,
+                            },
+                        ));
                     }
                     self.held.push((target.clone(), msg));
                 } else {
                     let from = target.clone();
-                    queue.push_back((msg.to.clone(), Input::Peer { from, message: msg.message }));
+                    queue.push_back((
+                        msg.to.clone(),
+                        Input::Peer {
+                            from,
+                            message: msg.message,
+                        },
+                    ));
                 }
             }
         }
@@ -160,7 +172,9 @@ fn context(reply: &ClientReply) -> VersionVector {
 #[test]
 fn quorum_write_then_quorum_read_from_another_peer() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
-    let w = net.request("A", put("k", "v1", None, Quorum::Quorum)).unwrap();
+    let w = net
+        .request("A", put("k", "v1", None, Quorum::Quorum))
+        .unwrap();
     assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
     let r = net.request("B", get("k", Quorum::Quorum)).unwrap();
     assert_eq!(values(&r), vec!["v1"]);
@@ -178,11 +192,20 @@ fn a_peer_outside_the_preference_list_forwards_writes() {
     let mut net = Net::new(&["A", "B", "C"], config);
     let key = (0..)
         .map(|i| format!("key{i}"))
-        .find(|k| !net.nodes[&nid("A")].ring().replicas_of(k.as_bytes()).contains(&nid("A")))
+        .find(|k| {
+            !net.nodes[&nid("A")]
+                .ring()
+                .replicas_of(k.as_bytes())
+                .contains(&nid("A"))
+        })
         .unwrap();
     let w = net.request("A", put(&key, "v", None, Quorum::All)).unwrap();
     assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
-    assert_eq!(net.local_values("A", key.as_bytes()), 0, "A is not a replica");
+    assert_eq!(
+        net.local_values("A", key.as_bytes()),
+        0,
+        "A is not a replica"
+    );
     let r = net.request("A", get(&key, Quorum::All)).unwrap();
     assert_eq!(values(&r), vec!["v"]);
 }
@@ -191,7 +214,9 @@ fn a_peer_outside_the_preference_list_forwards_writes() {
 fn one_peer_down_still_meets_quorum() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
     net.take_down("C");
-    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    let w = net
+        .request("A", put("k", "v", None, Quorum::Quorum))
+        .unwrap();
     assert!(matches!(w, ClientReply::Written { .. }));
     let r = net.request("B", get("k", Quorum::Quorum)).unwrap();
     assert_eq!(values(&r), vec!["v"]);
@@ -207,7 +232,9 @@ fn two_peers_down_fails_fast_and_writes_nothing() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
     net.take_down("B");
     net.take_down("C");
-    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    let w = net
+        .request("A", put("k", "v", None, Quorum::Quorum))
+        .unwrap();
     assert_eq!(
         w,
         ClientReply::Failed(RequestError::Unavailable { needed: 2, got: 1 })
@@ -222,7 +249,9 @@ fn an_undeliverable_replica_counts_as_a_failure() {
     // B and C are cut off but still believed up: the sends fail and the write fails at once.
     net.cut.insert(nid("B"));
     net.cut.insert(nid("C"));
-    let w = net.request("A", put("k", "v", None, Quorum::Quorum)).unwrap();
+    let w = net
+        .request("A", put("k", "v", None, Quorum::Quorum))
+        .unwrap();
     assert_eq!(
         w,
         ClientReply::Failed(RequestError::Unavailable { needed: 2, got: 1 })
@@ -242,7 +271,10 @@ fn silence_ends_in_a_timeout_at_the_deadline() {
     let replies = net.tick_all(1_000 + timeout);
     assert_eq!(
         replies,
-        vec![ClientReply::Failed(RequestError::Timeout { needed: 3, got: 1 })]
+        vec![ClientReply::Failed(RequestError::Timeout {
+            needed: 3,
+            got: 1
+        })]
     );
     assert_eq!(net.nodes[&nid("A")].pending_requests(), 0);
 }
@@ -257,7 +289,8 @@ fn concurrent_blind_writes_become_siblings_and_a_contextual_write_resolves_them(
     got.sort();
     assert_eq!(got, vec!["x", "y"]);
     let ctx = context(&r);
-    net.request("C", put("k", "z", Some(ctx), Quorum::Quorum)).unwrap();
+    net.request("C", put("k", "z", Some(ctx), Quorum::Quorum))
+        .unwrap();
     let r = net.request("A", get("k", Quorum::All)).unwrap();
     assert_eq!(values(&r), vec!["z"]);
 }
@@ -268,7 +301,8 @@ fn a_retried_write_through_the_same_coordinator_adds_no_sibling() {
     let first = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
     let ctx = context(&first);
     for _ in 0..3 {
-        net.request("A", put("k", "v2", Some(ctx.clone()), Quorum::All)).unwrap();
+        net.request("A", put("k", "v2", Some(ctx.clone()), Quorum::All))
+            .unwrap();
     }
     let r = net.request("B", get("k", Quorum::All)).unwrap();
     assert_eq!(values(&r), vec!["v2"]);
@@ -279,10 +313,16 @@ fn a_delete_missed_by_one_replica_still_reads_as_absent() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
     let w = net.request("A", put("k", "v", None, Quorum::All)).unwrap();
     net.cut.insert(nid("C")); // C misses the delete but is still believed up
-    let d = net.request("A", delete("k", Some(context(&w)), Quorum::Quorum)).unwrap();
+    let d = net
+        .request("A", delete("k", Some(context(&w)), Quorum::Quorum))
+        .unwrap();
     assert!(matches!(d, ClientReply::Written { .. }), "{d:?}");
     net.cut.clear();
-    assert_eq!(net.local_values("C", b"k"), 1, "C still holds the old value");
+    assert_eq!(
+        net.local_values("C", b"k"),
+        1,
+        "C still holds the old value"
+    );
     let r = net.request("C", get("k", Quorum::All)).unwrap();
     assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
 }
@@ -292,7 +332,8 @@ fn a_delete_without_context_removes_what_the_coordinator_saw() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
     net.request("A", put("k", "v", None, Quorum::All)).unwrap();
     let coordinator = net.nodes[&nid("A")].ring().replicas_of(b"k")[0].clone();
-    net.request(coordinator.as_str(), delete("k", None, Quorum::All)).unwrap();
+    net.request(coordinator.as_str(), delete("k", None, Quorum::All))
+        .unwrap();
     let r = net.request("B", get("k", Quorum::All)).unwrap();
     assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
 }
@@ -311,7 +352,10 @@ fn ttl_values_vanish_at_their_expiry_on_every_replica() {
     });
     net.request("A", req).unwrap();
     net.now = 1_999;
-    assert_eq!(values(&net.request("B", get("k", Quorum::One)).unwrap()), vec!["v"]);
+    assert_eq!(
+        values(&net.request("B", get("k", Quorum::One)).unwrap()),
+        vec!["v"]
+    );
     net.now = 2_000;
     for n in ["A", "B", "C"] {
         let r = net.request(n, get("k", Quorum::One)).unwrap();
@@ -328,7 +372,10 @@ fn bad_requests_get_clear_errors() {
     );
     assert_eq!(
         net.request("A", put("k", "v", None, Quorum::Exactly(4))),
-        Some(ClientReply::Failed(RequestError::QuorumTooLarge { asked: 4, replicas: 3 }))
+        Some(ClientReply::Failed(RequestError::QuorumTooLarge {
+            asked: 4,
+            replicas: 3
+        }))
     );
     let big = "x".repeat(CoreConfig::for_test().max_key_bytes + 1);
     assert!(matches!(

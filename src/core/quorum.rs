@@ -85,7 +85,11 @@ mod tests {
         q.record_success(&n("A"));
         assert_eq!(q.outcome(), QuorumOutcome::Pending);
         q.record_success(&n("A"));
-        assert_eq!(q.outcome(), QuorumOutcome::Pending, "a duplicate ack must not count");
+        assert_eq!(
+            q.outcome(),
+            QuorumOutcome::Pending,
+            "a duplicate ack must not count"
+        );
         q.record_success(&n("B"));
         assert_eq!(q.outcome(), QuorumOutcome::Met);
     }

@@ -67,9 +67,13 @@ pub enum ClientReply {
     },
     /// No visible value; `context` is non-empty when the key holds tombstones or expired values,
     /// so a client can write "after" the delete.
-    NotFound { context: VersionVector },
+    NotFound {
+        context: VersionVector,
+    },
     /// The write reached W replicas; `context` covers it (read-your-writes for the client).
-    Written { context: VersionVector },
+    Written {
+        context: VersionVector,
+    },
     Failed(RequestError),
 }
 

@@ -73,7 +73,8 @@ pub struct Ring {
 impl Ring {
     pub fn new(params: RingParams, members: BTreeSet<NodeId>) -> Result<Ring, RingError> {
         params.validate()?;
-        let mut tokens: Vec<(u64, &NodeId)> = Vec::with_capacity(members.len() * params.vnodes as usize);
+        let mut tokens: Vec<(u64, &NodeId)> =
+            Vec::with_capacity(members.len() * params.vnodes as usize);
         for member in &members {
             for i in 0..params.vnodes {
                 tokens.push((key_position(format!("{member}#{i}").as_bytes()), member));
@@ -133,7 +134,11 @@ impl Ring {
         self.members
             .iter()
             .map(|m| {
-                let primary = self.preference.iter().filter(|l| l.first() == Some(m)).count();
+                let primary = self
+                    .preference
+                    .iter()
+                    .filter(|l| l.first() == Some(m))
+                    .count();
                 let any = self.preference.iter().filter(|l| l.contains(m)).count();
                 (m.clone(), primary as u32, any as u32)
             })
@@ -183,7 +188,9 @@ mod tests {
     }
 
     fn keys(count: usize) -> Vec<Vec<u8>> {
-        (0..count).map(|i| format!("key-{i}").into_bytes()).collect()
+        (0..count)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -194,7 +201,10 @@ mod tests {
         let mean = keys.len() as f64 / 3.0;
         let max = *counts.values().max().unwrap() as f64;
         assert_eq!(counts.len(), 3);
-        assert!(max <= 1.15 * mean, "most loaded {max} vs mean {mean}: {counts:?}");
+        assert!(
+            max <= 1.15 * mean,
+            "most loaded {max} vs mean {mean}: {counts:?}"
+        );
     }
 
     #[test]

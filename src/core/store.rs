@@ -11,9 +11,9 @@
 use crate::core::ring::PartitionId;
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::version_vector::{Actor, VersionVector};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::collections::hash_map::DefaultHasher;
 
 type KeyMap = HashMap<Vec<u8>, Siblings, BuildHasherDefault<DefaultHasher>>;
 
@@ -99,7 +99,13 @@ mod tests {
     fn merge_into_an_empty_store_adopts_the_state() {
         let mut a = Store::new(1, 16);
         let mut b = Store::new(1, 16);
-        let s = a.update(0, b"k", &Actor("A".into()), &VersionVector::new(), value("x"));
+        let s = a.update(
+            0,
+            b"k",
+            &Actor("A".into()),
+            &VersionVector::new(),
+            value("x"),
+        );
         b.merge(0, b"k", &s);
         assert_eq!(b.get(0, b"k"), Some(&s));
     }

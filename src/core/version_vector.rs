@@ -243,9 +243,18 @@ mod tests {
     #[test]
     fn zero_entries_do_not_matter_for_coverage() {
         let a: VersionVector = [(Actor("x".into()), 2)].into_iter().collect();
-        assert!(a.covers(&Dot { actor: Actor("x".into()), counter: 2 }));
-        assert!(!a.covers(&Dot { actor: Actor("x".into()), counter: 3 }));
-        assert!(!a.covers(&Dot { actor: Actor("y".into()), counter: 1 }));
+        assert!(a.covers(&Dot {
+            actor: Actor("x".into()),
+            counter: 2
+        }));
+        assert!(!a.covers(&Dot {
+            actor: Actor("x".into()),
+            counter: 3
+        }));
+        assert!(!a.covers(&Dot {
+            actor: Actor("y".into()),
+            counter: 1
+        }));
     }
 
     #[test]
@@ -254,7 +263,11 @@ mod tests {
         let keep = Actor("a0".into());
         v.prune(3, &[&keep]);
         assert_eq!(v.len(), 3);
-        assert_eq!(v.get(&keep), 1, "a kept actor survives even with the smallest counter");
+        assert_eq!(
+            v.get(&keep),
+            1,
+            "a kept actor survives even with the smallest counter"
+        );
         assert_eq!(v.get(&Actor("a5".into())), 6);
         assert_eq!(v.get(&Actor("a4".into())), 5);
         assert_eq!(v.get(&Actor("a1".into())), 0);

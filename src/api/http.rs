@@ -1,0 +1,240 @@
+//! The HTTP API (axum): key-value operations with per-request quorums, cluster status, health.
+//!
+//! Handlers only translate: HTTP in → [`ClientRequest`] → the driver → [`ClientReply`] → HTTP
+//! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
+
+use crate::api::{causal_context, keys};
+use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
+use crate::core::types::Quorum;
+use crate::shell::driver::DriverHandle;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+
+const KV_PREFIX: &str = "/v1/kv/";
+
+pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/kv/{*key}", any(kv))
+        .layer(DefaultBodyLimit::max(max_value_bytes))
+        .with_state(driver)
+}
+
+/// The body of a 300 Multiple Choices response.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiblingsBody {
+    pub context: String,
+    pub siblings: Vec<SiblingBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiblingBody {
+    /// The value, base64 (standard alphabet, padded).
+    pub value: String,
+    pub expires_at_ms: Option<u64>,
+}
+
+async fn health(State(driver): State<DriverHandle>) -> Response {
+    match driver.status().await {
+        Some(status) => Json(json!({"status": "ok", "id": status.id})).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopping"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn cluster(State(driver): State<DriverHandle>) -> Response {
+    match driver.status().await {
+        Some(status) => Json(status).into_response(),
+        None => error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down"),
+    }
+}
+
+async fn kv(
+    State(driver): State<DriverHandle>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match kv_request(method, &uri, &query, &headers, body) {
+        Ok(request) => {
+            let reply = driver.request(request).await;
+            reply_response(reply)
+        }
+        Err(response) => response,
+    }
+}
+
+fn kv_request(
+    method: Method,
+    uri: &Uri,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<ClientRequest, Response> {
+    let raw_key = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
+    let key = keys::percent_decode(raw_key).map_err(|e| bad_request(&e.to_string()))?;
+    let quorum = |name: &str| -> Result<Quorum, Response> {
+        match query.get(name) {
+            None => Ok(Quorum::Quorum),
+            Some(v) => v
+                .parse()
+                .map_err(|e: crate::core::types::BadQuorum| bad_request(&e.to_string())),
+        }
+    };
+    let context = match headers.get(causal_context::HEADER) {
+        None => None,
+        Some(v) => {
+            let token = v
+                .to_str()
+                .map_err(|_| bad_request("causal context is not ASCII"))?;
+            Some(causal_context::decode(token).map_err(|e| bad_request(&e.to_string()))?)
+        }
+    };
+    match method {
+        Method::GET => Ok(ClientRequest::Get {
+            key,
+            r: quorum("r")?,
+        }),
+        Method::PUT => {
+            let ttl_ms = match query.get("ttl") {
+                None => None,
+                Some(v) => {
+                    let secs: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| bad_request("ttl must be a positive number of seconds"))?;
+                    Some((secs * 1000.0).ceil() as u64)
+                }
+            };
+            Ok(ClientRequest::Write(WriteRequest {
+                key,
+                write: WriteKind::Put {
+                    value: body.to_vec(),
+                    ttl_ms,
+                },
+                context,
+                w: quorum("w")?,
+            }))
+        }
+        Method::DELETE => Ok(ClientRequest::Write(WriteRequest {
+            key,
+            write: WriteKind::Delete,
+            context,
+            w: quorum("w")?,
+        })),
+        _ => Err(error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, PUT or DELETE on /v1/kv/{key}",
+        )),
+    }
+}
+
+fn reply_response(reply: ClientReply) -> Response {
+    match reply {
+        ClientReply::Found {
+            mut values,
+            context,
+        } => {
+            let token = causal_context::encode(&context);
+            if values.len() == 1 {
+                let value = values.pop().expect("one value");
+                let mut response = (StatusCode::OK, value.data).into_response();
+                set_header(&mut response, causal_context::HEADER, &token);
+                if let Some(at) = value.expires_at_ms {
+                    set_header(&mut response, "x-expires-at-ms", &at.to_string());
+                }
+                response
+            } else {
+                let body = SiblingsBody {
+                    context: token.clone(),
+                    siblings: values
+                        .into_iter()
+                        .map(|v| SiblingBody {
+                            value: base64::engine::general_purpose::STANDARD.encode(v.data),
+                            expires_at_ms: v.expires_at_ms,
+                        })
+                        .collect(),
+                };
+                let mut response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
+                set_header(&mut response, causal_context::HEADER, &token);
+                response
+            }
+        }
+        ClientReply::NotFound { context } => {
+            let mut response = error_response(StatusCode::NOT_FOUND, "not found");
+            if !context.is_empty() {
+                set_header(
+                    &mut response,
+                    causal_context::HEADER,
+                    &causal_context::encode(&context),
+                );
+            }
+            response
+        }
+        ClientReply::Written { context } => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            set_header(
+                &mut response,
+                causal_context::HEADER,
+                &causal_context::encode(&context),
+            );
+            response
+        }
+        ClientReply::Failed(error) => request_error_response(&error),
+    }
+}
+
+fn request_error_response(error: &RequestError) -> Response {
+    let (status, extra) = match error {
+        RequestError::Unavailable { needed, got } | RequestError::Timeout { needed, got } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"needed": needed, "got": got}),
+        ),
+        RequestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, json!({})),
+        RequestError::ValueTooLarge { size, limit } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"size": size, "limit": limit}),
+        ),
+        RequestError::KeyTooLarge { size, limit } => (
+            StatusCode::BAD_REQUEST,
+            json!({"size": size, "limit": limit}),
+        ),
+        RequestError::QuorumTooLarge { .. } | RequestError::EmptyKey => {
+            (StatusCode::BAD_REQUEST, json!({}))
+        }
+    };
+    let mut body = json!({"error": error.to_string()});
+    if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, message)
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+}

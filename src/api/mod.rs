@@ -1,0 +1,4 @@
+//! Client-facing protocols. Today: HTTP ([`http`]); the Redis protocol comes later.
+pub mod causal_context;
+pub mod http;
+pub mod keys;

@@ -1,0 +1,203 @@
+//! [`Client`]: get, put and delete with per-request quorums and causal contexts.
+
+use crate::api::http::SiblingsBody;
+use crate::api::{causal_context, keys};
+use base64::Engine;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server answered with an error status; `body` is its JSON error.
+    #[error("server answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What a read returned. `context` is the opaque token to send back on the next write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    /// One value or several siblings.
+    Found {
+        values: Vec<Vec<u8>>,
+        context: String,
+    },
+    NotFound {
+        context: Option<String>,
+    },
+}
+
+impl ReadResult {
+    pub fn context(&self) -> Option<&str> {
+        match self {
+            ReadResult::Found { context, .. } => Some(context),
+            ReadResult::NotFound { context } => context.as_deref(),
+        }
+    }
+
+    pub fn values(&self) -> &[Vec<u8>] {
+        match self {
+            ReadResult::Found { values, .. } => values,
+            ReadResult::NotFound { .. } => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `one`, `quorum`, `all` or a number; the server's default when `None`.
+    pub w: Option<String>,
+    pub ttl_secs: Option<f64>,
+    pub context: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` is a peer's HTTP URL, e.g. `http://127.0.0.1:7070`.
+    pub fn new(base: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    fn key_url(&self, key: &[u8]) -> String {
+        format!("{}/v1/kv/{}", self.base, keys::percent_encode(key))
+    }
+
+    pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
+        let mut req = self.http.get(self.key_url(key));
+        if let Some(r) = r {
+            req = req.query(&[("r", r)]);
+        }
+        let response = req.send().await?;
+        let context = header(&response, causal_context::HEADER);
+        match response.status().as_u16() {
+            200 => Ok(ReadResult::Found {
+                values: vec![response.bytes().await?.to_vec()],
+                context: context
+                    .ok_or_else(|| ClientError::Protocol("200 without context".into()))?,
+            }),
+            300 => {
+                let body: SiblingsBody = response.json().await?;
+                let values = body
+                    .siblings
+                    .iter()
+                    .map(|s| base64::engine::general_purpose::STANDARD.decode(&s.value))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                Ok(ReadResult::Found {
+                    values,
+                    context: body.context,
+                })
+            }
+            404 => Ok(ReadResult::NotFound { context }),
+            status => Err(ClientError::Status {
+                status,
+                body: response.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Writes `value`; returns the context that covers the write.
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        options: &WriteOptions,
+    ) -> Result<String, ClientError> {
+        let mut req = self.http.put(self.key_url(key)).body(value);
+        req = apply_options(req, options);
+        if let Some(ttl) = options.ttl_secs {
+            req = req.query(&[("ttl", ttl.to_string())]);
+        }
+        expect_written(req.send().await?).await
+    }
+
+    pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
+        let req = apply_options(self.http.delete(self.key_url(key)), options);
+        expect_written(req.send().await?).await
+    }
+
+    pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.base))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Status {
+                status: response.status().as_u16(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(response.json().await?)
+    }
+
+    /// The names of the members this peer believes are up.
+    pub async fn live_members(&self) -> Result<Vec<String>, ClientError> {
+        let status = self.cluster().await?;
+        let members = status["members"]["members"]
+            .as_object()
+            .ok_or_else(|| ClientError::Protocol("no members in /v1/cluster".into()))?;
+        Ok(members
+            .iter()
+            .filter(|(_, m)| m["up"].as_bool() == Some(true))
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+}
+
+fn apply_options(
+    mut req: reqwest::RequestBuilder,
+    options: &WriteOptions,
+) -> reqwest::RequestBuilder {
+    if let Some(w) = &options.w {
+        req = req.query(&[("w", w)]);
+    }
+    if let Some(ctx) = &options.context {
+        req = req.header(causal_context::HEADER, ctx);
+    }
+    req
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn expect_written(response: reqwest::Response) -> Result<String, ClientError> {
+    let status = response.status().as_u16();
+    if status == 204 {
+        return header(&response, causal_context::HEADER)
+            .ok_or_else(|| ClientError::Protocol("write acknowledged without context".into()));
+    }
+    Err(ClientError::Status {
+        status,
+        body: response.text().await.unwrap_or_default(),
+    })
+}

@@ -1,0 +1,228 @@
+//! The run-N-peers launcher: a local cluster in one command, and the same code for tests.
+//!
+//! Each peer is a child process (`ringcache serve`) started on loopback with port 0 for every
+//! socket; the child binds, then prints one `READY {json}` line with the addresses it got, so
+//! two launchers (or parallel tests) can never collide on a port. The first peer seeds the rest.
+//! The cluster secret is generated fresh and passed through the environment, not argv.
+//!
+//! Children die with the launcher: `kill_on_drop`, plus `PR_SET_PDEATHSIG` so even a launcher
+//! killed with SIGKILL leaves no peer behind.
+
+use crate::client::Client;
+use crate::shell::peer::PeerAddresses;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const SECRET_ENV: &str = "RINGCACHE_CLUSTER_SECRET";
+const READY_PREFIX: &str = "READY ";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to start peers.
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    /// The `ringcache` binary to run.
+    pub binary: PathBuf,
+    pub secret: String,
+    /// Extra `serve` arguments given to every peer (e.g. `--replicas 3`).
+    pub serve_args: Vec<String>,
+    /// Let the peers' logs through to this process's stderr.
+    pub show_logs: bool,
+}
+
+impl LaunchOptions {
+    pub fn new(binary: impl AsRef<Path>) -> Self {
+        Self {
+            binary: binary.as_ref().to_path_buf(),
+            secret: crate::shell::auth::ClusterSecret::generate_hex(),
+            serve_args: Vec::new(),
+            show_logs: false,
+        }
+    }
+}
+
+/// One peer process.
+pub struct LaunchedPeer {
+    pub addresses: PeerAddresses,
+    child: Child,
+}
+
+impl LaunchedPeer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addresses.http)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGSTOP`) to the peer process.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let pid = self.pid().context("the peer has exited")?;
+        // SAFETY: kill(2) with a pid we own and a plain signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        anyhow::ensure!(rc == 0, "kill({pid}, {signal}) failed");
+        Ok(())
+    }
+
+    /// Stops the peer: SIGTERM, then SIGKILL if it has not exited within two seconds.
+    pub async fn stop(mut self) {
+        let _ = self.signal(libc::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+
+    /// Kills the peer at once (SIGKILL), like a crash.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Starts one `ringcache serve` child and waits for its `READY` line.
+pub async fn spawn_peer(
+    options: &LaunchOptions,
+    id: &str,
+    seeds: &[std::net::SocketAddr],
+) -> anyhow::Result<LaunchedPeer> {
+    let mut command = Command::new(&options.binary);
+    command
+        .arg("serve")
+        .args(["--id", id])
+        .args([
+            "--gossip",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(
+            seeds
+                .iter()
+                .flat_map(|s| ["--seed".to_string(), s.to_string()]),
+        )
+        .args(&options.serve_args)
+        .env(SECRET_ENV, &options.secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if options.show_logs {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", options.binary.display()))?;
+    let stdout = child.stdout.take().context("peer stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addresses = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(json) = line.strip_prefix(READY_PREFIX) {
+                return Ok::<_, anyhow::Error>(serde_json::from_str::<PeerAddresses>(json)?);
+            }
+        }
+        bail!("peer {id} exited before it was ready")
+    })
+    .await
+    .with_context(|| format!("peer {id} was not ready within {READY_TIMEOUT:?}"))??;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(LaunchedPeer { addresses, child })
+}
+
+/// The line `serve` prints once its sockets are bound.
+pub fn ready_line(addresses: &PeerAddresses) -> String {
+    format!(
+        "{READY_PREFIX}{}",
+        serde_json::to_string(addresses).expect("addresses serialize")
+    )
+}
+
+/// Peer names: A, B, C, … then P27, P28, …
+pub fn peer_name(index: usize) -> String {
+    if index < 26 {
+        char::from(b'A' + index as u8).to_string()
+    } else {
+        format!("P{}", index + 1)
+    }
+}
+
+/// A local cluster of child processes.
+pub struct LocalCluster {
+    pub options: LaunchOptions,
+    pub peers: Vec<LaunchedPeer>,
+}
+
+impl LocalCluster {
+    /// Starts `count` peers and waits until every one sees all of them up.
+    pub async fn start(options: LaunchOptions, count: usize) -> anyhow::Result<LocalCluster> {
+        anyhow::ensure!(count >= 1, "a cluster needs at least one peer");
+        let mut peers = Vec::with_capacity(count);
+        let first = spawn_peer(&options, &peer_name(0), &[]).await?;
+        let seed = first.addresses.gossip;
+        peers.push(first);
+        for i in 1..count {
+            peers.push(spawn_peer(&options, &peer_name(i), &[seed]).await?);
+        }
+        let cluster = LocalCluster { options, peers };
+        cluster
+            .wait_until_converged(count, Duration::from_secs(30))
+            .await?;
+        Ok(cluster)
+    }
+
+    pub fn seed(&self) -> std::net::SocketAddr {
+        self.peers[0].addresses.gossip
+    }
+
+    /// Waits until every running peer sees exactly `up` members up.
+    pub async fn wait_until_converged(&self, up: usize, limit: Duration) -> anyhow::Result<()> {
+        let urls: Vec<String> = self.peers.iter().map(|p| p.url()).collect();
+        wait_for_live_members(&urls, up, limit).await
+    }
+
+    pub async fn stop(self) {
+        for peer in self.peers {
+            peer.stop().await;
+        }
+    }
+}
+
+/// Polls each URL's `/v1/cluster` until it reports exactly `up` live members.
+pub async fn wait_for_live_members(
+    urls: &[String],
+    up: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    for url in urls {
+        let client = Client::new(url);
+        loop {
+            if let Ok(live) = client.live_members().await {
+                if live.len() == up {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{url} did not see {up} live members within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Peer authentication, all derived from one cluster secret.
+//!
+//! Why a secret and not a CA the operator manages: a local cluster must start with one command,
+//! and every peer can derive the same trust root from a shared secret. From the secret we derive:
+//! - a **cluster CA**: an Ed25519 key from `blake3::derive_key(secret)`. Ed25519 signatures are
+//!   deterministic and the CA certificate's fields are fixed, so every peer builds the
+//!   byte-identical CA certificate. Each peer then issues itself a leaf certificate (fresh key
+//!   per start) signed by that CA, and QUIC runs mutual TLS 1.3 against it: a peer with another
+//!   secret has another CA, and the handshake fails in both directions.
+//! - a **gossip key** for a keyed BLAKE3 MAC on every chitchat datagram (chitchat's own UDP is
+//!   plaintext and only checks a cluster-id string), so a stranger cannot inject membership.
+//! - the chitchat **cluster id**, so clusters with different secrets ignore each other quietly.
+//!
+//! What this does not do: encrypt gossip (membership is not secret), or rotate the secret without
+//! restarting every peer.
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+
+/// The name every peer certificate carries and every client checks.
+pub const PEER_SERVER_NAME: &str = "ringcache-peer";
+const ALPN: &[u8] = b"ringcache/1";
+
+/// The cluster secret, at least 16 bytes.
+#[derive(Clone)]
+pub struct ClusterSecret(Vec<u8>);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
+}
+
+impl ClusterSecret {
+    pub fn new(secret: impl AsRef<[u8]>) -> anyhow::Result<Self> {
+        let bytes = secret.as_ref().to_vec();
+        anyhow::ensure!(
+            bytes.len() >= 16,
+            "the cluster secret must be at least 16 bytes long"
+        );
+        Ok(Self(bytes))
+    }
+
+    /// A fresh random secret, hex-encoded (what `ringcache up` hands its peers).
+    pub fn generate_hex() -> String {
+        let bytes: [u8; 32] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn derive(&self, purpose: &str) -> [u8; 32] {
+        blake3::derive_key(purpose, &self.0)
+    }
+
+    pub fn gossip_key(&self) -> [u8; 32] {
+        self.derive("ringcache 2026-11 gossip datagram MAC")
+    }
+
+    pub fn cluster_id(&self) -> String {
+        let id = self.derive("ringcache 2026-11 chitchat cluster id");
+        let hex: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("ringcache-{hex}")
+    }
+
+    fn ca_key(&self) -> anyhow::Result<KeyPair> {
+        let seed = self.derive("ringcache 2026-11 cluster CA ed25519 seed");
+        // PKCS#8 v1 wrapping of a raw Ed25519 seed (RFC 8410).
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &PKCS_ED25519)
+            .context("deriving the cluster CA key")
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "ringcache cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(SerialNumber::from(1u64));
+    params
+}
+
+/// A peer's TLS material: the cluster CA and this peer's own certificate and key.
+pub struct PeerIdentity {
+    ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl PeerIdentity {
+    pub fn new(secret: &ClusterSecret, node_name: &str) -> anyhow::Result<Self> {
+        let ca_key = secret.ca_key()?;
+        let params = ca_params();
+        let ca_cert = params
+            .self_signed(&ca_key)
+            .context("self-signing the cluster CA")?;
+        let issuer = Issuer::new(params, ca_key);
+
+        let leaf_key = KeyPair::generate_for(&PKCS_ED25519).context("generating a peer key")?;
+        let mut leaf = CertificateParams::new(vec![PEER_SERVER_NAME.to_string()])
+            .context("building the peer certificate")?;
+        leaf.distinguished_name.push(DnType::CommonName, node_name);
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf_cert = leaf
+            .signed_by(&leaf_key, &issuer)
+            .context("signing the peer certificate")?;
+        Ok(Self {
+            ca: ca_cert.der().clone(),
+            cert: leaf_cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+        })
+    }
+
+    fn roots(&self) -> anyhow::Result<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.ca.clone())
+            .context("trusting the cluster CA")?;
+        Ok(roots)
+    }
+
+    /// QUIC server side: requires a client certificate from the same cluster CA.
+    pub fn quic_server_config(&self) -> anyhow::Result<quinn::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            provider.clone(),
+        )
+        .build()
+        .context("building the peer certificate verifier")?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![self.cert.clone()],
+                PrivateKeyDer::Pkcs8(self.key.clone_key()),
+            )
+            .context("loading the peer certificate")?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .context("QUIC server TLS config")?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(transport_config());
+        Ok(config)
+    }
+
+    /// QUIC client side: presents this peer's certificate and trusts only the cluster CA.
+    pub fn quic_client_config(&self) -> anyhow::Result<quinn::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(
+                vec![self.cert.clone()],
+                PrivateKeyDer::Pkcs8(self.key.clone_key()),
+            )
+            .context("loading the peer certificate")?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .context("QUIC client TLS config")?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport_config());
+        Ok(config)
+    }
+}
+
+/// Idle connections are closed after 10 s without traffic and kept alive every 2 s while in use,
+/// so a dead peer's connection is noticed and dropped instead of hanging sends.
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        std::time::Duration::from_secs(10)
+            .try_into()
+            .expect("10 s fits a QUIC idle timeout"),
+    ));
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
+    t.max_concurrent_uni_streams(1024u32.into());
+    Arc::new(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_derives_the_same_ca_from_the_same_secret() {
+        let s = ClusterSecret::new("a secret of sixteen+ bytes").unwrap();
+        let a = PeerIdentity::new(&s, "A").unwrap();
+        let b = PeerIdentity::new(&s, "B").unwrap();
+        assert_eq!(a.ca, b.ca);
+        assert_ne!(a.cert, b.cert);
+        let other = ClusterSecret::new("another secret, also long").unwrap();
+        assert_ne!(PeerIdentity::new(&other, "A").unwrap().ca, a.ca);
+        assert_ne!(other.cluster_id(), s.cluster_id());
+        assert_ne!(other.gossip_key(), s.gossip_key());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(ClusterSecret::new("short").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The I/O shell around the deterministic core: tokio, quinn, chitchat.
+//!
+//! [`peer::RunningPeer`] wires one peer together; [`driver`] owns the core; [`transport`] moves
+//! peer messages over QUIC; [`gossip`] turns chitchat into membership views; [`auth`] derives
+//! all peer credentials from the cluster secret.
+pub mod auth;
+pub mod driver;
+pub mod gossip;
+pub mod peer;
+pub mod transport;

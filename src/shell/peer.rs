@@ -1,0 +1,126 @@
+//! Starting and stopping one whole peer: sockets, gossip, QUIC transport, driver and HTTP.
+//!
+//! Sockets are bound before anything is announced, so a peer asked for port 0 gossips the port
+//! it really got. [`RunningPeer::shutdown`] stops every task it started.
+
+use crate::api::http;
+use crate::config::PeerConfig;
+use crate::core::node::Node;
+use crate::shell::auth::PeerIdentity;
+use crate::shell::driver::{wall_clock_ms, Driver, DriverHandle};
+use crate::shell::gossip::Gossip;
+use crate::shell::transport::PeerTransport;
+use anyhow::Context;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// The addresses a started peer really listens on.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PeerAddresses {
+    pub id: String,
+    pub gossip: SocketAddr,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+}
+
+pub struct RunningPeer {
+    pub addresses: PeerAddresses,
+    pub driver: DriverHandle,
+    shutdown: watch::Sender<bool>,
+    gossip: Arc<Gossip>,
+    transport: PeerTransport,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningPeer {
+    pub async fn start(config: PeerConfig) -> anyhow::Result<RunningPeer> {
+        config.validate()?;
+        let quic_socket = std::net::UdpSocket::bind(config.peer_addr)
+            .with_context(|| format!("binding peer traffic on {}", config.peer_addr))?;
+        let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let addresses = PeerAddresses {
+            id: config.id.to_string(),
+            gossip: free_gossip_addr(config.gossip_addr)?,
+            peer: quic_socket.local_addr()?,
+            http: http_listener.local_addr()?,
+        };
+
+        let identity = PeerIdentity::new(&config.secret, config.id.as_str())?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(65_536);
+        let transport =
+            PeerTransport::start(quic_socket, &identity, config.id.clone(), inbound_tx)?;
+
+        let incarnation = wall_clock_ms();
+        let gossip = Arc::new(
+            Gossip::start(
+                addresses.gossip,
+                &config.id,
+                incarnation,
+                config.seeds.clone(),
+                config.secret.cluster_id(),
+                config.secret.gossip_key(),
+                config.gossip.clone(),
+                addresses.peer,
+                addresses.http,
+            )
+            .await?,
+        );
+
+        let node = Node::new(config.id.clone(), incarnation, config.core.clone());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (driver, driver_task) = Driver::spawn(
+            node,
+            gossip.clone(),
+            transport.clone(),
+            inbound_rx,
+            shutdown_rx.clone(),
+        );
+        let router = http::router(driver.clone(), config.core.max_value_bytes);
+        let mut http_shutdown = shutdown_rx;
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(?addresses, "peer started");
+        Ok(RunningPeer {
+            addresses,
+            driver,
+            shutdown: shutdown_tx,
+            gossip,
+            transport,
+            tasks: vec![driver_task, http_task],
+        })
+    }
+
+    /// Stops HTTP, the driver, QUIC and gossip, and waits for their tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.transport.close();
+        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
+            gossip.shutdown().await;
+        }
+    }
+}
+
+/// chitchat binds its gossip socket itself, from an address: for port 0 we pick a free port
+/// by binding and releasing it just before. The window in which another process could take the
+/// port is tiny, and a collision makes start-up fail loudly rather than misbehave.
+fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if requested.port() != 0 {
+        return Ok(requested);
+    }
+    let probe = std::net::UdpSocket::bind(requested)
+        .with_context(|| format!("finding a free gossip port on {}", requested.ip()))?;
+    Ok(probe.local_addr()?)
+}
