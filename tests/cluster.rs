@@ -1,0 +1,223 @@
+//! Three real peers on loopback, driven through the HTTP API: quorum reads and writes, peer
+//! failures, siblings, deletes a replica missed, and a stranger that cannot join.
+
+mod common;
+
+use common::{client, wait_for_live, with_cluster};
+use ringcache::client::{ReadResult, WriteOptions};
+use ringcache::launcher::{spawn_peer, LaunchOptions};
+use std::time::{Duration, Instant};
+
+fn w(level: &str) -> WriteOptions {
+    WriteOptions {
+        w: Some(level.to_string()),
+        ..WriteOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_with_w2_then_read_with_r2_from_another_peer() {
+    with_cluster(3, |cluster| async move {
+        let a = client(&cluster, 0);
+        let b = client(&cluster, 1);
+        a.put(b"greeting", b"hello".to_vec(), &w("2"))
+            .await
+            .unwrap();
+        let read = b.get(b"greeting", Some("2")).await.unwrap();
+        assert_eq!(read.values(), &[b"hello".to_vec()]);
+        // Binary keys and values travel intact.
+        let key = [0u8, 255, b'/', b'%', b' '];
+        let value: Vec<u8> = (0..=255u8).collect();
+        a.put(&key, value.clone(), &w("all")).await.unwrap();
+        assert_eq!(b.get(&key, Some("all")).await.unwrap().values(), &[value]);
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_peer_stopped_quorum_writes_and_reads_still_work() {
+    with_cluster(3, |mut cluster| async move {
+        let c = cluster.peers.pop().unwrap();
+        c.kill().await;
+        let a = client(&cluster, 0);
+        let b = client(&cluster, 1);
+        for i in 0..20 {
+            let key = format!("k{i}");
+            a.put(key.as_bytes(), b"v".to_vec(), &w("quorum"))
+                .await
+                .unwrap();
+            let read = b.get(key.as_bytes(), Some("quorum")).await.unwrap();
+            assert_eq!(read.values(), &[b"v".to_vec()], "key {key}");
+        }
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_peers_stopped_a_quorum_write_fails_fast_with_503() {
+    with_cluster(3, |mut cluster| async move {
+        cluster.peers.pop().unwrap().kill().await;
+        cluster.peers.pop().unwrap().kill().await;
+        let a = client(&cluster, 0);
+        wait_for_live(&cluster.peers[0].url(), 1).await;
+        let started = Instant::now();
+        let err = a.put(b"k", b"v".to_vec(), &w("quorum")).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert_eq!(err.status(), Some(503), "{err}");
+        let body = err.to_string();
+        assert!(
+            body.contains("\"needed\":2") && body.contains("\"got\":1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("not enough replicas"),
+            "fails before waiting: {body}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "took {elapsed:?}, the deadline is 1.5 s"
+        );
+        // Nothing was written: a read at R=1 finds nothing.
+        assert!(matches!(
+            a.get(b"k", Some("one")).await.unwrap(),
+            ReadResult::NotFound { .. }
+        ));
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_writes_from_two_coordinators_become_siblings_and_context_resolves_them() {
+    with_cluster(3, |cluster| async move {
+        let a = client(&cluster, 0);
+        let b = client(&cluster, 1);
+        let c = client(&cluster, 2);
+        a.put(b"doc", b"from-a".to_vec(), &w("all")).await.unwrap();
+        b.put(b"doc", b"from-b".to_vec(), &w("all")).await.unwrap();
+        let read = c.get(b"doc", Some("all")).await.unwrap();
+        let mut values = read.values().to_vec();
+        values.sort();
+        assert_eq!(values, vec![b"from-a".to_vec(), b"from-b".to_vec()]);
+        let resolve = WriteOptions {
+            w: Some("all".into()),
+            context: read.context().map(str::to_string),
+            ..WriteOptions::default()
+        };
+        c.put(b"doc", b"merged".to_vec(), &resolve).await.unwrap();
+        for peer in [&a, &b, &c] {
+            let read = peer.get(b"doc", Some("all")).await.unwrap();
+            assert_eq!(read.values(), &[b"merged".to_vec()]);
+        }
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_reads_as_404_even_when_one_replica_missed_it() {
+    with_cluster(3, |cluster| async move {
+        let a = client(&cluster, 0);
+        let c = client(&cluster, 2);
+        let context = a.put(b"gone", b"v".to_vec(), &w("all")).await.unwrap();
+        // Pause C until the others mark it down, so the delete skips it.
+        cluster.peers[2].signal(libc::SIGSTOP).unwrap();
+        wait_for_live(&cluster.peers[0].url(), 2).await;
+        wait_for_live(&cluster.peers[1].url(), 2).await;
+        let delete = WriteOptions {
+            w: Some("quorum".into()),
+            context: Some(context),
+            ..WriteOptions::default()
+        };
+        a.delete(b"gone", &delete).await.unwrap();
+        cluster.peers[2].signal(libc::SIGCONT).unwrap();
+        for peer in &cluster.peers {
+            wait_for_live(&peer.url(), 3).await;
+        }
+        // C really missed the delete: its own copy still has the value...
+        let local = c.get(b"gone", Some("one")).await.unwrap();
+        assert_eq!(
+            local.values(),
+            &[b"v".to_vec()],
+            "C was expected to hold the stale value"
+        );
+        // ...yet a read that includes C's stale copy reconciles to absent.
+        let read = c.get(b"gone", Some("all")).await.unwrap();
+        assert!(matches!(read, ReadResult::NotFound { .. }), "{read:?}");
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_the_wrong_cluster_secret_cannot_join() {
+    with_cluster(3, |cluster| async move {
+        let mut stranger_options: LaunchOptions = common::options();
+        stranger_options.secret = "not the cluster's secret at all".to_string();
+        let stranger = spawn_peer(&stranger_options, "D", &[cluster.seed()])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for peer in &cluster.peers {
+            let live = ringcache::client::Client::new(&peer.url())
+                .live_members()
+                .await
+                .unwrap();
+            assert_eq!(
+                live,
+                vec!["A", "B", "C"],
+                "{} let the stranger in",
+                peer.addresses.id
+            );
+        }
+        let stranger_view = ringcache::client::Client::new(&stranger.url())
+            .live_members()
+            .await
+            .unwrap();
+        assert_eq!(stranger_view, vec!["D"]);
+        stranger.stop().await;
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_4xx_and_the_peer_keeps_serving() {
+    with_cluster(1, |cluster| async move {
+        let url = cluster.peers[0].url();
+        let http = reqwest::Client::new();
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let put = |q: &str, body: Vec<u8>| http.put(format!("{url}/v1/kv/k{q}")).body(body).send();
+        assert_eq!(status(put("?w=7", b"v".to_vec()).await.unwrap()), 400);
+        assert_eq!(status(put("?w=most", b"v".to_vec()).await.unwrap()), 400);
+        assert_eq!(status(put("?ttl=-1", b"v".to_vec()).await.unwrap()), 400);
+        let bad_ctx = http
+            .put(format!("{url}/v1/kv/k"))
+            .header("x-causal-context", "@@@")
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(bad_ctx), 400);
+        let too_big = put("?w=one", vec![0u8; 2048]).await.unwrap();
+        assert_eq!(status(too_big), 413);
+        let long_key = "k".repeat(1100);
+        let r = http
+            .get(format!("{url}/v1/kv/{long_key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(r), 400);
+        let r = http.post(format!("{url}/v1/kv/k")).send().await.unwrap();
+        assert_eq!(status(r), 405);
+        // Still healthy, and a normal write works (N=3 > 1 peer, so W=1).
+        let ok = put("?w=one", b"v".to_vec()).await.unwrap();
+        assert_eq!(status(ok), 204);
+        let health = http.get(format!("{url}/health")).send().await.unwrap();
+        assert_eq!(status(health), 200);
+        cluster
+    })
+    .await;
+}
