@@ -8,6 +8,9 @@
 //! Children die with the launcher: `kill_on_drop`, plus `PR_SET_PDEATHSIG` so even a launcher
 //! killed with SIGKILL leaves no peer behind.
 
+// Process management waits on wall-clock deadlines and spawns tasks (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use crate::client::Client;
 use crate::shell::peer::PeerAddresses;
 use anyhow::{bail, Context};

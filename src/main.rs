@@ -1,5 +1,7 @@
 //! `ringcache`: serve a peer, launch a local cluster, or talk to one.
 
+#![allow(clippy::disallowed_methods)] // the binary is shell: it may spawn and read clocks
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::client::{Client, ReadResult, WriteOptions};

@@ -1,6 +1,8 @@
 //! Three real peers on loopback, driven through the HTTP API: quorum reads and writes, peer
 //! failures, siblings, deletes a replica missed, and a stranger that cannot join.
 
+#![allow(clippy::disallowed_methods)] // tests measure wall-clock time
+
 mod common;
 
 use common::{client, wait_for_live, with_cluster};

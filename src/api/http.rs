@@ -74,7 +74,23 @@ async fn kv(
             let reply = driver.request(request).await;
             reply_response(reply)
         }
-        Err(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A request the API refuses before it reaches the core.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.0, &self.1)
     }
 }
 
@@ -84,15 +100,15 @@ fn kv_request(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<ClientRequest, Response> {
+) -> Result<ClientRequest, ApiError> {
     let raw_key = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    let key = keys::percent_decode(raw_key).map_err(|e| bad_request(&e.to_string()))?;
-    let quorum = |name: &str| -> Result<Quorum, Response> {
+    let key = keys::percent_decode(raw_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let quorum = |name: &str| -> Result<Quorum, ApiError> {
         match query.get(name) {
             None => Ok(Quorum::Quorum),
             Some(v) => v
                 .parse()
-                .map_err(|e: crate::core::types::BadQuorum| bad_request(&e.to_string())),
+                .map_err(|e: crate::core::types::BadQuorum| ApiError::bad_request(e.to_string())),
         }
     };
     let context = match headers.get(causal_context::HEADER) {
@@ -100,8 +116,8 @@ fn kv_request(
         Some(v) => {
             let token = v
                 .to_str()
-                .map_err(|_| bad_request("causal context is not ASCII"))?;
-            Some(causal_context::decode(token).map_err(|e| bad_request(&e.to_string()))?)
+                .map_err(|_| ApiError::bad_request("causal context is not ASCII"))?;
+            Some(causal_context::decode(token).map_err(|e| ApiError::bad_request(e.to_string()))?)
         }
     };
     match method {
@@ -117,7 +133,9 @@ fn kv_request(
                         .parse()
                         .ok()
                         .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| bad_request("ttl must be a positive number of seconds"))?;
+                        .ok_or_else(|| {
+                            ApiError::bad_request("ttl must be a positive number of seconds")
+                        })?;
                     Some((secs * 1000.0).ceil() as u64)
                 }
             };
@@ -137,9 +155,9 @@ fn kv_request(
             context,
             w: quorum("w")?,
         })),
-        _ => Err(error_response(
+        _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, PUT or DELETE on /v1/kv/{key}",
+            "use GET, PUT or DELETE on /v1/kv/{key}".into(),
         )),
     }
 }
@@ -223,10 +241,6 @@ fn request_error_response(error: &RequestError) -> Response {
         obj.extend(extra.clone());
     }
     (status, Json(body)).into_response()
-}
-
-fn bad_request(message: &str) -> Response {
-    error_response(StatusCode::BAD_REQUEST, message)
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

@@ -119,6 +119,22 @@ impl Default for GossipTiming {
     }
 }
 
+/// Everything gossip needs to start.
+pub struct GossipSetup {
+    /// Where to gossip; a concrete port (chitchat binds it itself).
+    pub listen_addr: SocketAddr,
+    pub node: NodeId,
+    /// Distinguishes this start of the peer from earlier ones (boot time in ms).
+    pub generation: u64,
+    pub seeds: Vec<SocketAddr>,
+    pub cluster_id: String,
+    pub gossip_key: [u8; 32],
+    pub timing: GossipTiming,
+    /// Published so others can reach this peer's QUIC endpoint and HTTP API.
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
 pub struct Gossip {
     handle: ChitchatHandle,
     self_name: NodeId,
@@ -126,19 +142,21 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    /// Starts gossiping on `listen_addr` (a concrete port), publishing this peer's addresses
-    /// and membership tag.
-    pub async fn start(
-        listen_addr: SocketAddr,
-        node: &NodeId,
-        generation: u64,
-        seeds: Vec<SocketAddr>,
-        cluster_id: String,
-        gossip_key: [u8; 32],
-        timing: GossipTiming,
-        peer_addr: SocketAddr,
-        http_addr: SocketAddr,
-    ) -> anyhow::Result<Gossip> {
+    /// Starts gossiping on `setup.listen_addr` (a concrete port), publishing this peer's
+    /// addresses and membership tag.
+    pub async fn start(setup: GossipSetup) -> anyhow::Result<Gossip> {
+        let GossipSetup {
+            listen_addr,
+            node,
+            generation,
+            seeds,
+            cluster_id,
+            gossip_key,
+            timing,
+            peer_addr,
+            http_addr,
+        } = setup;
+        let node = &node;
         let chitchat_id = ChitchatId::new(node.as_str(), generation, listen_addr);
         let config = ChitchatConfig {
             chitchat_id,

@@ -8,7 +8,7 @@ use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{wall_clock_ms, Driver, DriverHandle};
-use crate::shell::gossip::Gossip;
+use crate::shell::gossip::{Gossip, GossipSetup};
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
 use serde::Serialize;
@@ -56,17 +56,17 @@ impl RunningPeer {
 
         let incarnation = wall_clock_ms();
         let gossip = Arc::new(
-            Gossip::start(
-                addresses.gossip,
-                &config.id,
-                incarnation,
-                config.seeds.clone(),
-                config.secret.cluster_id(),
-                config.secret.gossip_key(),
-                config.gossip.clone(),
-                addresses.peer,
-                addresses.http,
-            )
+            Gossip::start(GossipSetup {
+                listen_addr: addresses.gossip,
+                node: config.id.clone(),
+                generation: incarnation,
+                seeds: config.seeds.clone(),
+                cluster_id: config.secret.cluster_id(),
+                gossip_key: config.secret.gossip_key(),
+                timing: config.gossip.clone(),
+                peer_addr: addresses.peer,
+                http_addr: addresses.http,
+            })
             .await?,
         );
 
