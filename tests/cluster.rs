@@ -223,3 +223,26 @@ async fn bad_requests_get_4xx_and_the_peer_keeps_serving() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_peer_is_marked_down_and_up_again_when_it_returns() {
+    with_cluster(3, |mut cluster| async move {
+        cluster.peers.pop().unwrap().kill().await;
+        wait_for_live(&cluster.peers[0].url(), 2).await;
+        wait_for_live(&cluster.peers[1].url(), 2).await;
+        let restarted = spawn_peer(&cluster.options, "C", &[cluster.seed()])
+            .await
+            .unwrap();
+        cluster.peers.push(restarted);
+        for peer in &cluster.peers {
+            wait_for_live(&peer.url(), 3).await;
+        }
+        // The restarted peer takes part in quorums again.
+        let c = client(&cluster, 2);
+        c.put(b"back", b"v".to_vec(), &w("all")).await.unwrap();
+        let read = client(&cluster, 0).get(b"back", Some("all")).await.unwrap();
+        assert_eq!(read.values(), &[b"v".to_vec()]);
+        cluster
+    })
+    .await;
+}
