@@ -88,47 +88,27 @@ impl PeerTransport {
         }
     }
 
-    /// Reads every stream of one connection, dialed or accepted, until it closes.
+    /// Reads every stream of one connection, dialed or accepted, until it closes. Each stream
+    /// is read by its own task, so one slow or large message never holds up the others.
     async fn read_streams(&self, connection: quinn::Connection) {
-        let mut registered = false;
-        loop {
-            let mut stream = match connection.accept_uni().await {
-                Ok(s) => s,
-                Err(_) => break,
-            };
-            let frame =
-                match tokio::time::timeout(SEND_TIMEOUT, stream.read_to_end(MAX_FRAME_BYTES)).await
-                {
-                    Ok(Ok(frame)) => frame,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "peer stream read failed");
-                        continue;
-                    }
-                    Err(_) => continue,
+        let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        while let Ok(stream) = connection.accept_uni().await {
+            let this = self.clone();
+            let connection = connection.clone();
+            let registered = registered.clone();
+            tokio::spawn(async move {
+                let Some(envelope) = read_frame(stream, &connection).await else {
+                    return;
                 };
-            let envelope: Envelope = match message::decode(&frame) {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::warn!(error = %e, remote = %connection.remote_address(), "bad peer frame dropped");
-                    continue;
+                if !registered.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    this.connections
+                        .lock()
+                        .await
+                        .entry(envelope.from.clone())
+                        .or_insert(connection);
                 }
-            };
-            if !registered {
-                registered = true;
-                self.connections
-                    .lock()
-                    .await
-                    .entry(envelope.from.clone())
-                    .or_insert_with(|| connection.clone());
-            }
-            if self
-                .inbound
-                .send((envelope.from, envelope.message))
-                .await
-                .is_err()
-            {
-                break;
-            }
+                let _ = this.inbound.send((envelope.from, envelope.message)).await;
+            });
         }
     }
 
@@ -200,5 +180,31 @@ impl PeerTransport {
 
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+/// Reads and decodes one message stream; a bad or slow stream is logged and dropped.
+async fn read_frame(
+    mut stream: quinn::RecvStream,
+    connection: &quinn::Connection,
+) -> Option<Envelope> {
+    let frame = match tokio::time::timeout(SEND_TIMEOUT, stream.read_to_end(MAX_FRAME_BYTES)).await
+    {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "peer stream read failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("peer stream read timed out");
+            return None;
+        }
+    };
+    match message::decode(&frame) {
+        Ok(envelope) => Some(envelope),
+        Err(e) => {
+            tracing::warn!(error = %e, remote = %connection.remote_address(), "bad peer frame dropped");
+            None
+        }
     }
 }
