@@ -201,6 +201,7 @@ mod tests {
         let mean = keys.len() as f64 / 3.0;
         let max = *counts.values().max().unwrap() as f64;
         assert_eq!(counts.len(), 3);
+        println!("ring balance: most loaded / mean = {:.3}", max / mean);
         assert!(
             max <= 1.15 * mean,
             "most loaded {max} vs mean {mean}: {counts:?}"
