@@ -257,6 +257,17 @@ mod tests {
         }));
     }
 
+    /// Found by proptest: a zero counter must not make an empty vector look "before" itself.
+    #[test]
+    fn a_zero_counter_is_the_same_as_no_entry() {
+        let zero: VersionVector = [(Actor("n0".into()), 0)].into_iter().collect();
+        assert_eq!(zero, VersionVector::new());
+        assert_eq!(VersionVector::new().compare(&zero), Causality::Equal);
+        let mut merged = VersionVector::new();
+        merged.merge(&zero);
+        assert!(merged.is_empty());
+    }
+
     #[test]
     fn prune_drops_smallest_counters_but_keeps_named_actors() {
         let mut v: VersionVector = (0..6).map(|i| (Actor(format!("a{i}")), i + 1)).collect();
