@@ -197,30 +197,21 @@ impl Node {
             let Some(flight) = self.in_flight.remove(&req) else {
                 continue;
             };
-            match flight {
+            let (origin, needed, got) = match flight {
                 InFlight::Write {
                     origin, tracker, ..
-                } => {
-                    let error = RequestError::Timeout {
-                        needed: tracker.needed(),
-                        got: tracker.successes(),
-                    };
-                    self.reply(origin, ClientReply::Failed(error), out);
-                }
+                } => (origin, tracker.needed(), tracker.successes()),
                 InFlight::Read {
                     origin, tracker, ..
-                } => {
-                    let error = RequestError::Timeout {
-                        needed: tracker.needed(),
-                        got: tracker.successes(),
-                    };
-                    out.replies.push((origin, ClientReply::Failed(error)));
-                }
-                InFlight::Forward { origin, needed, .. } => {
-                    let error = RequestError::Timeout { needed, got: 0 };
-                    out.replies.push((origin, ClientReply::Failed(error)));
-                }
-            }
+                } => (
+                    Origin::Client(origin),
+                    tracker.needed(),
+                    tracker.successes(),
+                ),
+                InFlight::Forward { origin, needed, .. } => (Origin::Client(origin), needed, 0),
+            };
+            let error = RequestError::Timeout { needed, got };
+            self.reply(origin, ClientReply::Failed(error), out);
         }
     }
 
