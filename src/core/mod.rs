@@ -10,6 +10,7 @@ pub mod config;
 pub mod membership;
 pub mod message;
 pub mod node;
+pub mod planted;
 pub mod quorum;
 pub mod request;
 pub mod ring;

@@ -13,7 +13,9 @@
 //!   applies the write to its own store (new dot, context applied), sends the resulting state to
 //!   the other replicas (`Store`), and replies once W distinct replicas hold it.
 //! - **Read**: the receiving peer asks the key's replicas (`Fetch`), merges the states it gets,
-//!   and replies after R of them with the visible siblings and one merged context.
+//!   and replies after R of them with the visible siblings and one merged context. It keeps
+//!   listening until every asked replica answered (or the deadline), then **read-repairs**:
+//!   each replica whose state differs from the merge gets the merged state (`Store`).
 //!
 //! Every request has a deadline; `tick` fails those past it with `Timeout { needed, got }`.
 //! A request that cannot reach its quorum among live replicas fails at once with
@@ -22,6 +24,7 @@
 use crate::core::config::CoreConfig;
 use crate::core::membership::MembershipView;
 use crate::core::message::PeerMessage;
+use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
 use crate::core::request::{
     ClientReply, ClientRequest, ReadValue, RequestError, WriteKind, WriteRequest,
@@ -93,8 +96,15 @@ enum InFlight {
     },
     Read {
         origin: ClientRequestId,
+        key: Vec<u8>,
         tracker: QuorumTracker,
         merged: Siblings,
+        /// What each replica answered, kept to find the stale ones once all have answered.
+        answers: BTreeMap<NodeId, Option<Siblings>>,
+        /// Replicas asked (live ones, including this node if it is a replica).
+        asked: usize,
+        /// Whether the client already has its answer (the read now only waits to repair).
+        replied: bool,
         deadline: Millis,
     },
     Forward {
@@ -125,6 +135,20 @@ pub struct Node {
     next_req: u64,
     /// Requests this node coordinates or forwarded, by request number.
     in_flight: BTreeMap<u64, InFlight>,
+    /// Replicas sent a merged state by read repair, since start.
+    read_repairs: u64,
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<crate::core::planted::PlantedBug>,
+}
+
+/// Scrambles an incarnation into a starting request number (SplitMix64's finalizer), so that a
+/// reply meant for an earlier incarnation of this peer cannot match one of this incarnation's
+/// requests: the ranges two incarnations use are 2^62 numbers apart on average.
+fn first_request_number(incarnation: u64) -> u64 {
+    let mut z = incarnation.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) >> 1
 }
 
 impl Node {
@@ -141,9 +165,35 @@ impl Node {
             config,
             view,
             ring,
-            next_req: 0,
+            next_req: first_request_number(incarnation),
             in_flight: BTreeMap::new(),
+            read_repairs: 0,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
         }
+    }
+
+    /// Makes this node misbehave on purpose (see [`crate::core::planted`]).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: crate::core::planted::PlantedBug) {
+        self.planted = Some(bug);
+    }
+
+    #[allow(unused_variables)]
+    fn has_bug(&self, bug: crate::core::planted::PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    /// How many replica states read repair has corrected since start.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs
     }
 
     pub fn id(&self) -> &NodeId {
@@ -201,6 +251,17 @@ impl Node {
                 InFlight::Write {
                     origin, tracker, ..
                 } => (origin, tracker.needed(), tracker.successes()),
+                InFlight::Read {
+                    replied: true,
+                    key,
+                    merged,
+                    answers,
+                    ..
+                } => {
+                    // The client has its answer; repair whoever answered in time.
+                    self.read_repair(&key, &merged, answers, out);
+                    continue;
+                }
                 InFlight::Read {
                     origin, tracker, ..
                 } => (
@@ -325,6 +386,16 @@ impl Node {
                 .unwrap_or_default(),
             (None, WriteKind::Put { .. }) => VersionVector::new(),
         };
+        let context = if self.has_bug(PlantedBug::LastWriteWins) {
+            // The planted bug: the newest write replaces whatever the coordinator holds.
+            let mut everything = context;
+            if let Some(local) = self.store.get(partition, &write.key) {
+                everything.merge(local.context());
+            }
+            everything
+        } else {
+            context
+        };
         let payload: Payload = write.write.into_payload(now);
         let state = self
             .store
@@ -383,15 +454,21 @@ impl Node {
         }
         let mut tracker = QuorumTracker::new(needed, replicas.len());
         let mut merged = Siblings::new();
+        let mut answers = BTreeMap::new();
+        let mut asked = 0;
         let req = self.fresh_req();
         for replica in &replicas {
             if *replica == self.id {
                 let partition = self.ring.partition_of(&key);
-                if let Some(local) = self.store.get(partition, &key) {
+                let local = self.store.get(partition, &key).cloned();
+                if let Some(local) = &local {
                     merged.merge(local);
                 }
+                answers.insert(replica.clone(), local);
+                asked += 1;
                 tracker.record_success(replica);
             } else if self.view.is_up(replica) {
+                asked += 1;
                 out.messages.push(Outgoing {
                     to: replica.clone(),
                     message: PeerMessage::Fetch {
@@ -407,8 +484,12 @@ impl Node {
             req,
             InFlight::Read {
                 origin: client,
+                key,
                 tracker,
                 merged,
+                answers,
+                asked,
+                replied: false,
                 deadline: now + self.config.request_timeout_ms,
             },
         );
@@ -424,8 +505,7 @@ impl Node {
     ) {
         match message {
             PeerMessage::Store { req, key, state } => {
-                let partition = self.ring.partition_of(&key);
-                self.store.merge(partition, &key, &state);
+                self.apply_replicated(&key, &state);
                 out.messages.push(Outgoing {
                     to: from,
                     message: PeerMessage::StoreAck { req },
@@ -447,13 +527,17 @@ impl Node {
             }
             PeerMessage::FetchReply { req, state } => {
                 if let Some(InFlight::Read {
-                    tracker, merged, ..
+                    tracker,
+                    merged,
+                    answers,
+                    ..
                 }) = self.in_flight.get_mut(&req)
                 {
-                    if !tracker.has_answered(&from) {
-                        if let Some(state) = state {
-                            merged.merge(&state);
+                    if !answers.contains_key(&from) {
+                        if let Some(state) = &state {
+                            merged.merge(state);
                         }
+                        answers.insert(from.clone(), state);
                         tracker.record_success(&from);
                     }
                     self.settle(now, req, out);
@@ -490,15 +574,45 @@ impl Node {
         }
     }
 
-    /// Replies and forgets request `req` if its quorum is met or can no longer be.
+    /// Replies and forgets request `req` if its quorum is met or can no longer be. A read stays
+    /// until every asked replica answered, then read-repairs the stale ones.
     fn settle(&mut self, now: Millis, req: u64, out: &mut Outputs) {
-        let outcome = match self.in_flight.get(&req) {
-            Some(InFlight::Write { tracker, .. }) | Some(InFlight::Read { tracker, .. }) => {
-                tracker.outcome()
+        let ack_early = self.has_bug(PlantedBug::AckAfterWMinusOne);
+        let (outcome, done) = match self.in_flight.get_mut(&req) {
+            Some(InFlight::Write { tracker, .. }) => {
+                let mut outcome = tracker.outcome();
+                if ack_early && tracker.successes() + 1 >= tracker.needed() {
+                    outcome = QuorumOutcome::Met;
+                }
+                (outcome, true)
+            }
+            Some(InFlight::Read {
+                origin,
+                tracker,
+                merged,
+                answers,
+                asked,
+                replied,
+                ..
+            }) => {
+                let outcome = tracker.outcome();
+                if !*replied && outcome != QuorumOutcome::Pending {
+                    let reply = if outcome == QuorumOutcome::Met {
+                        read_reply(merged, now)
+                    } else {
+                        ClientReply::Failed(RequestError::Unavailable {
+                            needed: tracker.needed(),
+                            got: tracker.successes(),
+                        })
+                    };
+                    out.replies.push((*origin, reply));
+                    *replied = true;
+                }
+                (outcome, *replied && answers.len() >= *asked)
             }
             _ => return,
         };
-        if outcome == QuorumOutcome::Pending {
+        if outcome == QuorumOutcome::Pending || !done {
             return;
         }
         let Some(flight) = self.in_flight.remove(&req) else {
@@ -522,22 +636,64 @@ impl Node {
                 self.reply(origin, reply, out);
             }
             InFlight::Read {
-                origin,
-                tracker,
+                key,
                 merged,
+                answers,
                 ..
-            } => {
-                let reply = if outcome == QuorumOutcome::Met {
-                    read_reply(&merged, now)
-                } else {
-                    ClientReply::Failed(RequestError::Unavailable {
-                        needed: tracker.needed(),
-                        got: tracker.successes(),
-                    })
-                };
-                out.replies.push((origin, reply));
-            }
+            } => self.read_repair(&key, &merged, answers, out),
             InFlight::Forward { .. } => unreachable!("forwards are settled by their reply"),
+        }
+    }
+
+    /// Joins a state another replica sent into the local store.
+    fn apply_replicated(&mut self, key: &[u8], state: &Siblings) {
+        let partition = self.ring.partition_of(key);
+        #[cfg(feature = "planted-bugs")]
+        match self.planted {
+            Some(PlantedBug::LastWriteWins) => {
+                return self.store.replace(partition, key, state.clone());
+            }
+            Some(PlantedBug::MergeDropsSibling) => {
+                self.store.merge(partition, key, state);
+                return self.store.keep_only_newest_sibling(partition, key);
+            }
+            _ => {}
+        }
+        self.store.merge(partition, key, state);
+    }
+
+    /// Sends the merged state of `key` to every replica that answered with something else.
+    /// Replicas merge it (a join), so a repair can never undo a newer write that raced it.
+    fn read_repair(
+        &mut self,
+        key: &[u8],
+        merged: &Siblings,
+        answers: BTreeMap<NodeId, Option<Siblings>>,
+        out: &mut Outputs,
+    ) {
+        if merged.context().is_empty() {
+            return;
+        }
+        for (replica, answer) in answers {
+            if answer.as_ref() == Some(merged) {
+                continue;
+            }
+            self.read_repairs += 1;
+            if replica == self.id {
+                let partition = self.ring.partition_of(key);
+                self.store.merge(partition, key, merged);
+            } else {
+                // Acks for this number match no request and are ignored.
+                let req = self.fresh_req();
+                out.messages.push(Outgoing {
+                    to: replica,
+                    message: PeerMessage::Store {
+                        req,
+                        key: key.to_vec(),
+                        state: merged.clone(),
+                    },
+                });
+            }
         }
     }
 

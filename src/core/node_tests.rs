@@ -383,3 +383,70 @@ fn bad_requests_get_clear_errors() {
         Some(ClientReply::Failed(RequestError::KeyTooLarge { .. }))
     ));
 }
+
+fn local_data(net: &Net, node: &str, key: &[u8]) -> Vec<String> {
+    let n = &net.nodes[&nid(node)];
+    n.store()
+        .get(n.ring().partition_of(key), key)
+        .map(|s| {
+            s.visible_values(net.now)
+                .into_iter()
+                .map(|p| match p {
+                    Payload::Value { data, .. } => String::from_utf8(data.clone()).unwrap(),
+                    Payload::Tombstone => unreachable!("tombstones are not visible"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_read_repairs_a_replica_that_missed_a_write() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let w1 = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
+    net.cut.insert(nid("C"));
+    net.drop_silently = true;
+    let w2 = net
+        .request("A", put("k", "v2", Some(context(&w1)), Quorum::Quorum))
+        .unwrap();
+    assert!(matches!(w2, ClientReply::Written { .. }), "{w2:?}");
+    net.cut.clear();
+    assert_eq!(local_data(&net, "C", b"k"), vec!["v1"], "C missed v2");
+    let before = net.nodes[&nid("B")].read_repairs();
+    let r = net.request("B", get("k", Quorum::Quorum)).unwrap();
+    assert_eq!(values(&r), vec!["v2"]);
+    assert_eq!(local_data(&net, "C", b"k"), vec!["v2"], "C was repaired");
+    assert_eq!(net.nodes[&nid("B")].read_repairs(), before + 1);
+    // Nothing left to repair: a second read sends no Store.
+    net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(net.nodes[&nid("B")].read_repairs(), before + 1);
+}
+
+#[test]
+fn a_read_whose_last_replica_is_silent_repairs_at_the_deadline() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.cut.insert(nid("C"));
+    net.drop_silently = true;
+    net.request("A", put("k", "v1", None, Quorum::Quorum))
+        .unwrap();
+    // C is believed up but never answers: the client gets its reply after A and B, and the
+    // read's repair bookkeeping ends at the deadline without a second reply.
+    let r = net.request("A", get("k", Quorum::Quorum)).unwrap();
+    assert_eq!(values(&r), vec!["v1"]);
+    assert_eq!(net.nodes[&nid("A")].pending_requests(), 1, "waits for C");
+    let late = net.tick_all(net.now + 10_000);
+    assert!(
+        late.is_empty(),
+        "the client is not answered twice: {late:?}"
+    );
+    assert_eq!(net.nodes[&nid("A")].pending_requests(), 0);
+}
+
+#[test]
+fn incarnations_number_their_requests_far_apart() {
+    // A reply addressed to a previous incarnation must not match a new request.
+    for (a, b) in [(1u64, 2u64), (1_700_000_000_000, 1_700_000_000_001)] {
+        let gap = (first_request_number(a) as i128 - first_request_number(b) as i128).abs();
+        assert!(gap > 1 << 40, "incarnations {a} and {b} start {gap} apart");
+    }
+}

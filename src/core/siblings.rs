@@ -145,6 +145,15 @@ impl Siblings {
         out
     }
 
+    /// Planted bug: drops every sibling but the one with the greatest dot.
+    #[cfg(feature = "planted-bugs")]
+    pub fn keep_only_newest(&mut self) {
+        if let Some(last) = self.versions.pop_last() {
+            self.versions.clear();
+            self.versions.insert(last.0, last.1);
+        }
+    }
+
     /// Prunes the clock, never forgetting the coordinator's own entry: its next dot for this
     /// key is computed from that entry, and a forgotten entry would let it reuse a dot.
     fn prune_clock(&mut self, max_entries: usize, coordinator: &Actor) {

@@ -61,6 +61,25 @@ impl Store {
         }
     }
 
+    /// Planted bug: overwrites the local state with a replicated one (last arrival wins).
+    #[cfg(feature = "planted-bugs")]
+    pub fn replace(&mut self, partition: PartitionId, key: &[u8], state: Siblings) {
+        self.partitions[partition as usize].insert(key.to_vec(), state);
+    }
+
+    /// Planted bug: forgets every sibling of `key` but the one with the greatest dot.
+    #[cfg(feature = "planted-bugs")]
+    pub fn keep_only_newest_sibling(&mut self, partition: PartitionId, key: &[u8]) {
+        if let Some(state) = self.partitions[partition as usize].get_mut(key) {
+            state.keep_only_newest();
+        }
+    }
+
+    /// Every key held, in no particular order (the simulator's final inspection).
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Siblings)> {
+        self.partitions.iter().flat_map(|p| p.iter())
+    }
+
     /// Number of keys held (including tombstoned ones).
     pub fn len(&self) -> usize {
         self.partitions.iter().map(|p| p.len()).sum()
