@@ -20,5 +20,6 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod history;
 pub mod launcher;
 pub mod shell;

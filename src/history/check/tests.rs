@@ -1,0 +1,224 @@
+//! Hand-written histories: each violation kind fires on a history that has it, and a correct
+//! history passes.
+
+use super::*;
+use crate::core::request::ReadValue;
+use crate::core::types::Quorum;
+use crate::core::version_vector::Actor;
+
+fn vv(entries: &[(&str, u64)]) -> VersionVector {
+    entries
+        .iter()
+        .map(|(a, n)| (Actor(a.to_string()), *n))
+        .collect()
+}
+
+fn put(h: &mut History, client: u32, value: &str, ctx: Option<VersionVector>, at: Millis) -> OpId {
+    h.invoke(
+        client,
+        b"k".to_vec(),
+        OpKind::Put {
+            value: value.as_bytes().to_vec(),
+            ttl_ms: None,
+            w: Quorum::Quorum,
+        },
+        ctx,
+        at,
+    )
+}
+
+fn get(h: &mut History, client: u32, at: Millis) -> OpId {
+    h.invoke(client, b"k".to_vec(), OpKind::Get { r: Quorum::Quorum }, None, at)
+}
+
+fn written(h: &mut History, id: OpId, at: Millis, ctx: VersionVector) {
+    h.complete(id, at, Outcome::Written { context: ctx });
+}
+
+fn read(h: &mut History, id: OpId, at: Millis, values: &[&str], ctx: VersionVector) {
+    let values = values
+        .iter()
+        .map(|v| ReadValue {
+            data: v.as_bytes().to_vec(),
+            expires_at_ms: None,
+        })
+        .collect();
+    h.complete(
+        id,
+        at,
+        Outcome::Read {
+            values,
+            context: ctx,
+        },
+    );
+}
+
+fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
+    // Builds a state holding `values` as siblings with the given dots.
+    let mut s = Siblings::new();
+    for (v, actor, n) in values {
+        let mut one = Siblings::new();
+        let actor = Actor(actor.to_string());
+        let ctx = if *n > 1 {
+            vv(&[(actor.0.as_str(), n - 1)])
+        } else {
+            VersionVector::new()
+        };
+        one.update(
+            &actor,
+            &ctx,
+            Payload::Value {
+                data: v.as_bytes().to_vec(),
+                expires_at_ms: None,
+            },
+            64,
+        );
+        s.merge(&one);
+    }
+    FinalState {
+        keys: [(b"k".to_vec(), s)].into_iter().collect(),
+        at: 1_000,
+    }
+}
+
+fn circumstances() -> Circumstances {
+    Circumstances {
+        replicas: 3,
+        ..Circumstances::default()
+    }
+}
+
+fn kinds(report: &CheckReport) -> Vec<ViolationKind> {
+    report.violations.iter().map(|v| v.kind).collect()
+}
+
+#[test]
+fn a_correct_history_passes() {
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let r = get(&mut h, 1, 30);
+    read(&mut h, r, 40, &["a"], vv(&[("A", 1)]));
+    let q = put(&mut h, 1, "b", Some(vv(&[("A", 1)])), 50);
+    written(&mut h, q, 60, vv(&[("A", 2)]));
+    let report = check(&h, &final_with(&[("b", "A", 2)]), &circumstances());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.writes_checked, 2);
+    assert_eq!(report.ryw_strict_checked, 1);
+}
+
+#[test]
+fn an_acknowledged_write_missing_from_the_end_is_lost() {
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let q = put(&mut h, 2, "b", None, 15); // blind: does not supersede "a"
+    written(&mut h, q, 25, vv(&[("B", 1)]));
+    let report = check(&h, &final_with(&[("b", "B", 1)]), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
+    // The same loss is excused when every copy went down with a crashed peer.
+    let mut c = circumstances();
+    c.values_lost_to_crashes.insert(b"a".to_vec());
+    let report = check(&h, &final_with(&[("b", "B", 1)]), &c);
+    assert!(report.violations.is_empty());
+    assert_eq!(report.writes_excused, 1);
+}
+
+#[test]
+fn values_nobody_wrote_are_phantoms() {
+    let mut h = History::new();
+    let r = get(&mut h, 1, 30);
+    read(&mut h, r, 40, &["ghost"], vv(&[("A", 1)]));
+    let report = check(&h, &FinalState::default(), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::Phantom]);
+}
+
+#[test]
+fn a_superseded_value_in_the_final_state_is_a_resurrection() {
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let d = h.invoke(
+        1,
+        b"k".to_vec(),
+        OpKind::Delete { w: Quorum::Quorum },
+        Some(vv(&[("A", 1)])),
+        30,
+    );
+    written(&mut h, d, 40, vv(&[("A", 2)]));
+    let report = check(&h, &final_with(&[("a", "A", 1)]), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::Resurrection]);
+}
+
+#[test]
+fn a_value_beside_its_successor_is_a_false_sibling() {
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let q = put(&mut h, 1, "b", Some(vv(&[("A", 1)])), 30);
+    written(&mut h, q, 40, vv(&[("A", 2)]));
+    let r = get(&mut h, 2, 50);
+    read(&mut h, r, 60, &["a", "b"], vv(&[("A", 2)]));
+    let report = check(&h, &final_with(&[("b", "A", 2)]), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::FalseSiblings]);
+}
+
+#[test]
+fn a_read_that_misses_the_clients_own_write_breaks_read_your_writes() {
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let r = get(&mut h, 1, 30);
+    read(&mut h, r, 40, &[], VersionVector::new());
+    let report = check(&h, &final_with(&[("a", "A", 1)]), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::ReadYourWrites]);
+    // With a crash in between it is only counted.
+    let mut c = circumstances();
+    c.disruptions.push(25);
+    let report = check(&h, &final_with(&[("a", "A", 1)]), &c);
+    assert!(report.violations.is_empty());
+    assert_eq!(report.ryw_weak_misses, 1);
+}
+
+#[test]
+fn a_value_read_long_after_its_ttl_is_an_expired_read() {
+    let mut h = History::new();
+    let p = h.invoke(
+        1,
+        b"k".to_vec(),
+        OpKind::Put {
+            value: b"a".to_vec(),
+            ttl_ms: Some(100),
+            w: Quorum::Quorum,
+        },
+        None,
+        10,
+    );
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let r = get(&mut h, 2, 500);
+    read(&mut h, r, 510, &["a"], vv(&[("A", 1)]));
+    let late = FinalState {
+        at: 1_000,
+        ..FinalState::default()
+    };
+    let mut c = circumstances();
+    c.clock_uncertainty_ms = 50;
+    let report = check(&h, &late, &c);
+    assert_eq!(kinds(&report), vec![ViolationKind::ExpiredRead]);
+    // Within TTL plus clock uncertainty it is fine (and the expired write is not "lost").
+    c.clock_uncertainty_ms = 400;
+    let report = check(&h, &late, &c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[test]
+fn slow_or_absent_convergence_is_reported() {
+    let mut c = circumstances();
+    c.convergence = Some(Convergence {
+        took_ms: None,
+        bound_ms: 1_000,
+        diverged_keys: vec![b"k".to_vec()],
+    });
+    let report = check(&History::new(), &FinalState::default(), &c);
+    assert_eq!(kinds(&report), vec![ViolationKind::NotConverged]);
+}
