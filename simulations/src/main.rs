@@ -1,19 +1,31 @@
-//! Deterministic simulation of ringcache peers: the real protocol core, a simulated network and
-//! a simulated clock, all decided by one seed.
+//! Deterministic simulation of ringcache: the real protocol core of every peer on a simulated
+//! network and clock, with faults, a client workload, a recorded history and a checker — all
+//! decided by one seed.
 //!
-//! This first version runs fault-free: N peers, random message delays, and clients that each
-//! own some keys and write them with the context of their previous write, then read them back
-//! at a random peer. With W + R > N every read must return exactly the client's latest value.
-//! Faults, concurrent writers, shrinking and the full history checker build on this loop.
+//! - `run --seed S` replays one seed and prints its report; on a violation it shrinks the run
+//!   and prints the small history that still fails.
+//! - `sweep --seeds K [--first S] [--time-limit-secs T]` runs many seeds.
+//! - `--plant BUG` switches on a known bug in every peer (the checker's self-test).
 //!
-//! `cargo run -p simulations -- run --seed S` replays one seed; `sweep --seeds K` runs many.
+//! Both exit non-zero on any violation and end with
+//! `seeds: K, ops: …, faults: …, violations: N`.
 
-mod sim;
+mod report;
+mod rng;
+mod scenario;
+mod shrink;
+mod world;
 
 use clap::{Parser, Subcommand};
+use report::Summary;
+use ringcache::core::planted::PlantedBug;
+use ringcache::history::OpId;
+use scenario::Scenario;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Deterministic simulation of ringcache's protocol core")]
+#[command(about = "Deterministic simulation of ringcache peers, with faults and a history checker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,12 +33,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one seed.
+    /// Run one seed and print its report.
     Run {
         #[arg(long)]
         seed: u64,
-        #[arg(long, default_value_t = 400)]
+        #[arg(long, default_value_t = 600)]
         ops: usize,
+        /// Plant a known bug: ack-after-w-minus-one, merge-drops-sibling, last-write-wins.
+        #[arg(long, value_parser = parse_bug)]
+        plant: Option<PlantedBug>,
+        /// Print the scenario (cluster, network, clocks, faults) before running.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Run `seeds` consecutive seeds starting at `first`.
     Sweep {
@@ -34,38 +52,146 @@ enum Command {
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         first: u64,
-        #[arg(long, default_value_t = 400)]
+        #[arg(long, default_value_t = 600)]
         ops: usize,
+        /// Stop starting new seeds after this many seconds (the summary says how many ran).
+        #[arg(long)]
+        time_limit_secs: Option<u64>,
+        #[arg(long, value_parser = parse_bug)]
+        plant: Option<PlantedBug>,
     },
+}
+
+fn parse_bug(s: &str) -> Result<PlantedBug, String> {
+    PlantedBug::ALL
+        .into_iter()
+        .find(|b| b.name() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown bug {s:?}; one of {}", names.join(", "))
+        })
+}
+
+fn replay_command(seed: u64, ops: usize, plant: Option<PlantedBug>) -> String {
+    let plant = plant
+        .map(|b| format!(" --plant {}", b.name()))
+        .unwrap_or_default();
+    format!("cargo run --release -p simulations -- run --seed {seed} --ops {ops}{plant}")
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (first, count, ops) = match cli.command {
-        Command::Run { seed, ops } => (seed, 1, ops),
-        Command::Sweep { seeds, first, ops } => (first, seeds, ops),
-    };
-    let mut total_ops = 0;
-    let mut failures = Vec::new();
-    for seed in first..first + count {
-        let report = sim::run(seed, ops);
-        total_ops += report.completed;
-        if !report.violations.is_empty() {
-            eprintln!("seed {seed}: {} violations", report.violations.len());
-            for v in report.violations.iter().take(5) {
-                eprintln!("  {v}");
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    match cli.command {
+        Command::Run {
+            seed,
+            ops,
+            plant,
+            verbose,
+        } => {
+            let scenario = Scenario::generate(seed, ops);
+            if verbose {
+                print_scenario(&scenario);
             }
-            eprintln!("reproduce with: cargo run -p simulations -- run --seed {seed} --ops {ops}");
-            failures.push(seed);
+            let result = world::run(&scenario, plant);
+            summary.add(seed, &result);
+            print!("{}", summary.render());
+            println!("trace hash: {:016x}", result.trace_hash);
+            if !result.check.violations.is_empty() {
+                explain_failure(&scenario, plant);
+            }
+        }
+        Command::Sweep {
+            seeds,
+            first,
+            ops,
+            time_limit_secs,
+            plant,
+        } => {
+            let limit = time_limit_secs.map(Duration::from_secs);
+            for seed in first..first.saturating_add(seeds) {
+                if limit.is_some_and(|l| started.elapsed() >= l) {
+                    break;
+                }
+                let scenario = Scenario::generate(seed, ops);
+                let result = world::run(&scenario, plant);
+                summary.add(seed, &result);
+                if !result.check.violations.is_empty() {
+                    eprintln!(
+                        "seed {seed}: {} violations, first: {}",
+                        result.check.violations.len(),
+                        result.check.violations[0]
+                    );
+                    eprintln!("  replay: {}", replay_command(seed, ops, plant));
+                }
+            }
+            print!("{}", summary.render());
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "wall time: {secs:.1} s ({:.0} simulated ops per second)",
+        summary.ops as f64 / secs.max(1e-9)
+    );
+    println!("{}", summary.one_line());
+    if !summary.failed_seeds.is_empty() {
+        eprintln!("violations in seeds {:?}", summary.failed_seeds);
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_scenario(s: &Scenario) {
+    println!(
+        "seed {}: {} peers, N={}, {} clients, {} ops over {} ms, {:?}, keys {:?}",
+        s.seed, s.nodes, s.replicas, s.clients, s.ops, s.workload_ms, s.consistency, s.keys
+    );
+    println!("network: {:?}", s.net);
+    println!(
+        "clocks (offset ms, drift ppm): {:?}; detector: heartbeat {} ms, suspect after {} ms",
+        &s.clocks[..s.nodes],
+        s.heartbeat_ms,
+        s.suspect_after_ms
+    );
+    for f in &s.faults {
+        println!("fault: {f}");
+    }
+}
+
+/// Shrinks a failing scenario and prints the small history around its violations.
+fn explain_failure(scenario: &Scenario, plant: Option<PlantedBug>) {
+    println!("\nshrinking...");
+    let (small, result) = shrink::shrink(scenario, plant);
+    println!(
+        "smallest failing run: seed {}, {} ops, {} of {} faults",
+        small.seed,
+        small.ops,
+        small.faults.len(),
+        scenario.faults.len()
+    );
+    print_scenario(&small);
+    let mut keys = BTreeSet::new();
+    for v in result.check.violations.iter().take(3) {
+        println!("violation: {v}");
+        keys.insert(v.key.clone());
+        for id in &v.ops {
+            println!("  involves: {}", result.history.get(*id));
+        }
+    }
+    for key in keys {
+        println!("history of key {} (sim ms):", String::from_utf8_lossy(&key));
+        for (i, op) in result.history.ops().iter().enumerate() {
+            if op.key == key {
+                println!("  #{:<4} {}", OpId(i).0, op);
+            }
         }
     }
     println!(
-        "seeds: {count}, ops: {total_ops}, faults: 0, violations: {}",
-        failures.len()
+        "replay the original: {}",
+        replay_command(scenario.seed, scenario.ops, plant)
     );
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("violations in seeds {failures:?}")
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -137,6 +137,10 @@ pub struct Node {
     in_flight: BTreeMap<u64, InFlight>,
     /// Replicas sent a merged state by read repair, since start.
     read_repairs: u64,
+    /// Forwarded writes coordinated recently, by (forwarder, its request number), with the
+    /// time each arrived. A duplicated `Coordinate` must not apply the write twice: a second
+    /// dot for the same value would survive a later overwrite whose context covers the first.
+    recent_forwards: BTreeMap<(NodeId, u64), Millis>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
@@ -168,6 +172,7 @@ impl Node {
             next_req: first_request_number(incarnation),
             in_flight: BTreeMap::new(),
             read_repairs: 0,
+            recent_forwards: BTreeMap::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -237,6 +242,9 @@ impl Node {
 
     /// Fails every request whose deadline has passed.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
+        // A forwarder gives up after one request timeout; remember its requests twice that.
+        let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
+        self.recent_forwards.retain(|_, at| *at >= horizon);
         let expired: Vec<u64> = self
             .in_flight
             .iter()
@@ -544,6 +552,13 @@ impl Node {
                 }
             }
             PeerMessage::Coordinate { req, write } => {
+                if self
+                    .recent_forwards
+                    .insert((from.clone(), req), now)
+                    .is_some()
+                {
+                    return; // a duplicate: the first copy is being (or was) coordinated
+                }
                 let origin = Origin::Peer { node: from, req };
                 self.start_write(now, origin, write, out);
             }

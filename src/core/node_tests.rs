@@ -450,3 +450,35 @@ fn incarnations_number_their_requests_far_apart() {
         assert!(gap > 1 << 40, "incarnations {a} and {b} start {gap} apart");
     }
 }
+
+#[test]
+fn a_duplicated_forward_is_coordinated_once() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let write = WriteRequest {
+        key: b"k".to_vec(),
+        write: WriteKind::Put {
+            value: b"v".to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::One,
+    };
+    let mut first = Outputs::default();
+    let b = net.nodes.get_mut(&nid("B")).unwrap();
+    let message = PeerMessage::Coordinate { req: 7, write };
+    let input = Input::Peer {
+        from: nid("A"),
+        message: message.clone(),
+    };
+    b.handle(net.now, input.clone(), &mut first);
+    let mut second = Outputs::default();
+    b.handle(net.now, input, &mut second);
+    assert!(!first.is_empty());
+    assert!(second.is_empty(), "the duplicate did nothing: {second:?}");
+    let state = b.store().get(b.ring().partition_of(b"k"), b"k").unwrap();
+    assert_eq!(
+        state.context().iter().map(|(_, n)| n).sum::<u64>(),
+        1,
+        "one dot"
+    );
+}

@@ -273,7 +273,10 @@ impl<'h> Checker<'h> {
                     self.violation(
                         ViolationKind::Phantom,
                         &op.key,
-                        format!("read returned {:?}, which nobody wrote", value_name(&v.data)),
+                        format!(
+                            "read returned {:?}, which nobody wrote",
+                            value_name(&v.data)
+                        ),
                         vec![read_id],
                     );
                     continue;
@@ -291,9 +294,12 @@ impl<'h> Checker<'h> {
                     );
                     continue;
                 }
-                if let (OpKind::Put {
-                    ttl_ms: Some(ttl), ..
-                }, Some(put_done)) = (&put.kind, put.completed_at)
+                if let (
+                    OpKind::Put {
+                        ttl_ms: Some(ttl), ..
+                    },
+                    Some(put_done),
+                ) = (&put.kind, put.completed_at)
                 {
                     let latest_expiry = put_done + ttl + self.c.clock_uncertainty_ms;
                     if op.invoked_at > latest_expiry {
@@ -383,7 +389,10 @@ impl<'h> Checker<'h> {
                     self.violation(
                         ViolationKind::Phantom,
                         key,
-                        format!("final state holds {:?}, which nobody wrote", value_name(data)),
+                        format!(
+                            "final state holds {:?}, which nobody wrote",
+                            value_name(data)
+                        ),
                         vec![],
                     );
                     continue;
@@ -463,10 +472,7 @@ impl<'h> Checker<'h> {
         let OpKind::Put { value, .. } = &write.kind else {
             return;
         };
-        let Outcome::Written {
-            context: write_ctx,
-        } = &write.outcome
-        else {
+        let Outcome::Written { context: write_ctx } = &write.outcome else {
             return;
         };
         let read_done = read.completed_at.unwrap_or(Millis::MAX);

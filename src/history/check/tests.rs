@@ -28,7 +28,13 @@ fn put(h: &mut History, client: u32, value: &str, ctx: Option<VersionVector>, at
 }
 
 fn get(h: &mut History, client: u32, at: Millis) -> OpId {
-    h.invoke(client, b"k".to_vec(), OpKind::Get { r: Quorum::Quorum }, None, at)
+    h.invoke(
+        client,
+        b"k".to_vec(),
+        OpKind::Get { r: Quorum::Quorum },
+        None,
+        at,
+    )
 }
 
 fn written(h: &mut History, id: OpId, at: Millis, ctx: VersionVector) {

@@ -1,0 +1,144 @@
+//! What a run (or a sweep of runs) tells its user: operations by outcome, faults injected,
+//! violations by kind, latency percentiles in simulated time, convergence time.
+
+use crate::world::RunResult;
+use ringcache::history::Outcome;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Totals over one or many runs.
+#[derive(Default)]
+pub struct Summary {
+    pub seeds: u64,
+    pub failed_seeds: Vec<u64>,
+    pub ops: usize,
+    pub outcomes: BTreeMap<&'static str, usize>,
+    pub faults: BTreeMap<&'static str, usize>,
+    pub violations: BTreeMap<&'static str, usize>,
+    pub latencies: Vec<u64>,
+    pub convergence_ms: Vec<u64>,
+    pub writes_checked: usize,
+    pub writes_excused: usize,
+    pub ryw_strict_checked: usize,
+    pub ryw_weak_checked: usize,
+    pub ryw_weak_misses: usize,
+    pub read_repairs: u64,
+    pub sim_ms: u64,
+    pub messages: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, seed: u64, r: &RunResult) {
+        self.seeds += 1;
+        if !r.check.violations.is_empty() {
+            self.failed_seeds.push(seed);
+        }
+        self.ops += r.history.len();
+        for op in r.history.ops() {
+            let name = match &op.outcome {
+                Outcome::Read { .. } => "read ok",
+                Outcome::Written { .. } => "write ok",
+                Outcome::Failed { .. } => "failed",
+                Outcome::Unknown => "unknown",
+            };
+            *self.outcomes.entry(name).or_insert(0) += 1;
+        }
+        for (k, n) in &r.faults_injected {
+            *self.faults.entry(k).or_insert(0) += n;
+        }
+        for v in &r.check.violations {
+            *self.violations.entry(v.kind.name()).or_insert(0) += 1;
+        }
+        self.latencies.extend(&r.latencies);
+        if let Some(t) = r.convergence.took_ms {
+            self.convergence_ms.push(t);
+        }
+        self.writes_checked += r.check.writes_checked;
+        self.writes_excused += r.check.writes_excused;
+        self.ryw_strict_checked += r.check.ryw_strict_checked;
+        self.ryw_weak_checked += r.check.ryw_weak_checked;
+        self.ryw_weak_misses += r.check.ryw_weak_misses;
+        self.read_repairs += r.read_repairs;
+        self.sim_ms += r.sim_ms;
+        self.messages += r.messages;
+    }
+
+    pub fn faults_total(&self) -> usize {
+        self.faults.values().sum()
+    }
+
+    pub fn violations_total(&self) -> usize {
+        self.violations.values().sum()
+    }
+
+    /// The multi-line report.
+    pub fn render(&mut self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "operations: {} {:?}", self.ops, self.outcomes);
+        let _ = writeln!(
+            out,
+            "faults injected: {} {:?}",
+            self.faults_total(),
+            self.faults
+        );
+        let _ = writeln!(
+            out,
+            "violations: {} {:?}",
+            self.violations_total(),
+            self.violations
+        );
+        let _ = writeln!(
+            out,
+            "acknowledged writes checked: {}, excused (every copy lost with a peer's memory): {}",
+            self.writes_checked, self.writes_excused
+        );
+        let _ = writeln!(
+            out,
+            "read-your-writes: {} checked strictly; {} unguaranteed pairs (R+W<=N or a crash/ring change between) of which {} missed",
+            self.ryw_strict_checked, self.ryw_weak_checked, self.ryw_weak_misses
+        );
+        let _ = writeln!(
+            out,
+            "latency (simulated ms, successful ops): {}",
+            percentiles(&mut self.latencies)
+        );
+        let _ = writeln!(
+            out,
+            "convergence after healing (simulated ms): {}; read repairs: {}",
+            percentiles(&mut self.convergence_ms),
+            self.read_repairs
+        );
+        let _ = writeln!(
+            out,
+            "simulated time: {:.1} s, peer messages: {}",
+            self.sim_ms as f64 / 1000.0,
+            self.messages
+        );
+        out
+    }
+
+    pub fn one_line(&self) -> String {
+        format!(
+            "seeds: {}, ops: {}, faults: {}, violations: {}",
+            self.seeds,
+            self.ops,
+            self.faults_total(),
+            self.violations_total()
+        )
+    }
+}
+
+fn percentiles(values: &mut [u64]) -> String {
+    if values.is_empty() {
+        return "n/a".into();
+    }
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {} p90 {} p99 {} max {}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        values[values.len() - 1]
+    )
+}
