@@ -98,6 +98,9 @@ fn main() -> anyhow::Result<()> {
             summary.add(seed, &result);
             print!("{}", summary.render());
             println!("trace hash: {:016x}", result.trace_hash);
+            if let Some(d) = &result.divergence {
+                println!("replicas that differ: {d}");
+            }
             if !result.check.violations.is_empty() {
                 explain_failure(&scenario, plant);
             }

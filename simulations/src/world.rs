@@ -51,6 +51,8 @@ pub struct RunResult {
     pub read_repairs: u64,
     pub sim_ms: Millis,
     pub messages: u64,
+    /// For the first key whose replicas still differ: each replica's state.
+    pub divergence: Option<String>,
 }
 
 #[derive(Debug)]
@@ -171,7 +173,7 @@ struct World<'s> {
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
     healed_at: Option<Millis>,
-    sweep_queue: VecDeque<Vec<u8>>,
+    sweep_queue: VecDeque<(Vec<u8>, u32)>,
     sweep_in_flight: usize,
     sweep_started: bool,
     /// Sweep rounds run; each re-reads the keys whose replicas still differ.
@@ -181,7 +183,9 @@ struct World<'s> {
     // What the checker needs to know about lost memory.
     values_lost: BTreeSet<Vec<u8>>,
     damaged_keys: BTreeMap<Vec<u8>, Millis>,
-    disruptions: Vec<Millis>,
+    disruptions: Vec<(Millis, Millis)>,
+    /// Since when running peers have disagreed on the ring's members, if they do now.
+    rings_differ_since: Option<Millis>,
     read_repairs_of_gone_nodes: u64,
     trace: u64,
     messages: u64,
@@ -247,6 +251,7 @@ impl<'s> World<'s> {
             values_lost: BTreeSet::new(),
             damaged_keys: BTreeMap::new(),
             disruptions: Vec::new(),
+            rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,
             trace: 0xcbf2_9ce4_8422_2325,
             messages: 0,
@@ -622,10 +627,30 @@ impl<'s> World<'s> {
         }
         let ring_changed = peer.view.as_ref().map(|v| v.members()) != Some(view.members());
         peer.view = Some(view.clone());
-        if ring_changed {
-            self.disruptions.push(now);
-        }
         self.feed(name, Input::Membership(view));
+        if ring_changed {
+            self.note_ring_agreement();
+        }
+    }
+
+    /// Tracks intervals in which running peers place keys on different rings: quorums taken on
+    /// different rings need not overlap, so read-your-writes is not promised across them.
+    fn note_ring_agreement(&mut self) {
+        let mut rings = self
+            .peers
+            .values()
+            .filter(|p| p.node.is_some() && !p.left)
+            .map(|p| p.view.as_ref().map(|v| v.members()));
+        let first = rings.next().flatten();
+        let agree = rings.all(|r| r == first);
+        match (agree, self.rings_differ_since) {
+            (false, None) => self.rings_differ_since = Some(self.now),
+            (true, Some(since)) => {
+                self.disruptions.push((since, self.now));
+                self.rings_differ_since = None;
+            }
+            _ => {}
+        }
     }
 
     fn next_request_id(&mut self) -> ClientRequestId {
@@ -765,7 +790,7 @@ impl<'s> World<'s> {
                     ClientReply::Found { .. } | ClientReply::NotFound { .. }
                 );
                 if !ok && attempts < 20 {
-                    self.sweep_queue.push_back(key);
+                    self.sweep_queue.push_back((key, attempts));
                     self.schedule(self.now + 200, Event::SweepNext);
                 } else {
                     self.sweep_next();
@@ -806,6 +831,7 @@ impl<'s> World<'s> {
                     peer.node = None;
                     peer.paused = false;
                     peer.held.clear();
+                    self.note_ring_agreement();
                     self.active.insert(i, true);
                     self.schedule(self.now + down_for, Event::FaultEnd(i));
                 }
@@ -880,9 +906,8 @@ impl<'s> World<'s> {
                 self.lose_memory(&name);
                 let peer = self.peers.get_mut(&name).expect("checked");
                 peer.left = true;
-                if let Some(n) = peer.node.take() {
-                    self.read_repairs_of_gone_nodes += n.read_repairs();
-                }
+                peer.node = None;
+                self.note_ring_agreement();
             }
         }
     }
@@ -923,7 +948,7 @@ impl<'s> World<'s> {
 
     /// A peer is about to lose its memory: note what the cluster loses with it.
     fn lose_memory(&mut self, victim: &NodeId) {
-        self.disruptions.push(self.now);
+        self.disruptions.push((self.now, self.now));
         let Some(node) = self.peers[victim].node.as_ref() else {
             return;
         };
@@ -981,7 +1006,7 @@ impl<'s> World<'s> {
             for op in self.history.ops() {
                 keys.insert(op.key.clone());
             }
-            self.sweep_queue = keys.into_iter().collect();
+            self.sweep_queue = keys.into_iter().map(|k| (k, 0)).collect();
             for _ in 0..SWEEP_PARALLEL {
                 self.sweep_next();
             }
@@ -996,16 +1021,25 @@ impl<'s> World<'s> {
         }
     }
 
+    /// Every running peer holds the same view, in which exactly the running peers are up.
+    /// (A peer that left while its announcement was cut off stays a member marked down, as a
+    /// crashed one does.)
     fn views_agree(&self) -> bool {
         let running: BTreeSet<NodeId> = self.running().into_iter().collect();
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.node.is_some() && !p.left)
-            .all(|(_, p)| {
-                p.view
-                    .as_ref()
-                    .is_some_and(|v| v.members() == running && running.iter().all(|m| v.is_up(m)))
-            })
+        let views: Vec<Option<&MembershipView>> = self
+            .peers
+            .values()
+            .filter(|p| p.node.is_some() && !p.left)
+            .map(|p| p.view.as_ref())
+            .collect();
+        let Some(Some(first)) = views.first() else {
+            return false;
+        };
+        views.iter().all(|v| *v == Some(*first))
+            && first
+                .iter()
+                .all(|(m, l)| (l == Liveness::Up) == running.contains(m))
+            && running.iter().all(|m| first.is_up(m))
     }
 
     fn sweep_next(&mut self) {
@@ -1013,17 +1047,20 @@ impl<'s> World<'s> {
             return;
         }
         while self.sweep_in_flight < SWEEP_PARALLEL {
-            let Some(key) = self.sweep_queue.pop_front() else {
+            let Some((key, attempts)) = self.sweep_queue.pop_front() else {
                 break;
             };
             let running = self.running();
             let at = self.work.pick(&running).clone();
             let id = self.next_request_id();
-            self.pending.insert(id, Owner::Sweep(key.clone(), 0));
+            self.pending
+                .insert(id, Owner::Sweep(key.clone(), attempts + 1));
             self.sweep_in_flight += 1;
+            // R = one answers at once but, like every read, waits for all live replicas
+            // before it repairs them; replicas that are down are not asked.
             let request = ClientRequest::Get {
                 key,
-                r: Quorum::All,
+                r: Quorum::One,
             };
             self.schedule(
                 self.now + 1,
@@ -1052,7 +1089,7 @@ impl<'s> World<'s> {
             self.quiet_until = Some(self.now);
             return;
         }
-        self.sweep_queue = diverged.into_iter().collect();
+        self.sweep_queue = diverged.into_iter().map(|k| (k, 0)).collect();
         self.sweep_next();
     }
 
@@ -1075,11 +1112,15 @@ impl<'s> World<'s> {
             let partition = reference.ring().partition_of(key);
             let mut first: Option<Option<&Siblings>> = None;
             for owner in reference.ring().replicas_of(key) {
-                let state = self
+                let Some(node) = self
                     .peers
                     .get(owner)
+                    .filter(|p| !p.left)
                     .and_then(|p| p.node.as_ref())
-                    .and_then(|n| n.store().get(partition, key));
+                else {
+                    continue; // a member that is gone holds nothing to compare
+                };
+                let state = node.store().get(partition, key);
                 match first {
                     None => first = Some(state),
                     Some(f) if f != state => {
@@ -1108,6 +1149,13 @@ impl<'s> World<'s> {
             bound_ms,
             diverged_keys: diverged,
         };
+        if let Some(since) = self.rings_differ_since.take() {
+            self.disruptions.push((since, self.now));
+        }
+        let divergence = convergence
+            .diverged_keys
+            .first()
+            .map(|k| self.describe_key(k));
         let final_state = self.final_state(&keys_touched);
         let circumstances = Circumstances {
             replicas: self.s.replicas,
@@ -1143,7 +1191,32 @@ impl<'s> World<'s> {
             read_repairs,
             sim_ms: self.now - START,
             messages: self.messages,
+            divergence,
         }
+    }
+
+    fn describe_key(&self, key: &[u8]) -> String {
+        let mut out = format!(
+            "key {} after {} sweep rounds (sweep started: {}, in flight: {}, queued: {}, views agree: {}, now {}):",
+            String::from_utf8_lossy(key),
+            self.sweep_rounds,
+            self.sweep_started,
+            self.sweep_in_flight,
+            self.sweep_queue.len(),
+            self.views_agree(),
+            self.now,
+        );
+        for (name, p) in &self.peers {
+            let Some(n) = &p.node else { continue };
+            let owner = n.ring().replicas_of(key).contains(name);
+            let state = n.store().get(n.ring().partition_of(key), key);
+            let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
+            out += &format!(
+                "\n  {name} owner={owner} view=[{}] state={state:?}",
+                view.join(" ")
+            );
+        }
+        out
     }
 
     /// The merged state of each key's replicas. Data only a non-replica holds (left behind
@@ -1154,7 +1227,7 @@ impl<'s> World<'s> {
             keys: BTreeMap::new(),
             at: self.now,
         };
-        let last_disruption = self.disruptions.iter().copied().max();
+        let last_disruption = self.disruptions.iter().map(|(_, to)| *to).max();
         let nodes: Vec<&Node> = self
             .peers
             .values()

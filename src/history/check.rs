@@ -94,9 +94,9 @@ pub struct Circumstances {
     /// Keys whose replicated knowledge shrank, and when: writes invoked before that instant
     /// are excused from "lost write" and "resurrection" (a lost delete can let a value back).
     pub damaged_keys: BTreeMap<Vec<u8>, Millis>,
-    /// Instants at which replicas lost memory or the ring changed: read-your-writes is only
-    /// enforced between a write and a read with none in between.
-    pub disruptions: Vec<Millis>,
+    /// Intervals (inclusive) during which replicas lost memory or peers disagreed on the
+    /// ring: read-your-writes is only enforced between a write and a read that overlap none.
+    pub disruptions: Vec<(Millis, Millis)>,
     /// The recorder's convergence verdict (property 4), if it can observe replicas.
     pub convergence: Option<Convergence>,
 }
@@ -294,12 +294,18 @@ impl<'h> Checker<'h> {
                     );
                     continue;
                 }
+                // Only an acknowledged put bounds when its expiry was fixed: one whose client gave
+                // up may be applied (and its TTL started) any time later.
+                let acked_at = put
+                    .is_acknowledged_write()
+                    .then_some(put.completed_at)
+                    .flatten();
                 if let (
                     OpKind::Put {
                         ttl_ms: Some(ttl), ..
                     },
                     Some(put_done),
-                ) = (&put.kind, put.completed_at)
+                ) = (&put.kind, acked_at)
                 {
                     let latest_expiry = put_done + ttl + self.c.clock_uncertainty_ms;
                     if op.invoked_at > latest_expiry {
@@ -490,7 +496,7 @@ impl<'h> Checker<'h> {
             .c
             .disruptions
             .iter()
-            .any(|t| *t >= write.invoked_at && *t <= read_done);
+            .any(|(from, to)| *to >= write.invoked_at && *from <= read_done);
         if overlapping && !disturbed {
             self.report.ryw_strict_checked += 1;
             if !ok {

@@ -180,7 +180,7 @@ fn a_read_that_misses_the_clients_own_write_breaks_read_your_writes() {
     assert_eq!(kinds(&report), vec![ViolationKind::ReadYourWrites]);
     // With a crash in between it is only counted.
     let mut c = circumstances();
-    c.disruptions.push(25);
+    c.disruptions.push((25, 25));
     let report = check(&h, &final_with(&[("a", "A", 1)]), &c);
     assert!(report.violations.is_empty());
     assert_eq!(report.ryw_weak_misses, 1);
