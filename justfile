@@ -8,13 +8,21 @@ up peers="3":
 test:
     bash .ci/run
 
-# Replay one simulation seed.
-sim seed="1":
-    cargo run --release -p simulations -- run --seed {{seed}}
+# Replay one simulation seed (prints its report; shrinks and prints the history on failure).
+sim seed="1" ops="600":
+    cargo run --release -p simulations -- run --seed {{seed}} --ops {{ops}} --verbose
 
-# Run K simulation seeds.
+# Run K simulation seeds starting at FIRST.
 sim-sweep k="1000" first="1":
     cargo run --release -p simulations -- sweep --seeds {{k}} --first {{first}}
+
+# Prove the checker can fail: run K seeds with a planted bug (exits non-zero when caught).
+sim-plant bug="last-write-wins" k="30":
+    cargo run --release -p simulations -- sweep --seeds {{k}} --plant {{bug}}
+
+# Real-process chaos for SECS seconds (root; needs nftables: apt-get install nftables).
+chaos secs="300":
+    RINGCACHE_CHAOS_SECS={{secs}} cargo test --release --test chaos -- --nocapture
 
 fmt:
     cargo fmt --all

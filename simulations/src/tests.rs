@@ -18,7 +18,10 @@ fn fixed_seeds_keep_every_promise() {
             "seed {seed}: {:?}\nreplay: cargo run -p simulations -- run --seed {seed} --ops {OPS}",
             result.check.violations
         );
-        assert!(result.history.len() > OPS / 10, "seed {seed} ran too little");
+        assert!(
+            result.history.len() > OPS / 10,
+            "seed {seed} ran too little"
+        );
     }
 }
 

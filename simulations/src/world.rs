@@ -23,7 +23,9 @@ use ringcache::core::request::{ClientReply, ClientRequest, RequestError, WriteKi
 use ringcache::core::siblings::{Payload, Siblings};
 use ringcache::core::types::{ClientRequestId, Millis, NodeId, Quorum};
 use ringcache::core::version_vector::VersionVector;
-use ringcache::history::check::{check, CheckReport, Circumstances, Convergence, FinalState};
+use ringcache::history::check::{
+    check, values_of, CheckReport, Circumstances, Convergence, FinalState,
+};
 use ringcache::history::{History, OpId, OpKind, Outcome};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -554,14 +556,14 @@ impl<'s> World<'s> {
                 n.tick(now, &mut out);
             }
             self.absorb(name, out);
-            if since % self.s.heartbeat_ms == 0 {
+            if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
             }
-            if since % DETECTOR_EVERY_MS == 0 {
+            if since.is_multiple_of(DETECTOR_EVERY_MS) {
                 self.update_view(name);
             }
         }
-        if since % DETECTOR_EVERY_MS == 0 && self.healed_at.is_some() {
+        if since.is_multiple_of(DETECTOR_EVERY_MS) && self.healed_at.is_some() {
             self.after_heal_checks();
         }
         self.schedule(self.now + TICK_MS, Event::Tick);
@@ -1263,7 +1265,7 @@ impl<'s> World<'s> {
                     }
                 }
             }
-            fin.keys.insert(key.clone(), on_owners);
+            fin.keys.insert(key.clone(), values_of(&on_owners));
         }
         for (key, t) in stranded {
             let entry = self.damaged_keys.entry(key).or_insert(t);

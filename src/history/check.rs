@@ -73,11 +73,11 @@ impl fmt::Display for Violation {
     }
 }
 
-/// What the cluster holds for each key after the run, healed and quiet: the merge of the
-/// states of the key's replicas.
+/// What the cluster holds for each key after the run, healed and quiet: the values (expired
+/// ones may be included) of the merged state of the key's replicas.
 #[derive(Clone, Debug, Default)]
 pub struct FinalState {
-    pub keys: BTreeMap<Vec<u8>, Siblings>,
+    pub keys: BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
     /// When the final state was read, on the history's clock.
     pub at: Millis,
 }
@@ -368,7 +368,7 @@ impl<'h> Checker<'h> {
                 continue;
             }
             self.report.writes_checked += 1;
-            let present = fin.keys.get(&p.key).is_some_and(|s| holds_value(s, value));
+            let present = fin.keys.get(&p.key).is_some_and(|vs| vs.contains(value));
             if present
                 || self.may_have_expired(p, fin.at)
                 || self.superseder(&p.key, value, Millis::MAX).is_some()
@@ -386,11 +386,8 @@ impl<'h> Checker<'h> {
             );
         }
         // Property 2: final values were written, and nothing acknowledged superseded them.
-        for (key, state) in &fin.keys {
-            for (_, payload) in state.versions() {
-                let Payload::Value { data, .. } = payload else {
-                    continue;
-                };
+        for (key, values) in &fin.keys {
+            for data in values {
                 let Some(&put_id) = self.put_of_value.get(data.as_slice()) else {
                     self.violation(
                         ViolationKind::Phantom,
@@ -543,11 +540,15 @@ impl<'h> Checker<'h> {
     }
 }
 
-/// Whether `state` holds `value` as a sibling (visible or expired).
-fn holds_value(state: &Siblings, value: &[u8]) -> bool {
+/// The values (visible or expired, not tombstones) a merged state holds.
+pub fn values_of(state: &Siblings) -> Vec<Vec<u8>> {
     state
         .versions()
-        .any(|(_, p)| matches!(p, Payload::Value { data, .. } if data == value))
+        .filter_map(|(_, p)| match p {
+            Payload::Value { data, .. } => Some(data.clone()),
+            Payload::Tombstone => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

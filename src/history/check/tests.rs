@@ -82,7 +82,7 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
         s.merge(&one);
     }
     FinalState {
-        keys: [(b"k".to_vec(), s)].into_iter().collect(),
+        keys: [(b"k".to_vec(), values_of(&s))].into_iter().collect(),
         at: 1_000,
     }
 }
