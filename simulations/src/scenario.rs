@@ -247,7 +247,8 @@ impl Scenario {
         scenario
     }
 
-    /// Largest difference between two peers' clocks over `until` ms of simulated time.
+    /// Largest difference between two peers' clocks up to simulated instant `until` (drift
+    /// accumulates from simulated time zero).
     pub fn clock_uncertainty_ms(&self, until: Millis) -> Millis {
         let used = &self.clocks[..NAMES.len()];
         let at = |(offset, drift): (i64, i64)| {

@@ -1161,7 +1161,7 @@ impl<'s> World<'s> {
         let final_state = self.final_state(&keys_touched);
         let circumstances = Circumstances {
             replicas: self.s.replicas,
-            clock_uncertainty_ms: self.s.clock_uncertainty_ms(self.now - START),
+            clock_uncertainty_ms: self.s.clock_uncertainty_ms(self.now),
             values_lost_to_crashes: self.values_lost.clone(),
             damaged_keys: self.damaged_keys.clone(),
             disruptions: self.disruptions.clone(),

@@ -18,7 +18,9 @@
 //! "Superseded" is judged causally: write `q` supersedes value `v` when `q`'s context
 //! descends from a context known to contain `v` (the context its put returned, or that of a
 //! read that returned `v`). A delete sent without context removes what its coordinator had
-//! seen, which the client cannot know, so it may supersede anything written before it ended.
+//! seen, which the client cannot know, so it may supersede anything written before it ended —
+//! or, if it was never acknowledged, anything at all: an operation whose outcome is unknown may
+//! take effect at any later moment (a delayed forward, a replica that was paused).
 
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
@@ -237,10 +239,12 @@ impl<'h> Checker<'h> {
             .filter(|(id, q)| Some(*id) != own && q.may_have_applied() && q.invoked_at <= before)
             .find(|(_, q)| match &q.context_in {
                 Some(ctx) => self.context_covers_value(ctx, v),
-                // A blind delete removes what its coordinator saw when it ran.
+                // A blind delete removes what its coordinator saw when it ran: before its
+                // acknowledgement if it has one; if not, it may have run at any later time.
                 None => {
                     matches!(q.kind, OpKind::Delete { .. })
-                        && q.completed_at.unwrap_or(Millis::MAX) >= v_invoked
+                        && (!q.is_acknowledged_write()
+                            || q.completed_at.unwrap_or(Millis::MAX) >= v_invoked)
                 }
             })
             .map(|(id, _)| *id)

@@ -228,3 +228,42 @@ fn slow_or_absent_convergence_is_reported() {
     let report = check(&History::new(), &FinalState::default(), &c);
     assert_eq!(kinds(&report), vec![ViolationKind::NotConverged]);
 }
+
+#[test]
+fn an_unacknowledged_blind_delete_may_remove_a_later_write() {
+    // The delete's forward was delayed past its client's timeout and ran after "a" was written.
+    let mut h = History::new();
+    let d = h.invoke(
+        1,
+        b"k".to_vec(),
+        OpKind::Delete { w: Quorum::Quorum },
+        None,
+        10,
+    );
+    h.complete(
+        d,
+        20,
+        Outcome::Failed {
+            error: "timed out".into(),
+            definite: false,
+        },
+    );
+    let p = put(&mut h, 2, "a", None, 30);
+    written(&mut h, p, 40, vv(&[("A", 1)]));
+    let report = check(&h, &FinalState::default(), &circumstances());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    // Had the delete been acknowledged before "a" was written, "a" would be lost.
+    let mut h2 = History::new();
+    let d = h2.invoke(
+        1,
+        b"k".to_vec(),
+        OpKind::Delete { w: Quorum::Quorum },
+        None,
+        10,
+    );
+    written(&mut h2, d, 20, vv(&[("A", 1)]));
+    let p = put(&mut h2, 2, "a", None, 30);
+    written(&mut h2, p, 40, vv(&[("A", 2)]));
+    let report = check(&h2, &FinalState::default(), &circumstances());
+    assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
+}
