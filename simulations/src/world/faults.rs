@@ -1,0 +1,184 @@
+//! Injecting and ending the scenario's faults, and accounting for what a peer that loses its
+//! memory takes with it.
+
+use super::*;
+
+impl World<'_> {
+    pub(super) fn start_fault(&mut self, i: usize) {
+        if self.healed_at.is_some() {
+            return;
+        }
+        let fault = self.s.faults[i].fault.clone();
+        *self.faults_injected.entry(fault.kind()).or_insert(0) += 1;
+        match fault {
+            Fault::Partition {
+                duration, flap_ms, ..
+            } => {
+                self.active.insert(i, true);
+                if let Some(p) = flap_ms {
+                    self.schedule(self.now + p, Event::Flap(i));
+                }
+                self.schedule(self.now + duration, Event::FaultEnd(i));
+            }
+            Fault::Crash { node, down_for } => {
+                let name = NodeId::from(node);
+                if self.peers.get(&name).is_some_and(|p| p.node.is_some()) {
+                    self.lose_memory(&name);
+                    let peer = self.peers.get_mut(&name).expect("checked");
+                    peer.node = None;
+                    peer.paused = false;
+                    peer.held.clear();
+                    self.note_ring_agreement();
+                    self.active.insert(i, true);
+                    self.schedule(self.now + down_for, Event::FaultEnd(i));
+                }
+            }
+            Fault::Pause { node, duration } => {
+                let name = NodeId::from(node);
+                if let Some(p) = self.peers.get_mut(&name) {
+                    if p.node.is_some() && !p.paused {
+                        p.paused = true;
+                        self.active.insert(i, true);
+                        self.schedule(self.now + duration, Event::FaultEnd(i));
+                    }
+                }
+            }
+            Fault::FalseSuspicion {
+                observer,
+                suspect,
+                duration,
+            } => {
+                let until = self.now + duration;
+                if let Some(p) = self.peers.get_mut(&NodeId::from(observer)) {
+                    p.detector
+                        .suspected_until
+                        .insert(NodeId::from(suspect), until);
+                }
+            }
+            Fault::Join { node } => {
+                let name = NodeId::from(node);
+                if self.peers.contains_key(&name) {
+                    return;
+                }
+                let index = NAMES.iter().position(|n| *n == name.as_str()).unwrap_or(0);
+                let mut detector = Detector::default();
+                for (other, p) in &self.peers {
+                    if !p.left {
+                        // Seeds: known, not yet heard from.
+                        detector.last_heard.insert(other.clone(), None);
+                    }
+                }
+                self.peers.insert(
+                    name.clone(),
+                    Peer {
+                        node: None,
+                        incarnation: 0,
+                        paused: false,
+                        held: Vec::new(),
+                        clock: self.s.clocks[index],
+                        detector,
+                        left: false,
+                        view: None,
+                    },
+                );
+                self.boot(&name);
+                self.send_heartbeats(&name);
+            }
+            Fault::Leave { node } => {
+                let name = NodeId::from(node);
+                let leaving = self
+                    .peers
+                    .get(&name)
+                    .is_some_and(|p| p.node.is_some() && !p.left && !p.paused);
+                if !leaving {
+                    return;
+                }
+                self.peers
+                    .get_mut(&name)
+                    .expect("checked")
+                    .detector
+                    .left
+                    .insert(name.clone());
+                self.send_heartbeats(&name);
+                self.lose_memory(&name);
+                let peer = self.peers.get_mut(&name).expect("checked");
+                peer.left = true;
+                peer.node = None;
+                self.note_ring_agreement();
+            }
+        }
+    }
+
+    pub(super) fn end_fault(&mut self, i: usize) {
+        if self.active.remove(&i).is_none() {
+            return;
+        }
+        match &self.s.faults[i].fault {
+            Fault::Crash { node, .. } => {
+                let name = NodeId::from(node.as_str());
+                if self.peers[&name].node.is_none() && !self.peers[&name].left {
+                    let d = &mut self.peers.get_mut(&name).expect("known").detector;
+                    for heard in d.last_heard.values_mut() {
+                        *heard = None;
+                    }
+                    self.boot(&name);
+                }
+            }
+            Fault::Pause { node, .. } => self.resume(&NodeId::from(node.as_str())),
+            _ => {}
+        }
+    }
+
+    pub(super) fn resume(&mut self, name: &NodeId) {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
+        };
+        if !peer.paused {
+            return;
+        }
+        peer.paused = false;
+        let held = std::mem::take(&mut peer.held);
+        for event in held {
+            self.dispatch(event);
+        }
+    }
+
+    /// A peer is about to lose its memory: note what the cluster loses with it.
+    pub(super) fn lose_memory(&mut self, victim: &NodeId) {
+        self.disruptions.push((self.now, self.now));
+        let Some(node) = self.peers[victim].node.as_ref() else {
+            return;
+        };
+        self.read_repairs_of_gone_nodes += node.read_repairs();
+        let mut lost_values = Vec::new();
+        let mut damaged = Vec::new();
+        for (key, state) in node.store().iter() {
+            let mut others = Siblings::new();
+            for (name, p) in &self.peers {
+                if name == victim {
+                    continue;
+                }
+                if let Some(n) = &p.node {
+                    if let Some(s) = n.store().get(n.ring().partition_of(key), key) {
+                        others.merge(s);
+                    }
+                }
+            }
+            if others.context().descends_from(state.context()) {
+                continue;
+            }
+            damaged.push(key.clone());
+            for (dot, payload) in state.versions() {
+                if let Payload::Value { data, .. } = payload {
+                    if !others.context().covers(dot) {
+                        lost_values.push(data.clone());
+                    }
+                }
+            }
+        }
+        for key in damaged {
+            self.damaged_keys.insert(key, self.now);
+        }
+        self.values_lost.extend(lost_values);
+    }
+}

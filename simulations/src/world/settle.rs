@@ -1,0 +1,293 @@
+//! The end of a run: heal every fault, wait until peers see each other, sweep every key with
+//! read repair in rounds until replicas agree, and hand the checker the final state.
+
+use super::*;
+
+impl World<'_> {
+    pub(super) fn heal(&mut self) {
+        self.healed_at = Some(self.now);
+        let active: Vec<usize> = self.active.keys().copied().collect();
+        for i in active {
+            self.end_fault(i);
+        }
+        self.active.clear();
+        for p in self.peers.values_mut() {
+            p.detector.suspected_until.clear();
+        }
+    }
+
+    /// After healing: start the repair sweep once every peer sees every peer, and watch for
+    /// convergence.
+    pub(super) fn after_heal_checks(&mut self) {
+        if !self.sweep_started && self.views_agree() {
+            self.sweep_started = true;
+            let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+            for op in self.history.ops() {
+                keys.insert(op.key.clone());
+            }
+            self.sweep_queue = keys.into_iter().map(|k| (k, 0)).collect();
+            for _ in 0..SWEEP_PARALLEL {
+                self.sweep_next();
+            }
+        }
+        if self.converged_at.is_none() && self.sweep_started && self.replicas_agree().is_empty() {
+            self.converged_at = Some(self.now);
+        }
+        let healed = self.healed_at.expect("after heal");
+        if !self.sweep_started && self.now > healed + SETTLE_LIMIT_MS {
+            // Views never agreed; stop and let the checker report non-convergence.
+            self.quiet_until = Some(self.now);
+        }
+    }
+
+    /// Every running peer holds the same view, in which exactly the running peers are up.
+    /// (A peer that left while its announcement was cut off stays a member marked down, as a
+    /// crashed one does.)
+    pub(super) fn views_agree(&self) -> bool {
+        let running: BTreeSet<NodeId> = self.running().into_iter().collect();
+        let views: Vec<Option<&MembershipView>> = self
+            .peers
+            .values()
+            .filter(|p| p.node.is_some() && !p.left)
+            .map(|p| p.view.as_ref())
+            .collect();
+        let Some(Some(first)) = views.first() else {
+            return false;
+        };
+        views.iter().all(|v| *v == Some(*first))
+            && first
+                .iter()
+                .all(|(m, l)| (l == Liveness::Up) == running.contains(m))
+            && running.iter().all(|m| first.is_up(m))
+    }
+
+    pub(super) fn sweep_next(&mut self) {
+        if !self.sweep_started {
+            return;
+        }
+        while self.sweep_in_flight < SWEEP_PARALLEL {
+            let Some((key, attempts)) = self.sweep_queue.pop_front() else {
+                break;
+            };
+            let running = self.running();
+            let at = self.work.pick(&running).clone();
+            let id = self.next_request_id();
+            self.pending
+                .insert(id, Owner::Sweep(key.clone(), attempts + 1));
+            self.sweep_in_flight += 1;
+            // R = one answers at once but, like every read, waits for all live replicas
+            // before it repairs them; replicas that are down are not asked.
+            let request = ClientRequest::Get {
+                key,
+                r: Quorum::One,
+            };
+            self.schedule(
+                self.now + 1,
+                Event::Arrive {
+                    node: at,
+                    id,
+                    request,
+                },
+            );
+        }
+        if self.sweep_queue.is_empty() && self.sweep_in_flight == 0 && self.quiet_until.is_none() {
+            // Let repairs land, then look again: a repair message can be lost like any other.
+            let settle = 2 * self.config.request_timeout_ms;
+            self.schedule(self.now + settle, Event::SweepRound);
+        }
+    }
+
+    /// The end of a sweep round: stop if replicas agree, else sweep the keys that differ.
+    pub(super) fn sweep_round(&mut self) {
+        if self.sweep_in_flight > 0 || !self.sweep_queue.is_empty() || self.quiet_until.is_some() {
+            return;
+        }
+        self.sweep_rounds += 1;
+        let diverged = self.replicas_agree();
+        if diverged.is_empty() || self.sweep_rounds >= MAX_SWEEP_ROUNDS {
+            self.quiet_until = Some(self.now);
+            return;
+        }
+        self.sweep_queue = diverged.into_iter().map(|k| (k, 0)).collect();
+        self.sweep_next();
+    }
+
+    /// Keys whose replicas (by the ring every peer now shares) hold different states.
+    pub(super) fn replicas_agree(&self) -> Vec<Vec<u8>> {
+        let Some(reference) = self
+            .peers
+            .values()
+            .find(|p| p.node.is_some() && !p.left)
+            .and_then(|p| p.node.as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
+        for op in self.history.ops() {
+            keys.insert(&op.key);
+        }
+        let mut diverged = Vec::new();
+        for key in keys {
+            let partition = reference.ring().partition_of(key);
+            let mut first: Option<Option<&Siblings>> = None;
+            for owner in reference.ring().replicas_of(key) {
+                let Some(node) = self
+                    .peers
+                    .get(owner)
+                    .filter(|p| !p.left)
+                    .and_then(|p| p.node.as_ref())
+                else {
+                    continue; // a member that is gone holds nothing to compare
+                };
+                let state = node.store().get(partition, key);
+                match first {
+                    None => first = Some(state),
+                    Some(f) if f != state => {
+                        diverged.push(key.to_vec());
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        diverged
+    }
+
+    pub(super) fn finish(mut self) -> RunResult {
+        let healed_at = self.healed_at.unwrap_or(self.now);
+        let diverged = self.replicas_agree();
+        let keys_touched: BTreeSet<Vec<u8>> =
+            self.history.ops().iter().map(|o| o.key.clone()).collect();
+        // Views agree within the settle limit; each sweep round reads every key once (a read
+        // takes at most one request timeout) and then waits two timeouts for repairs to land.
+        let timeout = self.config.request_timeout_ms;
+        let round_ms = (keys_touched.len().div_ceil(SWEEP_PARALLEL) as u64) * timeout + 2 * timeout;
+        let bound_ms = SETTLE_LIMIT_MS + MAX_SWEEP_ROUNDS as u64 * round_ms;
+        let convergence = Convergence {
+            took_ms: self.converged_at.map(|t| t - healed_at),
+            bound_ms,
+            diverged_keys: diverged,
+        };
+        if let Some(since) = self.rings_differ_since.take() {
+            self.disruptions.push((since, self.now));
+        }
+        let divergence = convergence
+            .diverged_keys
+            .first()
+            .map(|k| self.describe_key(k));
+        let final_state = self.final_state(&keys_touched);
+        let circumstances = Circumstances {
+            replicas: self.s.replicas,
+            clock_uncertainty_ms: self.s.clock_uncertainty_ms(self.now),
+            values_lost_to_crashes: self.values_lost.clone(),
+            damaged_keys: self.damaged_keys.clone(),
+            disruptions: self.disruptions.clone(),
+            convergence: Some(convergence.clone()),
+        };
+        let report = check(&self.history, &final_state, &circumstances);
+        let latencies = self
+            .history
+            .ops()
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Read { .. } | Outcome::Written { .. }))
+            .filter_map(|o| o.completed_at.map(|c| c - o.invoked_at))
+            .collect();
+        let read_repairs = self.read_repairs_of_gone_nodes
+            + self
+                .peers
+                .values()
+                .filter_map(|p| p.node.as_ref())
+                .map(|n| n.read_repairs())
+                .sum::<u64>();
+        self.trace = fnv(self.trace, format!("{:?}", self.history).as_bytes());
+        RunResult {
+            history: self.history,
+            check: report,
+            faults_injected: self.faults_injected,
+            trace_hash: self.trace,
+            latencies,
+            convergence,
+            read_repairs,
+            sim_ms: self.now - START,
+            messages: self.messages,
+            divergence,
+        }
+    }
+
+    pub(super) fn describe_key(&self, key: &[u8]) -> String {
+        let mut out = format!(
+            "key {} after {} sweep rounds (sweep started: {}, in flight: {}, queued: {}, views agree: {}, now {}):",
+            String::from_utf8_lossy(key),
+            self.sweep_rounds,
+            self.sweep_started,
+            self.sweep_in_flight,
+            self.sweep_queue.len(),
+            self.views_agree(),
+            self.now,
+        );
+        for (name, p) in &self.peers {
+            let Some(n) = &p.node else { continue };
+            let owner = n.ring().replicas_of(key).contains(name);
+            let state = n.store().get(n.ring().partition_of(key), key);
+            let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
+            out += &format!(
+                "\n  {name} owner={owner} view=[{}] state={state:?}",
+                view.join(" ")
+            );
+        }
+        out
+    }
+
+    /// The merged state of each key's replicas. Data only a non-replica holds (left behind
+    /// by a ring change: the cluster has no handoff yet) is unreadable, so it counts as lost
+    /// to the disruption that stranded it.
+    pub(super) fn final_state(&mut self, keys: &BTreeSet<Vec<u8>>) -> FinalState {
+        let mut fin = FinalState {
+            keys: BTreeMap::new(),
+            at: self.now,
+        };
+        let last_disruption = self.disruptions.iter().map(|(_, to)| *to).max();
+        let nodes: Vec<&Node> = self
+            .peers
+            .values()
+            .filter(|p| !p.left)
+            .filter_map(|p| p.node.as_ref())
+            .collect();
+        let Some(reference) = nodes.first() else {
+            return fin;
+        };
+        let mut stranded = Vec::new();
+        for key in keys {
+            let partition = reference.ring().partition_of(key);
+            let owners = reference.ring().replicas_of(key);
+            let mut on_owners = Siblings::new();
+            let mut anywhere = Siblings::new();
+            for n in &nodes {
+                if let Some(s) = n.store().get(partition, key) {
+                    anywhere.merge(s);
+                    if owners.contains(n.id()) {
+                        on_owners.merge(s);
+                    }
+                }
+            }
+            if !on_owners.context().descends_from(anywhere.context()) {
+                if let Some(t) = last_disruption {
+                    stranded.push((key.clone(), t));
+                    for (dot, payload) in anywhere.versions() {
+                        if let Payload::Value { data, .. } = payload {
+                            if !on_owners.context().covers(dot) {
+                                self.values_lost.insert(data.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            fin.keys.insert(key.clone(), values_of(&on_owners));
+        }
+        for (key, t) in stranded {
+            let entry = self.damaged_keys.entry(key).or_insert(t);
+            *entry = (*entry).max(t);
+        }
+        fin
+    }
+}
