@@ -235,6 +235,15 @@ fn request_error_response(error: &RequestError) -> Response {
         RequestError::QuorumTooLarge { .. } | RequestError::EmptyKey => {
             (StatusCode::BAD_REQUEST, json!({}))
         }
+        // Redis answers OOM; HTTP's nearest is 507: the write was refused, nothing changed.
+        RequestError::OutOfMemory {
+            needed,
+            used,
+            limit,
+        } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            json!({"needed_bytes": needed, "used_bytes": used, "limit_bytes": limit}),
+        ),
     };
     let mut body = json!({"error": error.to_string()});
     if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {

@@ -3,6 +3,7 @@
 //! The shell builds a [`CoreConfig`] from the command line and hands it to the core by value;
 //! the simulator builds one per simulated peer. Every field is plain data.
 
+use crate::core::eviction::EvictionPolicy;
 use crate::core::ring::{RingError, RingParams};
 use crate::core::types::Millis;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub struct CoreConfig {
     pub max_value_bytes: usize,
     /// Longest version vector kept per key before pruning (see `VersionVector::prune`).
     pub max_clock_entries: usize,
+    /// Bytes the store may hold (keys, values, versions, overhead); `None` for no limit.
+    pub max_memory_bytes: Option<u64>,
+    /// What the store gives up when full.
+    pub eviction: EvictionPolicy,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -52,6 +57,8 @@ impl Default for CoreConfig {
             max_key_bytes: 64 * 1024,
             max_value_bytes: 16 * 1024 * 1024,
             max_clock_entries: 64,
+            max_memory_bytes: None,
+            eviction: EvictionPolicy::default(),
         }
     }
 }

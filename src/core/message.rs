@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -26,6 +26,16 @@ pub enum PeerMessage {
     },
     StoreAck {
         req: u64,
+    },
+    /// The replica could not store the write (it is full and its policy is `noeviction`).
+    StoreRefused {
+        req: u64,
+    },
+    /// Read repair: merge this state of `key` if you hold the key or have room. No reply.
+    Repair {
+        req: u64,
+        key: Vec<u8>,
+        state: Siblings,
     },
     /// Send me your state of `key`.
     Fetch {
@@ -53,6 +63,8 @@ impl PeerMessage {
         match self {
             PeerMessage::Store { req, .. }
             | PeerMessage::StoreAck { req }
+            | PeerMessage::StoreRefused { req }
+            | PeerMessage::Repair { req, .. }
             | PeerMessage::Fetch { req, .. }
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::Coordinate { req, .. }
@@ -132,6 +144,7 @@ mod tests {
                 expires_at_ms: Some(9),
             },
             8,
+            0,
         );
         let msg = PeerMessage::Store {
             req: 7,

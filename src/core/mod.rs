@@ -7,6 +7,7 @@
 //! `request` → `message`; `config` → `node`, which uses them all.
 
 pub mod config;
+pub mod eviction;
 pub mod membership;
 pub mod message;
 pub mod node;

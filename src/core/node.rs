@@ -31,9 +31,10 @@ use crate::core::request::{
 };
 use crate::core::ring::Ring;
 use crate::core::siblings::{Payload, Siblings};
-use crate::core::store::Store;
+use crate::core::store::{Store, StoreLimits};
 use crate::core::types::{ClientRequestId, Millis, NodeId, Quorum};
 use crate::core::version_vector::{Actor, VersionVector};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One thing that happened to the node.
@@ -137,12 +138,62 @@ pub struct Node {
     in_flight: BTreeMap<u64, InFlight>,
     /// Replicas sent a merged state by read repair, since start.
     read_repairs: u64,
+    /// The highest dot counter this incarnation has used, for any key (see `Store::update`).
+    last_dot_counter: u64,
+    /// Reads this node coordinated that found a value / found none.
+    hits: u64,
+    misses: u64,
     /// Forwarded writes coordinated recently, by (forwarder, its request number), with the
     /// time each arrived. A duplicated `Coordinate` must not apply the write twice: a second
     /// dot for the same value would survive a later overwrite whose context covers the first.
     recent_forwards: BTreeMap<(NodeId, u64), Millis>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
+}
+
+/// What a peer reports at `GET /v1/stats`: its reads, its store, its repairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Reads this peer coordinated that found a value.
+    pub hits: u64,
+    /// Reads this peer coordinated that found none (absent, deleted or expired).
+    pub misses: u64,
+    /// Keys in this peer's store (tombstoned ones included).
+    pub keys: u64,
+    /// Values whose bytes active expiry reclaimed.
+    pub expired: u64,
+    /// Keys evicted to stay under the memory limit.
+    pub evicted: u64,
+    pub memory_used_bytes: u64,
+    /// `None` when the store has no limit.
+    pub memory_limit_bytes: Option<u64>,
+    pub read_repairs: u64,
+    /// Repairs not applied because the store was near its limit.
+    pub repairs_declined: u64,
+}
+
+impl NodeStats {
+    /// Hits over reads, or `None` before the first read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.hits + self.misses;
+        (reads > 0).then(|| self.hits as f64 / reads as f64)
+    }
+
+    /// Cluster-wide figures: the sum over peers (limits add up too).
+    pub fn add(&mut self, other: &NodeStats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.keys += other.keys;
+        self.expired += other.expired;
+        self.evicted += other.evicted;
+        self.memory_used_bytes += other.memory_used_bytes;
+        self.memory_limit_bytes = match (self.memory_limit_bytes, other.memory_limit_bytes) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.read_repairs += other.read_repairs;
+        self.repairs_declined += other.repairs_declined;
+    }
 }
 
 /// Scrambles an incarnation into a starting request number (SplitMix64's finalizer), so that a
@@ -165,13 +216,23 @@ impl Node {
         Node {
             actor: Actor(format!("{id}.{incarnation}")),
             id,
-            store: Store::new(config.partitions, config.max_clock_entries),
+            store: Store::new(
+                config.max_clock_entries,
+                StoreLimits {
+                    max_memory_bytes: config.max_memory_bytes,
+                    policy: config.eviction,
+                },
+                first_request_number(incarnation ^ 0x5EED),
+            ),
             config,
             view,
             ring,
             next_req: first_request_number(incarnation),
             in_flight: BTreeMap::new(),
             read_repairs: 0,
+            last_dot_counter: 0,
+            hits: 0,
+            misses: 0,
             recent_forwards: BTreeMap::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
@@ -193,6 +254,21 @@ impl Node {
         #[cfg(not(feature = "planted-bugs"))]
         {
             false
+        }
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let store = self.store.stats();
+        NodeStats {
+            hits: self.hits,
+            misses: self.misses,
+            keys: self.store.len() as u64,
+            expired: store.expired,
+            evicted: store.evicted,
+            memory_used_bytes: self.store.used_bytes(),
+            memory_limit_bytes: self.store.limits().max_memory_bytes,
+            read_repairs: self.read_repairs,
+            repairs_declined: store.repairs_declined,
         }
     }
 
@@ -240,8 +316,9 @@ impl Node {
         }
     }
 
-    /// Fails every request whose deadline has passed.
+    /// Fails every request whose deadline has passed, and runs one round of active expiry.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
+        self.store.expire_step(now);
         // A forwarder gives up after one request timeout; remember its requests twice that.
         let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
         self.recent_forwards.retain(|_, at| *at >= horizon);
@@ -267,7 +344,7 @@ impl Node {
                     ..
                 } => {
                     // The client has its answer; repair whoever answered in time.
-                    self.read_repair(&key, &merged, answers, out);
+                    self.read_repair(now, &key, &merged, answers, out);
                     continue;
                 }
                 InFlight::Read {
@@ -383,13 +460,12 @@ impl Node {
             let error = RequestError::Unavailable { needed, got: live };
             return self.reply(origin, ClientReply::Failed(error), out);
         }
-        let partition = self.ring.partition_of(&write.key);
         let context = match (&write.context, &write.write) {
             (Some(ctx), _) => ctx.clone(),
             // A delete without context removes everything this coordinator has seen.
             (None, WriteKind::Delete) => self
                 .store
-                .get(partition, &write.key)
+                .peek(&write.key)
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
             (None, WriteKind::Put { .. }) => VersionVector::new(),
@@ -397,7 +473,7 @@ impl Node {
         let context = if self.has_bug(PlantedBug::LastWriteWins) {
             // The planted bug: the newest write replaces whatever the coordinator holds.
             let mut everything = context;
-            if let Some(local) = self.store.get(partition, &write.key) {
+            if let Some(local) = self.store.peek(&write.key) {
                 everything.merge(local.context());
             }
             everything
@@ -405,9 +481,24 @@ impl Node {
             context
         };
         let payload: Payload = write.write.into_payload(now);
-        let state = self
+        let floor = self.last_dot_counter;
+        let state = match self
             .store
-            .update(partition, &write.key, &self.actor, &context, payload);
+            .update(&write.key, &self.actor, &context, payload, floor, now)
+        {
+            Ok((state, dot)) => {
+                self.last_dot_counter = dot.counter;
+                state
+            }
+            Err(oom) => {
+                let error = RequestError::OutOfMemory {
+                    needed: oom.needed,
+                    used: oom.used,
+                    limit: oom.limit,
+                };
+                return self.reply(origin, ClientReply::Failed(error), out);
+            }
+        };
         let mut tracker = QuorumTracker::new(needed, replicas.len() + self_counts);
         tracker.record_success(&self.id);
         let req = self.fresh_req();
@@ -467,8 +558,7 @@ impl Node {
         let req = self.fresh_req();
         for replica in &replicas {
             if *replica == self.id {
-                let partition = self.ring.partition_of(&key);
-                let local = self.store.get(partition, &key).cloned();
+                let local = self.store.read(&key, now).cloned();
                 if let Some(local) = &local {
                     merged.merge(local);
                 }
@@ -513,11 +603,12 @@ impl Node {
     ) {
         match message {
             PeerMessage::Store { req, key, state } => {
-                self.apply_replicated(&key, &state);
-                out.messages.push(Outgoing {
-                    to: from,
-                    message: PeerMessage::StoreAck { req },
-                });
+                let message = if self.apply_replicated(&key, &state, now) {
+                    PeerMessage::StoreAck { req }
+                } else {
+                    PeerMessage::StoreRefused { req }
+                };
+                out.messages.push(Outgoing { to: from, message });
             }
             PeerMessage::StoreAck { req } => {
                 if let Some(InFlight::Write { tracker, .. }) = self.in_flight.get_mut(&req) {
@@ -525,9 +616,17 @@ impl Node {
                     self.settle(now, req, out);
                 }
             }
+            PeerMessage::StoreRefused { req } => {
+                if let Some(InFlight::Write { tracker, .. }) = self.in_flight.get_mut(&req) {
+                    tracker.record_failure(&from);
+                    self.settle(now, req, out);
+                }
+            }
+            PeerMessage::Repair { key, state, .. } => {
+                self.store.merge_repair(&key, &state, now);
+            }
             PeerMessage::Fetch { req, key } => {
-                let partition = self.ring.partition_of(&key);
-                let state = self.store.get(partition, &key).cloned();
+                let state = self.store.read(&key, now).cloned();
                 out.messages.push(Outgoing {
                     to: from,
                     message: PeerMessage::FetchReply { req, state },
@@ -613,7 +712,12 @@ impl Node {
                 let outcome = tracker.outcome();
                 if !*replied && outcome != QuorumOutcome::Pending {
                     let reply = if outcome == QuorumOutcome::Met {
-                        read_reply(merged, now)
+                        let reply = read_reply(merged, now);
+                        match reply {
+                            ClientReply::Found { .. } => self.hits += 1,
+                            _ => self.misses += 1,
+                        }
+                        reply
                     } else {
                         ClientReply::Failed(RequestError::Unavailable {
                             needed: tracker.needed(),
@@ -655,32 +759,35 @@ impl Node {
                 merged,
                 answers,
                 ..
-            } => self.read_repair(&key, &merged, answers, out),
+            } => self.read_repair(now, &key, &merged, answers, out),
             InFlight::Forward { .. } => unreachable!("forwards are settled by their reply"),
         }
     }
 
-    /// Joins a state another replica sent into the local store.
-    fn apply_replicated(&mut self, key: &[u8], state: &Siblings) {
-        let partition = self.ring.partition_of(key);
+    /// Joins a state another replica sent into the local store; false if the store is full
+    /// and may not evict.
+    fn apply_replicated(&mut self, key: &[u8], state: &Siblings, now: Millis) -> bool {
         #[cfg(feature = "planted-bugs")]
         match self.planted {
             Some(PlantedBug::LastWriteWins) => {
-                return self.store.replace(partition, key, state.clone());
+                self.store.replace(key, state.clone(), now);
+                return true;
             }
             Some(PlantedBug::MergeDropsSibling) => {
-                self.store.merge(partition, key, state);
-                return self.store.keep_only_newest_sibling(partition, key);
+                let stored = self.store.merge(key, state, now).is_ok();
+                self.store.keep_only_newest_sibling(key, now);
+                return stored;
             }
             _ => {}
         }
-        self.store.merge(partition, key, state);
+        self.store.merge(key, state, now).is_ok()
     }
 
     /// Sends the merged state of `key` to every replica that answered with something else.
     /// Replicas merge it (a join), so a repair can never undo a newer write that raced it.
     fn read_repair(
         &mut self,
+        now: Millis,
         key: &[u8],
         merged: &Siblings,
         answers: BTreeMap<NodeId, Option<Siblings>>,
@@ -695,14 +802,12 @@ impl Node {
             }
             self.read_repairs += 1;
             if replica == self.id {
-                let partition = self.ring.partition_of(key);
-                self.store.merge(partition, key, merged);
+                self.store.merge_repair(key, merged, now);
             } else {
-                // Acks for this number match no request and are ignored.
                 let req = self.fresh_req();
                 out.messages.push(Outgoing {
                     to: replica,
-                    message: PeerMessage::Store {
+                    message: PeerMessage::Repair {
                         req,
                         key: key.to_vec(),
                         state: merged.clone(),

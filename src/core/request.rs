@@ -94,4 +94,6 @@ pub enum RequestError {
     ValueTooLarge { size: usize, limit: usize },
     #[error("the peer is shutting down")]
     ShuttingDown,
+    #[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and the eviction policy is noeviction")]
+    OutOfMemory { needed: u64, used: u64, limit: u64 },
 }

@@ -100,14 +100,22 @@ impl Siblings {
     /// Applies a client write at the coordinating replica `actor`.
     ///
     /// `context` is what the client read (empty for a blind write). Returns the new dot.
+    /// `counter_floor` is the highest counter `actor` used for any key: the new dot goes above
+    /// it, so a coordinator that forgot this key's clock (eviction) never reuses a dot.
     pub fn update(
         &mut self,
         actor: &Actor,
         context: &VersionVector,
         payload: Payload,
         max_clock_entries: usize,
+        counter_floor: u64,
     ) -> Dot {
-        let counter = self.clock.get(actor).max(context.get(actor)) + 1;
+        let counter = self
+            .clock
+            .get(actor)
+            .max(context.get(actor))
+            .max(counter_floor)
+            + 1;
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -126,8 +134,16 @@ impl Siblings {
         let mine = std::mem::take(&mut self.versions);
         let mut merged = BTreeMap::new();
         for (dot, payload) in mine {
-            if other.versions.contains_key(&dot) || !other.clock.covers(&dot) {
-                merged.insert(dot, payload);
+            match other.versions.get(&dot) {
+                // Both hold the dot: an expired value that one side already turned into a
+                // tombstone is a tombstone on both (a one-way step, so the join stays a join).
+                Some(theirs) => {
+                    merged.insert(dot, join_same_dot(payload, theirs));
+                }
+                None if !other.clock.covers(&dot) => {
+                    merged.insert(dot, payload);
+                }
+                None => {}
             }
         }
         for (dot, payload) in &other.versions {
@@ -137,6 +153,53 @@ impl Siblings {
         }
         self.versions = merged;
         self.clock.merge(&other.clock);
+    }
+
+    /// The earliest expiry among the values, if any has one.
+    pub fn earliest_expiry(&self) -> Option<u64> {
+        self.versions
+            .values()
+            .filter_map(|p| match p {
+                Payload::Value { expires_at_ms, .. } => *expires_at_ms,
+                Payload::Tombstone => None,
+            })
+            .min()
+    }
+
+    /// Turns every value expired at `now` into a tombstone under the same dot, dropping its
+    /// bytes. Readers see no difference (expired values are invisible); returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> u64 {
+        let mut n = 0;
+        for payload in self.versions.values_mut() {
+            if matches!(payload, Payload::Value { expires_at_ms: Some(t), .. } if *t <= now_ms) {
+                *payload = Payload::Tombstone;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Heap bytes this state occupies (tree nodes, actor names, values), for accounting.
+    pub fn heap_bytes(&self) -> usize {
+        let clock_names: usize = self.clock.iter().map(|(a, _)| a.0.len()).sum();
+        let dot_names: usize = self.versions.keys().map(|d| d.actor.0.len()).sum();
+        let data: usize = self.versions.values().map(|p| p.len()).sum();
+        btree_bytes::<Actor, u64>(self.clock.len())
+            + btree_bytes::<Dot, Payload>(self.versions.len())
+            + clock_names
+            + dot_names
+            + data
+    }
+
+    /// Heap allocations this state makes (for per-allocation overhead).
+    pub fn allocations(&self) -> usize {
+        let leaves = |n: usize| n.div_ceil(BTREE_CAPACITY);
+        let values = self.versions.values().filter(|p| !p.is_empty()).count();
+        leaves(self.clock.len())
+            + leaves(self.versions.len())
+            + self.clock.len()
+            + self.len()
+            + values
     }
 
     pub fn merged(&self, other: &Siblings) -> Siblings {
@@ -163,6 +226,25 @@ impl Siblings {
         clock.prune(max_entries, &keep);
         self.clock = clock;
     }
+}
+
+/// The payload two replicas hold under the same dot: equal, or one of them already expired
+/// the value into a tombstone.
+fn join_same_dot(mine: Payload, theirs: &Payload) -> Payload {
+    if mine == *theirs {
+        mine
+    } else {
+        Payload::Tombstone
+    }
+}
+
+/// Entries per B-tree node in the standard library's `BTreeMap`.
+const BTREE_CAPACITY: usize = 11;
+
+/// Bytes of the leaf nodes a `BTreeMap<K, V>` with `n` entries allocates.
+fn btree_bytes<K, V>(n: usize) -> usize {
+    let leaf = 16 + BTREE_CAPACITY * (std::mem::size_of::<K>() + std::mem::size_of::<V>());
+    n.div_ceil(BTREE_CAPACITY) * leaf
 }
 
 #[cfg(test)]
@@ -196,8 +278,8 @@ mod tests {
     fn blind_writes_at_two_coordinators_become_siblings() {
         let mut a = Siblings::new();
         let mut b = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
-        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX, 0);
         let merged = a.merged(&b);
         assert_eq!(datas(&merged), vec!["x", "y"]);
         assert_eq!(merged, b.merged(&a));
@@ -207,11 +289,11 @@ mod tests {
     fn a_write_with_the_merged_context_resolves_siblings() {
         let mut a = Siblings::new();
         let mut b = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
-        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX, 0);
         let mut merged = a.merged(&b);
         let ctx = merged.context().clone();
-        merged.update(&actor("A"), &ctx, value("z"), MAX);
+        merged.update(&actor("A"), &ctx, value("z"), MAX, 0);
         assert_eq!(datas(&merged), vec!["z"]);
         // A replica still holding only "y" learns that "y" was superseded.
         let healed = b.merged(&merged);
@@ -221,32 +303,32 @@ mod tests {
     #[test]
     fn a_write_with_stale_context_keeps_the_unseen_sibling() {
         let mut s = Siblings::new();
-        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX, 0);
         let ctx1 = s.context().clone();
-        s.update(&actor("A"), &ctx1, value("v2"), MAX);
+        s.update(&actor("A"), &ctx1, value("v2"), MAX, 0);
         // A second client also read v1 and writes v3: v2 was not seen, so it must survive.
-        s.update(&actor("A"), &ctx1, value("v3"), MAX);
+        s.update(&actor("A"), &ctx1, value("v3"), MAX, 0);
         assert_eq!(datas(&s), vec!["v2", "v3"]);
     }
 
     #[test]
     fn a_retried_write_does_not_add_a_sibling() {
         let mut s = Siblings::new();
-        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX, 0);
         let ctx = s.context().clone();
-        s.update(&actor("A"), &ctx, value("v2"), MAX);
-        s.update(&actor("A"), &ctx, value("v2"), MAX);
-        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
+        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
+        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
         assert_eq!(datas(&s), vec!["v2"]);
     }
 
     #[test]
     fn a_tombstone_beats_a_stale_replica() {
         let mut a = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
         let stale = a.clone();
         let ctx = a.context().clone();
-        a.update(&actor("A"), &ctx, Payload::Tombstone, MAX);
+        a.update(&actor("A"), &ctx, Payload::Tombstone, MAX, 0);
         let merged = stale.merged(&a);
         assert_eq!(datas(&merged), vec!["<tomb>"]);
         assert!(merged.visible_values(0).is_empty());
@@ -259,7 +341,7 @@ mod tests {
             data: b"x".to_vec(),
             expires_at_ms: Some(1_000),
         };
-        s.update(&actor("A"), &VersionVector::new(), payload, MAX);
+        s.update(&actor("A"), &VersionVector::new(), payload, MAX, 0);
         assert_eq!(s.visible_values(999).len(), 1);
         assert!(s.visible_values(1_000).is_empty());
     }
@@ -278,7 +360,7 @@ mod tests {
                             VersionVector::new()
                         };
                         let name = format!("R{i}");
-                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX);
+                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX, 0);
                     } else {
                         let other = replicas[j].clone();
                         replicas[i].merge(&other);
@@ -318,7 +400,7 @@ mod tests {
         fn writing_with_the_merged_context_leaves_one_value(states in arb_states()) {
             let mut m = states[0].merged(&states[1]).merged(&states[2]);
             let ctx = m.context().clone();
-            m.update(&Actor("R0".into()), &ctx, value("final"), MAX);
+            m.update(&Actor("R0".into()), &ctx, value("final"), MAX, 0);
             prop_assert_eq!(m.len(), 1);
             for s in &states {
                 prop_assert_eq!(s.merged(&m).len(), 1);

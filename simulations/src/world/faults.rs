@@ -159,7 +159,7 @@ impl World<'_> {
                     continue;
                 }
                 if let Some(n) = &p.node {
-                    if let Some(s) = n.store().get(n.ring().partition_of(key), key) {
+                    if let Some(s) = n.store().peek(key) {
                         others.merge(s);
                     }
                 }

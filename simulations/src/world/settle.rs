@@ -128,7 +128,6 @@ impl World<'_> {
         }
         let mut diverged = Vec::new();
         for key in keys {
-            let partition = reference.ring().partition_of(key);
             let mut first: Option<Option<&Siblings>> = None;
             for owner in reference.ring().replicas_of(key) {
                 let Some(node) = self
@@ -139,7 +138,7 @@ impl World<'_> {
                 else {
                     continue; // a member that is gone holds nothing to compare
                 };
-                let state = node.store().get(partition, key);
+                let state = node.store().peek(key);
                 match first {
                     None => first = Some(state),
                     Some(f) if f != state => {
@@ -228,7 +227,7 @@ impl World<'_> {
         for (name, p) in &self.peers {
             let Some(n) = &p.node else { continue };
             let owner = n.ring().replicas_of(key).contains(name);
-            let state = n.store().get(n.ring().partition_of(key), key);
+            let state = n.store().peek(key);
             let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
             out += &format!(
                 "\n  {name} owner={owner} view=[{}] state={state:?}",
@@ -258,12 +257,11 @@ impl World<'_> {
         };
         let mut stranded = Vec::new();
         for key in keys {
-            let partition = reference.ring().partition_of(key);
             let owners = reference.ring().replicas_of(key);
             let mut on_owners = Siblings::new();
             let mut anywhere = Siblings::new();
             for n in &nodes {
-                if let Some(s) = n.store().get(partition, key) {
+                if let Some(s) = n.store().peek(key) {
                     anywhere.merge(s);
                     if owners.contains(n.id()) {
                         on_owners.merge(s);

@@ -78,6 +78,7 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
                 expires_at_ms: None,
             },
             64,
+            0,
         );
         s.merge(&one);
     }

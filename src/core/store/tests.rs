@@ -1,0 +1,298 @@
+//! The engine's promises: merge keeps the newer write, the memory limit holds under a flood
+//! for every policy, `noeviction` refuses with a clear error, evictions stay local, repair does
+//! not refill a full store, and active expiry reclaims expired values' bytes unread.
+
+use super::*;
+
+fn value(s: &str) -> Payload {
+    Payload::Value {
+        data: s.as_bytes().to_vec(),
+        expires_at_ms: None,
+    }
+}
+
+fn actor() -> Actor {
+    Actor("A.1".into())
+}
+
+fn unlimited() -> Store {
+    Store::new(16, StoreLimits::default(), 7)
+}
+
+fn limited(policy: EvictionPolicy, bytes: u64) -> Store {
+    Store::new(
+        16,
+        StoreLimits {
+            max_memory_bytes: Some(bytes),
+            policy,
+        },
+        7,
+    )
+}
+
+#[test]
+fn update_then_merge_of_a_stale_state_keeps_the_newer_value() {
+    let mut store = unlimited();
+    let (first, _) = store
+        .update(b"k", &actor(), &VersionVector::new(), value("v1"), 0, 0)
+        .unwrap();
+    store
+        .update(b"k", &actor(), first.context(), value("v2"), 0, 0)
+        .unwrap();
+    store.merge(b"k", &first, 0).unwrap();
+    assert_eq!(
+        store.peek(b"k").unwrap().visible_values(0),
+        vec![&value("v2")]
+    );
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn merge_into_an_empty_store_adopts_the_state() {
+    let mut a = unlimited();
+    let mut b = unlimited();
+    let (s, _) = a
+        .update(b"k", &actor(), &VersionVector::new(), value("x"), 0, 0)
+        .unwrap();
+    b.merge(b"k", &s, 0).unwrap();
+    assert_eq!(b.peek(b"k"), Some(&s));
+}
+
+#[test]
+fn accounting_follows_writes_and_counts_more_than_the_payload() {
+    let mut store = unlimited();
+    store
+        .update(
+            b"key",
+            &actor(),
+            &VersionVector::new(),
+            value("0123456789"),
+            0,
+            0,
+        )
+        .unwrap();
+    let one = store.used_bytes();
+    assert!(
+        one > 13 + 64,
+        "key + value + metadata + overhead, got {one}"
+    );
+    assert_eq!(one, footprint(b"key", store.peek(b"key").unwrap()));
+    store
+        .update(b"other", &actor(), &VersionVector::new(), value("x"), 0, 0)
+        .unwrap();
+    assert!(store.used_bytes() > one);
+}
+
+#[test]
+fn a_new_dot_goes_above_the_floor_so_an_evicted_key_never_reuses_one() {
+    let mut store = unlimited();
+    // The coordinator already used counter 41 for some other key (or this one, before it
+    // was evicted and its clock forgotten).
+    let (_, dot) = store
+        .update(b"k", &actor(), &VersionVector::new(), value("v"), 41, 0)
+        .unwrap();
+    assert_eq!(dot.counter, 42);
+}
+
+#[test]
+fn the_limit_holds_under_a_flood_for_every_evicting_policy() {
+    for policy in EvictionPolicy::ALL {
+        if policy == EvictionPolicy::NoEviction {
+            continue;
+        }
+        let limit = 64 * 1024;
+        let mut store = limited(policy, limit);
+        for i in 0..5_000u64 {
+            let key = format!("key-{i}");
+            let payload = Payload::Value {
+                data: vec![b'x'; 100],
+                // volatile-ttl can only evict keys that expire.
+                expires_at_ms: Some(1_000_000 + i),
+            };
+            store
+                .update(
+                    key.as_bytes(),
+                    &actor(),
+                    &VersionVector::new(),
+                    payload,
+                    i,
+                    i,
+                )
+                .unwrap();
+            assert!(
+                store.used_bytes() <= limit,
+                "{policy}: {} bytes after write {i}",
+                store.used_bytes()
+            );
+        }
+        let stats = store.stats();
+        assert!(stats.evicted > 4_000, "{policy}: evicted {}", stats.evicted);
+        assert_eq!(store.len() as u64 + stats.evicted, 5_000, "{policy}");
+    }
+}
+
+#[test]
+fn lru_under_pressure_keeps_the_keys_that_are_read() {
+    let limit = 1024 * 1024;
+    let mut store = limited(EvictionPolicy::Lru, limit);
+    let hot: Vec<String> = (0..20).map(|i| format!("hot-{i}")).collect();
+    for (t, i) in (0..5_000u64).enumerate() {
+        let t = t as Millis;
+        let key = format!("cold-{i}");
+        store
+            .update(
+                key.as_bytes(),
+                &actor(),
+                &VersionVector::new(),
+                value("x"),
+                i,
+                t,
+            )
+            .unwrap();
+        for h in &hot {
+            if i == 0 {
+                store
+                    .update(
+                        h.as_bytes(),
+                        &actor(),
+                        &VersionVector::new(),
+                        value("h"),
+                        i,
+                        t,
+                    )
+                    .unwrap();
+            }
+            store.read(h.as_bytes(), t);
+        }
+    }
+    let kept = hot
+        .iter()
+        .filter(|h| store.peek(h.as_bytes()).is_some())
+        .count();
+    assert!(kept >= 18, "only {kept} of 20 hot keys survived");
+}
+
+#[test]
+fn noeviction_refuses_writes_with_a_clear_error_and_keeps_serving_reads() {
+    let limit = 64 * 1024;
+    let mut store = limited(EvictionPolicy::NoEviction, limit);
+    let mut refused = None;
+    for i in 0..1_000u64 {
+        let key = format!("key-{i}");
+        match store.update(
+            key.as_bytes(),
+            &actor(),
+            &VersionVector::new(),
+            value("v"),
+            i,
+            0,
+        ) {
+            Ok(_) => assert!(store.used_bytes() <= limit),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, error) = refused.expect("the store filled up");
+    assert!(i > 3, "a few keys fit first");
+    assert_eq!(error.limit, limit);
+    assert!(error.to_string().contains("out of memory"));
+    assert!(error.to_string().contains("noeviction"));
+    assert_eq!(store.stats().evicted, 0);
+    assert!(store.peek(b"key-0").is_some(), "reads keep working");
+    // A replicated write is refused the same way.
+    let (state, _) = unlimited()
+        .update(b"new", &actor(), &VersionVector::new(), value("v"), 0, 0)
+        .unwrap();
+    assert!(store.merge(b"new", &state, 0).is_err());
+}
+
+#[test]
+fn evictions_are_local_and_repair_does_not_refill_a_full_store() {
+    let limit = 16 * 1024;
+    let mut store = limited(EvictionPolicy::Fifo, limit);
+    let mut first_state = None;
+    for i in 0..500u64 {
+        let key = format!("key-{i}");
+        let (s, _) = store
+            .update(
+                key.as_bytes(),
+                &actor(),
+                &VersionVector::new(),
+                value("v"),
+                i,
+                i,
+            )
+            .unwrap();
+        if i == 0 {
+            first_state = Some(s);
+        }
+    }
+    assert!(store.peek(b"key-0").is_none(), "FIFO evicted the first key");
+    // No tombstone was written in its place: the key is simply absent here.
+    assert!(store.iter().all(|(_, s)| s.visible_values(0).len() == 1));
+    // Read repair offering the evicted key back is declined while the store is full.
+    assert!(!store.merge_repair(b"key-0", first_state.as_ref().unwrap(), 1_000));
+    assert!(store.peek(b"key-0").is_none());
+    assert_eq!(store.stats().repairs_declined, 1);
+    // A key the store holds is still repaired.
+    let (newer, _) = unlimited()
+        .update(
+            b"key-499",
+            &actor(),
+            &VersionVector::new(),
+            value("w"),
+            900,
+            0,
+        )
+        .unwrap();
+    assert!(store.merge_repair(b"key-499", &newer, 1_000));
+}
+
+#[test]
+fn active_expiry_reclaims_expired_values_without_reads() {
+    let mut store = unlimited();
+    for i in 0..200u64 {
+        let key = format!("key-{i}");
+        let payload = Payload::Value {
+            data: vec![b'x'; 1_000],
+            expires_at_ms: Some(if i < 100 { 1_000 } else { 1_000_000 }),
+        };
+        store
+            .update(
+                key.as_bytes(),
+                &actor(),
+                &VersionVector::new(),
+                payload,
+                i,
+                0,
+            )
+            .unwrap();
+    }
+    let before = store.used_bytes();
+    // Before expiry nothing is reclaimed.
+    assert_eq!(store.expire_step(999), 0);
+    // Each step examines a bounded sample; a few hundred steps (a few seconds of ticks)
+    // reclaim every expired value.
+    let mut steps = 0;
+    while store.stats().expired < 100 && steps < 500 {
+        store.expire_step(1_000);
+        steps += 1;
+    }
+    assert_eq!(store.stats().expired, 100, "after {steps} steps");
+    assert!(
+        store.used_bytes() < before - 100 * 900,
+        "the values' bytes were reclaimed"
+    );
+    // Expired values became tombstones under the same dot; the live ones are untouched.
+    assert!(store
+        .peek(b"key-0")
+        .unwrap()
+        .visible_values(2_000)
+        .is_empty());
+    assert_eq!(
+        store.peek(b"key-150").unwrap().visible_values(2_000).len(),
+        1
+    );
+}
