@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ringcache::client::{Client, ReadResult, WriteOptions};
 use ringcache::config::PeerConfig;
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
+use ringcache::core::eviction::EvictionPolicy;
 use ringcache::core::types::NodeId;
 use ringcache::launcher::{self, LaunchOptions, LocalCluster, SECRET_ENV};
 use ringcache::shell::auth::ClusterSecret;
@@ -41,6 +42,12 @@ enum Commands {
         /// Extra arguments passed to every peer's `serve`, e.g. `--serve-arg=--replicas=2`.
         #[arg(long = "serve-arg", allow_hyphen_values = true)]
         serve_args: Vec<String>,
+        /// Memory limit of every peer's store, e.g. `512MiB` (passed to each `serve`).
+        #[arg(long)]
+        max_memory: Option<String>,
+        /// Eviction policy of every peer (passed to each `serve`).
+        #[arg(long)]
+        eviction: Option<EvictionPolicy>,
     },
     /// Read a key.
     Get {
@@ -75,6 +82,14 @@ enum Commands {
     Cluster {
         #[command(flatten)]
         target: Target,
+    },
+    /// Show hits, misses, keys, expiry, eviction and memory: this peer's, or with
+    /// `--cluster` the sum over every live peer.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        cluster: bool,
     },
 }
 
@@ -136,6 +151,36 @@ struct ServeArgs {
     /// Gossip round interval, in milliseconds; failure detection scales with it.
     #[arg(long, default_value_t = 200)]
     gossip_interval_ms: u64,
+    /// Memory limit of the store (keys, values, versions and overhead): bytes, or with a
+    /// unit: `512MiB`, `2GiB`, `100MB`. No limit by default.
+    #[arg(long, value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// What a full store evicts: lru, lfu, fifo, random, volatile-ttl, noeviction.
+    #[arg(long, default_value_t = EvictionPolicy::Lru)]
+    eviction: EvictionPolicy,
+}
+
+/// Parses `512MiB`, `2GiB`, `100MB`, `64KiB`, `1000` (bytes).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512MiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(factor)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
 }
 
 impl ServeArgs {
@@ -147,6 +192,8 @@ impl ServeArgs {
             request_timeout_ms: self.request_timeout_ms,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
+            max_memory_bytes: self.max_memory,
+            eviction: self.eviction,
             ..CoreConfig::default()
         };
         Ok(PeerConfig {
@@ -180,8 +227,19 @@ async fn main() -> anyhow::Result<()> {
         Commands::Up {
             peers,
             logs,
-            serve_args,
-        } => up(peers, logs, serve_args).await,
+            mut serve_args,
+            max_memory,
+            eviction,
+        } => {
+            if let Some(m) = max_memory {
+                parse_size(&m).map_err(|e| anyhow::anyhow!(e))?;
+                serve_args.push(format!("--max-memory={m}"));
+            }
+            if let Some(e) = eviction {
+                serve_args.push(format!("--eviction={e}"));
+            }
+            up(peers, logs, serve_args).await
+        }
         Commands::Get { key, target, r } => {
             let client = Client::new(&target.url);
             match client.get(key.as_bytes(), r.as_deref()).await? {
@@ -232,6 +290,11 @@ async fn main() -> anyhow::Result<()> {
                 .delete(key.as_bytes(), &options)
                 .await?;
             eprintln!("deleted, context: {context}");
+            Ok(())
+        }
+        Commands::Stats { target, cluster } => {
+            let stats = Client::new(&target.url).stats(cluster).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(())
         }
         Commands::Cluster { target } => {
@@ -288,4 +351,21 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }

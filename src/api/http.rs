@@ -4,6 +4,7 @@
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
 
 use crate::api::{causal_context, keys};
+use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
@@ -24,6 +25,7 @@ pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/stats", get(stats))
         .route("/v1/kv/{*key}", any(kv))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(driver)
@@ -59,6 +61,63 @@ async fn cluster(State(driver): State<DriverHandle>) -> Response {
         Some(status) => Json(status).into_response(),
         None => error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down"),
     }
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    /// `cluster` sums the stats of every live member; anything else is this peer's.
+    scope: Option<String>,
+}
+
+/// The body of `GET /v1/stats`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsBody {
+    /// The peer that answered, or `cluster` for the sum.
+    pub scope: String,
+    /// Peers included in the figures.
+    pub peers: Vec<String>,
+    #[serde(flatten)]
+    pub stats: NodeStats,
+    /// hits / (hits + misses), or null before the first read.
+    pub hit_ratio: Option<f64>,
+}
+
+async fn stats(State(driver): State<DriverHandle>, Query(q): Query<StatsQuery>) -> Response {
+    let Some(status) = driver.status().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let mut total = status.stats;
+    let mut peers = vec![status.id.to_string()];
+    let cluster = q.scope.as_deref() == Some("cluster");
+    if cluster {
+        let others = status
+            .members
+            .members
+            .iter()
+            .filter(|(id, m)| **id != status.id && m.up)
+            .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)));
+        for (id, addr) in others {
+            let client = crate::client::Client::new(&format!("http://{addr}"));
+            match client.stats(false).await {
+                Ok(body) => {
+                    total.add(&body.stats);
+                    peers.push(id.to_string());
+                }
+                Err(e) => tracing::warn!(peer = %id, error = %e, "stats unavailable"),
+            }
+        }
+    }
+    let body = StatsBody {
+        scope: if cluster {
+            "cluster".into()
+        } else {
+            status.id.to_string()
+        },
+        peers,
+        hit_ratio: total.hit_ratio(),
+        stats: total,
+    };
+    Json(body).into_response()
 }
 
 async fn kv(

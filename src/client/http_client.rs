@@ -1,6 +1,6 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
-use crate::api::http::SiblingsBody;
+use crate::api::http::{SiblingsBody, StatsBody};
 use crate::api::{causal_context, keys};
 use base64::Engine;
 use std::time::Duration;
@@ -146,6 +146,22 @@ impl Client {
             .get(format!("{}/v1/cluster", self.base))
             .send()
             .await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Status {
+                status: response.status().as_u16(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(response.json().await?)
+    }
+
+    /// This peer's stats, or (with `cluster`) the sum over every live member.
+    pub async fn stats(&self, cluster: bool) -> Result<StatsBody, ClientError> {
+        let mut req = self.http.get(format!("{}/v1/stats", self.base));
+        if cluster {
+            req = req.query(&[("scope", "cluster")]);
+        }
+        let response = req.send().await?;
         if !response.status().is_success() {
             return Err(ClientError::Status {
                 status: response.status().as_u16(),

@@ -6,7 +6,7 @@
 //! back to the waiting HTTP handler. This is the only place the wall clock reaches the core.
 
 use crate::core::message::PeerMessage;
-use crate::core::node::{Input, Node, Outputs};
+use crate::core::node::{Input, Node, NodeStats, Outputs};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::PartitionId;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
@@ -49,6 +49,8 @@ pub struct Status {
     pub replicas: usize,
     pub partitions: u32,
     pub keys: usize,
+    /// Reads, store and repair counters for `GET /v1/stats`.
+    pub stats: NodeStats,
     pub members: ClusterView,
     /// Per member: partitions held as first replica, and as any replica.
     pub ownership: Vec<Ownership>,
@@ -216,6 +218,7 @@ impl Driver {
             replicas: config.replicas,
             partitions: config.partitions,
             keys: self.node.store().len(),
+            stats: self.node.stats(),
             members: self.view.clone(),
             ownership: self
                 .node

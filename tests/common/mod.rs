@@ -38,8 +38,21 @@ where
     F: FnOnce(LocalCluster) -> Fut,
     Fut: std::future::Future<Output = LocalCluster>,
 {
+    with_cluster_args(n, &[], body).await
+}
+
+/// Like [`with_cluster`], with extra arguments for every peer's `serve`.
+pub async fn with_cluster_args<F, Fut>(n: usize, extra: &[&str], body: F)
+where
+    F: FnOnce(LocalCluster) -> Fut,
+    Fut: std::future::Future<Output = LocalCluster>,
+{
     let _guard = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let cluster = LocalCluster::start(options(), n)
+    let mut options = options();
+    options
+        .serve_args
+        .extend(extra.iter().map(|s| s.to_string()));
+    let cluster = LocalCluster::start(options, n)
         .await
         .expect("cluster starts");
     let cluster = tokio::time::timeout(Duration::from_secs(120), body(cluster))
