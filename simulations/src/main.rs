@@ -160,6 +160,9 @@ fn print_scenario(s: &Scenario) {
         s.heartbeat_ms,
         s.suspect_after_ms
     );
+    if let Some((bytes, policy)) = s.memory {
+        println!("memory limit: {bytes} bytes per peer, eviction {policy}");
+    }
     for f in &s.faults {
         println!("fault: {f}");
     }

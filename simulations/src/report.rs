@@ -25,6 +25,8 @@ pub struct Summary {
     pub read_repairs: u64,
     pub sim_ms: u64,
     pub messages: u64,
+    pub evicted: u64,
+    pub expired: u64,
 }
 
 impl Summary {
@@ -60,6 +62,8 @@ impl Summary {
         self.ryw_weak_misses += r.check.ryw_weak_misses;
         self.read_repairs += r.read_repairs;
         self.sim_ms += r.sim_ms;
+        self.evicted += r.evicted;
+        self.expired += r.expired;
         self.messages += r.messages;
     }
 
@@ -107,6 +111,11 @@ impl Summary {
             "convergence after healing (simulated ms): {}; read repairs: {}",
             percentiles(&mut self.convergence_ms),
             self.read_repairs
+        );
+        let _ = writeln!(
+            out,
+            "cache: {} keys evicted, {} values expired by active expiry",
+            self.evicted, self.expired
         );
         let _ = writeln!(
             out,

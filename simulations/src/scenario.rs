@@ -5,6 +5,7 @@
 //! faults) and replay what is left.
 
 use crate::rng::Rng;
+use ringcache::core::eviction::EvictionPolicy;
 use ringcache::core::types::{Millis, Quorum};
 use std::fmt;
 
@@ -38,6 +39,8 @@ pub struct Scenario {
     /// The failure detector: heartbeat period and how long silence means "down".
     pub heartbeat_ms: Millis,
     pub suspect_after_ms: Millis,
+    /// A per-peer memory limit and eviction policy, for the seeds that set one.
+    pub memory: Option<(u64, EvictionPolicy)>,
     pub faults: Vec<TimedFault>,
 }
 
@@ -218,6 +221,14 @@ impl Scenario {
         let workload_ms = (ops as u64 * 60 / clients as u64).max(5_000);
         let heartbeat_ms = 100;
         let suspect_after_ms = rng.between(300, 900);
+        // Three seeds in ten run peers at a memory limit small enough to evict (a key's
+        // state takes about 1.5 KiB).
+        let memory = if rng.chance(3_000) {
+            let policy = *rng.pick(&EvictionPolicy::ALL);
+            Some((rng.between(48, 256) * 1024, policy))
+        } else {
+            None
+        };
         let mut scenario = Scenario {
             seed,
             nodes,
@@ -237,6 +248,7 @@ impl Scenario {
             clocks,
             heartbeat_ms,
             suspect_after_ms,
+            memory,
             faults: Vec::new(),
         };
         // One seed in ten runs without faults, as a baseline.

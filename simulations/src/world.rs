@@ -59,6 +59,9 @@ pub struct RunResult {
     pub messages: u64,
     /// For the first key whose replicas still differ: each replica's state.
     pub divergence: Option<String>,
+    /// Keys evicted and values expired by the running peers' stores.
+    pub evicted: u64,
+    pub expired: u64,
 }
 
 #[derive(Debug)]
@@ -190,6 +193,7 @@ struct World<'s> {
     values_lost: BTreeSet<Vec<u8>>,
     damaged_keys: BTreeMap<Vec<u8>, Millis>,
     disruptions: Vec<(Millis, Millis)>,
+    key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
     rings_differ_since: Option<Millis>,
     read_repairs_of_gone_nodes: u64,
@@ -219,6 +223,8 @@ impl<'s> World<'s> {
             partitions: 64,
             vnodes: 16,
             request_timeout_ms: 500,
+            max_memory_bytes: s.memory.map(|(bytes, _)| bytes),
+            eviction: s.memory.map(|(_, policy)| policy).unwrap_or_default(),
             ..CoreConfig::default()
         };
         let mut work = Rng::stream(s.seed, WORKLOAD_STREAM);
@@ -257,6 +263,7 @@ impl<'s> World<'s> {
             values_lost: BTreeSet::new(),
             damaged_keys: BTreeMap::new(),
             disruptions: Vec::new(),
+            key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -310,6 +317,7 @@ impl<'s> World<'s> {
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         let mut node = Node::new(name.clone(), incarnation, self.config.clone());
+        node.log_evictions();
         if let Some(bug) = self.plant {
             node.plant(bug);
         }
@@ -456,6 +464,14 @@ impl<'s> World<'s> {
         let peer = self.peers.get_mut(node).expect("known peer");
         let Some(n) = peer.node.as_mut() else { return };
         n.handle(now, input, &mut out);
+        let evicted = n.take_evicted();
+        for (key, state) in evicted {
+            self.key_disruptions
+                .entry(key.clone())
+                .or_default()
+                .push(self.now);
+            self.lose_copy(node, &key, &state);
+        }
         self.absorb(node, out);
     }
 
@@ -736,5 +752,7 @@ fn is_definite(e: &RequestError) -> bool {
             | RequestError::EmptyKey
             | RequestError::KeyTooLarge { .. }
             | RequestError::ValueTooLarge { .. }
+            // Refused by the coordinator before it stored anything.
+            | RequestError::OutOfMemory { .. }
     )
 }

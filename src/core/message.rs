@@ -144,7 +144,6 @@ mod tests {
                 expires_at_ms: Some(9),
             },
             8,
-            0,
         );
         let msg = PeerMessage::Store {
             req: 7,

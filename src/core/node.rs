@@ -138,8 +138,6 @@ pub struct Node {
     in_flight: BTreeMap<u64, InFlight>,
     /// Replicas sent a merged state by read repair, since start.
     read_repairs: u64,
-    /// The highest dot counter this incarnation has used, for any key (see `Store::update`).
-    last_dot_counter: u64,
     /// Reads this node coordinated that found a value / found none.
     hits: u64,
     misses: u64,
@@ -230,7 +228,6 @@ impl Node {
             next_req: first_request_number(incarnation),
             in_flight: BTreeMap::new(),
             read_repairs: 0,
-            last_dot_counter: 0,
             hits: 0,
             misses: 0,
             recent_forwards: BTreeMap::new(),
@@ -270,6 +267,16 @@ impl Node {
             read_repairs: self.read_repairs,
             repairs_declined: store.repairs_declined,
         }
+    }
+
+    /// Makes the store keep what it evicts until [`Node::take_evicted`] (simulator only).
+    pub fn log_evictions(&mut self) {
+        self.store.log_evictions();
+    }
+
+    /// Keys (and states) evicted since the last call, when logging is on.
+    pub fn take_evicted(&mut self) -> Vec<(Vec<u8>, Siblings)> {
+        self.store.take_evicted()
     }
 
     /// How many replica states read repair has corrected since start.
@@ -481,15 +488,11 @@ impl Node {
             context
         };
         let payload: Payload = write.write.into_payload(now);
-        let floor = self.last_dot_counter;
         let state = match self
             .store
-            .update(&write.key, &self.actor, &context, payload, floor, now)
+            .update(&write.key, &self.actor, &context, payload, now)
         {
-            Ok((state, dot)) => {
-                self.last_dot_counter = dot.counter;
-                state
-            }
+            Ok((state, _)) => state,
             Err(oom) => {
                 let error = RequestError::OutOfMemory {
                     needed: oom.needed,

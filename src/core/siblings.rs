@@ -100,22 +100,18 @@ impl Siblings {
     /// Applies a client write at the coordinating replica `actor`.
     ///
     /// `context` is what the client read (empty for a blind write). Returns the new dot.
-    /// `counter_floor` is the highest counter `actor` used for any key: the new dot goes above
-    /// it, so a coordinator that forgot this key's clock (eviction) never reuses a dot.
+    ///
+    /// The state must hold every earlier event of `actor` for this key (the dotted version
+    /// vector's invariant): the new dot's counter marks all lower ones as seen. A store that
+    /// forgot a key (eviction) therefore writes it under a fresh actor (see `Store::update`).
     pub fn update(
         &mut self,
         actor: &Actor,
         context: &VersionVector,
         payload: Payload,
         max_clock_entries: usize,
-        counter_floor: u64,
     ) -> Dot {
-        let counter = self
-            .clock
-            .get(actor)
-            .max(context.get(actor))
-            .max(counter_floor)
-            + 1;
+        let counter = self.clock.get(actor).max(context.get(actor)) + 1;
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -278,8 +274,8 @@ mod tests {
     fn blind_writes_at_two_coordinators_become_siblings() {
         let mut a = Siblings::new();
         let mut b = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
-        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX, 0);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
         let merged = a.merged(&b);
         assert_eq!(datas(&merged), vec!["x", "y"]);
         assert_eq!(merged, b.merged(&a));
@@ -289,11 +285,11 @@ mod tests {
     fn a_write_with_the_merged_context_resolves_siblings() {
         let mut a = Siblings::new();
         let mut b = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
-        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX, 0);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
+        b.update(&actor("B"), &VersionVector::new(), value("y"), MAX);
         let mut merged = a.merged(&b);
         let ctx = merged.context().clone();
-        merged.update(&actor("A"), &ctx, value("z"), MAX, 0);
+        merged.update(&actor("A"), &ctx, value("z"), MAX);
         assert_eq!(datas(&merged), vec!["z"]);
         // A replica still holding only "y" learns that "y" was superseded.
         let healed = b.merged(&merged);
@@ -303,32 +299,32 @@ mod tests {
     #[test]
     fn a_write_with_stale_context_keeps_the_unseen_sibling() {
         let mut s = Siblings::new();
-        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX, 0);
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
         let ctx1 = s.context().clone();
-        s.update(&actor("A"), &ctx1, value("v2"), MAX, 0);
+        s.update(&actor("A"), &ctx1, value("v2"), MAX);
         // A second client also read v1 and writes v3: v2 was not seen, so it must survive.
-        s.update(&actor("A"), &ctx1, value("v3"), MAX, 0);
+        s.update(&actor("A"), &ctx1, value("v3"), MAX);
         assert_eq!(datas(&s), vec!["v2", "v3"]);
     }
 
     #[test]
     fn a_retried_write_does_not_add_a_sibling() {
         let mut s = Siblings::new();
-        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX, 0);
+        s.update(&actor("A"), &VersionVector::new(), value("v1"), MAX);
         let ctx = s.context().clone();
-        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
-        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
-        s.update(&actor("A"), &ctx, value("v2"), MAX, 0);
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
+        s.update(&actor("A"), &ctx, value("v2"), MAX);
         assert_eq!(datas(&s), vec!["v2"]);
     }
 
     #[test]
     fn a_tombstone_beats_a_stale_replica() {
         let mut a = Siblings::new();
-        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX, 0);
+        a.update(&actor("A"), &VersionVector::new(), value("x"), MAX);
         let stale = a.clone();
         let ctx = a.context().clone();
-        a.update(&actor("A"), &ctx, Payload::Tombstone, MAX, 0);
+        a.update(&actor("A"), &ctx, Payload::Tombstone, MAX);
         let merged = stale.merged(&a);
         assert_eq!(datas(&merged), vec!["<tomb>"]);
         assert!(merged.visible_values(0).is_empty());
@@ -341,7 +337,7 @@ mod tests {
             data: b"x".to_vec(),
             expires_at_ms: Some(1_000),
         };
-        s.update(&actor("A"), &VersionVector::new(), payload, MAX, 0);
+        s.update(&actor("A"), &VersionVector::new(), payload, MAX);
         assert_eq!(s.visible_values(999).len(), 1);
         assert!(s.visible_values(1_000).is_empty());
     }
@@ -360,7 +356,7 @@ mod tests {
                             VersionVector::new()
                         };
                         let name = format!("R{i}");
-                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX, 0);
+                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX);
                     } else {
                         let other = replicas[j].clone();
                         replicas[i].merge(&other);
@@ -400,7 +396,7 @@ mod tests {
         fn writing_with_the_merged_context_leaves_one_value(states in arb_states()) {
             let mut m = states[0].merged(&states[1]).merged(&states[2]);
             let ctx = m.context().clone();
-            m.update(&Actor("R0".into()), &ctx, value("final"), MAX, 0);
+            m.update(&Actor("R0".into()), &ctx, value("final"), MAX);
             prop_assert_eq!(m.len(), 1);
             for s in &states {
                 prop_assert_eq!(s.merged(&m).len(), 1);

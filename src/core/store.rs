@@ -25,6 +25,7 @@ use crate::core::types::Millis;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use indexmap::IndexMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use thiserror::Error;
 
@@ -36,6 +37,8 @@ pub const EVICTION_SAMPLES: usize = 5;
 pub const EXPIRY_SAMPLES: usize = 20;
 /// Repair may re-add a key this store does not hold only below this share of the limit.
 pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
+/// Evicted keys an epoch remembers before it ends (8 bytes each).
+const EPOCH_MEMORY: usize = 4096;
 /// Heap bookkeeping per entry beyond its contents: the map slot and index, allocation headers.
 const ENTRY_OVERHEAD: u64 = 96;
 /// Per allocation made by an entry (malloc header and rounding, on average).
@@ -84,6 +87,12 @@ pub struct Store {
     /// SplitMix64 state for sampling; seeded by the caller, so runs are reproducible.
     rng: u64,
     stats: StoreStats,
+    /// When enabled, the states evicted since the last `take_evicted` (for the simulator,
+    /// which accounts for what an eviction takes away).
+    eviction_log: Option<Vec<(Vec<u8>, Siblings)>>,
+    /// The dot-minting epoch (see [`Store::update`]) and the hashes of keys evicted in it.
+    epoch: u64,
+    evicted_this_epoch: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
 }
 
 impl Store {
@@ -96,7 +105,23 @@ impl Store {
             inserted: 0,
             rng: seed,
             stats: StoreStats::default(),
+            eviction_log: None,
+            epoch: 0,
+            evicted_this_epoch: HashSet::default(),
         }
+    }
+
+    /// Starts keeping every evicted key and state until `take_evicted`.
+    pub fn log_evictions(&mut self) {
+        self.eviction_log.get_or_insert_with(Vec::new);
+    }
+
+    /// The keys evicted (with their states) since the last call, if logging is on.
+    pub fn take_evicted(&mut self) -> Vec<(Vec<u8>, Siblings)> {
+        self.eviction_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn draw(&mut self) -> u64 {
@@ -120,27 +145,35 @@ impl Store {
         Some(&entry.state)
     }
 
-    /// Applies a client write coordinated by `actor`; returns the key's new state and the
-    /// write's dot. `counter_floor` is the highest counter `actor` has used for any key: the
-    /// new dot is above it, so a key this store evicted (and forgot the clock of) never gets a
-    /// dot it already used.
+    /// Applies a client write coordinated by this peer (`actor` is its incarnation); returns
+    /// the key's new state and the write's dot.
+    ///
+    /// A dot's counter claims every lower counter of its actor for this key as seen, so a
+    /// store must never mint a dot for a key whose earlier events by the same actor it has
+    /// forgotten — which eviction does. Dots are therefore minted under an *epoch* actor,
+    /// `{actor}` in epoch 0 and `{actor}.e{epoch}` after: a write to a key evicted during the
+    /// current epoch first starts a new epoch, whose actor has no events for any key yet. Every
+    /// event of the current epoch's actor for a key is thus still in the store (forgetting it
+    /// would have ended the epoch).
     pub fn update(
         &mut self,
         key: &[u8],
         actor: &Actor,
         context: &VersionVector,
         payload: Payload,
-        counter_floor: u64,
         now: Millis,
     ) -> Result<(Siblings, Dot), OutOfMemory> {
+        if self.evicted_this_epoch.contains(&key_hash(key)) {
+            self.epoch += 1;
+            self.evicted_this_epoch.clear();
+        }
+        let actor = if self.epoch == 0 {
+            actor.clone()
+        } else {
+            Actor(format!("{}.e{}", actor.0, self.epoch))
+        };
         let mut state = self.peek(key).cloned().unwrap_or_default();
-        let dot = state.update(
-            actor,
-            context,
-            payload,
-            self.max_clock_entries,
-            counter_floor,
-        );
+        let dot = state.update(&actor, context, payload, self.max_clock_entries);
         self.put(key, state.clone(), now)?;
         Ok((state, dot))
     }
@@ -247,12 +280,21 @@ impl Store {
                 // noeviction): the limit is exceeded only by the write just made.
                 break;
             };
-            let (_, entry) = self
+            let (key, entry) = self
                 .entries
                 .swap_remove_index(index)
                 .expect("index in range");
             self.used_bytes -= entry.bytes;
             self.stats.evicted += 1;
+            if self.evicted_this_epoch.len() >= EPOCH_MEMORY {
+                // Forgetting which keys were evicted is safe only in a new epoch.
+                self.epoch += 1;
+                self.evicted_this_epoch.clear();
+            }
+            self.evicted_this_epoch.insert(key_hash(&key));
+            if let Some(log) = self.eviction_log.as_mut() {
+                log.push((key, entry.state));
+            }
         }
     }
 
@@ -321,6 +363,14 @@ impl Store {
             let _ = self.put(key, state, now);
         }
     }
+}
+
+/// A key's hash for the epoch's eviction memory (a collision only starts an epoch early).
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = DefaultHasher::default();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Estimated heap bytes an entry occupies: key, state contents, and per-allocation and

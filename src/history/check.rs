@@ -99,6 +99,9 @@ pub struct Circumstances {
     /// Intervals (inclusive) during which replicas lost memory or peers disagreed on the
     /// ring: read-your-writes is only enforced between a write and a read that overlap none.
     pub disruptions: Vec<(Millis, Millis)>,
+    /// Instants at which one key lost a replica's copy (an eviction): read-your-writes on that
+    /// key is not enforced across them.
+    pub key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// The recorder's convergence verdict (property 4), if it can observe replicas.
     pub convergence: Option<Convergence>,
 }
@@ -497,7 +500,12 @@ impl<'h> Checker<'h> {
             .c
             .disruptions
             .iter()
-            .any(|(from, to)| *to >= write.invoked_at && *from <= read_done);
+            .any(|(from, to)| *to >= write.invoked_at && *from <= read_done)
+            || self
+                .c
+                .key_disruptions
+                .get(&read.key)
+                .is_some_and(|ts| ts.iter().any(|t| *t >= write.invoked_at && *t <= read_done));
         if overlapping && !disturbed {
             self.report.ryw_strict_checked += 1;
             if !ok {

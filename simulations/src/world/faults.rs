@@ -150,35 +150,38 @@ impl World<'_> {
             return;
         };
         self.read_repairs_of_gone_nodes += node.read_repairs();
-        let mut lost_values = Vec::new();
-        let mut damaged = Vec::new();
-        for (key, state) in node.store().iter() {
-            let mut others = Siblings::new();
-            for (name, p) in &self.peers {
-                if name == victim {
-                    continue;
-                }
-                if let Some(n) = &p.node {
-                    if let Some(s) = n.store().peek(key) {
-                        others.merge(s);
-                    }
-                }
-            }
-            if others.context().descends_from(state.context()) {
+        let held: Vec<(Vec<u8>, Siblings)> = node
+            .store()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, state) in held {
+            self.lose_copy(victim, &key, &state);
+        }
+    }
+
+    /// `victim` no longer holds `state` for `key` (crash, departure, eviction): whatever no
+    /// other peer holds is gone, which the checker excuses.
+    pub(super) fn lose_copy(&mut self, victim: &NodeId, key: &[u8], state: &Siblings) {
+        let mut others = Siblings::new();
+        for (name, p) in &self.peers {
+            if name == victim {
                 continue;
             }
-            damaged.push(key.clone());
-            for (dot, payload) in state.versions() {
-                if let Payload::Value { data, .. } = payload {
-                    if !others.context().covers(dot) {
-                        lost_values.push(data.clone());
-                    }
+            if let Some(s) = p.node.as_ref().and_then(|n| n.store().peek(key)) {
+                others.merge(s);
+            }
+        }
+        if others.context().descends_from(state.context()) {
+            return;
+        }
+        self.damaged_keys.insert(key.to_vec(), self.now);
+        for (dot, payload) in state.versions() {
+            if let Payload::Value { data, .. } = payload {
+                if !others.context().covers(dot) {
+                    self.values_lost.insert(data.clone());
                 }
             }
         }
-        for key in damaged {
-            self.damaged_keys.insert(key, self.now);
-        }
-        self.values_lost.extend(lost_values);
     }
 }

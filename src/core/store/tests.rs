@@ -34,10 +34,10 @@ fn limited(policy: EvictionPolicy, bytes: u64) -> Store {
 fn update_then_merge_of_a_stale_state_keeps_the_newer_value() {
     let mut store = unlimited();
     let (first, _) = store
-        .update(b"k", &actor(), &VersionVector::new(), value("v1"), 0, 0)
+        .update(b"k", &actor(), &VersionVector::new(), value("v1"), 0)
         .unwrap();
     store
-        .update(b"k", &actor(), first.context(), value("v2"), 0, 0)
+        .update(b"k", &actor(), first.context(), value("v2"), 0)
         .unwrap();
     store.merge(b"k", &first, 0).unwrap();
     assert_eq!(
@@ -52,7 +52,7 @@ fn merge_into_an_empty_store_adopts_the_state() {
     let mut a = unlimited();
     let mut b = unlimited();
     let (s, _) = a
-        .update(b"k", &actor(), &VersionVector::new(), value("x"), 0, 0)
+        .update(b"k", &actor(), &VersionVector::new(), value("x"), 0)
         .unwrap();
     b.merge(b"k", &s, 0).unwrap();
     assert_eq!(b.peek(b"k"), Some(&s));
@@ -68,7 +68,6 @@ fn accounting_follows_writes_and_counts_more_than_the_payload() {
             &VersionVector::new(),
             value("0123456789"),
             0,
-            0,
         )
         .unwrap();
     let one = store.used_bytes();
@@ -78,20 +77,45 @@ fn accounting_follows_writes_and_counts_more_than_the_payload() {
     );
     assert_eq!(one, footprint(b"key", store.peek(b"key").unwrap()));
     store
-        .update(b"other", &actor(), &VersionVector::new(), value("x"), 0, 0)
+        .update(b"other", &actor(), &VersionVector::new(), value("x"), 0)
         .unwrap();
     assert!(store.used_bytes() > one);
 }
 
 #[test]
-fn a_new_dot_goes_above_the_floor_so_an_evicted_key_never_reuses_one() {
-    let mut store = unlimited();
-    // The coordinator already used counter 41 for some other key (or this one, before it
-    // was evicted and its clock forgotten).
-    let (_, dot) = store
-        .update(b"k", &actor(), &VersionVector::new(), value("v"), 41, 0)
+fn after_an_eviction_an_absent_key_is_written_under_a_fresh_actor() {
+    // The store evicted "k" (and forgot its clock); another replica still holds the write
+    // the store made before, dot (A.1, 1).
+    let mut store = limited(EvictionPolicy::Fifo, 8 * 1024);
+    let (elsewhere, first) = store
+        .update(b"k", &actor(), &VersionVector::new(), value("old"), 0)
         .unwrap();
-    assert_eq!(dot.counter, 42);
+    let mut i = 0;
+    while store.peek(b"k").is_some() {
+        i += 1;
+        let key = format!("filler-{i}");
+        store
+            .update(
+                key.as_bytes(),
+                &actor(),
+                &VersionVector::new(),
+                value("f"),
+                i,
+            )
+            .unwrap();
+    }
+    // A blind write to "k" must not claim (A.1, 1) as seen, or merging it with the other
+    // replica would silently drop "old".
+    let (state, dot) = store
+        .update(b"k", &actor(), &VersionVector::new(), value("new"), i + 1)
+        .unwrap();
+    assert_ne!(dot.actor, first.actor, "a fresh actor");
+    let merged = state.merged(&elsewhere);
+    assert_eq!(
+        merged.visible_values(0).len(),
+        2,
+        "both writes survive as siblings"
+    );
 }
 
 #[test]
@@ -110,14 +134,7 @@ fn the_limit_holds_under_a_flood_for_every_evicting_policy() {
                 expires_at_ms: Some(1_000_000 + i),
             };
             store
-                .update(
-                    key.as_bytes(),
-                    &actor(),
-                    &VersionVector::new(),
-                    payload,
-                    i,
-                    i,
-                )
+                .update(key.as_bytes(), &actor(), &VersionVector::new(), payload, i)
                 .unwrap();
             assert!(
                 store.used_bytes() <= limit,
@@ -145,21 +162,13 @@ fn lru_under_pressure_keeps_the_keys_that_are_read() {
                 &actor(),
                 &VersionVector::new(),
                 value("x"),
-                i,
                 t,
             )
             .unwrap();
         for h in &hot {
             if i == 0 {
                 store
-                    .update(
-                        h.as_bytes(),
-                        &actor(),
-                        &VersionVector::new(),
-                        value("h"),
-                        i,
-                        t,
-                    )
+                    .update(h.as_bytes(), &actor(), &VersionVector::new(), value("h"), t)
                     .unwrap();
             }
             store.read(h.as_bytes(), t);
@@ -184,7 +193,6 @@ fn noeviction_refuses_writes_with_a_clear_error_and_keeps_serving_reads() {
             &actor(),
             &VersionVector::new(),
             value("v"),
-            i,
             0,
         ) {
             Ok(_) => assert!(store.used_bytes() <= limit),
@@ -203,7 +211,7 @@ fn noeviction_refuses_writes_with_a_clear_error_and_keeps_serving_reads() {
     assert!(store.peek(b"key-0").is_some(), "reads keep working");
     // A replicated write is refused the same way.
     let (state, _) = unlimited()
-        .update(b"new", &actor(), &VersionVector::new(), value("v"), 0, 0)
+        .update(b"new", &actor(), &VersionVector::new(), value("v"), 0)
         .unwrap();
     assert!(store.merge(b"new", &state, 0).is_err());
 }
@@ -222,7 +230,6 @@ fn evictions_are_local_and_repair_does_not_refill_a_full_store() {
                 &VersionVector::new(),
                 value("v"),
                 i,
-                i,
             )
             .unwrap();
         if i == 0 {
@@ -238,14 +245,7 @@ fn evictions_are_local_and_repair_does_not_refill_a_full_store() {
     assert_eq!(store.stats().repairs_declined, 1);
     // A key the store holds is still repaired.
     let (newer, _) = unlimited()
-        .update(
-            b"key-499",
-            &actor(),
-            &VersionVector::new(),
-            value("w"),
-            900,
-            0,
-        )
+        .update(b"key-499", &actor(), &VersionVector::new(), value("w"), 0)
         .unwrap();
     assert!(store.merge_repair(b"key-499", &newer, 1_000));
 }
@@ -260,14 +260,7 @@ fn active_expiry_reclaims_expired_values_without_reads() {
             expires_at_ms: Some(if i < 100 { 1_000 } else { 1_000_000 }),
         };
         store
-            .update(
-                key.as_bytes(),
-                &actor(),
-                &VersionVector::new(),
-                payload,
-                i,
-                0,
-            )
+            .update(key.as_bytes(), &actor(), &VersionVector::new(), payload, 0)
             .unwrap();
     }
     let before = store.used_bytes();

@@ -78,7 +78,6 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
                 expires_at_ms: None,
             },
             64,
-            0,
         );
         s.merge(&one);
     }
