@@ -2,6 +2,7 @@
 //! read repair in rounds until replicas agree, and hand the checker the final state.
 
 use super::*;
+use ringcache::core::eviction::EvictionPolicy;
 
 impl World<'_> {
     pub(super) fn heal(&mut self) {
@@ -104,6 +105,9 @@ impl World<'_> {
         }
         self.sweep_rounds += 1;
         let diverged = self.replicas_agree();
+        if diverged.is_empty() && self.converged_at.is_none() {
+            self.converged_at = Some(self.now);
+        }
         if diverged.is_empty() || self.sweep_rounds >= MAX_SWEEP_ROUNDS {
             self.quiet_until = Some(self.now);
             return;
@@ -143,6 +147,13 @@ impl World<'_> {
                 // by a full peer's repair), not a divergence: only copies held must agree.
                 if state.is_none() && self.s.memory.is_some() {
                     continue;
+                }
+                // Under noeviction a full peer refuses whatever would grow it, repairs too:
+                // it stays behind until memory frees up (documented in docs/guarantees.md).
+                if let Some((limit, EvictionPolicy::NoEviction)) = self.s.memory {
+                    if node.store().used_bytes() * 100 >= limit * 90 {
+                        continue;
+                    }
                 }
                 match first {
                     None => first = Some(state),

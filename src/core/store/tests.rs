@@ -116,6 +116,23 @@ fn after_an_eviction_an_absent_key_is_written_under_a_fresh_actor() {
         2,
         "both writes survive as siblings"
     );
+    // Writing the key again (now present) must not return to the old actor either: its
+    // history for this key was forgotten with the eviction.
+    let (again, dot2) = store
+        .update(b"k", &actor(), state.context(), value("newer"), i + 2)
+        .unwrap();
+    assert_eq!(dot2.actor, dot.actor);
+    let mut seen: Vec<String> = again
+        .merged(&elsewhere)
+        .visible_values(0)
+        .into_iter()
+        .map(|p| match p {
+            Payload::Value { data, .. } => String::from_utf8(data.clone()).unwrap(),
+            Payload::Tombstone => unreachable!("tombstones are not visible"),
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec!["newer", "old"]);
 }
 
 #[test]
