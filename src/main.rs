@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ringcache::client::{Client, ReadResult, WriteOptions};
+use ringcache::client::{Client, ReadResult, Ttl, WriteOptions};
 use ringcache::config::PeerConfig;
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
@@ -82,6 +82,32 @@ enum Commands {
     Cluster {
         #[command(flatten)]
         target: Target,
+    },
+    /// Give a key's value a new time to live (like Redis's EXPIRE).
+    Expire {
+        key: String,
+        /// Seconds from now (fractions allowed).
+        seconds: f64,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Remove a key's expiry (like Redis's PERSIST).
+    Persist {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// How long a key has left (like Redis's TTL): seconds, "persistent" or "not found".
+    Ttl {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        r: Option<String>,
     },
     /// Show hits, misses, keys, expiry, eviction and memory: this peer's, or with
     /// `--cluster` the sum over every live peer.
@@ -290,6 +316,49 @@ async fn main() -> anyhow::Result<()> {
                 .delete(key.as_bytes(), &options)
                 .await?;
             eprintln!("deleted, context: {context}");
+            Ok(())
+        }
+        Commands::Expire {
+            key,
+            seconds,
+            target,
+            write,
+        } => {
+            let options = WriteOptions {
+                w: write.w,
+                ttl_secs: None,
+                context: write.context,
+            };
+            let ctx = Client::new(&target.url)
+                .expire(key.as_bytes(), Some(seconds), &options)
+                .await?;
+            eprintln!("context: {ctx}");
+            Ok(())
+        }
+        Commands::Persist { key, target, write } => {
+            let options = WriteOptions {
+                w: write.w,
+                ttl_secs: None,
+                context: write.context,
+            };
+            let ctx = Client::new(&target.url)
+                .expire(key.as_bytes(), None, &options)
+                .await?;
+            eprintln!("context: {ctx}");
+            Ok(())
+        }
+        Commands::Ttl { key, target, r } => {
+            match Client::new(&target.url)
+                .ttl(key.as_bytes(), r.as_deref())
+                .await?
+            {
+                Ttl::ExpiresIn { ms } => println!("{:.3}", ms as f64 / 1000.0),
+                Ttl::Persistent => println!("persistent"),
+                Ttl::Missing => {
+                    eprintln!("not found");
+                    std::process::exit(1);
+                }
+            }
             Ok(())
         }
         Commands::Stats { target, cluster } => {

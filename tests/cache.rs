@@ -195,3 +195,44 @@ async fn noeviction_refuses_writes_with_507_and_keeps_serving_reads() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_and_persist_change_a_keys_ttl_over_http() {
+    use ringcache::client::Ttl;
+    with_cluster(3, |cluster| async move {
+        let a = client(&cluster, 0);
+        let options = WriteOptions {
+            w: Some("all".into()),
+            ttl_secs: Some(1.0),
+            context: None,
+        };
+        a.put(b"session", b"s".to_vec(), &options).await.unwrap();
+        match a.ttl(b"session", Some("all")).await.unwrap() {
+            Ttl::ExpiresIn { ms } => assert!(ms <= 1_000 && ms > 500, "{ms}"),
+            other => panic!("{other:?}"),
+        }
+        // Touch: ten more seconds, then the original second passes and the key is still there.
+        a.expire(b"session", Some(10.0), &w("all")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let b = client(&cluster, 1);
+        match b.ttl(b"session", Some("all")).await.unwrap() {
+            Ttl::ExpiresIn { ms } => assert!(ms > 7_000 && ms <= 10_000, "{ms}"),
+            other => panic!("{other:?}"),
+        }
+        // Persist: no expiry at all.
+        b.expire(b"session", None, &w("all")).await.unwrap();
+        assert_eq!(
+            client(&cluster, 2)
+                .ttl(b"session", Some("all"))
+                .await
+                .unwrap(),
+            Ttl::Persistent
+        );
+        // Missing keys: 404 for both the change and the read.
+        let missing = a.expire(b"nobody", Some(5.0), &w("all")).await.unwrap_err();
+        assert_eq!(missing.status(), Some(404));
+        assert_eq!(a.ttl(b"nobody", None).await.unwrap(), Ttl::Missing);
+        cluster
+    })
+    .await;
+}

@@ -20,6 +20,10 @@ use serde_json::json;
 use std::collections::HashMap;
 
 const KV_PREFIX: &str = "/v1/kv/";
+/// On a single-value read: the value's absolute expiry, in cluster milliseconds.
+pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
+/// On a single-value read: milliseconds the value has left, on the answering peer's clock.
+pub const TTL_HEADER: &str = "x-ttl-ms";
 
 pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
     Router::new()
@@ -185,19 +189,7 @@ fn kv_request(
             r: quorum("r")?,
         }),
         Method::PUT => {
-            let ttl_ms = match query.get("ttl") {
-                None => None,
-                Some(v) => {
-                    let secs: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| {
-                            ApiError::bad_request("ttl must be a positive number of seconds")
-                        })?;
-                    Some((secs * 1000.0).ceil() as u64)
-                }
-            };
+            let ttl_ms = query.get("ttl").map(|v| ttl_ms(v)).transpose()?;
             Ok(ClientRequest::Write(WriteRequest {
                 key,
                 write: WriteKind::Put {
@@ -214,11 +206,39 @@ fn kv_request(
             context,
             w: quorum("w")?,
         })),
+        // Change the TTL: `?ttl=SECS` (expire/touch) or `?persist` (no expiry).
+        Method::PATCH => {
+            let ttl_ms = match (query.get("ttl"), query.contains_key("persist")) {
+                (Some(v), false) => Some(ttl_ms(v)?),
+                (None, true) => None,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "PATCH takes exactly one of ?ttl=SECONDS or ?persist",
+                    ))
+                }
+            };
+            Ok(ClientRequest::Write(WriteRequest {
+                key,
+                write: WriteKind::Expire { ttl_ms },
+                context,
+                w: quorum("w")?,
+            }))
+        }
         _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, PUT or DELETE on /v1/kv/{key}".into(),
+            "use GET, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
         )),
     }
+}
+
+/// Parses a TTL in seconds (fractions allowed) into milliseconds.
+fn ttl_ms(v: &str) -> Result<u64, ApiError> {
+    let secs: f64 = v
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| ApiError::bad_request("ttl must be a positive number of seconds"))?;
+    Ok((secs * 1000.0).ceil() as u64)
 }
 
 fn reply_response(reply: ClientReply) -> Response {
@@ -233,7 +253,10 @@ fn reply_response(reply: ClientReply) -> Response {
                 let mut response = (StatusCode::OK, value.data).into_response();
                 set_header(&mut response, causal_context::HEADER, &token);
                 if let Some(at) = value.expires_at_ms {
-                    set_header(&mut response, "x-expires-at-ms", &at.to_string());
+                    set_header(&mut response, EXPIRES_AT_HEADER, &at.to_string());
+                    // Remaining time on this peer's clock (what Redis's TTL/PTTL report).
+                    let left = at.saturating_sub(crate::shell::driver::wall_clock_ms());
+                    set_header(&mut response, TTL_HEADER, &left.to_string());
                 }
                 response
             } else {
@@ -294,6 +317,10 @@ fn request_error_response(error: &RequestError) -> Response {
         RequestError::QuorumTooLarge { .. } | RequestError::EmptyKey => {
             (StatusCode::BAD_REQUEST, json!({}))
         }
+        RequestError::Conflict { siblings } => {
+            (StatusCode::CONFLICT, json!({"siblings": siblings}))
+        }
+        RequestError::NothingToExpire => (StatusCode::NOT_FOUND, json!({})),
         // Redis answers OOM; HTTP's nearest is 507: the write was refused, nothing changed.
         RequestError::OutOfMemory {
             needed,

@@ -1,6 +1,6 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
-use crate::api::http::{SiblingsBody, StatsBody};
+use crate::api::http::{SiblingsBody, StatsBody, TTL_HEADER};
 use crate::api::{causal_context, keys};
 use base64::Engine;
 use std::time::Duration;
@@ -53,6 +53,17 @@ impl ReadResult {
             ReadResult::NotFound { .. } => &[],
         }
     }
+}
+
+/// What `ttl` found, as Redis's TTL reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Missing,
+    /// A value without expiry.
+    Persistent,
+    ExpiresIn {
+        ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -138,6 +149,45 @@ impl Client {
     pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
         let req = apply_options(self.http.delete(self.key_url(key)), options);
         expect_written(req.send().await?).await
+    }
+
+    /// Gives the key's value a new TTL (`Some(seconds)`) or removes it (`None`, persist).
+    pub async fn expire(
+        &self,
+        key: &[u8],
+        ttl_secs: Option<f64>,
+        options: &WriteOptions,
+    ) -> Result<String, ClientError> {
+        let mut req = apply_options(self.http.patch(self.key_url(key)), options);
+        req = match ttl_secs {
+            Some(ttl) => req.query(&[("ttl", ttl.to_string())]),
+            None => req.query(&[("persist", "")]),
+        };
+        expect_written(req.send().await?).await
+    }
+
+    /// How long the key's value has left, read with quorum `r`.
+    pub async fn ttl(&self, key: &[u8], r: Option<&str>) -> Result<Ttl, ClientError> {
+        let mut req = self.http.get(self.key_url(key));
+        if let Some(r) = r {
+            req = req.query(&[("r", r)]);
+        }
+        let response = req.send().await?;
+        match response.status().as_u16() {
+            200 => Ok(match header(&response, TTL_HEADER) {
+                None => Ttl::Persistent,
+                Some(ms) => Ttl::ExpiresIn {
+                    ms: ms
+                        .parse()
+                        .map_err(|_| ClientError::Protocol(format!("bad {TTL_HEADER}: {ms}")))?,
+                },
+            }),
+            404 => Ok(Ttl::Missing),
+            status => Err(ClientError::Status {
+                status,
+                body: response.text().await.unwrap_or_default(),
+            }),
+        }
     }
 
     pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {

@@ -4,4 +4,4 @@
 //! the contract is what the server does.
 
 mod http_client;
-pub use http_client::{Client, ClientError, ReadResult, WriteOptions};
+pub use http_client::{Client, ClientError, ReadResult, Ttl, WriteOptions};

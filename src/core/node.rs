@@ -475,7 +475,8 @@ impl Node {
                 .peek(&write.key)
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
-            (None, WriteKind::Put { .. }) => VersionVector::new(),
+            // An expire builds its own context from the value it rewrites.
+            (None, WriteKind::Put { .. } | WriteKind::Expire { .. }) => VersionVector::new(),
         };
         let context = if self.has_bug(PlantedBug::LastWriteWins) {
             // The planted bug: the newest write replaces whatever the coordinator holds.
@@ -487,7 +488,18 @@ impl Node {
         } else {
             context
         };
-        let payload: Payload = write.write.into_payload(now);
+        let (payload, context) = match write.write {
+            WriteKind::Expire { ttl_ms } => match self.expire_payload(&write.key, ttl_ms, now) {
+                Ok(rewrite) => rewrite,
+                Err(error) => return self.reply(origin, ClientReply::Failed(error), out),
+            },
+            other => (
+                other
+                    .into_payload(now)
+                    .expect("puts and deletes carry a payload"),
+                context,
+            ),
+        };
         let state = match self
             .store
             .update(&write.key, &self.actor, &context, payload, now)
@@ -688,6 +700,31 @@ impl Node {
                 self.in_flight.remove(&req);
             }
             None => {}
+        }
+    }
+
+    /// The rewrite an `Expire` makes: the one live value this replica holds, with the new
+    /// expiry, under a context covering it (so it replaces that value).
+    fn expire_payload(
+        &self,
+        key: &[u8],
+        ttl_ms: Option<Millis>,
+        now: Millis,
+    ) -> Result<(Payload, VersionVector), RequestError> {
+        let state = self.store.peek(key).ok_or(RequestError::NothingToExpire)?;
+        let live = state.visible_values(now);
+        match live.as_slice() {
+            [] => Err(RequestError::NothingToExpire),
+            [Payload::Value { data, .. }] => Ok((
+                Payload::Value {
+                    data: data.clone(),
+                    expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
+                },
+                state.context().clone(),
+            )),
+            many => Err(RequestError::Conflict {
+                siblings: many.len(),
+            }),
         }
     }
 

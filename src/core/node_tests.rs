@@ -478,3 +478,73 @@ fn a_duplicated_forward_is_coordinated_once() {
     let state = b.store().peek(b"k").unwrap();
     assert_eq!(state.len(), 1, "one dot");
 }
+
+fn expire(key: &str, ttl_ms: Option<Millis>) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Expire { ttl_ms },
+        context: None,
+        w: Quorum::All,
+    })
+}
+
+fn put_ttl(key: &str, value: &str, ttl_ms: Millis) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Put {
+            value: value.as_bytes().to_vec(),
+            ttl_ms: Some(ttl_ms),
+        },
+        context: None,
+        w: Quorum::All,
+    })
+}
+
+#[test]
+fn touch_extends_a_ttl_on_every_replica() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put_ttl("k", "v", 1_000)).unwrap();
+    net.now += 500;
+    let touched = net.request("B", expire("k", Some(5_000))).unwrap();
+    assert!(
+        matches!(touched, ClientReply::Written { .. }),
+        "{touched:?}"
+    );
+    net.now += 1_000; // past the original expiry, within the new one
+    for n in ["A", "B", "C"] {
+        assert_eq!(local_data(&net, n, b"k"), vec!["v"], "replica {n}");
+    }
+    let r = net.request("C", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["v"], "one value, not a sibling of itself");
+    net.now += 5_000;
+    let r = net.request("C", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+}
+
+#[test]
+fn persist_removes_the_expiry() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put_ttl("k", "v", 1_000)).unwrap();
+    net.request("A", expire("k", None)).unwrap();
+    net.now += 1_000_000;
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["v"]);
+    match r {
+        ClientReply::Found { values, .. } => assert_eq!(values[0].expires_at_ms, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn expire_refuses_missing_keys_and_siblings() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let r = net.request("A", expire("absent", Some(1_000))).unwrap();
+    assert_eq!(r, ClientReply::Failed(RequestError::NothingToExpire));
+    net.request("A", put("k", "x", None, Quorum::All)).unwrap();
+    net.request("B", put("k", "y", None, Quorum::All)).unwrap();
+    let r = net.request("C", expire("k", Some(1_000))).unwrap();
+    assert_eq!(
+        r,
+        ClientReply::Failed(RequestError::Conflict { siblings: 2 })
+    );
+}

@@ -36,17 +36,25 @@ pub enum WriteKind {
         ttl_ms: Option<Millis>,
     },
     Delete,
+    /// Give the key's value a new time to live (`expire`/`touch`), or none (`persist`). A
+    /// versioned write of the same bytes: the coordinator rewrites the one value its replica
+    /// holds, replacing it; a key with siblings must be resolved first.
+    Expire {
+        ttl_ms: Option<Millis>,
+    },
 }
 
 impl WriteKind {
-    /// The stored payload, with expiry made absolute against the coordinator's clock.
-    pub fn into_payload(self, now: Millis) -> Payload {
+    /// The stored payload, with expiry made absolute against the coordinator's clock. An
+    /// `Expire` needs the current value, so it has no payload of its own (`None`).
+    pub fn into_payload(self, now: Millis) -> Option<Payload> {
         match self {
-            WriteKind::Put { value, ttl_ms } => Payload::Value {
+            WriteKind::Put { value, ttl_ms } => Some(Payload::Value {
                 data: value,
                 expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
-            },
-            WriteKind::Delete => Payload::Tombstone,
+            }),
+            WriteKind::Delete => Some(Payload::Tombstone),
+            WriteKind::Expire { .. } => None,
         }
     }
 }
@@ -94,6 +102,11 @@ pub enum RequestError {
     ValueTooLarge { size: usize, limit: usize },
     #[error("the peer is shutting down")]
     ShuttingDown,
+    #[error("the key has {siblings} concurrent values: resolve them with a write before changing its TTL")]
+    Conflict { siblings: usize },
+    /// An `Expire` of a key the coordinating replica holds no live value for.
+    #[error("no live value to change the TTL of")]
+    NothingToExpire,
     #[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and the eviction policy is noeviction")]
     OutOfMemory { needed: u64, used: u64, limit: u64 },
 }
