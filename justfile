@@ -24,6 +24,12 @@ sim-plant bug="last-write-wins" k="30":
 chaos secs="300":
     RINGCACHE_CHAOS_SECS={{secs}} cargo test --release --test chaos -- --nocapture
 
+# Benchmarks: memory per key against redis-server in the same run (installs redis-server if
+# missing and root). Figures go in docs/performance.md.
+bench:
+    command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+    cargo bench --bench memory
+
 fmt:
     cargo fmt --all
 
