@@ -222,7 +222,7 @@ impl Scenario {
         let heartbeat_ms = 100;
         let suspect_after_ms = rng.between(300, 900);
         // Three seeds in ten run peers at a memory limit small enough to evict (a key's
-        // state takes about 1.5 KiB).
+        // state takes about 0.5 KiB).
         let memory = if rng.chance(3_000) {
             let policy = *rng.pick(&EvictionPolicy::ALL);
             Some((rng.between(48, 256) * 1024, policy))

@@ -22,7 +22,6 @@
 
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// What a write stored: bytes with an optional absolute expiry, or a deletion marker.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,11 +59,35 @@ impl Payload {
 
 /// The state of one key on one replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireSiblings")]
 pub struct Siblings {
     /// Everything this replica has seen of the key. Covers every dot in `versions`.
     clock: VersionVector,
-    /// The surviving concurrent writes, by dot.
-    versions: BTreeMap<Dot, Payload>,
+    /// The surviving concurrent writes, sorted by dot, no duplicates (a key holds a handful:
+    /// a sorted vector is smaller and faster than a tree).
+    versions: Vec<(Dot, Payload)>,
+}
+
+/// `Siblings` as decoded from the wire, before its invariants are restored.
+#[derive(Deserialize)]
+struct WireSiblings {
+    clock: VersionVector,
+    versions: Vec<(Dot, Payload)>,
+}
+
+/// Decoding sorts the siblings, keeps one per dot, and makes the clock cover them all, so a
+/// malformed state from the wire cannot break the merge.
+impl From<WireSiblings> for Siblings {
+    fn from(wire: WireSiblings) -> Self {
+        let mut versions = wire.versions;
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        versions.dedup_by(|a, b| a.0 == b.0);
+        let mut clock = wire.clock;
+        for (dot, _) in &versions {
+            clock.add(dot);
+        }
+        Siblings { clock, versions }
+    }
 }
 
 impl Siblings {
@@ -78,7 +101,7 @@ impl Siblings {
     }
 
     pub fn versions(&self) -> impl Iterator<Item = (&Dot, &Payload)> {
-        self.versions.iter()
+        self.versions.iter().map(|(d, p)| (d, p))
     }
 
     pub fn len(&self) -> usize {
@@ -92,7 +115,8 @@ impl Siblings {
     /// Values a reader at `now_ms` may see (no tombstones, nothing expired), in dot order.
     pub fn visible_values(&self, now_ms: u64) -> Vec<&Payload> {
         self.versions
-            .values()
+            .iter()
+            .map(|(_, p)| p)
             .filter(|p| p.is_visible_at(now_ms))
             .collect()
     }
@@ -117,10 +141,15 @@ impl Siblings {
             counter,
         };
         self.versions
-            .retain(|d, existing| !context.covers(d) && *existing != payload);
+            .retain(|(d, existing)| !context.covers(d) && *existing != payload);
         self.clock.merge(context);
         self.clock.add(&dot);
-        self.versions.insert(dot.clone(), payload);
+        // The new dot is above every dot of its actor here, but actors sort by name.
+        let at = self
+            .versions
+            .binary_search_by(|(d, _)| d.cmp(&dot))
+            .unwrap_or_else(|i| i);
+        self.versions.insert(at, (dot.clone(), payload));
         self.prune_clock(max_clock_entries, actor);
         dot
     }
@@ -128,23 +157,27 @@ impl Siblings {
     /// Joins the state another replica holds for the same key into this one.
     pub fn merge(&mut self, other: &Siblings) {
         let mine = std::mem::take(&mut self.versions);
-        let mut merged = BTreeMap::new();
+        let theirs = &other.versions;
+        let mut merged = Vec::with_capacity(mine.len().max(theirs.len()));
+        // Both lists are sorted by dot: walk them together.
+        let mut b = theirs.iter().peekable();
         for (dot, payload) in mine {
-            match other.versions.get(&dot) {
+            while let Some((d, p)) = b.next_if(|(d, _)| *d < dot) {
+                if !self.clock.covers(d) {
+                    merged.push((d.clone(), p.clone()));
+                }
+            }
+            match b.next_if(|(d, _)| *d == dot) {
                 // Both hold the dot: an expired value that one side already turned into a
                 // tombstone is a tombstone on both (a one-way step, so the join stays a join).
-                Some(theirs) => {
-                    merged.insert(dot, join_same_dot(payload, theirs));
-                }
-                None if !other.clock.covers(&dot) => {
-                    merged.insert(dot, payload);
-                }
+                Some((_, p)) => merged.push((dot, join_same_dot(payload, p))),
+                None if !other.clock.covers(&dot) => merged.push((dot, payload)),
                 None => {}
             }
         }
-        for (dot, payload) in &other.versions {
-            if !merged.contains_key(dot) && !self.clock.covers(dot) {
-                merged.insert(dot.clone(), payload.clone());
+        for (d, p) in b {
+            if !self.clock.covers(d) {
+                merged.push((d.clone(), p.clone()));
             }
         }
         self.versions = merged;
@@ -154,8 +187,8 @@ impl Siblings {
     /// The earliest expiry among the values, if any has one.
     pub fn earliest_expiry(&self) -> Option<u64> {
         self.versions
-            .values()
-            .filter_map(|p| match p {
+            .iter()
+            .filter_map(|(_, p)| match p {
                 Payload::Value { expires_at_ms, .. } => *expires_at_ms,
                 Payload::Tombstone => None,
             })
@@ -166,7 +199,7 @@ impl Siblings {
     /// bytes. Readers see no difference (expired values are invisible); returns how many.
     pub fn expire(&mut self, now_ms: u64) -> u64 {
         let mut n = 0;
-        for payload in self.versions.values_mut() {
+        for (_, payload) in self.versions.iter_mut() {
             if matches!(payload, Payload::Value { expires_at_ms: Some(t), .. } if *t <= now_ms) {
                 *payload = Payload::Tombstone;
                 n += 1;
@@ -178,10 +211,10 @@ impl Siblings {
     /// Heap bytes this state occupies (tree nodes, actor names, values), for accounting.
     pub fn heap_bytes(&self) -> usize {
         let clock_names: usize = self.clock.iter().map(|(a, _)| a.0.len()).sum();
-        let dot_names: usize = self.versions.keys().map(|d| d.actor.0.len()).sum();
-        let data: usize = self.versions.values().map(|p| p.len()).sum();
-        btree_bytes::<Actor, u64>(self.clock.len())
-            + btree_bytes::<Dot, Payload>(self.versions.len())
+        let dot_names: usize = self.versions.iter().map(|(d, _)| d.actor.0.len()).sum();
+        let data: usize = self.versions.iter().map(|(_, p)| p.len()).sum();
+        self.clock.len() * std::mem::size_of::<(Actor, u64)>()
+            + self.versions.capacity() * std::mem::size_of::<(Dot, Payload)>()
             + clock_names
             + dot_names
             + data
@@ -189,10 +222,10 @@ impl Siblings {
 
     /// Heap allocations this state makes (for per-allocation overhead).
     pub fn allocations(&self) -> usize {
-        let leaves = |n: usize| n.div_ceil(BTREE_CAPACITY);
-        let values = self.versions.values().filter(|p| !p.is_empty()).count();
-        leaves(self.clock.len())
-            + leaves(self.versions.len())
+        let vectors = |n: usize| usize::from(n > 0);
+        let values = self.versions.iter().filter(|(_, p)| !p.is_empty()).count();
+        vectors(self.clock.len())
+            + vectors(self.versions.len())
             + self.clock.len()
             + self.len()
             + values
@@ -207,16 +240,15 @@ impl Siblings {
     /// Planted bug: drops every sibling but the one with the greatest dot.
     #[cfg(feature = "planted-bugs")]
     pub fn keep_only_newest(&mut self) {
-        if let Some(last) = self.versions.pop_last() {
-            self.versions.clear();
-            self.versions.insert(last.0, last.1);
+        if let Some(last) = self.versions.pop() {
+            self.versions = vec![last];
         }
     }
 
     /// Prunes the clock, never forgetting the coordinator's own entry: its next dot for this
     /// key is computed from that entry, and a forgotten entry would let it reuse a dot.
     fn prune_clock(&mut self, max_entries: usize, coordinator: &Actor) {
-        let mut keep: Vec<&Actor> = self.versions.keys().map(|d| &d.actor).collect();
+        let mut keep: Vec<&Actor> = self.versions.iter().map(|(d, _)| &d.actor).collect();
         keep.push(coordinator);
         let mut clock = self.clock.clone();
         clock.prune(max_entries, &keep);
@@ -232,15 +264,6 @@ fn join_same_dot(mine: Payload, theirs: &Payload) -> Payload {
     } else {
         Payload::Tombstone
     }
-}
-
-/// Entries per B-tree node in the standard library's `BTreeMap`.
-const BTREE_CAPACITY: usize = 11;
-
-/// Bytes of the leaf nodes a `BTreeMap<K, V>` with `n` entries allocates.
-fn btree_bytes<K, V>(n: usize) -> usize {
-    let leaf = 16 + BTREE_CAPACITY * (std::mem::size_of::<K>() + std::mem::size_of::<V>());
-    n.div_ceil(BTREE_CAPACITY) * leaf
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
 /// Evicted keys an epoch remembers before it ends (8 bytes each).
 const EPOCH_MEMORY: usize = 4096;
 /// Heap bookkeeping per entry beyond its contents: the map slot and index, allocation headers.
-const ENTRY_OVERHEAD: u64 = 96;
+const ENTRY_OVERHEAD: u64 = 144;
 /// Per allocation made by an entry (malloc header and rounding, on average).
 const ALLOCATION_OVERHEAD: u64 = 16;
 

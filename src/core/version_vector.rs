@@ -9,7 +9,9 @@
 //! Promises:
 //! - `merge` is the pointwise maximum: commutative, associative, idempotent (proptested below).
 //! - `compare` is consistent with `merge`: `a <= b` exactly when `a.merge(b) == b`.
-//! - Entries are kept in a `BTreeMap`, so iteration, encoding and display are deterministic.
+//! - Entries are kept in a vector sorted by actor (a key's vector holds a handful of entries:
+//!   a sorted vector is smaller and faster than a tree), so iteration, encoding and display
+//!   are deterministic.
 //!
 //! Actors are incarnations, not peers: a peer that restarts with its memory wiped gets a new
 //! actor name (the shell appends a boot-time incarnation), so it can never hand out a dot it
@@ -17,7 +19,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// One incarnation of a coordinating peer, e.g. `"A.1732390000123"`.
@@ -51,8 +52,10 @@ pub enum Causality {
 /// A map from actor to the highest counter seen. Missing actors count as zero, and zero
 /// counters are never stored, so two vectors are equal exactly when their maps are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "Vec<(Actor, u64)>")]
 pub struct VersionVector {
-    entries: BTreeMap<Actor, u64>,
+    /// Sorted by actor, no duplicates, no zero counters.
+    entries: Vec<(Actor, u64)>,
 }
 
 impl VersionVector {
@@ -62,7 +65,25 @@ impl VersionVector {
 
     /// The highest counter of `actor` this vector has seen (0 when never).
     pub fn get(&self, actor: &Actor) -> u64 {
-        self.entries.get(actor).copied().unwrap_or(0)
+        match self.find(actor) {
+            Ok(i) => self.entries[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    fn find(&self, actor: &Actor) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(a, _)| a.cmp(actor))
+    }
+
+    /// Raises `actor`'s counter to at least `counter`.
+    fn raise(&mut self, actor: &Actor, counter: u64) {
+        if counter == 0 {
+            return; // zero means "nothing seen"; never stored, so equality stays structural
+        }
+        match self.find(actor) {
+            Ok(i) => self.entries[i].1 = self.entries[i].1.max(counter),
+            Err(i) => self.entries.insert(i, (actor.clone(), counter)),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,18 +105,13 @@ impl VersionVector {
 
     /// Records `dot` (and, as version vectors have no gaps, every earlier event of its actor).
     pub fn add(&mut self, dot: &Dot) {
-        if dot.counter == 0 {
-            return; // zero means "nothing seen"; never stored, so equality stays structural
-        }
-        let entry = self.entries.entry(dot.actor.clone()).or_insert(0);
-        *entry = (*entry).max(dot.counter);
+        self.raise(&dot.actor, dot.counter);
     }
 
     /// Pointwise maximum, in place.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (actor, counter) in other.entries.iter().filter(|(_, c)| **c > 0) {
-            let entry = self.entries.entry(actor.clone()).or_insert(0);
-            *entry = (*entry).max(*counter);
+        for (actor, counter) in &other.entries {
+            self.raise(actor, *counter);
         }
     }
 
@@ -135,14 +151,24 @@ impl VersionVector {
         let mut candidates: Vec<(u64, Actor)> = self
             .entries
             .iter()
-            .filter(|(a, _)| !keep.contains(a))
+            .filter(|(a, _)| !keep.contains(&a))
             .map(|(a, c)| (*c, a.clone()))
             .collect();
         candidates.sort();
         let excess = self.entries.len() - max_entries;
         for (_, actor) in candidates.into_iter().take(excess) {
-            self.entries.remove(&actor);
+            if let Ok(i) = self.find(&actor) {
+                self.entries.remove(i);
+            }
         }
+    }
+}
+
+/// Decoding goes through `add`, so a vector from the wire (a client's context token, a peer's
+/// state) is sorted, free of duplicates and zero counters whatever the bytes said.
+impl From<Vec<(Actor, u64)>> for VersionVector {
+    fn from(entries: Vec<(Actor, u64)>) -> Self {
+        entries.into_iter().collect()
     }
 }
 
@@ -183,6 +209,25 @@ impl fmt::Display for VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vector_decoded_from_the_wire_is_normalised() {
+        let config = bincode::config::standard();
+        let raw: Vec<(Actor, u64)> = vec![
+            (Actor("B".into()), 2),
+            (Actor("A".into()), 1),
+            (Actor("B".into()), 5),
+            (Actor("C".into()), 0),
+        ];
+        let bytes = bincode::serde::encode_to_vec(&raw, config).unwrap();
+        let (vv, _): (VersionVector, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        let expected: VersionVector = [(Actor("A".into()), 1), (Actor("B".into()), 5)]
+            .into_iter()
+            .collect();
+        assert_eq!(vv, expected);
+        assert_eq!(vv.to_string(), "{A:1, B:5}");
+    }
     use proptest::prelude::*;
 
     pub(crate) fn arb_vv() -> impl Strategy<Value = VersionVector> {
