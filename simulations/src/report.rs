@@ -27,6 +27,7 @@ pub struct Summary {
     pub messages: u64,
     pub evicted: u64,
     pub expired: u64,
+    pub tombstones_collected: u64,
 }
 
 impl Summary {
@@ -64,6 +65,7 @@ impl Summary {
         self.sim_ms += r.sim_ms;
         self.evicted += r.evicted;
         self.expired += r.expired;
+        self.tombstones_collected += r.tombstones_collected;
         self.messages += r.messages;
     }
 
@@ -114,8 +116,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "cache: {} keys evicted, {} values expired by active expiry",
-            self.evicted, self.expired
+            "cache: {} keys evicted, {} values expired by active expiry, {} tombstone-only keys collected",
+            self.evicted, self.expired, self.tombstones_collected
         );
         let _ = writeln!(
             out,

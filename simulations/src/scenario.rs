@@ -225,7 +225,7 @@ impl Scenario {
         // state takes about 0.5 KiB).
         let memory = if rng.chance(3_000) {
             let policy = *rng.pick(&EvictionPolicy::ALL);
-            Some((rng.between(48, 256) * 1024, policy))
+            Some((rng.between(16, 96) * 1024, policy))
         } else {
             None
         };

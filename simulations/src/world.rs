@@ -62,6 +62,7 @@ pub struct RunResult {
     /// Keys evicted and values expired by the running peers' stores.
     pub evicted: u64,
     pub expired: u64,
+    pub tombstones_collected: u64,
 }
 
 #[derive(Debug)]
@@ -225,6 +226,9 @@ impl<'s> World<'s> {
             request_timeout_ms: 500,
             max_memory_bytes: s.memory.map(|(bytes, _)| bytes),
             eviction: s.memory.map(|(_, policy)| policy).unwrap_or_default(),
+            // Longer than any simulated message stays in flight (delay tails and spikes stay
+            // under two seconds), short enough that collection happens mid-run.
+            tombstone_grace_ms: 3_000,
             ..CoreConfig::default()
         };
         let mut work = Rng::stream(s.seed, WORKLOAD_STREAM);

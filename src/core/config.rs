@@ -33,6 +33,10 @@ pub struct CoreConfig {
     pub max_memory_bytes: Option<u64>,
     /// What the store gives up when full.
     pub eviction: EvictionPolicy,
+    /// How long after every replica was seen holding the same tombstones a key's state is
+    /// collected (see `docs/architecture.md`, "Tombstones"). Must exceed how long a message can
+    /// stay in flight.
+    pub tombstone_grace_ms: Millis,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -59,6 +63,7 @@ impl Default for CoreConfig {
             max_clock_entries: 64,
             max_memory_bytes: None,
             eviction: EvictionPolicy::default(),
+            tombstone_grace_ms: 60_000,
         }
     }
 }
@@ -92,6 +97,7 @@ impl CoreConfig {
             partitions: 64,
             vnodes: 64,
             request_timeout_ms: 500,
+            tombstone_grace_ms: 5_000,
             ..Self::default()
         }
     }

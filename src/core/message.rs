@@ -7,6 +7,7 @@
 use crate::core::request::{ClientReply, WriteRequest};
 use crate::core::siblings::Siblings;
 use crate::core::types::NodeId;
+use crate::core::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -37,6 +38,13 @@ pub enum PeerMessage {
         key: Vec<u8>,
         state: Siblings,
     },
+    /// Every replica held this tombstone-only state of `key` a grace period ago: drop it if
+    /// it is still exactly that. No reply.
+    Forget {
+        req: u64,
+        key: Vec<u8>,
+        clock: VersionVector,
+    },
     /// Send me your state of `key`.
     Fetch {
         req: u64,
@@ -65,6 +73,7 @@ impl PeerMessage {
             | PeerMessage::StoreAck { req }
             | PeerMessage::StoreRefused { req }
             | PeerMessage::Repair { req, .. }
+            | PeerMessage::Forget { req, .. }
             | PeerMessage::Fetch { req, .. }
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::Coordinate { req, .. }

@@ -138,6 +138,9 @@ pub struct Node {
     in_flight: BTreeMap<u64, InFlight>,
     /// Replicas sent a merged state by read repair, since start.
     read_repairs: u64,
+    /// Tombstone-only states every replica was seen holding, to collect once their grace
+    /// period ends: (due time, sequence) → key, state's clock, replicas.
+    pending_forgets: BTreeMap<(Millis, u64), (Vec<u8>, VersionVector, Vec<NodeId>)>,
     /// Reads this node coordinated that found a value / found none.
     hits: u64,
     misses: u64,
@@ -168,6 +171,8 @@ pub struct NodeStats {
     pub read_repairs: u64,
     /// Repairs not applied because the store was near its limit.
     pub repairs_declined: u64,
+    /// Tombstone-only keys collected after every replica held them.
+    pub tombstones_collected: u64,
 }
 
 impl NodeStats {
@@ -191,6 +196,7 @@ impl NodeStats {
         };
         self.read_repairs += other.read_repairs;
         self.repairs_declined += other.repairs_declined;
+        self.tombstones_collected += other.tombstones_collected;
     }
 }
 
@@ -228,6 +234,7 @@ impl Node {
             next_req: first_request_number(incarnation),
             in_flight: BTreeMap::new(),
             read_repairs: 0,
+            pending_forgets: BTreeMap::new(),
             hits: 0,
             misses: 0,
             recent_forwards: BTreeMap::new(),
@@ -266,6 +273,7 @@ impl Node {
             memory_limit_bytes: self.store.limits().max_memory_bytes,
             read_repairs: self.read_repairs,
             repairs_declined: store.repairs_declined,
+            tombstones_collected: store.tombstones_collected,
         }
     }
 
@@ -326,6 +334,7 @@ impl Node {
     /// Fails every request whose deadline has passed, and runs one round of active expiry.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
         self.store.expire_step(now);
+        self.send_due_forgets(now, out);
         // A forwarder gives up after one request timeout; remember its requests twice that.
         let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
         self.recent_forwards.retain(|_, at| *at >= horizon);
@@ -640,6 +649,9 @@ impl Node {
             PeerMessage::Repair { key, state, .. } => {
                 self.store.merge_repair(&key, &state, now);
             }
+            PeerMessage::Forget { key, clock, .. } => {
+                self.store.forget(&key, &clock);
+            }
             PeerMessage::Fetch { req, key } => {
                 let state = self.store.read(&key, now).cloned();
                 out.messages.push(Outgoing {
@@ -804,6 +816,30 @@ impl Node {
         }
     }
 
+    fn send_due_forgets(&mut self, now: Millis, out: &mut Outputs) {
+        while let Some(entry) = self.pending_forgets.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (key, clock, replicas) = entry.remove();
+            for replica in replicas {
+                if replica == self.id {
+                    self.store.forget(&key, &clock);
+                } else {
+                    let req = self.fresh_req();
+                    out.messages.push(Outgoing {
+                        to: replica,
+                        message: PeerMessage::Forget {
+                            req,
+                            key: key.clone(),
+                            clock: clock.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
     /// Joins a state another replica sent into the local store; false if the store is full
     /// and may not evict.
     fn apply_replicated(&mut self, key: &[u8], state: &Siblings, now: Millis) -> bool {
@@ -836,8 +872,34 @@ impl Node {
         if merged.context().is_empty() {
             return;
         }
+        // Every replica answered with the same tombstones: collect them after the grace
+        // period (they cannot come back: no replica holds anything they cover, and the grace
+        // outlasts any message in flight that might).
+        let replicas: Vec<NodeId> = self.ring.replicas_of(key).to_vec();
+        // (A replica holding nothing agrees: it has nothing the tombstones must cover.)
+        let all_agree = merged.is_tombstones_only()
+            && replicas.len() == self.config.replicas
+            && replicas.iter().all(|r| {
+                answers
+                    .get(r)
+                    .is_some_and(|a| a.is_none() || a.as_ref() == Some(merged))
+            });
+        if all_agree {
+            let due = now + self.config.tombstone_grace_ms;
+            let seq = self.fresh_req();
+            self.pending_forgets.insert(
+                (due, seq),
+                (key.to_vec(), merged.context().clone(), replicas),
+            );
+            return;
+        }
         for (replica, answer) in answers {
             if answer.as_ref() == Some(merged) {
+                continue;
+            }
+            // Tombstones are not pushed to a replica that holds nothing: it has no value for
+            // them to cover, and re-adding them would undo their collection.
+            if answer.is_none() && merged.is_tombstones_only() {
                 continue;
             }
             self.read_repairs += 1;

@@ -548,3 +548,97 @@ fn expire_refuses_missing_keys_and_siblings() {
         ClientReply::Failed(RequestError::Conflict { siblings: 2 })
     );
 }
+
+#[test]
+fn tombstones_are_collected_once_every_replica_holds_them_and_the_grace_passed() {
+    let config = CoreConfig::for_test();
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let w = net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    net.request("A", delete("k", Some(context(&w)), Quorum::All))
+        .unwrap();
+    // A read that sees the same tombstone on all three replicas schedules the collection.
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+    let held = |net: &Net| {
+        ["A", "B", "C"]
+            .iter()
+            .filter(|n| net.nodes[&nid(n)].store().peek(b"k").is_some())
+            .count()
+    };
+    assert_eq!(
+        held(&net),
+        3,
+        "nothing is collected before the grace period"
+    );
+    net.tick_all(net.now + grace - 1);
+    assert_eq!(held(&net), 3);
+    // B's tick sends the Forget messages; deliver them.
+    let mut out = Outputs::default();
+    net.now += grace;
+    net.nodes
+        .get_mut(&nid("B"))
+        .unwrap()
+        .tick(net.now, &mut out);
+    for msg in out.messages {
+        net.nodes.get_mut(&msg.to).unwrap().handle(
+            net.now,
+            Input::Peer {
+                from: nid("B"),
+                message: msg.message,
+            },
+            &mut Outputs::default(),
+        );
+    }
+    assert_eq!(held(&net), 0, "every replica collected the tombstone");
+    let collected: u64 = net
+        .nodes
+        .values()
+        .map(|n| n.stats().tombstones_collected)
+        .sum();
+    assert_eq!(collected, 3);
+    // The key reads as absent, and can be written again.
+    let r = net.request("C", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+    let again = net.request("C", put("k", "v2", None, Quorum::All)).unwrap();
+    assert!(matches!(again, ClientReply::Written { .. }));
+}
+
+#[test]
+fn a_write_after_the_collection_was_scheduled_keeps_the_key() {
+    let config = CoreConfig::for_test();
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let w = net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    let d = net
+        .request("A", delete("k", Some(context(&w)), Quorum::All))
+        .unwrap();
+    net.request("B", get("k", Quorum::All)).unwrap();
+    // A new write lands before the grace period ends.
+    net.request("C", put("k", "new", Some(context(&d)), Quorum::All))
+        .unwrap();
+    net.now += grace;
+    let mut out = Outputs::default();
+    net.nodes
+        .get_mut(&nid("B"))
+        .unwrap()
+        .tick(net.now, &mut out);
+    assert!(!out.messages.is_empty(), "the forgets were sent");
+    for msg in out.messages {
+        net.nodes.get_mut(&msg.to).unwrap().handle(
+            net.now,
+            Input::Peer {
+                from: nid("B"),
+                message: msg.message,
+            },
+            &mut Outputs::default(),
+        );
+    }
+    for n in ["A", "B", "C"] {
+        assert_eq!(
+            local_data(&net, n, b"k"),
+            vec!["new"],
+            "replica {n} kept the write"
+        );
+    }
+}

@@ -184,6 +184,15 @@ impl Siblings {
         self.clock.merge(&other.clock);
     }
 
+    /// Whether the state holds tombstones only (deletes, and values active expiry reclaimed).
+    pub fn is_tombstones_only(&self) -> bool {
+        !self.versions.is_empty()
+            && self
+                .versions
+                .iter()
+                .all(|(_, p)| matches!(p, Payload::Tombstone))
+    }
+
     /// The earliest expiry among the values, if any has one.
     pub fn earliest_expiry(&self) -> Option<u64> {
         self.versions

@@ -68,6 +68,8 @@ pub struct StoreStats {
     pub evicted: u64,
     /// Repairs of absent keys skipped because the store was near its limit.
     pub repairs_declined: u64,
+    /// Tombstone-only keys collected after every replica held them (see `forget`).
+    pub tombstones_collected: u64,
 }
 
 #[derive(Debug)]
@@ -286,16 +288,38 @@ impl Store {
                 .expect("index in range");
             self.used_bytes -= entry.bytes;
             self.stats.evicted += 1;
-            if self.evicted_this_epoch.len() >= EPOCH_MEMORY {
-                // Forgetting which keys were evicted is safe only in a new epoch.
-                self.epoch += 1;
-                self.evicted_this_epoch.clear();
-            }
-            self.evicted_this_epoch.insert(key_hash(&key));
+            self.remember_forgotten(&key);
             if let Some(log) = self.eviction_log.as_mut() {
                 log.push((key, entry.state));
             }
         }
+    }
+
+    /// Drops `key` if its state is still exactly the tombstone-only state `clock` describes
+    /// (every replica was seen holding it, a grace period ago). A newer write keeps the key.
+    /// Like an eviction, forgetting a key ends the dot-minting epoch if the key is written
+    /// again (see [`Store::update`]).
+    pub fn forget(&mut self, key: &[u8], clock: &VersionVector) -> bool {
+        let Some(entry) = self.entries.get(key) else {
+            return false;
+        };
+        if !entry.state.is_tombstones_only() || entry.state.context() != clock {
+            return false;
+        }
+        let (key, entry) = self.entries.swap_remove_entry(key).expect("present");
+        self.used_bytes -= entry.bytes;
+        self.stats.tombstones_collected += 1;
+        self.remember_forgotten(&key);
+        true
+    }
+
+    fn remember_forgotten(&mut self, key: &[u8]) {
+        if self.evicted_this_epoch.len() >= EPOCH_MEMORY {
+            // Forgetting which keys were dropped is safe only in a new epoch.
+            self.epoch += 1;
+            self.evicted_this_epoch.clear();
+        }
+        self.evicted_this_epoch.insert(key_hash(key));
     }
 
     /// One round of active expiry: samples keys and turns their expired values into

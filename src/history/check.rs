@@ -253,6 +253,27 @@ impl<'h> Checker<'h> {
             .map(|(id, _)| *id)
     }
 
+    /// Whether a delete that may have taken effect superseded `v`, invoked before `before`.
+    fn deleted_after(&self, key: &[u8], v: &[u8], before: Millis) -> bool {
+        let own = self.put_of_value.get(v).copied();
+        let v_invoked = own.map(|id| self.history.get(id).invoked_at).unwrap_or(0);
+        self.keys.get(key).is_some_and(|index| {
+            index.writes.iter().any(|(id, q)| {
+                Some(*id) != own
+                    && matches!(q.kind, OpKind::Delete { .. })
+                    && q.may_have_applied()
+                    && q.invoked_at <= before
+                    && match &q.context_in {
+                        Some(ctx) => self.context_covers_value(ctx, v),
+                        None => {
+                            !q.is_acknowledged_write()
+                                || q.completed_at.unwrap_or(Millis::MAX) >= v_invoked
+                        }
+                    }
+            })
+        })
+    }
+
     /// Whether the value written by `put` may have expired by `at`.
     fn may_have_expired(&self, put: &Operation, at: Millis) -> bool {
         match &put.kind {
@@ -487,10 +508,16 @@ impl<'h> Checker<'h> {
         };
         let read_done = read.completed_at.unwrap_or(Millis::MAX);
         let sees_context = read_ctx.descends_from(write_ctx);
-        let sees_value = values.into_iter().any(|v| v == value.as_slice())
+        let values: Vec<&[u8]> = values.collect();
+        let sees_value = values.contains(&value.as_slice())
             || self.may_have_expired(write, read_done)
             || self.superseder(&write.key, value, read_done).is_some();
-        let ok = sees_context && sees_value;
+        // A write that expired or was deleted may be gone altogether, context included: its
+        // tombstones are collected once every replica holds them. Finding nothing is then
+        // reading the write's aftermath.
+        let gone = self.may_have_expired(write, read_done)
+            || self.deleted_after(&write.key, value, read_done);
+        let ok = (sees_context && sees_value) || (values.is_empty() && gone);
         let n = self.c.replicas;
         let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
             return;

@@ -142,7 +142,9 @@ impl World<'_> {
                 else {
                     continue; // a member that is gone holds nothing to compare
                 };
-                let state = node.store().peek(key);
+                // Tombstones alone and nothing at all read the same; collection turns one into
+                // the other, replica by replica.
+                let state = node.store().peek(key).filter(|s| !s.is_tombstones_only());
                 // Under a memory limit an absent key is a cache miss (evicted, or declined
                 // by a full peer's repair), not a divergence: only copies held must agree.
                 if state.is_none() && self.s.memory.is_some() {
@@ -235,6 +237,7 @@ impl World<'_> {
             divergence,
             evicted: stats.iter().map(|s| s.evicted).sum(),
             expired: stats.iter().map(|s| s.expired).sum(),
+            tombstones_collected: stats.iter().map(|s| s.tombstones_collected).sum(),
         }
     }
 
