@@ -140,7 +140,7 @@ pub struct Node {
     read_repairs: u64,
     /// Tombstone-only states every replica was seen holding, to collect once their grace
     /// period ends: (due time, sequence) → key, state's clock, replicas.
-    pending_forgets: BTreeMap<(Millis, u64), (Vec<u8>, VersionVector, Vec<NodeId>)>,
+    pending_forgets: BTreeMap<(Millis, u64), PendingForget>,
     /// Reads this node coordinated that found a value / found none.
     hits: u64,
     misses: u64,
@@ -151,6 +151,9 @@ pub struct Node {
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
+
+/// A tombstone-only state to collect: the key, the state's clock, the replicas to tell.
+type PendingForget = (Vec<u8>, VersionVector, Vec<NodeId>);
 
 /// What a peer reports at `GET /v1/stats`: its reads, its store, its repairs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
