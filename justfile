@@ -25,10 +25,12 @@ chaos secs="300":
     RINGCACHE_CHAOS_SECS={{secs}} cargo test --release --test chaos -- --nocapture
 
 # Benchmarks: memory per key against redis-server in the same run (installs redis-server if
-# missing and root). Figures go in docs/performance.md.
+# missing and root), then the engine's get/set/evict/expire on 1M keys (Criterion). Figures go
+# in docs/performance.md.
 bench:
     command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
     cargo bench --bench memory
+    cargo bench --bench engine
 
 fmt:
     cargo fmt --all
