@@ -27,6 +27,16 @@ pub struct PeerConfig {
     pub core: CoreConfig,
     /// Gossip and failure-detection timing.
     pub gossip: GossipTiming,
+    /// Engine shards (one driver task each); the keyspace is dealt to them by partition.
+    pub shards: u32,
+}
+
+/// One shard per available core.
+pub fn default_shards() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .clamp(1, 64)
 }
 
 impl PeerConfig {
@@ -54,6 +64,7 @@ impl PeerConfig {
                 interval: std::time::Duration::from_millis(100),
                 ..GossipTiming::default()
             },
+            shards: 2,
         }
     }
 }

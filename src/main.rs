@@ -181,6 +181,9 @@ struct ServeArgs {
     /// unit: `512MiB`, `2GiB`, `100MB`. No limit by default.
     #[arg(long, value_parser = parse_size)]
     max_memory: Option<u64>,
+    /// Engine shards, each served by its own task (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: u32,
     /// What a full store evicts: lru, lfu, fifo, random, volatile-ttl, noeviction.
     #[arg(long, default_value_t = EvictionPolicy::Lru)]
     eviction: EvictionPolicy,
@@ -233,6 +236,10 @@ impl ServeArgs {
             gossip: GossipTiming {
                 interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
                 ..GossipTiming::default()
+            },
+            shards: match self.shards {
+                0 => ringcache::config::default_shards(),
+                n => n.min(64),
             },
         })
     }

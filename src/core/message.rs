@@ -66,6 +66,24 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
+    /// The shard (of `shards` on the receiving peer) that must handle this message: messages
+    /// about a key go to the key's shard; replies go to the shard that numbered the request
+    /// (a shard's request numbers are its index modulo `shards`, see `Node::new_shard`).
+    pub fn shard(&self, partitions: u32, shards: u32) -> u32 {
+        let by_key = |key: &[u8]| crate::core::ring::shard_of_key(key, partitions, shards);
+        match self {
+            PeerMessage::Store { key, .. }
+            | PeerMessage::Repair { key, .. }
+            | PeerMessage::Forget { key, .. }
+            | PeerMessage::Fetch { key, .. } => by_key(key),
+            PeerMessage::Coordinate { write, .. } => by_key(&write.key),
+            PeerMessage::StoreAck { req }
+            | PeerMessage::StoreRefused { req }
+            | PeerMessage::FetchReply { req, .. }
+            | PeerMessage::CoordinateReply { req, .. } => (*req % shards.max(1) as u64) as u32,
+        }
+    }
+
     /// The request number the message carries, for matching replies and undelivered sends.
     pub fn req(&self) -> u64 {
         match self {

@@ -134,6 +134,8 @@ pub struct Node {
     ring: Ring,
     store: Store,
     next_req: u64,
+    /// Request numbers advance by the shard count, keeping their residue (see `new_shard`).
+    req_stride: u64,
     /// Requests this node coordinates or forwarded, by request number.
     in_flight: BTreeMap<u64, InFlight>,
     /// Replicas sent a merged state by read repair, since start.
@@ -217,6 +219,28 @@ impl Node {
     /// `incarnation` must differ on every start of the same peer (the shell uses its boot time
     /// in milliseconds), so a restarted peer never reuses a dot.
     pub fn new(id: NodeId, incarnation: u64, config: CoreConfig) -> Node {
+        Self::new_shard(id, incarnation, config, 0, 1)
+    }
+
+    /// One of `shards` engine shards of a peer: it holds the keys whose partitions
+    /// `ring::shard_of_key` deals to `shard`, and numbers its requests `shard` modulo `shards`
+    /// so replies find their way back to it. Shards share the peer's actor: they never hold
+    /// the same key, and dots are per key.
+    pub fn new_shard(
+        id: NodeId,
+        incarnation: u64,
+        config: CoreConfig,
+        shard: u32,
+        shards: u32,
+    ) -> Node {
+        let shards = shards.max(1) as u64;
+        let mut node = Self::unsharded(id, incarnation, config);
+        node.next_req = node.next_req / shards * shards + shard as u64;
+        node.req_stride = shards;
+        node
+    }
+
+    fn unsharded(id: NodeId, incarnation: u64, config: CoreConfig) -> Node {
         let view = MembershipView::new().with(id.clone(), crate::core::membership::Liveness::Up);
         let ring = Ring::new(config.ring_params(), view.members())
             .expect("CoreConfig::validate accepts only valid ring parameters");
@@ -235,6 +259,7 @@ impl Node {
             view,
             ring,
             next_req: first_request_number(incarnation),
+            req_stride: 1,
             in_flight: BTreeMap::new(),
             read_repairs: 0,
             pending_forgets: BTreeMap::new(),
@@ -390,7 +415,7 @@ impl Node {
     }
 
     fn fresh_req(&mut self) -> u64 {
-        self.next_req += 1;
+        self.next_req += self.req_stride;
         self.next_req
     }
 

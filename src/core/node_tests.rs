@@ -642,3 +642,44 @@ fn a_write_after_the_collection_was_scheduled_keeps_the_key() {
         );
     }
 }
+
+#[test]
+fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
+    let config = CoreConfig::for_test();
+    for shard in 0..3u32 {
+        let mut node = Node::new_shard(nid("A"), 9, config.clone(), shard, 3);
+        let view = MembershipView::new()
+            .with("A", Liveness::Up)
+            .with("B", Liveness::Up)
+            .with("C", Liveness::Up);
+        node.handle(0, Input::Membership(view), &mut Outputs::default());
+        // Find a key this shard owns, read it, and check every request it sends.
+        let key = (0..)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| crate::core::ring::shard_of_key(k, config.partitions, 3) == shard)
+            .unwrap();
+        let mut out = Outputs::default();
+        node.handle(
+            0,
+            Input::Client {
+                id: ClientRequestId(1),
+                request: ClientRequest::Get {
+                    key: key.clone(),
+                    r: Quorum::All,
+                },
+            },
+            &mut out,
+        );
+        assert!(!out.messages.is_empty());
+        for msg in &out.messages {
+            // The remote peer routes the Fetch by key, and our reply by request number:
+            // both lead to this shard.
+            assert_eq!(msg.message.shard(config.partitions, 3), shard);
+            let reply = PeerMessage::FetchReply {
+                req: msg.message.req(),
+                state: None,
+            };
+            assert_eq!(reply.shard(config.partitions, 3), shard);
+        }
+    }
+}

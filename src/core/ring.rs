@@ -154,6 +154,12 @@ fn partition_width(partitions: u32) -> u64 {
     }
 }
 
+/// The engine shard (of `shards` on one peer) that owns `key`: partitions are dealt to shards
+/// round-robin, so a partition belongs to exactly one shard.
+pub fn shard_of_key(key: &[u8], partitions: u32, shards: u32) -> u32 {
+    partition_of_position(key_position(key), partitions) % shards.max(1)
+}
+
 fn partition_of_position(position: u64, partitions: u32) -> PartitionId {
     if partitions == 1 {
         0

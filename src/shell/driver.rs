@@ -1,14 +1,17 @@
-//! The driver: the one task that owns a peer's [`Node`] and feeds it the world.
+//! The drivers: one task per engine shard, each owning one [`Node`] and feeding it the world.
 //!
-//! It `select!`s over client commands, inbound peer messages, failed sends, a tick timer and
-//! gossip's membership view, calls the core, and carries out what the core asks: messages go to
-//! [`PeerTransport`] (one spawned send each, so a slow peer never stalls the loop), replies go
-//! back to the waiting HTTP handler. This is the only place the wall clock reaches the core.
+//! A peer's keyspace is split into shards by partition (`ring::shard_of_key`), so the cores of
+//! a machine serve at once. Each driver `select!`s over its client commands, inbound peer
+//! messages, failed sends, a tick timer and gossip's membership view, calls its core, and
+//! carries out what the core asks: messages go to [`PeerTransport`] (one spawned send each, so
+//! a slow peer never stalls the loop), replies go back to the waiting HTTP handler. A router
+//! task deals inbound peer messages to shards (`PeerMessage::shard`), and [`DriverHandle`]
+//! deals client requests by key. This is the only place the wall clock reaches the core.
 
 use crate::core::message::PeerMessage;
 use crate::core::node::{Input, Node, NodeStats, Outputs};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
-use crate::core::ring::PartitionId;
+use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
 use crate::shell::transport::{Inbound, PeerTransport};
@@ -63,17 +66,22 @@ pub struct Ownership {
     pub replica_partitions: PartitionId,
 }
 
-/// A cheap, cloneable way to talk to the driver.
+/// A cheap, cloneable way to talk to the drivers.
 #[derive(Clone)]
 pub struct DriverHandle {
-    commands: mpsc::Sender<Command>,
+    shards: Vec<mpsc::Sender<Command>>,
+    partitions: u32,
 }
 
 impl DriverHandle {
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
+        let key = match &request {
+            ClientRequest::Get { key, .. } => key,
+            ClientRequest::Write(w) => &w.key,
+        };
+        let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
-        if self
-            .commands
+        if self.shards[shard]
             .send(Command::Request { request, reply: tx })
             .await
             .is_err()
@@ -84,19 +92,105 @@ impl DriverHandle {
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
     }
 
+    /// The peer's status: the first shard's view of the cluster, keys and stats summed over
+    /// every shard.
     pub async fn status(&self) -> Option<Status> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Status { reply: tx })
-            .await
-            .ok()?;
-        rx.await.ok()
+        let mut merged: Option<Status> = None;
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            shard.send(Command::Status { reply: tx }).await.ok()?;
+            let status = rx.await.ok()?;
+            match merged.as_mut() {
+                None => merged = Some(status),
+                Some(m) => {
+                    m.keys += status.keys;
+                    m.stats.add(&status.stats);
+                }
+            }
+        }
+        merged
     }
+}
+
+/// Starts one driver per node (shard) and the router that deals inbound messages to them.
+pub fn spawn_shards(
+    nodes: Vec<Node>,
+    gossip: Arc<Gossip>,
+    transport: PeerTransport,
+    mut inbound: mpsc::Receiver<Inbound>,
+    shutdown: watch::Receiver<bool>,
+) -> (DriverHandle, Vec<tokio::task::JoinHandle<()>>) {
+    let partitions = nodes.first().map(|n| n.config().partitions).unwrap_or(1);
+    let count = nodes.len() as u32;
+    let mut shards = Vec::new();
+    let mut inboxes = Vec::new();
+    let mut tasks = Vec::new();
+    // One poller reads gossip's view and publishes it, so every shard sees the same view.
+    let (view_tx, view_rx) = watch::channel(ClusterView::default());
+    let mut poll_stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut poll = tokio::time::interval(VIEW_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = poll.tick() => {
+                    let view = gossip.view().await;
+                    view_tx.send_if_modified(|current| {
+                        let changed = *current != view;
+                        if changed {
+                            *current = view;
+                        }
+                        changed
+                    });
+                }
+                changed = poll_stop.changed() => {
+                    let stopping = changed.is_err() || *poll_stop.borrow();
+                    if stopping {
+                        break;
+                    }
+                }
+            }
+        }
+    }));
+    for node in nodes {
+        let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
+        let (commands, task) = Driver::spawn(
+            node,
+            view_rx.clone(),
+            transport.clone(),
+            inbox_rx,
+            shutdown.clone(),
+        );
+        shards.push(commands);
+        inboxes.push(inbox_tx);
+        tasks.push(task);
+    }
+    let mut stop = shutdown;
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = inbound.recv() => {
+                    let Some((from, message)) = received else { break };
+                    let shard = message.shard(partitions, count) as usize;
+                    if inboxes[shard].send((from, message)).await.is_err() {
+                        break;
+                    }
+                }
+                changed = stop.changed() => {
+                    let stopping = changed.is_err() || *stop.borrow();
+                    if stopping {
+                        break;
+                    }
+                }
+            }
+        }
+    }));
+    (DriverHandle { shards, partitions }, tasks)
 }
 
 pub struct Driver {
     node: Node,
-    gossip: Arc<Gossip>,
+    views: watch::Receiver<ClusterView>,
     transport: PeerTransport,
     view: ClusterView,
     pending: HashMap<ClientRequestId, oneshot::Sender<ClientReply>>,
@@ -105,19 +199,20 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Starts the driver task; it runs until `shutdown` turns true or every handle is dropped.
-    pub fn spawn(
+    /// Starts one shard's driver task; it runs until `shutdown` turns true or every handle is
+    /// dropped.
+    fn spawn(
         node: Node,
-        gossip: Arc<Gossip>,
+        views: watch::Receiver<ClusterView>,
         transport: PeerTransport,
         inbound: mpsc::Receiver<Inbound>,
         shutdown: watch::Receiver<bool>,
-    ) -> (DriverHandle, tokio::task::JoinHandle<()>) {
+    ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let (undeliverable_tx, undeliverable_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             node,
-            gossip,
+            views,
             transport,
             view: ClusterView::default(),
             pending: HashMap::new(),
@@ -125,12 +220,7 @@ impl Driver {
             undeliverable_tx,
         };
         let task = tokio::spawn(driver.run(commands_rx, inbound, undeliverable_rx, shutdown));
-        (
-            DriverHandle {
-                commands: commands_tx,
-            },
-            task,
-        )
+        (commands_tx, task)
     }
 
     async fn run(
@@ -141,9 +231,7 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(TICK);
-        let mut view_poll = tokio::time::interval(VIEW_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        view_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let mut out = Outputs::default();
             let now = wall_clock_ms();
@@ -167,8 +255,8 @@ impl Driver {
                     self.node.handle(now, Input::Undeliverable { to, req }, &mut out);
                 }
                 _ = tick.tick() => self.node.tick(now, &mut out),
-                _ = view_poll.tick() => {
-                    let view = self.gossip.view().await;
+                Ok(()) = self.views.changed() => {
+                    let view = self.views.borrow_and_update().clone();
                     if view != self.view {
                         tracing::debug!(?view, "membership changed");
                         self.view = view;

@@ -7,7 +7,7 @@ use crate::api::http;
 use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
-use crate::shell::driver::{wall_clock_ms, Driver, DriverHandle};
+use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
 use crate::shell::gossip::{Gossip, GossipSetup};
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
@@ -70,10 +70,24 @@ impl RunningPeer {
             .await?,
         );
 
-        let node = Node::new(config.id.clone(), incarnation, config.core.clone());
+        // One engine shard per core; the memory limit is shared out among them.
+        let shards = config.shards.max(1);
+        let mut shard_config = config.core.clone();
+        shard_config.max_memory_bytes = config.core.max_memory_bytes.map(|m| m / shards as u64);
+        let nodes = (0..shards)
+            .map(|i| {
+                Node::new_shard(
+                    config.id.clone(),
+                    incarnation,
+                    shard_config.clone(),
+                    i,
+                    shards,
+                )
+            })
+            .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (driver, driver_task) = Driver::spawn(
-            node,
+        let (driver, mut tasks) = spawn_shards(
+            nodes,
             gossip.clone(),
             transport.clone(),
             inbound_rx,
@@ -96,7 +110,10 @@ impl RunningPeer {
             shutdown: shutdown_tx,
             gossip,
             transport,
-            tasks: vec![driver_task, http_task],
+            tasks: {
+                tasks.push(http_task);
+                tasks
+            },
         })
     }
 
