@@ -205,6 +205,10 @@ impl NodeStats {
     }
 }
 
+/// The origin of reads the node starts itself (to confirm tombstones before collecting them):
+/// nobody waits for their answer, and they are not counted as hits or misses.
+const INTERNAL_READ: ClientRequestId = ClientRequestId(u64::MAX);
+
 /// Scrambles an incarnation into a starting request number (SplitMix64's finalizer), so that a
 /// reply meant for an earlier incarnation of this peer cannot match one of this incarnation's
 /// requests: the ranges two incarnations use are 2^62 numbers apart on average.
@@ -361,7 +365,19 @@ impl Node {
 
     /// Fails every request whose deadline has passed, and runs one round of active expiry.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
-        self.store.expire_step(now);
+        // A key whose values all expired is collected like a deleted one: its first live
+        // replica reads it from every replica, which schedules the collection if they agree.
+        for key in self.store.expire_step(now) {
+            let first_live = self
+                .ring
+                .replicas_of(&key)
+                .iter()
+                .find(|r| self.view.is_up(r))
+                .cloned();
+            if first_live.as_ref() == Some(&self.id) {
+                self.start_read(now, INTERNAL_READ, key, Quorum::All, out);
+            }
+        }
         self.send_due_forgets(now, out);
         // A forwarder gives up after one request timeout; remember its requests twice that.
         let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
@@ -794,6 +810,7 @@ impl Node {
                     let reply = if outcome == QuorumOutcome::Met {
                         let reply = read_reply(merged, now);
                         match reply {
+                            _ if *origin == INTERNAL_READ => {}
                             ClientReply::Found { .. } => self.hits += 1,
                             _ => self.misses += 1,
                         }

@@ -683,3 +683,61 @@ fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
         }
     }
 }
+
+/// Ticks every node at `now` and delivers everything that follows, synchronously.
+fn tick_and_deliver(net: &mut Net, now: Millis) {
+    net.now = now;
+    let mut queue: VecDeque<(NodeId, NodeId, PeerMessage)> = VecDeque::new();
+    let names: Vec<NodeId> = net.nodes.keys().cloned().collect();
+    for name in &names {
+        let mut out = Outputs::default();
+        net.nodes.get_mut(name).unwrap().tick(now, &mut out);
+        queue.extend(
+            out.messages
+                .into_iter()
+                .map(|m| (name.clone(), m.to, m.message)),
+        );
+    }
+    while let Some((from, to, message)) = queue.pop_front() {
+        let mut out = Outputs::default();
+        net.nodes
+            .get_mut(&to)
+            .unwrap()
+            .handle(now, Input::Peer { from, message }, &mut out);
+        queue.extend(
+            out.messages
+                .into_iter()
+                .map(|m| (to.clone(), m.to, m.message)),
+        );
+    }
+}
+
+#[test]
+fn a_key_whose_values_expired_is_collected_without_any_client_read() {
+    let config = CoreConfig::for_test();
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    net.request("A", put_ttl("k", "v", 1_000)).unwrap();
+    let start = net.now;
+    // Past the expiry: active expiry turns the value into a tombstone on each replica, and
+    // the first live replica confirms with the others.
+    tick_and_deliver(&mut net, start + 1_000);
+    tick_and_deliver(&mut net, start + 1_020);
+    for n in ["A", "B", "C"] {
+        let state = net.nodes[&nid(n)].store().peek(b"k").cloned();
+        assert!(state.is_some_and(|s| s.is_tombstones_only()), "replica {n}");
+    }
+    // After the grace period every replica has dropped the key.
+    tick_and_deliver(&mut net, start + 1_020 + grace);
+    for n in ["A", "B", "C"] {
+        assert!(
+            net.nodes[&nid(n)].store().peek(b"k").is_none(),
+            "replica {n}"
+        );
+        assert_eq!(
+            net.nodes[&nid(n)].stats().misses,
+            0,
+            "internal reads are not misses"
+        );
+    }
+}

@@ -324,9 +324,10 @@ impl Store {
 
     /// One round of active expiry: samples keys and turns their expired values into
     /// tombstones, reclaiming the values' bytes. Examines at most `EXPIRY_SAMPLES` keys.
-    /// Returns the number of values expired.
-    pub fn expire_step(&mut self, now: Millis) -> u64 {
+    /// Returns the keys left holding nothing but tombstones (candidates for collection).
+    pub fn expire_step(&mut self, now: Millis) -> Vec<Vec<u8>> {
         let mut expired = 0;
+        let mut emptied = Vec::new();
         for _ in 0..EXPIRY_SAMPLES.min(self.entries.len()) {
             let index = (self.draw() % self.entries.len() as u64) as usize;
             let (key, entry) = self.entries.get_index_mut(index).expect("index in range");
@@ -342,9 +343,12 @@ impl Store {
             self.used_bytes = self.used_bytes - entry.bytes + bytes;
             entry.bytes = bytes;
             entry.access.expires_at_ms = entry.state.earliest_expiry();
+            if entry.state.is_tombstones_only() {
+                emptied.push(key.clone());
+            }
         }
         self.stats.expired += expired;
-        expired
+        emptied
     }
 
     /// Every key held, in no particular order (the simulator's final inspection).
