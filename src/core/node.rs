@@ -424,10 +424,32 @@ impl Node {
     fn on_membership(&mut self, mut view: MembershipView) {
         view.set(self.id.clone(), crate::core::membership::Liveness::Up);
         if view.members() != *self.ring.members() {
-            self.ring = Ring::new(self.config.ring_params(), view.members())
+            let ring = Ring::new(self.config.ring_params(), view.members())
                 .expect("ring parameters were validated at start");
+            self.drop_regained_partitions(&ring);
+            self.ring = ring;
         }
         self.view = view;
+    }
+
+    /// A peer that becomes a replica of a partition it did not replicate a moment ago may hold
+    /// copies from an earlier time it did: they missed every write since, including deletes
+    /// whose tombstones may have been collected meanwhile, so they could bring a deleted value
+    /// back. They are dropped (like an eviction); the current replicas hold the truth.
+    fn drop_regained_partitions(&mut self, new_ring: &Ring) {
+        let partitions = self.config.partitions;
+        let regained: std::collections::BTreeSet<u32> = (0..partitions)
+            .filter(|p| {
+                new_ring.preference_list(*p).contains(&self.id)
+                    && !self.ring.preference_list(*p).contains(&self.id)
+            })
+            .collect();
+        if regained.is_empty() || self.store.is_empty() {
+            return;
+        }
+        let ring = new_ring;
+        self.store
+            .drop_where(|key| regained.contains(&ring.partition_of(key)));
     }
 
     fn fresh_req(&mut self) -> u64 {

@@ -741,3 +741,63 @@ fn a_key_whose_values_expired_is_collected_without_any_client_read() {
         );
     }
 }
+
+#[test]
+fn a_peer_that_becomes_a_replica_again_drops_its_possibly_stale_copies() {
+    let config = CoreConfig::for_test();
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    let mut a = Node::new(nid("A"), 1, config.clone());
+    a.handle(0, Input::Membership(four), &mut Outputs::default());
+    let key_of = |a: &Node, owned: bool| {
+        (0..)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| a.ring().replicas_of(k).contains(&nid("A")) == owned)
+            .unwrap()
+    };
+    let foreign = key_of(&a, false);
+    let own = key_of(&a, true);
+    // A holds copies of both: one it replicates, one left from an earlier ownership.
+    for key in [&foreign, &own] {
+        let mut state = Siblings::new();
+        state.update(
+            &Actor("B.2".into()),
+            &VersionVector::new(),
+            Payload::Value {
+                data: b"old".to_vec(),
+                expires_at_ms: None,
+            },
+            64,
+        );
+        let store = PeerMessage::Store {
+            req: 1,
+            key: key.clone(),
+            state,
+        };
+        a.handle(
+            0,
+            Input::Peer {
+                from: nid("B"),
+                message: store,
+            },
+            &mut Outputs::default(),
+        );
+    }
+    // D leaves: with three members left, A replicates everything again.
+    let three = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up);
+    a.handle(1, Input::Membership(three), &mut Outputs::default());
+    assert!(
+        a.store().peek(&foreign).is_none(),
+        "the stale copy was dropped"
+    );
+    assert!(
+        a.store().peek(&own).is_some(),
+        "a key A kept replicating stays"
+    );
+}

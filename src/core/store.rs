@@ -70,6 +70,8 @@ pub struct StoreStats {
     pub repairs_declined: u64,
     /// Tombstone-only keys collected after every replica held them (see `forget`).
     pub tombstones_collected: u64,
+    /// Possibly stale copies dropped when this peer became a replica again (see `drop_where`).
+    pub dropped_stale: u64,
 }
 
 #[derive(Debug)]
@@ -320,6 +322,24 @@ impl Store {
             self.evicted_this_epoch.clear();
         }
         self.evicted_this_epoch.insert(key_hash(key));
+    }
+
+    /// Drops every key `doomed` selects, as evictions (logged, and ending the dot-minting
+    /// epoch for them); returns how many. Used when a peer regains a partition it may hold
+    /// stale copies of.
+    pub fn drop_where(&mut self, doomed: impl Fn(&[u8]) -> bool) -> usize {
+        let keys: Vec<Vec<u8>> = self.entries.keys().filter(|k| doomed(k)).cloned().collect();
+        for key in &keys {
+            if let Some((key, entry)) = self.entries.swap_remove_entry(key.as_slice()) {
+                self.used_bytes -= entry.bytes;
+                self.stats.dropped_stale += 1;
+                self.remember_forgotten(&key);
+                if let Some(log) = self.eviction_log.as_mut() {
+                    log.push((key, entry.state));
+                }
+            }
+        }
+        keys.len()
     }
 
     /// One round of active expiry: samples keys and turns their expired values into
