@@ -126,6 +126,16 @@ struct Target {
     url: String,
 }
 
+impl WriteArgs {
+    fn options(self, ttl_secs: Option<f64>) -> WriteOptions {
+        WriteOptions {
+            w: self.w,
+            ttl_secs,
+            context: self.context,
+        }
+    }
+}
+
 #[derive(Args)]
 struct WriteArgs {
     /// Write quorum: one, quorum, all or a number.
@@ -302,11 +312,7 @@ async fn main() -> anyhow::Result<()> {
             write,
             ttl,
         } => {
-            let options = WriteOptions {
-                w: write.w,
-                ttl_secs: ttl,
-                context: write.context,
-            };
+            let options = write.options(ttl);
             let context = Client::new(&target.url)
                 .put(key.as_bytes(), value.into_bytes(), &options)
                 .await?;
@@ -314,11 +320,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Del { key, target, write } => {
-            let options = WriteOptions {
-                w: write.w,
-                ttl_secs: None,
-                context: write.context,
-            };
+            let options = write.options(None);
             let context = Client::new(&target.url)
                 .delete(key.as_bytes(), &options)
                 .await?;
@@ -331,11 +333,7 @@ async fn main() -> anyhow::Result<()> {
             target,
             write,
         } => {
-            let options = WriteOptions {
-                w: write.w,
-                ttl_secs: None,
-                context: write.context,
-            };
+            let options = write.options(None);
             let ctx = Client::new(&target.url)
                 .expire(key.as_bytes(), Some(seconds), &options)
                 .await?;
@@ -343,11 +341,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Persist { key, target, write } => {
-            let options = WriteOptions {
-                w: write.w,
-                ttl_secs: None,
-                context: write.context,
-            };
+            let options = write.options(None);
             let ctx = Client::new(&target.url)
                 .expire(key.as_bytes(), None, &options)
                 .await?;

@@ -224,29 +224,35 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
                 }
                 Err(e) => failure(&e),
             },
-            OpKind::Put { value, .. } => match http.put(&key, value, &options).await {
-                Ok(ctx) => {
-                    contexts.insert(key.clone(), ctx.clone());
-                    Outcome::Written {
-                        context: decode(Some(&ctx)),
-                    }
-                }
-                Err(e) if e.status().is_none() && !is_connect(&e) => Outcome::Unknown,
-                Err(e) => failure(&e),
-            },
-            OpKind::Delete { .. } => match http.delete(&key, &options).await {
-                Ok(ctx) => {
-                    contexts.insert(key.clone(), ctx.clone());
-                    Outcome::Written {
-                        context: decode(Some(&ctx)),
-                    }
-                }
-                Err(e) if e.status().is_none() && !is_connect(&e) => Outcome::Unknown,
-                Err(e) => failure(&e),
-            },
+            OpKind::Put { value, .. } => {
+                let result = http.put(&key, value, &options).await;
+                write_outcome(result, &key, &mut contexts)
+            }
+            OpKind::Delete { .. } => {
+                let result = http.delete(&key, &options).await;
+                write_outcome(result, &key, &mut contexts)
+            }
         };
         run.history.borrow_mut().complete(op, run.now(), outcome);
         tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+    }
+}
+
+/// A write's outcome; an acknowledged one also becomes the client's context for the key.
+fn write_outcome(
+    result: Result<String, ClientError>,
+    key: &[u8],
+    contexts: &mut BTreeMap<Vec<u8>, String>,
+) -> Outcome {
+    match result {
+        Ok(ctx) => {
+            let context = decode(Some(&ctx));
+            contexts.insert(key.to_vec(), ctx);
+            Outcome::Written { context }
+        }
+        // No answer and no refused connection: the write may or may not have happened.
+        Err(e) if e.status().is_none() && !is_connect(&e) => Outcome::Unknown,
+        Err(e) => failure(&e),
     }
 }
 
