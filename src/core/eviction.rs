@@ -79,34 +79,47 @@ pub const LFU_LOG_FACTOR: u64 = 10;
 /// Idle time that takes one off an LFU counter (Redis's `lfu-decay-time`, one minute).
 pub const LFU_DECAY_MS: Millis = 60_000;
 
-/// What the policies know about one key.
+/// What the policies know about one key, in 16 bytes: the last access (LRU, and the instant
+/// the LFU counter was last brought up to date: both move together), and the insertion order
+/// (FIFO, 56 bits) packed with the LFU counter (8 bits). A key's expiry, which volatile-TTL
+/// ranks by, lives with its versions and is handed to [`eviction_rank`] separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessRecord {
-    pub last_access_ms: Millis,
-    /// Logarithmic access counter (LFU), as of `lfu_at_ms`.
-    pub lfu: u8,
-    pub lfu_at_ms: Millis,
-    /// Insertion order (FIFO).
-    pub inserted: u64,
-    /// The earliest expiry among the key's values, if any has one (volatile-TTL).
-    pub expires_at_ms: Option<Millis>,
+    last_access_ms: Millis,
+    order_and_lfu: u64,
 }
 
 impl AccessRecord {
     pub fn new(now: Millis, inserted: u64) -> Self {
+        Self::from_parts(now, LFU_INITIAL, inserted)
+    }
+
+    /// A record as of its last access at `last_access_ms` (insertion orders wrap at 2^56).
+    pub fn from_parts(last_access_ms: Millis, lfu: u8, inserted: u64) -> Self {
         Self {
-            last_access_ms: now,
-            lfu: LFU_INITIAL,
-            lfu_at_ms: now,
-            inserted,
-            expires_at_ms: None,
+            last_access_ms,
+            order_and_lfu: (inserted << 8) | lfu as u64,
         }
+    }
+
+    pub fn last_access_ms(&self) -> Millis {
+        self.last_access_ms
+    }
+
+    /// Insertion order (FIFO).
+    pub fn inserted(&self) -> u64 {
+        self.order_and_lfu >> 8
+    }
+
+    /// Logarithmic access counter (LFU), as of the last access.
+    pub fn lfu(&self) -> u8 {
+        self.order_and_lfu as u8
     }
 
     /// The LFU counter after decaying for the idle time up to `now`.
     pub fn decayed_lfu(&self, now: Millis) -> u8 {
-        let periods = now.saturating_sub(self.lfu_at_ms) / LFU_DECAY_MS;
-        self.lfu.saturating_sub(periods.min(255) as u8)
+        let periods = now.saturating_sub(self.last_access_ms) / LFU_DECAY_MS;
+        self.lfu().saturating_sub(periods.min(255) as u8)
     }
 
     /// Records an access at `now`; `draw` is a uniform random number for the counter's
@@ -120,17 +133,17 @@ impl AccessRecord {
                 counter += 1;
             }
         }
-        self.lfu = counter;
-        self.lfu_at_ms = now;
-        self.last_access_ms = now;
+        *self = Self::from_parts(now, counter, self.inserted());
     }
 }
 
 /// Where a key stands in line for eviction under `policy`: lower goes first. `None` means the
 /// policy never evicts this key. `draw` is a uniform random number (used by `Random`).
+/// `expires_at_ms` is the key's earliest expiry, if it has one.
 pub fn eviction_rank(
     policy: EvictionPolicy,
     record: &AccessRecord,
+    expires_at_ms: Option<Millis>,
     now: Millis,
     draw: u64,
 ) -> Option<u64> {
@@ -138,11 +151,11 @@ pub fn eviction_rank(
         EvictionPolicy::Lru => Some(record.last_access_ms),
         // Least frequent first; among equals, least recently used.
         EvictionPolicy::Lfu => Some(
-            ((record.decayed_lfu(now) as u64) << 48) | (record.last_access_ms & ((1 << 48) - 1)),
+            ((record.decayed_lfu(now) as u64) << 48) | (record.last_access_ms() & ((1 << 48) - 1)),
         ),
-        EvictionPolicy::Fifo => Some(record.inserted),
+        EvictionPolicy::Fifo => Some(record.inserted()),
         EvictionPolicy::Random => Some(draw),
-        EvictionPolicy::VolatileTtl => record.expires_at_ms,
+        EvictionPolicy::VolatileTtl => expires_at_ms,
         EvictionPolicy::NoEviction => None,
     }
 }
@@ -151,25 +164,18 @@ pub fn eviction_rank(
 mod tests {
     use super::*;
 
-    fn record(last: Millis, lfu: u8, inserted: u64, expires: Option<Millis>) -> AccessRecord {
-        AccessRecord {
-            last_access_ms: last,
-            lfu,
-            lfu_at_ms: last,
-            inserted,
-            expires_at_ms: expires,
-        }
+    type Record = (AccessRecord, Option<Millis>);
+
+    fn record(last: Millis, lfu: u8, inserted: u64, expires: Option<Millis>) -> Record {
+        (AccessRecord::from_parts(last, lfu, inserted), expires)
     }
 
     /// Ranks three keys under a policy and returns the one it would evict.
-    fn victim(
-        policy: EvictionPolicy,
-        keys: &[(&'static str, AccessRecord)],
-    ) -> Option<&'static str> {
+    fn victim(policy: EvictionPolicy, keys: &[(&'static str, Record)]) -> Option<&'static str> {
         keys.iter()
             .enumerate()
-            .filter_map(|(i, (name, r))| {
-                eviction_rank(policy, r, 1_000, i as u64).map(|k| (k, *name))
+            .filter_map(|(i, (name, (r, expires)))| {
+                eviction_rank(policy, r, *expires, 1_000, i as u64).map(|k| (k, *name))
             })
             .min()
             .map(|(_, name)| name)
@@ -177,7 +183,7 @@ mod tests {
 
     // A scripted pattern: "old" was inserted first and read often long ago; "hot" is read
     // constantly; "new" was inserted last, read once just now, and expires soonest.
-    fn scripted() -> Vec<(&'static str, AccessRecord)> {
+    fn scripted() -> Vec<(&'static str, Record)> {
         vec![
             ("old", record(100, 20, 1, Some(9_000))),
             ("hot", record(900, 30, 2, None)),
@@ -210,11 +216,11 @@ mod tests {
         for _ in 0..10 {
             r.touch(0, 0);
         }
-        assert_eq!(r.lfu, LFU_INITIAL + 10);
+        assert_eq!(r.lfu(), LFU_INITIAL + 10);
         // Draws that are not multiples of the (growing) inverse probability do not.
-        let before = r.lfu;
+        let before = r.lfu();
         r.touch(0, 1);
-        assert_eq!(r.lfu, before);
+        assert_eq!(r.lfu(), before);
         // Three idle minutes take three off.
         assert_eq!(r.decayed_lfu(3 * LFU_DECAY_MS), before - 3);
     }

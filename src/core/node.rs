@@ -648,7 +648,7 @@ impl Node {
         let req = self.fresh_req();
         for replica in &replicas {
             if *replica == self.id {
-                let local = self.store.read(&key, now).cloned();
+                let local = self.store.read(&key, now);
                 if let Some(local) = &local {
                     merged.merge(local);
                 }
@@ -719,7 +719,7 @@ impl Node {
                 self.store.forget(&key, &clock);
             }
             PeerMessage::Fetch { req, key } => {
-                let state = self.store.read(&key, now).cloned();
+                let state = self.store.read(&key, now);
                 out.messages.push(Outgoing {
                     to: from,
                     message: PeerMessage::FetchReply { req, state },

@@ -724,7 +724,7 @@ fn a_key_whose_values_expired_is_collected_without_any_client_read() {
     tick_and_deliver(&mut net, start + 1_000);
     tick_and_deliver(&mut net, start + 1_020);
     for n in ["A", "B", "C"] {
-        let state = net.nodes[&nid(n)].store().peek(b"k").cloned();
+        let state = net.nodes[&nid(n)].store().peek(b"k");
         assert!(state.is_some_and(|s| s.is_tombstones_only()), "replica {n}");
     }
     // After the grace period every replica has dropped the key.

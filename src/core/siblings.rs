@@ -95,6 +95,12 @@ impl Siblings {
         Self::default()
     }
 
+    /// A state from its clock and siblings (as the store decodes them), with the invariants
+    /// restored as for a state from the wire.
+    pub fn from_parts(clock: VersionVector, versions: Vec<(Dot, Payload)>) -> Self {
+        WireSiblings { clock, versions }.into()
+    }
+
     /// The causal context a client gets on read and passes back on write.
     pub fn context(&self) -> &VersionVector {
         &self.clock
@@ -215,29 +221,6 @@ impl Siblings {
             }
         }
         n
-    }
-
-    /// Heap bytes this state occupies (tree nodes, actor names, values), for accounting.
-    pub fn heap_bytes(&self) -> usize {
-        let clock_names: usize = self.clock.iter().map(|(a, _)| a.0.len()).sum();
-        let dot_names: usize = self.versions.iter().map(|(d, _)| d.actor.0.len()).sum();
-        let data: usize = self.versions.iter().map(|(_, p)| p.len()).sum();
-        self.clock.len() * std::mem::size_of::<(Actor, u64)>()
-            + self.versions.capacity() * std::mem::size_of::<(Dot, Payload)>()
-            + clock_names
-            + dot_names
-            + data
-    }
-
-    /// Heap allocations this state makes (for per-allocation overhead).
-    pub fn allocations(&self) -> usize {
-        let vectors = |n: usize| usize::from(n > 0);
-        let values = self.versions.iter().filter(|(_, p)| !p.is_empty()).count();
-        vectors(self.clock.len())
-            + vectors(self.versions.len())
-            + self.clock.len()
-            + self.len()
-            + values
     }
 
     pub fn merged(&self, other: &Siblings) -> Siblings {

@@ -4,12 +4,15 @@
 //! Promises:
 //! - `merge` is the join of [`Siblings`], so replaying or reordering replicated states cannot
 //!   lose a write.
-//! - Lookups are O(1) (a hash map with a fixed hasher, so even memory layout is reproducible
+//! - Lookups are O(1) (a hash index with a fixed hasher, so even memory layout is reproducible
 //!   under simulation); eviction and active expiry sample a bounded number of random keys
-//!   (O(1) by index), as Redis does, so no step does work proportional to the store.
-//! - [`Store::used_bytes`] counts keys, values, version metadata and the engine's per-entry
-//!   overhead (an estimate of the heap the entry occupies), and never exceeds the limit after
-//!   a write returns, except under `noeviction`, where the write is refused instead.
+//!   (O(1) by position), as Redis does, so no step does work proportional to the store.
+//! - Each key is one allocation: its key, clock and siblings packed together, actors as
+//!   interned ids (`packed`, `actors`), in a dense table of 32-byte slots (`table`).
+//! - [`Store::used_bytes`] counts keys, values, version metadata and the engine's own
+//!   overhead (the packed allocation as the allocator rounds it, the slot, the index, the
+//!   actor table), and never exceeds the limit after a write returns, except under
+//!   `noeviction`, where the write is refused instead.
 //! - **Evictions are local.** An evicted key is simply absent here: no tombstone is written, so
 //!   eviction never spreads as a delete. Repair traffic (read repair today, anti-entropy later)
 //!   goes through [`Store::merge_repair`], which only re-adds an absent key while the store is
@@ -23,13 +26,16 @@ use crate::core::eviction::{eviction_rank, AccessRecord, EvictionPolicy};
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
-use indexmap::IndexMap;
+use actors::ActorTable;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
+use table::{hash_key, EntryTable, Slot};
 use thiserror::Error;
 
-type KeyMap = IndexMap<Vec<u8>, Entry, BuildHasherDefault<DefaultHasher>>;
+mod actors;
+mod packed;
+mod table;
 
 /// Keys ranked per eviction (Redis's `maxmemory-samples`).
 pub const EVICTION_SAMPLES: usize = 5;
@@ -39,10 +45,8 @@ pub const EXPIRY_SAMPLES: usize = 20;
 pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
 /// Evicted keys an epoch remembers before it ends (8 bytes each).
 const EPOCH_MEMORY: usize = 4096;
-/// Heap bookkeeping per entry beyond its contents: the map slot and index, allocation headers.
-const ENTRY_OVERHEAD: u64 = 144;
-/// Per allocation made by an entry (malloc header and rounding, on average).
-const ALLOCATION_OVERHEAD: u64 = 16;
+/// The hash index's share per entry: 5 bytes a bucket, between 1.14 and 2.3 buckets a key.
+const INDEX_BYTES_PER_ENTRY: u64 = 9;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -75,18 +79,15 @@ pub struct StoreStats {
 }
 
 #[derive(Debug)]
-struct Entry {
-    state: Siblings,
-    access: AccessRecord,
-    bytes: u64,
-}
-
-#[derive(Debug)]
 pub struct Store {
-    entries: KeyMap,
+    entries: EntryTable,
+    actors: ActorTable,
+    /// Where an entry is packed before it is copied into its own allocation.
+    scratch: Vec<u8>,
     max_clock_entries: usize,
     limits: StoreLimits,
-    used_bytes: u64,
+    /// Bytes of the entries (the actor table is added in `used_bytes`).
+    entry_bytes: u64,
     inserted: u64,
     /// SplitMix64 state for sampling; seeded by the caller, so runs are reproducible.
     rng: u64,
@@ -102,10 +103,12 @@ pub struct Store {
 impl Store {
     pub fn new(max_clock_entries: usize, limits: StoreLimits, seed: u64) -> Self {
         Self {
-            entries: KeyMap::default(),
+            entries: EntryTable::default(),
+            actors: ActorTable::default(),
+            scratch: Vec::new(),
             max_clock_entries,
             limits,
-            used_bytes: 0,
+            entry_bytes: 0,
             inserted: 0,
             rng: seed,
             stats: StoreStats::default(),
@@ -137,16 +140,26 @@ impl Store {
     }
 
     /// The state of `key` without counting an access (inspection, replication).
-    pub fn peek(&self, key: &[u8]) -> Option<&Siblings> {
-        self.entries.get(key).map(|e| &e.state)
+    pub fn peek(&self, key: &[u8]) -> Option<Siblings> {
+        let position = self.entries.find(key)?;
+        Some(packed::decode(
+            &self.entries.get(position).packed,
+            &self.actors,
+        ))
+    }
+
+    /// Whether `key` is held (tombstones included), without decoding it.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.entries.find(key).is_some()
     }
 
     /// The state of `key`, counted as an access for LRU and LFU.
-    pub fn read(&mut self, key: &[u8], now: Millis) -> Option<&Siblings> {
+    pub fn read(&mut self, key: &[u8], now: Millis) -> Option<Siblings> {
         let draw = self.draw();
-        let entry = self.entries.get_mut(key)?;
-        entry.access.touch(now, draw);
-        Some(&entry.state)
+        let position = self.entries.find(key)?;
+        let slot = self.entries.get_mut(position);
+        slot.access.touch(now, draw);
+        Some(packed::decode(&slot.packed, &self.actors))
     }
 
     /// Applies a client write coordinated by this peer (`actor` is its incarnation); returns
@@ -167,7 +180,7 @@ impl Store {
         payload: Payload,
         now: Millis,
     ) -> Result<(Siblings, Dot), OutOfMemory> {
-        if self.evicted_this_epoch.contains(&key_hash(key)) {
+        if self.evicted_this_epoch.contains(&hash_key(key)) {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
@@ -176,9 +189,9 @@ impl Store {
         } else {
             Actor(format!("{}.e{}", actor.0, self.epoch))
         };
-        let mut state = self.peek(key).cloned().unwrap_or_default();
+        let mut state = self.peek(key).unwrap_or_default();
         let dot = state.update(&actor, context, payload, self.max_clock_entries);
-        self.put(key, state.clone(), now)?;
+        self.put(key, &state, now)?;
         Ok((state, dot))
     }
 
@@ -189,26 +202,25 @@ impl Store {
         incoming: &Siblings,
         now: Millis,
     ) -> Result<(), OutOfMemory> {
-        let state = match self.peek(key) {
+        match self.peek(key) {
             Some(local) => {
                 let merged = local.merged(incoming);
-                if merged == *local {
+                if merged == local {
                     return Ok(()); // nothing new
                 }
-                merged
+                self.put(key, &merged, now)
             }
-            None => incoming.clone(),
-        };
-        self.put(key, state, now)
+            None => self.put(key, incoming, now),
+        }
     }
 
     /// Joins a repaired state. A key this store does not hold is only added while the store is
     /// below its low-water mark: it may have been evicted, and repair must not refill a full
     /// peer with what it chose to forget. Returns whether the state was applied.
     pub fn merge_repair(&mut self, key: &[u8], incoming: &Siblings, now: Millis) -> bool {
-        if !self.entries.contains_key(key) {
+        if !self.contains(key) {
             if let Some(limit) = self.limits.max_memory_bytes {
-                if self.used_bytes * 100 >= limit * REPAIR_LOW_WATER_PERCENT {
+                if self.used_bytes() * 100 >= limit * REPAIR_LOW_WATER_PERCENT {
                     self.stats.repairs_declined += 1;
                     return false;
                 }
@@ -218,45 +230,83 @@ impl Store {
     }
 
     /// Stores `state` for `key`, then evicts other keys until the store is under its limit.
-    fn put(&mut self, key: &[u8], state: Siblings, now: Millis) -> Result<(), OutOfMemory> {
-        let bytes = footprint(key, &state);
-        let old = self.entries.get(key).map(|e| e.bytes).unwrap_or(0);
+    fn put(&mut self, key: &[u8], state: &Siblings, now: Millis) -> Result<(), OutOfMemory> {
+        packed::encode_into(&mut self.scratch, key, state, &mut self.actors);
+        let bytes = entry_footprint(self.scratch.len());
+        let position = self.entries.find(key);
+        let old = position
+            .map(|p| entry_footprint(self.entries.get(p).packed.len()))
+            .unwrap_or(0);
         if let Some(limit) = self.limits.max_memory_bytes {
-            let after = self.used_bytes - old + bytes;
-            if self.limits.policy == EvictionPolicy::NoEviction && after > limit && bytes > old {
+            let used = self.used_bytes();
+            if self.limits.policy == EvictionPolicy::NoEviction
+                && used - old + bytes > limit
+                && bytes > old
+            {
+                self.release_actors_of_scratch();
                 return Err(OutOfMemory {
                     needed: bytes - old,
-                    used: self.used_bytes,
+                    used,
                     limit,
                 });
             }
         }
-        let expires_at_ms = state.earliest_expiry();
+        let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
         let draw = self.draw();
-        match self.entries.get_mut(key) {
-            Some(entry) => {
-                entry.state = state;
-                entry.bytes = bytes;
-                entry.access.expires_at_ms = expires_at_ms;
-                entry.access.touch(now, draw);
+        match position {
+            Some(p) => {
+                let slot = self.entries.get_mut(p);
+                slot.access.touch(now, draw);
+                let old_packed = std::mem::replace(&mut slot.packed, packed);
+                self.release_actors(&old_packed);
             }
             None => {
                 self.inserted += 1;
-                let mut access = AccessRecord::new(now, self.inserted);
-                access.expires_at_ms = expires_at_ms;
-                self.entries.insert(
-                    key.to_vec(),
-                    Entry {
-                        state,
-                        access,
-                        bytes,
-                    },
-                );
+                self.entries.push(Slot {
+                    packed,
+                    access: AccessRecord::new(now, self.inserted),
+                });
             }
         }
-        self.used_bytes = self.used_bytes - old + bytes;
+        self.entry_bytes = self.entry_bytes - old + bytes;
         self.make_room(key, now);
         Ok(())
+    }
+
+    /// Replaces the state at `position` without counting an access (active expiry).
+    fn restate(&mut self, position: usize, state: &Siblings) {
+        let key = self.entries.get(position).key().to_vec();
+        packed::encode_into(&mut self.scratch, &key, state, &mut self.actors);
+        let bytes = entry_footprint(self.scratch.len());
+        let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
+        let old_packed = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
+        self.entry_bytes = self.entry_bytes - entry_footprint(old_packed.len()) + bytes;
+        self.release_actors(&old_packed);
+    }
+
+    fn release_actors(&mut self, packed: &[u8]) {
+        for id in packed::actor_ids(packed) {
+            self.actors.release(id);
+        }
+    }
+
+    fn release_actors_of_scratch(&mut self) {
+        for id in packed::actor_ids(&self.scratch) {
+            self.actors.release(id);
+        }
+    }
+
+    /// Takes the slot at `position` out of the store, giving back its bytes and actor
+    /// references; returns its key and, if the eviction log is on, logs its state.
+    fn remove_at(&mut self, position: usize) -> Vec<u8> {
+        let slot = self.entries.swap_remove(position);
+        self.entry_bytes -= entry_footprint(slot.packed.len());
+        let key = slot.key().to_vec();
+        if let Some(log) = self.eviction_log.as_mut() {
+            log.push((key.clone(), packed::decode(&slot.packed, &self.actors)));
+        }
+        self.release_actors(&slot.packed);
+        key
     }
 
     /// Evicts sampled keys (never `keep`, the key just written) until under the limit.
@@ -264,36 +314,35 @@ impl Store {
         let Some(limit) = self.limits.max_memory_bytes else {
             return;
         };
-        while self.used_bytes > limit && self.entries.len() > 1 {
+        while self.used_bytes() > limit && self.entries.len() > 1 {
             let mut best: Option<(u64, usize)> = None;
             for _ in 0..EVICTION_SAMPLES {
-                let index = (self.draw() % self.entries.len() as u64) as usize;
+                let position = (self.draw() % self.entries.len() as u64) as usize;
                 let draw = self.draw();
-                let (key, entry) = self.entries.get_index(index).expect("index in range");
-                if key.as_slice() == keep {
+                let slot = self.entries.get(position);
+                if slot.key() == keep {
                     continue;
                 }
-                if let Some(rank) = eviction_rank(self.limits.policy, &entry.access, now, draw) {
+                let expiry = match self.limits.policy {
+                    EvictionPolicy::VolatileTtl => packed::earliest_expiry(&slot.packed),
+                    _ => None,
+                };
+                if let Some(rank) =
+                    eviction_rank(self.limits.policy, &slot.access, expiry, now, draw)
+                {
                     if best.is_none_or(|(r, _)| rank < r) {
-                        best = Some((rank, index));
+                        best = Some((rank, position));
                     }
                 }
             }
-            let Some((_, index)) = best else {
+            let Some((_, position)) = best else {
                 // Nothing evictable in the sample (volatile-ttl with no expiring keys, or
                 // noeviction): the limit is exceeded only by the write just made.
                 break;
             };
-            let (key, entry) = self
-                .entries
-                .swap_remove_index(index)
-                .expect("index in range");
-            self.used_bytes -= entry.bytes;
+            let key = self.remove_at(position);
             self.stats.evicted += 1;
             self.remember_forgotten(&key);
-            if let Some(log) = self.eviction_log.as_mut() {
-                log.push((key, entry.state));
-            }
         }
     }
 
@@ -302,14 +351,17 @@ impl Store {
     /// Like an eviction, forgetting a key ends the dot-minting epoch if the key is written
     /// again (see [`Store::update`]).
     pub fn forget(&mut self, key: &[u8], clock: &VersionVector) -> bool {
-        let Some(entry) = self.entries.get(key) else {
+        let Some(position) = self.entries.find(key) else {
             return false;
         };
-        if !entry.state.is_tombstones_only() || entry.state.context() != clock {
+        let state = packed::decode(&self.entries.get(position).packed, &self.actors);
+        if !state.is_tombstones_only() || state.context() != clock {
             return false;
         }
-        let (key, entry) = self.entries.swap_remove_entry(key).expect("present");
-        self.used_bytes -= entry.bytes;
+        // Not an eviction: the simulator need not account for a collected tombstone.
+        let log = self.eviction_log.take();
+        let key = self.remove_at(position);
+        self.eviction_log = log;
         self.stats.tombstones_collected += 1;
         self.remember_forgotten(&key);
         true
@@ -321,22 +373,25 @@ impl Store {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
-        self.evicted_this_epoch.insert(key_hash(key));
+        self.evicted_this_epoch.insert(hash_key(key));
     }
 
     /// Drops every key `doomed` selects, as evictions (logged, and ending the dot-minting
     /// epoch for them); returns how many. Used when a peer regains a partition it may hold
     /// stale copies of.
     pub fn drop_where(&mut self, doomed: impl Fn(&[u8]) -> bool) -> usize {
-        let keys: Vec<Vec<u8>> = self.entries.keys().filter(|k| doomed(k)).cloned().collect();
+        let keys: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .map(Slot::key)
+            .filter(|k| doomed(k))
+            .map(<[u8]>::to_vec)
+            .collect();
         for key in &keys {
-            if let Some((key, entry)) = self.entries.swap_remove_entry(key.as_slice()) {
-                self.used_bytes -= entry.bytes;
+            if let Some(position) = self.entries.find(key) {
+                self.remove_at(position);
                 self.stats.dropped_stale += 1;
-                self.remember_forgotten(&key);
-                if let Some(log) = self.eviction_log.as_mut() {
-                    log.push((key, entry.state));
-                }
+                self.remember_forgotten(key);
             }
         }
         keys.len()
@@ -349,31 +404,31 @@ impl Store {
         let mut expired = 0;
         let mut emptied = Vec::new();
         for _ in 0..EXPIRY_SAMPLES.min(self.entries.len()) {
-            let index = (self.draw() % self.entries.len() as u64) as usize;
-            let (key, entry) = self.entries.get_index_mut(index).expect("index in range");
-            if entry.access.expires_at_ms.is_none_or(|t| t > now) {
+            let position = (self.draw() % self.entries.len() as u64) as usize;
+            let slot = self.entries.get(position);
+            if packed::earliest_expiry(&slot.packed).is_none_or(|t| t > now) {
                 continue;
             }
-            let n = entry.state.expire(now);
+            let mut state = packed::decode(&slot.packed, &self.actors);
+            let n = state.expire(now);
             if n == 0 {
                 continue;
             }
             expired += n;
-            let bytes = footprint(key, &entry.state);
-            self.used_bytes = self.used_bytes - entry.bytes + bytes;
-            entry.bytes = bytes;
-            entry.access.expires_at_ms = entry.state.earliest_expiry();
-            if entry.state.is_tombstones_only() {
-                emptied.push(key.clone());
+            self.restate(position, &state);
+            if state.is_tombstones_only() {
+                emptied.push(self.entries.get(position).key().to_vec());
             }
         }
         self.stats.expired += expired;
         emptied
     }
 
-    /// Every key held, in no particular order (the simulator's final inspection).
-    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Siblings)> {
-        self.entries.iter().map(|(k, e)| (k, &e.state))
+    /// Every key held with its state, in no particular order (the simulator's inspection).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Siblings)> + '_ {
+        self.entries
+            .iter()
+            .map(|slot| (slot.key(), packed::decode(&slot.packed, &self.actors)))
     }
 
     /// Number of keys held (including tombstoned ones).
@@ -382,11 +437,12 @@ impl Store {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
+    /// Bytes the store holds: its entries and the actor table they refer to.
     pub fn used_bytes(&self) -> u64 {
-        self.used_bytes
+        self.entry_bytes + self.actors.heap_bytes() as u64
     }
 
     pub fn limits(&self) -> StoreLimits {
@@ -400,35 +456,35 @@ impl Store {
     /// Planted bug: overwrites the local state with a replicated one (last arrival wins).
     #[cfg(feature = "planted-bugs")]
     pub fn replace(&mut self, key: &[u8], state: Siblings, now: Millis) {
-        let _ = self.put(key, state, now);
+        let _ = self.put(key, &state, now);
     }
 
     /// Planted bug: forgets every sibling of `key` but the one with the greatest dot.
     #[cfg(feature = "planted-bugs")]
     pub fn keep_only_newest_sibling(&mut self, key: &[u8], now: Millis) {
-        if let Some(mut state) = self.peek(key).cloned() {
+        if let Some(mut state) = self.peek(key) {
             state.keep_only_newest();
-            let _ = self.put(key, state, now);
+            let _ = self.put(key, &state, now);
         }
     }
 }
 
-/// A key's hash for the epoch's eviction memory (a collision only starts an epoch early).
-fn key_hash(key: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = DefaultHasher::default();
-    key.hash(&mut h);
-    h.finish()
+/// Bytes the allocator hands out for a request of `len` (glibc: an 8-byte header, rounded up
+/// to 16, at least 32).
+fn allocation_size(len: usize) -> u64 {
+    ((len as u64 + 8 + 15) & !15).max(32)
 }
 
-/// Estimated heap bytes an entry occupies: key, state contents, and per-allocation and
-/// per-entry overhead.
+/// Bytes one entry costs: its packed allocation, its slot, its share of the index.
+fn entry_footprint(packed_len: usize) -> u64 {
+    allocation_size(packed_len) + std::mem::size_of::<Slot>() as u64 + INDEX_BYTES_PER_ENTRY
+}
+
+/// Bytes `key` holding `state` costs as one entry (actor table aside).
 pub fn footprint(key: &[u8], state: &Siblings) -> u64 {
-    let allocations = 1 + state.allocations() as u64;
-    ENTRY_OVERHEAD
-        + key.len() as u64
-        + state.heap_bytes() as u64
-        + allocations * ALLOCATION_OVERHEAD
+    let mut scratch = Vec::new();
+    packed::encode_into(&mut scratch, key, state, &mut ActorTable::default());
+    entry_footprint(scratch.len())
 }
 
 #[cfg(test)]

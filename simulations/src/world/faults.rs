@@ -150,11 +150,8 @@ impl World<'_> {
             return;
         };
         self.read_repairs_of_gone_nodes += node.read_repairs();
-        let held: Vec<(Vec<u8>, Siblings)> = node
-            .store()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
+        let held: Vec<(Vec<u8>, Siblings)> =
+            node.store().iter().map(|(k, s)| (k.to_vec(), s)).collect();
         for (key, state) in held {
             self.lose_copy(victim, &key, &state);
         }
@@ -169,7 +166,7 @@ impl World<'_> {
                 continue;
             }
             if let Some(s) = p.node.as_ref().and_then(|n| n.store().peek(key)) {
-                others.merge(s);
+                others.merge(&s);
             }
         }
         if others.context().descends_from(state.context()) {

@@ -132,7 +132,7 @@ impl World<'_> {
         }
         let mut diverged = Vec::new();
         for key in keys {
-            let mut first: Option<Option<&Siblings>> = None;
+            let mut first: Option<Option<Siblings>> = None;
             for owner in reference.ring().replicas_of(key) {
                 let Some(node) = self
                     .peers
@@ -159,7 +159,7 @@ impl World<'_> {
                 }
                 match first {
                     None => first = Some(state),
-                    Some(f) if f != state => {
+                    Some(ref f) if *f != state => {
                         diverged.push(key.to_vec());
                         break;
                     }
@@ -290,9 +290,9 @@ impl World<'_> {
             let mut anywhere = Siblings::new();
             for n in &nodes {
                 if let Some(s) = n.store().peek(key) {
-                    anywhere.merge(s);
+                    anywhere.merge(&s);
                     if owners.contains(n.id()) {
-                        on_owners.merge(s);
+                        on_owners.merge(&s);
                     }
                 }
             }

@@ -55,7 +55,7 @@ fn merge_into_an_empty_store_adopts_the_state() {
         .update(b"k", &actor(), &VersionVector::new(), value("x"), 0)
         .unwrap();
     b.merge(b"k", &s, 0).unwrap();
-    assert_eq!(b.peek(b"k"), Some(&s));
+    assert_eq!(b.peek(b"k"), Some(s));
 }
 
 #[test]
@@ -75,7 +75,11 @@ fn accounting_follows_writes_and_counts_more_than_the_payload() {
         one > 13 + 64,
         "key + value + metadata + overhead, got {one}"
     );
-    assert_eq!(one, footprint(b"key", store.peek(b"key").unwrap()));
+    let actor_table = one - footprint(b"key", &store.peek(b"key").unwrap());
+    assert!(
+        actor_table > 0 && actor_table < 512,
+        "the actor table: {actor_table}"
+    );
     store
         .update(b"other", &actor(), &VersionVector::new(), value("x"), 0)
         .unwrap();
