@@ -145,10 +145,10 @@ async fn futures_stats(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_at_its_limit_keeps_serving_with_bounded_memory_under_a_write_flood() {
-    let limit = 256 * 1024;
+    let limit = 128 * 1024;
     with_cluster_args(
         3,
-        &["--max-memory=256KiB", "--eviction=lru"],
+        &["--max-memory=128KiB", "--eviction=lru"],
         |cluster| async move {
             let a = client(&cluster, 0);
             for i in 0..1_500 {

@@ -445,6 +445,12 @@ impl Store {
         self.entry_bytes + self.actors.heap_bytes() as u64
     }
 
+    /// Actors the stored entries refer to.
+    #[cfg(test)]
+    fn actor_count(&self) -> usize {
+        self.actors.len()
+    }
+
     pub fn limits(&self) -> StoreLimits {
         self.limits
     }

@@ -310,3 +310,41 @@ fn active_expiry_reclaims_expired_values_without_reads() {
         1
     );
 }
+
+#[test]
+fn the_actor_table_holds_only_actors_that_entries_refer_to() {
+    // Rewriting evicted keys starts a new dot-minting epoch (a new actor) again and again;
+    // the table must forget epochs no entry names any more, or it would grow for ever.
+    let limit = 16 * 1024;
+    let mut store = limited(EvictionPolicy::Random, limit);
+    for i in 0..20_000u64 {
+        let key = format!("key-{}", i % 300);
+        let context = store.peek(key.as_bytes()).map(|s| s.context().clone());
+        store
+            .update(
+                key.as_bytes(),
+                &actor(),
+                &context.unwrap_or_default(),
+                value("v"),
+                i,
+            )
+            .unwrap();
+        assert!(store.used_bytes() <= limit);
+    }
+    assert!(store.stats().evicted > 10_000);
+    let named: std::collections::BTreeSet<Actor> = store
+        .iter()
+        .flat_map(|(_, s)| {
+            s.context()
+                .iter()
+                .map(|(a, _)| a.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(named.len() > 1, "several epochs are still referenced");
+    assert_eq!(store.actor_count(), named.len());
+    // Dropping every key gives every reference back.
+    store.drop_where(|_| true);
+    assert_eq!(store.actor_count(), 0);
+    assert_eq!(store.len(), 0);
+}
