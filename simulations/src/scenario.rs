@@ -222,10 +222,10 @@ impl Scenario {
         let heartbeat_ms = 100;
         let suspect_after_ms = rng.between(300, 900);
         // Three seeds in ten run peers at a memory limit small enough to evict (a key's
-        // state takes about 0.5 KiB).
+        // state takes about 80 bytes, a few hundred with siblings and a long clock).
         let memory = if rng.chance(3_000) {
             let policy = *rng.pick(&EvictionPolicy::ALL);
-            Some((rng.between(16, 96) * 1024, policy))
+            Some((rng.between(1, 4) * 1024, policy))
         } else {
             None
         };

@@ -42,10 +42,24 @@ fn the_same_seed_replays_bit_for_bit() {
 #[test]
 fn fixed_seeds_exercise_every_kind_of_fault() {
     let mut seen = std::collections::BTreeSet::new();
+    let (mut evicted, mut expired, mut collected) = (0, 0, 0);
     for seed in 1..=40 {
         let result = run(&Scenario::generate(seed, OPS), None);
         seen.extend(result.faults_injected.keys().copied());
+        evicted += result.evicted;
+        expired += result.expired;
+        collected += result.tombstones_collected;
     }
+    // The cache's own ways of losing a copy run alongside the faults.
+    assert!(evicted > 20, "memory limits evicted only {evicted} keys");
+    assert!(
+        expired > 10,
+        "active expiry reclaimed only {expired} values"
+    );
+    assert!(
+        collected > 10,
+        "only {collected} tombstone-only keys collected"
+    );
     for kind in [
         "partition",
         "partition-one-way",
