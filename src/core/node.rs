@@ -249,7 +249,7 @@ impl Node {
         let ring = Ring::new(config.ring_params(), view.members())
             .expect("CoreConfig::validate accepts only valid ring parameters");
         Node {
-            actor: Actor(format!("{id}.{incarnation}")),
+            actor: Actor(format!("{id}.{incarnation}").into()),
             id,
             store: Store::new(
                 config.max_clock_entries,

@@ -264,7 +264,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn actor(name: &str) -> Actor {
-        Actor(name.to_string())
+        Actor(name.into())
     }
 
     fn value(s: &str) -> Payload {
@@ -371,7 +371,12 @@ mod tests {
                             VersionVector::new()
                         };
                         let name = format!("R{i}");
-                        replicas[i].update(&Actor(name), &ctx, value(&format!("{i}{v}")), MAX);
+                        replicas[i].update(
+                            &Actor(name.into()),
+                            &ctx,
+                            value(&format!("{i}{v}")),
+                            MAX,
+                        );
                     } else {
                         let other = replicas[j].clone();
                         replicas[i].merge(&other);

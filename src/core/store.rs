@@ -187,7 +187,7 @@ impl Store {
         let actor = if self.epoch == 0 {
             actor.clone()
         } else {
-            Actor(format!("{}.e{}", actor.0, self.epoch))
+            Actor(format!("{}.e{}", actor.0, self.epoch).into())
         };
         let mut state = self.peek(key).unwrap_or_default();
         let dot = state.update(&actor, context, payload, self.max_clock_entries);

@@ -20,10 +20,12 @@
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
-/// One incarnation of a coordinating peer, e.g. `"A.1732390000123"`.
+/// One incarnation of a coordinating peer, e.g. `"A.1732390000123"`. Shared (`Arc`), so the
+/// many clocks and dots naming one actor clone it without allocating.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Actor(pub String);
+pub struct Actor(pub Arc<str>);
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -233,7 +235,7 @@ mod tests {
     pub(crate) fn arb_vv() -> impl Strategy<Value = VersionVector> {
         proptest::collection::btree_map(0u8..5, 0u64..6, 0..5).prop_map(|m| {
             m.into_iter()
-                .map(|(a, c)| (Actor(format!("n{a}")), c))
+                .map(|(a, c)| (Actor(format!("n{a}").into()), c))
                 .collect()
         })
     }
@@ -315,7 +317,9 @@ mod tests {
 
     #[test]
     fn prune_drops_smallest_counters_but_keeps_named_actors() {
-        let mut v: VersionVector = (0..6).map(|i| (Actor(format!("a{i}")), i + 1)).collect();
+        let mut v: VersionVector = (0..6)
+            .map(|i| (Actor(format!("a{i}").into()), i + 1))
+            .collect();
         let keep = Actor("a0".into());
         v.prune(3, &[&keep]);
         assert_eq!(v.len(), 3);

@@ -212,12 +212,7 @@ mod tests {
                 },
                 None => Payload::Tombstone,
             };
-            s.update(
-                &Actor(actor.to_string()),
-                &VersionVector::new(),
-                payload,
-                64,
-            );
+            s.update(&Actor((*actor).into()), &VersionVector::new(), payload, 64);
             merged.merge(&s);
         }
         merged
@@ -273,7 +268,7 @@ mod tests {
                     None => Payload::Tombstone,
                 };
                 let ctx = if actor % 2 == 0 { s.context().clone() } else { VersionVector::new() };
-                s.update(&Actor(format!("R{actor}")), &ctx, payload, 64);
+                s.update(&Actor(format!("R{actor}").into()), &ctx, payload, 64);
             }
             let mut actors = ActorTable::default();
             let mut buf = Vec::new();

@@ -9,7 +9,7 @@ use crate::core::version_vector::Actor;
 fn vv(entries: &[(&str, u64)]) -> VersionVector {
     entries
         .iter()
-        .map(|(a, n)| (Actor(a.to_string()), *n))
+        .map(|(a, n)| (Actor((*a).into()), *n))
         .collect()
 }
 
@@ -64,9 +64,9 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
     let mut s = Siblings::new();
     for (v, actor, n) in values {
         let mut one = Siblings::new();
-        let actor = Actor(actor.to_string());
+        let actor = Actor((*actor).into());
         let ctx = if *n > 1 {
-            vv(&[(actor.0.as_str(), n - 1)])
+            vv(&[(&*actor.0, n - 1)])
         } else {
             VersionVector::new()
         };
