@@ -87,6 +87,36 @@ enum Origin {
     },
 }
 
+/// A write as the coordinator applies it: the payload and the context it replaces.
+struct CoordinatedWrite {
+    key: Vec<u8>,
+    payload: Payload,
+    context: VersionVector,
+    needed: usize,
+}
+
+/// Who is waiting for a read's outcome.
+#[derive(Debug)]
+enum ReadFor {
+    Client(ClientRequestId),
+    /// The node itself, confirming tombstones before collecting them: nobody waits for the
+    /// answer, and it is not counted as a hit or a miss.
+    Collection,
+    /// An expire (TTL change), which rewrites the value the read finds: reading from as many
+    /// replicas as the write needs first means a stale coordinator cannot bring back a value
+    /// a newer write replaced (it would rewrite it as a new version).
+    Expire(Box<PendingExpire>),
+}
+
+/// An expire waiting for its read.
+#[derive(Debug)]
+struct PendingExpire {
+    origin: Origin,
+    write: WriteRequest,
+    needed: usize,
+    deadline: Millis,
+}
+
 #[derive(Debug)]
 enum InFlight {
     Write {
@@ -96,7 +126,7 @@ enum InFlight {
         deadline: Millis,
     },
     Read {
-        origin: ClientRequestId,
+        origin: ReadFor,
         key: Vec<u8>,
         tracker: QuorumTracker,
         merged: Siblings,
@@ -204,10 +234,6 @@ impl NodeStats {
         self.tombstones_collected += other.tombstones_collected;
     }
 }
-
-/// The origin of reads the node starts itself (to confirm tombstones before collecting them):
-/// nobody waits for their answer, and they are not counted as hits or misses.
-const INTERNAL_READ: ClientRequestId = ClientRequestId(u64::MAX);
 
 /// Scrambles an incarnation into a starting request number (SplitMix64's finalizer), so that a
 /// reply meant for an earlier incarnation of this peer cannot match one of this incarnation's
@@ -352,7 +378,9 @@ impl Node {
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
         match input {
             Input::Client { id, request } => match request {
-                ClientRequest::Get { key, r } => self.start_read(now, id, key, r, out),
+                ClientRequest::Get { key, r } => {
+                    self.start_read(now, ReadFor::Client(id), key, r, out)
+                }
                 ClientRequest::Write(write) => {
                     self.start_write(now, Origin::Client(id), write, out)
                 }
@@ -375,7 +403,7 @@ impl Node {
                 .find(|r| self.view.is_up(r))
                 .cloned();
             if first_live.as_ref() == Some(&self.id) {
-                self.start_read(now, INTERNAL_READ, key, Quorum::All, out);
+                self.start_read(now, ReadFor::Collection, key, Quorum::All, out);
             }
         }
         self.send_due_forgets(now, out);
@@ -409,11 +437,17 @@ impl Node {
                 }
                 InFlight::Read {
                     origin, tracker, ..
-                } => (
-                    Origin::Client(origin),
-                    tracker.needed(),
-                    tracker.successes(),
-                ),
+                } => match origin {
+                    ReadFor::Client(client) => (
+                        Origin::Client(client),
+                        tracker.needed(),
+                        tracker.successes(),
+                    ),
+                    ReadFor::Expire(pending) => {
+                        (pending.origin, tracker.needed(), tracker.successes())
+                    }
+                    ReadFor::Collection => continue,
+                },
                 InFlight::Forward { origin, needed, .. } => (Origin::Client(origin), needed, 0),
             };
             let error = RequestError::Timeout { needed, got };
@@ -542,6 +576,21 @@ impl Node {
             let error = RequestError::Unavailable { needed, got: live };
             return self.reply(origin, ClientReply::Failed(error), out);
         }
+        let deadline = match origin {
+            Origin::Client(_) => now + self.config.request_timeout_ms,
+            // Leave the forwarding peer time to relay our answer before its own deadline.
+            Origin::Peer { .. } => now + self.config.request_timeout_ms * 3 / 4,
+        };
+        if let WriteKind::Expire { .. } = write.write {
+            let key = write.key.clone();
+            let read_for = ReadFor::Expire(Box::new(PendingExpire {
+                origin,
+                write,
+                needed,
+                deadline,
+            }));
+            return self.start_read(now, read_for, key, Quorum::Exactly(needed), out);
+        }
         let context = match (&write.context, &write.write) {
             (Some(ctx), _) => ctx.clone(),
             // A delete without context removes everything this coordinator has seen.
@@ -550,8 +599,8 @@ impl Node {
                 .peek(&write.key)
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
-            // An expire builds its own context from the value it rewrites.
-            (None, WriteKind::Put { .. } | WriteKind::Expire { .. }) => VersionVector::new(),
+            (None, WriteKind::Put { .. }) => VersionVector::new(),
+            (None, WriteKind::Expire { .. }) => unreachable!("expires read first, above"),
         };
         let context = if self.has_bug(PlantedBug::LastWriteWins) {
             // The planted bug: the newest write replaces whatever the coordinator holds.
@@ -563,22 +612,73 @@ impl Node {
         } else {
             context
         };
-        let (payload, context) = match write.write {
-            WriteKind::Expire { ttl_ms } => match self.expire_payload(&write.key, ttl_ms, now) {
-                Ok(rewrite) => rewrite,
-                Err(error) => return self.reply(origin, ClientReply::Failed(error), out),
-            },
-            other => (
-                other
-                    .into_payload(now)
-                    .expect("puts and deletes carry a payload"),
-                context,
-            ),
+        let payload = write
+            .write
+            .into_payload(now)
+            .expect("puts and deletes carry a payload");
+        let write = CoordinatedWrite {
+            key: write.key,
+            payload,
+            context,
+            needed,
         };
-        let state = match self
-            .store
-            .update(&write.key, &self.actor, &context, payload, now)
-        {
+        self.store_and_replicate(now, origin, write, deadline, out);
+    }
+
+    /// The second half of an expire, once its read has an answer: rewrites the one live value
+    /// found with the new expiry, under the read's context (so it replaces that value).
+    fn expire_after_read(
+        &mut self,
+        now: Millis,
+        read_for: ReadFor,
+        found: Result<Siblings, RequestError>,
+        out: &mut Outputs,
+    ) {
+        let ReadFor::Expire(pending) = read_for else {
+            return;
+        };
+        let PendingExpire {
+            origin,
+            write,
+            needed,
+            deadline,
+        } = *pending;
+        let WriteKind::Expire { ttl_ms } = write.write else {
+            unreachable!("only expires read first");
+        };
+        match found.and_then(|state| expire_rewrite(&state, ttl_ms, now)) {
+            Ok((payload, context)) => {
+                let write = CoordinatedWrite {
+                    key: write.key,
+                    payload,
+                    context,
+                    needed,
+                };
+                self.store_and_replicate(now, origin, write, deadline, out);
+            }
+            Err(error) => self.reply(origin, ClientReply::Failed(error), out),
+        }
+    }
+
+    /// Applies a write here and sends the key's new state to the other replicas; the write is
+    /// acknowledged once `needed` replicas (this one included) hold it.
+    fn store_and_replicate(
+        &mut self,
+        now: Millis,
+        origin: Origin,
+        write: CoordinatedWrite,
+        deadline: Millis,
+        out: &mut Outputs,
+    ) {
+        let CoordinatedWrite {
+            key,
+            payload,
+            context,
+            needed,
+        } = write;
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let self_counts = usize::from(!replicas.contains(&self.id));
+        let state = match self.store.update(&key, &self.actor, &context, payload, now) {
             Ok((state, _)) => state,
             Err(oom) => {
                 let error = RequestError::OutOfMemory {
@@ -598,7 +698,7 @@ impl Node {
                     to: replica.clone(),
                     message: PeerMessage::Store {
                         req,
-                        key: write.key.clone(),
+                        key: key.clone(),
                         state: state.clone(),
                     },
                 });
@@ -606,11 +706,6 @@ impl Node {
                 tracker.record_failure(replica);
             }
         }
-        let deadline = match origin {
-            Origin::Client(_) => now + self.config.request_timeout_ms,
-            // Leave the forwarding peer time to relay our answer before its own deadline.
-            Origin::Peer { .. } => now + self.config.request_timeout_ms * 3 / 4,
-        };
         self.in_flight.insert(
             req,
             InFlight::Write {
@@ -626,21 +721,25 @@ impl Node {
     fn start_read(
         &mut self,
         now: Millis,
-        client: ClientRequestId,
+        read_for: ReadFor,
         key: Vec<u8>,
         r: Quorum,
         out: &mut Outputs,
     ) {
         let needed = match self.validate_key(&key).and_then(|_| self.resolve_quorum(r)) {
             Ok(needed) => needed,
-            Err(e) => return out.replies.push((client, ClientReply::Failed(e))),
+            Err(e) => return self.fail_read(read_for, e, out),
         };
         let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
         let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
         if live < needed {
             let error = RequestError::Unavailable { needed, got: live };
-            return out.replies.push((client, ClientReply::Failed(error)));
+            return self.fail_read(read_for, error, out);
         }
+        let deadline = match &read_for {
+            ReadFor::Expire(pending) => pending.deadline,
+            _ => now + self.config.request_timeout_ms,
+        };
         let mut tracker = QuorumTracker::new(needed, replicas.len());
         let mut merged = Siblings::new();
         let mut answers = BTreeMap::new();
@@ -671,17 +770,25 @@ impl Node {
         self.in_flight.insert(
             req,
             InFlight::Read {
-                origin: client,
+                origin: read_for,
                 key,
                 tracker,
                 merged,
                 answers,
                 asked,
                 replied: false,
-                deadline: now + self.config.request_timeout_ms,
+                deadline,
             },
         );
         self.settle(now, req, out);
+    }
+
+    fn fail_read(&mut self, read_for: ReadFor, error: RequestError, out: &mut Outputs) {
+        match read_for {
+            ReadFor::Client(client) => out.replies.push((client, ClientReply::Failed(error))),
+            ReadFor::Expire(pending) => self.reply(pending.origin, ClientReply::Failed(error), out),
+            ReadFor::Collection => {}
+        }
     }
 
     fn on_peer_message(
@@ -781,35 +888,11 @@ impl Node {
         }
     }
 
-    /// The rewrite an `Expire` makes: the one live value this replica holds, with the new
-    /// expiry, under a context covering it (so it replaces that value).
-    fn expire_payload(
-        &self,
-        key: &[u8],
-        ttl_ms: Option<Millis>,
-        now: Millis,
-    ) -> Result<(Payload, VersionVector), RequestError> {
-        let state = self.store.peek(key).ok_or(RequestError::NothingToExpire)?;
-        let live = state.visible_values(now);
-        match live.as_slice() {
-            [] => Err(RequestError::NothingToExpire),
-            [Payload::Value { data, .. }] => Ok((
-                Payload::Value {
-                    data: data.clone(),
-                    expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
-                },
-                state.context().clone(),
-            )),
-            many => Err(RequestError::Conflict {
-                siblings: many.len(),
-            }),
-        }
-    }
-
     /// Replies and forgets request `req` if its quorum is met or can no longer be. A read stays
     /// until every asked replica answered, then read-repairs the stale ones.
     fn settle(&mut self, now: Millis, req: u64, out: &mut Outputs) {
         let ack_early = self.has_bug(PlantedBug::AckAfterWMinusOne);
+        let mut expire = None;
         let (outcome, done) = match self.in_flight.get_mut(&req) {
             Some(InFlight::Write { tracker, .. }) => {
                 let mut outcome = tracker.outcome();
@@ -829,27 +912,43 @@ impl Node {
             }) => {
                 let outcome = tracker.outcome();
                 if !*replied && outcome != QuorumOutcome::Pending {
-                    let reply = if outcome == QuorumOutcome::Met {
-                        let reply = read_reply(merged, now);
-                        match reply {
-                            _ if *origin == INTERNAL_READ => {}
-                            ClientReply::Found { .. } => self.hits += 1,
-                            _ => self.misses += 1,
-                        }
-                        reply
+                    *replied = true;
+                    let found = if outcome == QuorumOutcome::Met {
+                        Ok(&*merged)
                     } else {
-                        ClientReply::Failed(RequestError::Unavailable {
+                        Err(RequestError::Unavailable {
                             needed: tracker.needed(),
                             got: tracker.successes(),
                         })
                     };
-                    out.replies.push((*origin, reply));
-                    *replied = true;
+                    match origin {
+                        ReadFor::Client(client) => {
+                            let reply = match found {
+                                Ok(merged) => read_reply(merged, now),
+                                Err(error) => ClientReply::Failed(error),
+                            };
+                            match reply {
+                                ClientReply::Found { .. } => self.hits += 1,
+                                ClientReply::NotFound { .. } => self.misses += 1,
+                                _ => {}
+                            }
+                            out.replies.push((*client, reply));
+                        }
+                        ReadFor::Collection => {}
+                        ReadFor::Expire(_) => {
+                            // The read stays in flight to repair; the expire goes on.
+                            let read_for = std::mem::replace(origin, ReadFor::Collection);
+                            expire = Some((read_for, found.cloned()));
+                        }
+                    }
                 }
                 (outcome, *replied && answers.len() >= *asked)
             }
             _ => return,
         };
+        if let Some((read_for, found)) = expire {
+            self.expire_after_read(now, read_for, found, out);
+        }
         if outcome == QuorumOutcome::Pending || !done {
             return;
         }
@@ -994,6 +1093,28 @@ impl Node {
                 message: PeerMessage::CoordinateReply { req, reply },
             }),
         }
+    }
+}
+
+/// The rewrite an expire makes of the state its read found: the one live value, with the new
+/// expiry, under a context covering the whole state (so it replaces that value).
+fn expire_rewrite(
+    state: &Siblings,
+    ttl_ms: Option<Millis>,
+    now: Millis,
+) -> Result<(Payload, VersionVector), RequestError> {
+    match state.visible_values(now).as_slice() {
+        [] => Err(RequestError::NothingToExpire),
+        [Payload::Value { data, .. }] => Ok((
+            Payload::Value {
+                data: data.clone(),
+                expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
+            },
+            state.context().clone(),
+        )),
+        many => Err(RequestError::Conflict {
+            siblings: many.len(),
+        }),
     }
 }
 

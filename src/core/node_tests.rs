@@ -536,6 +536,34 @@ fn persist_removes_the_expiry() {
 }
 
 #[test]
+fn an_expire_at_a_stale_coordinator_does_not_bring_back_a_replaced_value() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let first = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
+    // C misses the overwrite (still believed up): it holds only v1.
+    net.cut.insert(nid("C"));
+    net.request("A", put("k", "v2", Some(context(&first)), Quorum::Quorum))
+        .unwrap();
+    net.cut.clear();
+    assert_eq!(local_data(&net, "C", b"k"), vec!["v1"]);
+    // An expire coordinated by C must rewrite what a quorum holds (v2), not its own stale v1
+    // as a new version beside v2.
+    let mut touch = expire("k", Some(60_000));
+    if let ClientRequest::Write(w) = &mut touch {
+        w.w = Quorum::Quorum;
+    }
+    let r = net.request("C", touch).unwrap();
+    assert!(matches!(r, ClientReply::Written { .. }), "{r:?}");
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&r), vec!["v2"]);
+    match r {
+        ClientReply::Found { values, .. } => {
+            assert_eq!(values[0].expires_at_ms, Some(net.now + 60_000))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn expire_refuses_missing_keys_and_siblings() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
     let r = net.request("A", expire("absent", Some(1_000))).unwrap();
