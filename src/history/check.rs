@@ -513,11 +513,17 @@ impl<'h> Checker<'h> {
             || self.may_have_expired(write, read_done)
             || self.superseder(&write.key, value, read_done).is_some();
         // A write that expired or was deleted may be gone altogether, context included: its
-        // tombstones are collected once every replica holds them. Finding nothing is then
-        // reading the write's aftermath.
+        // tombstones are collected once every replica holds them, and a later write starts a
+        // fresh history. Reading the write's aftermath is then finding nothing, or only values
+        // nothing superseded (written after the collection); an older value the write replaced
+        // is still a miss.
         let gone = self.may_have_expired(write, read_done)
             || self.deleted_after(&write.key, value, read_done);
-        let ok = (sees_context && sees_value) || (values.is_empty() && gone);
+        let aftermath = gone
+            && values
+                .iter()
+                .all(|x| self.superseder(&write.key, x, read_done).is_none());
+        let ok = (sees_context && sees_value) || aftermath;
         let n = self.c.replicas;
         let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
             return;

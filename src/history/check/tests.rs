@@ -267,3 +267,51 @@ fn an_unacknowledged_blind_delete_may_remove_a_later_write() {
     let report = check(&h2, &FinalState::default(), &circumstances());
     assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
 }
+
+#[test]
+fn after_a_delete_is_collected_a_fresh_write_is_the_aftermath_not_a_miss() {
+    // Client 1 writes "a"; it is deleted, the tombstones are collected, and a blind write
+    // starts a new history (a new epoch actor). Client 1 then reads "b" with a context that
+    // knows nothing of "a": its write is gone, not missed.
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", None, 10);
+    written(&mut h, p, 20, vv(&[("A", 1)]));
+    let d = h.invoke(
+        2,
+        b"k".to_vec(),
+        OpKind::Delete { w: Quorum::Quorum },
+        Some(vv(&[("A", 1)])),
+        30,
+    );
+    written(&mut h, d, 40, vv(&[("A", 2)]));
+    let q = put(&mut h, 3, "b", None, 100);
+    written(&mut h, q, 110, vv(&[("A.e1", 1)]));
+    let r = get(&mut h, 1, 120);
+    read(&mut h, r, 130, &["b"], vv(&[("A.e1", 1)]));
+    let report = check(&h, &final_with(&[("b", "A.e1", 1)]), &circumstances());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.ryw_strict_checked, 1);
+
+    // But reading a value the client's write replaced is still a miss, deleted or not.
+    let mut h = History::new();
+    let old = put(&mut h, 2, "old", None, 1);
+    written(&mut h, old, 5, vv(&[("A", 1)]));
+    let p = put(&mut h, 1, "a", Some(vv(&[("A", 1)])), 10);
+    written(&mut h, p, 20, vv(&[("A", 2)]));
+    let d = h.invoke(
+        2,
+        b"k".to_vec(),
+        OpKind::Delete { w: Quorum::Quorum },
+        Some(vv(&[("A", 2)])),
+        30,
+    );
+    written(&mut h, d, 40, vv(&[("A", 3)]));
+    let r = get(&mut h, 1, 120);
+    read(&mut h, r, 130, &["old"], vv(&[("A", 1)]));
+    let report = check(&h, &FinalState::default(), &circumstances());
+    assert!(
+        kinds(&report).contains(&ViolationKind::ReadYourWrites),
+        "{:?}",
+        report.violations
+    );
+}
