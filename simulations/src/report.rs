@@ -22,6 +22,7 @@ pub struct Summary {
     pub ryw_strict_checked: usize,
     pub ryw_weak_checked: usize,
     pub ryw_weak_misses: usize,
+    pub false_siblings_after_pruning: usize,
     pub read_repairs: u64,
     pub sim_ms: u64,
     pub messages: u64,
@@ -61,6 +62,7 @@ impl Summary {
         self.ryw_strict_checked += r.check.ryw_strict_checked;
         self.ryw_weak_checked += r.check.ryw_weak_checked;
         self.ryw_weak_misses += r.check.ryw_weak_misses;
+        self.false_siblings_after_pruning += r.check.false_siblings_after_pruning;
         self.read_repairs += r.read_repairs;
         self.sim_ms += r.sim_ms;
         self.evicted += r.evicted;
@@ -102,6 +104,11 @@ impl Summary {
             out,
             "read-your-writes: {} checked strictly; {} unguaranteed pairs (R+W<=N or a crash/ring change between) of which {} missed",
             self.ryw_strict_checked, self.ryw_weak_checked, self.ryw_weak_misses
+        );
+        let _ = writeln!(
+            out,
+            "spurious siblings on keys whose clocks reached the pruning limit (counted, not failed): {}",
+            self.false_siblings_after_pruning
         );
         let _ = writeln!(
             out,

@@ -95,7 +95,8 @@ pub struct Store {
     /// When enabled, the states evicted since the last `take_evicted` (for the simulator,
     /// which accounts for what an eviction takes away).
     eviction_log: Option<Vec<(Vec<u8>, Siblings)>>,
-    /// The dot-minting epoch (see [`Store::update`]) and the hashes of keys evicted in it.
+    /// The current dot-minting epoch (see [`Store::update`]) and the hashes of keys forgotten
+    /// in it.
     epoch: u64,
     evicted_this_epoch: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
 }
@@ -168,10 +169,17 @@ impl Store {
     /// A dot's counter claims every lower counter of its actor for this key as seen, so a
     /// store must never mint a dot for a key whose earlier events by the same actor it has
     /// forgotten — which eviction does. Dots are therefore minted under an *epoch* actor,
-    /// `{actor}` in epoch 0 and `{actor}.e{epoch}` after: a write to a key evicted during the
-    /// current epoch first starts a new epoch, whose actor has no events for any key yet. Every
-    /// event of the current epoch's actor for a key is thus still in the store (forgetting it
-    /// would have ended the epoch).
+    /// `{actor}` in epoch 0 and `{actor}.e{epoch}` after, and each entry keeps the epoch it
+    /// was created in:
+    /// - an entry is created in the current epoch, unless its key was forgotten during that
+    ///   epoch, in which case a new epoch starts first (whose actor has no events yet);
+    /// - an entry writes under its own epoch for as long as it stays, so a key that is never
+    ///   evicted keeps one actor per peer, however often other keys come and go (a clock that
+    ///   gained an entry at every epoch would grow until pruning produced spurious siblings).
+    ///
+    /// Every event of an entry's epoch actor for its key is thus in the entry: none existed
+    /// before the entry (the key was not forgotten in that epoch before it was created), and
+    /// the entry has held the key since.
     pub fn update(
         &mut self,
         key: &[u8],
@@ -180,19 +188,31 @@ impl Store {
         payload: Payload,
         now: Millis,
     ) -> Result<(Siblings, Dot), OutOfMemory> {
+        let (epoch, mut state) = match self.entries.find(key) {
+            Some(position) => {
+                let packed = &self.entries.get(position).packed;
+                (packed::epoch(packed), packed::decode(packed, &self.actors))
+            }
+            None => (self.epoch_for_new_entry(key), Siblings::new()),
+        };
+        let actor = if epoch == 0 {
+            actor.clone()
+        } else {
+            Actor(format!("{}.e{}", actor.0, epoch).into())
+        };
+        let dot = state.update(&actor, context, payload, self.max_clock_entries);
+        self.put(key, &state, now)?;
+        Ok((state, dot))
+    }
+
+    /// The epoch a new entry for `key` is created in: the current one, after starting a new
+    /// one if `key` was forgotten during it.
+    fn epoch_for_new_entry(&mut self, key: &[u8]) -> u64 {
         if self.evicted_this_epoch.contains(&hash_key(key)) {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
-        let actor = if self.epoch == 0 {
-            actor.clone()
-        } else {
-            Actor(format!("{}.e{}", actor.0, self.epoch).into())
-        };
-        let mut state = self.peek(key).unwrap_or_default();
-        let dot = state.update(&actor, context, payload, self.max_clock_entries);
-        self.put(key, &state, now)?;
-        Ok((state, dot))
+        self.epoch
     }
 
     /// Joins a state replicated from another peer (a write's `Store`) into the local one.
@@ -231,9 +251,13 @@ impl Store {
 
     /// Stores `state` for `key`, then evicts other keys until the store is under its limit.
     fn put(&mut self, key: &[u8], state: &Siblings, now: Millis) -> Result<(), OutOfMemory> {
-        packed::encode_into(&mut self.scratch, key, state, &mut self.actors);
-        let bytes = entry_footprint(self.scratch.len());
         let position = self.entries.find(key);
+        let epoch = match position {
+            Some(p) => packed::epoch(&self.entries.get(p).packed),
+            None => self.epoch_for_new_entry(key),
+        };
+        packed::encode_into(&mut self.scratch, key, epoch, state, &mut self.actors);
+        let bytes = entry_footprint(self.scratch.len());
         let old = position
             .map(|p| entry_footprint(self.entries.get(p).packed.len()))
             .unwrap_or(0);
@@ -275,8 +299,9 @@ impl Store {
 
     /// Replaces the state at `position` without counting an access (active expiry).
     fn restate(&mut self, position: usize, state: &Siblings) {
-        let key = self.entries.get(position).key().to_vec();
-        packed::encode_into(&mut self.scratch, &key, state, &mut self.actors);
+        let slot = self.entries.get(position);
+        let (key, epoch) = (slot.key().to_vec(), packed::epoch(&slot.packed));
+        packed::encode_into(&mut self.scratch, &key, epoch, state, &mut self.actors);
         let bytes = entry_footprint(self.scratch.len());
         let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
         let old_packed = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
@@ -445,6 +470,12 @@ impl Store {
         self.entry_bytes + self.actors.heap_bytes() as u64
     }
 
+    /// The current dot-minting epoch.
+    #[cfg(test)]
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Actors the stored entries refer to.
     #[cfg(test)]
     fn actor_count(&self) -> usize {
@@ -489,7 +520,7 @@ fn entry_footprint(packed_len: usize) -> u64 {
 /// Bytes `key` holding `state` costs as one entry (actor table aside).
 pub fn footprint(key: &[u8], state: &Siblings) -> u64 {
     let mut scratch = Vec::new();
-    packed::encode_into(&mut scratch, key, state, &mut ActorTable::default());
+    packed::encode_into(&mut scratch, key, 0, state, &mut ActorTable::default());
     entry_footprint(scratch.len())
 }
 

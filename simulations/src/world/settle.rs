@@ -201,6 +201,7 @@ impl World<'_> {
             disruptions: self.disruptions.clone(),
             key_disruptions: self.key_disruptions.clone(),
             convergence: Some(convergence.clone()),
+            clock_prune_limit: Some(self.config.max_clock_entries),
         };
         let report = check(&self.history, &final_state, &circumstances);
         let latencies = self

@@ -3,12 +3,12 @@
 //!
 //! Why: a key's [`Siblings`] as plain Rust values takes five heap allocations (key, clock,
 //! actor names, sibling list, value) and repeats the coordinator's name in the clock and in
-//! each dot. Packed, a 16-byte key with a 100-byte value and one version is a 125-byte
+//! each dot. Packed, a 16-byte key with a 100-byte value and one version is a 126-byte
 //! buffer: one allocation, a few bytes of metadata.
 //!
 //! Layout (every number an unsigned LEB128 varint):
 //! ```text
-//! key_len key…
+//! key_len key… epoch
 //! clock_len (actor_id counter)*
 //! versions_len (actor_id counter tag [expires_at_ms] [data_len data…])*
 //!     tag: 0 tombstone, 1 value, 2 value with expiry
@@ -79,10 +79,18 @@ impl<'a> Reader<'a> {
 
 /// Packs `key` and `state` into `scratch` (cleared first), taking one actor reference per
 /// clock entry and per dot. The caller copies the result into the entry's allocation.
-pub fn encode_into(scratch: &mut Vec<u8>, key: &[u8], state: &Siblings, actors: &mut ActorTable) {
+/// `epoch` is the dot-minting epoch the entry writes under (see `Store::update`).
+pub fn encode_into(
+    scratch: &mut Vec<u8>,
+    key: &[u8],
+    epoch: u64,
+    state: &Siblings,
+    actors: &mut ActorTable,
+) {
     scratch.clear();
     put_varint(scratch, key.len() as u64);
     scratch.extend_from_slice(key);
+    put_varint(scratch, epoch);
     put_varint(scratch, state.context().len() as u64);
     for (actor, counter) in state.context().iter() {
         put_varint(scratch, actors.acquire(actor) as u64);
@@ -117,10 +125,18 @@ pub fn key(packed: &[u8]) -> &[u8] {
     Reader::new(packed).len_prefixed()
 }
 
+/// The dot-minting epoch an encoding holds.
+pub fn epoch(packed: &[u8]) -> u64 {
+    let mut r = Reader::new(packed);
+    r.len_prefixed();
+    r.varint()
+}
+
 /// The state an encoding holds.
 pub fn decode(packed: &[u8], actors: &ActorTable) -> Siblings {
     let mut r = Reader::new(packed);
     r.len_prefixed();
+    r.varint();
     let clock_len = r.varint() as usize;
     let mut clock = Vec::with_capacity(clock_len);
     for _ in 0..clock_len {
@@ -154,6 +170,7 @@ pub fn decode(packed: &[u8], actors: &ActorTable) -> Siblings {
 fn for_each_version(packed: &[u8], mut visit: impl FnMut(u32, u8, Option<u64>)) {
     let mut r = Reader::new(packed);
     r.len_prefixed();
+    r.varint();
     for _ in 0..r.varint() {
         r.varint();
         r.varint();
@@ -186,6 +203,7 @@ pub fn actor_ids(packed: &[u8]) -> Vec<u32> {
     let mut ids = Vec::new();
     let mut r = Reader::new(packed);
     r.len_prefixed();
+    r.varint();
     for _ in 0..r.varint() {
         ids.push(r.varint() as u32);
         r.varint();
@@ -223,9 +241,10 @@ mod tests {
         let mut actors = ActorTable::default();
         let mut buf = Vec::new();
         let s = state(&[("A.1764000000000", Some(&"v".repeat(100)), None)]);
-        encode_into(&mut buf, b"key:000000000001", &s, &mut actors);
-        assert_eq!(buf.len(), 16 + 100 + 9);
+        encode_into(&mut buf, b"key:000000000001", 0, &s, &mut actors);
+        assert_eq!(buf.len(), 16 + 100 + 10);
         assert_eq!(key(&buf), b"key:000000000001");
+        assert_eq!(epoch(&buf), 0);
         assert_eq!(decode(&buf, &actors), s);
         assert_eq!(actors.len(), 1, "the clock entry and the dot share one id");
     }
@@ -240,8 +259,9 @@ mod tests {
             ("C.1", Some(""), None),
             ("D.1", Some("y"), Some(5)),
         ]);
-        encode_into(&mut buf, b"k", &s, &mut actors);
+        encode_into(&mut buf, b"k", 300, &s, &mut actors);
         assert_eq!(decode(&buf, &actors), s);
+        assert_eq!(epoch(&buf), 300);
         assert_eq!(earliest_expiry(&buf), Some(5));
         let mut ids = actor_ids(&buf);
         ids.sort();
@@ -256,6 +276,7 @@ mod tests {
         #[test]
         fn encoding_round_trips(
             key in proptest::collection::vec(any::<u8>(), 0..300),
+            epoch_n in any::<u64>(),
             writes in proptest::collection::vec(
                 (0u8..4, proptest::option::of("[a-z]{0,200}"), proptest::option::of(any::<u64>())),
                 0..5,
@@ -272,8 +293,9 @@ mod tests {
             }
             let mut actors = ActorTable::default();
             let mut buf = Vec::new();
-            encode_into(&mut buf, &key, &s, &mut actors);
+            encode_into(&mut buf, &key, epoch_n, &s, &mut actors);
             prop_assert_eq!(super::key(&buf), &key[..]);
+            prop_assert_eq!(epoch(&buf), epoch_n);
             prop_assert_eq!(decode(&buf, &actors), s.clone());
             prop_assert_eq!(earliest_expiry(&buf), s.earliest_expiry());
             prop_assert_eq!(actor_ids(&buf).len(), s.context().len() + s.len());

@@ -105,7 +105,7 @@ mod tests {
 
     fn slot(key: &str, actors: &mut ActorTable) -> Slot {
         let mut buf = Vec::new();
-        packed::encode_into(&mut buf, key.as_bytes(), &Siblings::new(), actors);
+        packed::encode_into(&mut buf, key.as_bytes(), 0, &Siblings::new(), actors);
         Slot {
             packed: buf.into(),
             access: AccessRecord::new(0, 0),

@@ -348,3 +348,32 @@ fn the_actor_table_holds_only_actors_that_entries_refer_to() {
     assert_eq!(store.actor_count(), 0);
     assert_eq!(store.len(), 0);
 }
+
+#[test]
+fn a_key_that_stays_keeps_its_actor_while_other_keys_come_and_go() {
+    // volatile-ttl evicts only keys with an expiry: "hot" (none) stays; cold keys churn, and
+    // rewriting evicted ones keeps starting new epochs.
+    let mut store = limited(EvictionPolicy::VolatileTtl, 8 * 1024);
+    let mut hot_context = VersionVector::new();
+    for i in 0..3_000u64 {
+        let (state, _) = store
+            .update(b"hot", &actor(), &hot_context, value("h"), i)
+            .unwrap();
+        hot_context = state.context().clone();
+        let cold = format!("cold-{}", i % 200);
+        let payload = Payload::Value {
+            data: b"c".to_vec(),
+            expires_at_ms: Some(1_000_000),
+        };
+        store
+            .update(cold.as_bytes(), &actor(), &VersionVector::new(), payload, i)
+            .unwrap();
+    }
+    assert!(store.epoch() > 10, "epochs moved on: {}", store.epoch());
+    assert_eq!(
+        hot_context.len(),
+        1,
+        "one actor for the key that stayed: {hot_context}"
+    );
+    assert_eq!(hot_context.get(&actor()), 3_000);
+}

@@ -315,3 +315,40 @@ fn after_a_delete_is_collected_a_fresh_write_is_the_aftermath_not_a_miss() {
         report.violations
     );
 }
+
+#[test]
+fn a_spurious_sibling_after_clock_pruning_is_counted_not_failed() {
+    // The same false sibling as above, on a key whose clock grew to the pruning limit.
+    let big: Vec<(String, u64)> = (0..64).map(|i| (format!("X.e{i}"), 1)).collect();
+    let big = |extra: &[(&str, u64)]| {
+        let mut entries: Vec<(&str, u64)> = big.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+        entries.extend_from_slice(extra);
+        vv(&entries)
+    };
+    let mut h = History::new();
+    let p = put(&mut h, 1, "a", Some(big(&[])), 10);
+    written(&mut h, p, 20, big(&[("A", 1)]));
+    let q = put(&mut h, 1, "b", Some(big(&[("A", 1)])), 30);
+    written(&mut h, q, 40, big(&[("A", 2)]));
+    let r = get(&mut h, 2, 50);
+    read(&mut h, r, 60, &["a", "b"], big(&[("A", 2)]));
+    let fin = final_with(&[("b", "A", 2)]);
+    let strict = check(&h, &fin, &circumstances());
+    assert_eq!(kinds(&strict), vec![ViolationKind::FalseSiblings]);
+    let c = Circumstances {
+        clock_prune_limit: Some(64),
+        ..circumstances()
+    };
+    let report = check(&h, &fin, &c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.false_siblings_after_pruning, 1);
+    // Below the limit the same history still fails.
+    let c = Circumstances {
+        clock_prune_limit: Some(100),
+        ..circumstances()
+    };
+    assert_eq!(
+        kinds(&check(&h, &fin, &c)),
+        vec![ViolationKind::FalseSiblings]
+    );
+}
