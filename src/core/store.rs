@@ -21,6 +21,9 @@
 //!   see expired values (`Siblings::visible_values`); [`Store::expire_step`] reclaims the bytes
 //!   of expired values in the background by turning them into tombstones under the same dot,
 //!   which replicas merge as tombstones (see `Siblings::merge`).
+//! - **Dots are never reused**, though eviction forgets keys: each entry mints under the epoch
+//!   actor it was created in, and a key forgotten in the current epoch is recreated in a new
+//!   one (see [`Store::update`]).
 
 use crate::core::eviction::{eviction_rank, AccessRecord, EvictionPolicy};
 use crate::core::siblings::{Payload, Siblings};
