@@ -270,7 +270,7 @@ impl Store {
                 && used - old + bytes > limit
                 && bytes > old
             {
-                self.release_actors_of_scratch();
+                release_actors(&mut self.actors, &self.scratch);
                 return Err(OutOfMemory {
                     needed: bytes - old,
                     used,
@@ -285,7 +285,7 @@ impl Store {
                 let slot = self.entries.get_mut(p);
                 slot.access.touch(now, draw);
                 let old_packed = std::mem::replace(&mut slot.packed, packed);
-                self.release_actors(&old_packed);
+                release_actors(&mut self.actors, &old_packed);
             }
             None => {
                 self.inserted += 1;
@@ -309,19 +309,7 @@ impl Store {
         let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
         let old_packed = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
         self.entry_bytes = self.entry_bytes - entry_footprint(old_packed.len()) + bytes;
-        self.release_actors(&old_packed);
-    }
-
-    fn release_actors(&mut self, packed: &[u8]) {
-        for id in packed::actor_ids(packed) {
-            self.actors.release(id);
-        }
-    }
-
-    fn release_actors_of_scratch(&mut self) {
-        for id in packed::actor_ids(&self.scratch) {
-            self.actors.release(id);
-        }
+        release_actors(&mut self.actors, &old_packed);
     }
 
     /// Takes the slot at `position` out of the store, giving back its bytes and actor
@@ -333,7 +321,7 @@ impl Store {
         if let Some(log) = self.eviction_log.as_mut() {
             log.push((key.clone(), packed::decode(&slot.packed, &self.actors)));
         }
-        self.release_actors(&slot.packed);
+        release_actors(&mut self.actors, &slot.packed);
         key
     }
 
@@ -506,6 +494,13 @@ impl Store {
             state.keep_only_newest();
             let _ = self.put(key, &state, now);
         }
+    }
+}
+
+/// Gives back the actor references an encoding took.
+fn release_actors(actors: &mut ActorTable, packed: &[u8]) {
+    for id in packed::actor_ids(packed) {
+        actors.release(id);
     }
 }
 
