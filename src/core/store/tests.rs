@@ -377,3 +377,184 @@ fn a_key_that_stays_keeps_its_actor_while_other_keys_come_and_go() {
     );
     assert_eq!(hot_context.get(&actor()), 3_000);
 }
+
+mod packed_store_laws {
+    //! Random sequences of writes, replicated merges, expiry, collection and drops, with and
+    //! without a memory limit: the packed store must agree with a plain map of states when
+    //! nothing is evicted, and its bookkeeping (bytes, actor references) must stay exact.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A client write at coordinator `actor`, with the key's current context or blind.
+        Write {
+            key: u8,
+            actor: u8,
+            with_context: bool,
+            ttl: Option<u64>,
+            delete: bool,
+        },
+        /// A state another replica coordinated, merged in.
+        Merge {
+            key: u8,
+            actor: u8,
+        },
+        ExpireStep {
+            advance: u64,
+        },
+        ForgetIfTombstones {
+            key: u8,
+        },
+        DropKeysBelow {
+            key: u8,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..12, 0u8..3, any::<bool>(), proptest::option::of(1u64..50), any::<bool>())
+                .prop_map(|(key, actor, with_context, ttl, delete)| Step::Write {
+                    key, actor, with_context, ttl, delete: delete && key % 3 == 0,
+                }),
+            2 => (0u8..12, 3u8..5).prop_map(|(key, actor)| Step::Merge { key, actor }),
+            1 => (0u64..40).prop_map(|advance| Step::ExpireStep { advance }),
+            1 => (0u8..12).prop_map(|key| Step::ForgetIfTombstones { key }),
+            1 => (0u8..3).prop_map(|key| Step::DropKeysBelow { key }),
+        ]
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("key-{k}").into_bytes()
+    }
+
+    /// Recomputes what the store's counters should say from its entries.
+    fn assert_bookkeeping(store: &Store) {
+        let mut bytes = 0;
+        let mut named = BTreeSet::new();
+        for slot in store.entries.iter() {
+            bytes += entry_footprint(slot.packed.len());
+            let state = packed::decode(&slot.packed, &store.actors);
+            named.extend(state.context().iter().map(|(a, _)| a.clone()));
+            named.extend(state.versions().map(|(d, _)| d.actor.clone()));
+        }
+        assert_eq!(store.entry_bytes, bytes, "entry bytes drifted");
+        assert_eq!(store.actor_count(), named.len(), "actor references drifted");
+    }
+
+    fn run(steps: &[Step], limit: Option<u64>) -> (Store, BTreeMap<Vec<u8>, Siblings>) {
+        let limits = StoreLimits {
+            max_memory_bytes: limit,
+            policy: EvictionPolicy::Random,
+        };
+        let mut store = Store::new(16, limits, 3);
+        let mut model: BTreeMap<Vec<u8>, Siblings> = BTreeMap::new();
+        let mut elsewhere = Store::new(16, StoreLimits::default(), 4);
+        let mut now = 0;
+        for step in steps {
+            now += 1;
+            match step {
+                Step::Write {
+                    key: k,
+                    actor: a,
+                    with_context,
+                    ttl,
+                    delete,
+                } => {
+                    let k = key(*k);
+                    let context = if *with_context {
+                        store
+                            .peek(&k)
+                            .map(|s| s.context().clone())
+                            .unwrap_or_default()
+                    } else {
+                        VersionVector::new()
+                    };
+                    let payload = if *delete {
+                        Payload::Tombstone
+                    } else {
+                        Payload::Value {
+                            data: format!("{now}").into_bytes(),
+                            expires_at_ms: ttl.map(|t| now + t),
+                        }
+                    };
+                    let actor = Actor(format!("P{a}.1").into());
+                    let (state, _) = store.update(&k, &actor, &context, payload, now).unwrap();
+                    model.insert(k, state);
+                }
+                Step::Merge { key: k, actor: a } => {
+                    let k = key(*k);
+                    let actor = Actor(format!("P{a}.1").into());
+                    let payload = Payload::Value {
+                        data: format!("m{now}").into_bytes(),
+                        expires_at_ms: None,
+                    };
+                    let (state, _) = elsewhere
+                        .update(&k, &actor, &VersionVector::new(), payload, now)
+                        .unwrap();
+                    store.merge(&k, &state, now).unwrap();
+                    let merged = model.get(&k).map(|s| s.merged(&state)).unwrap_or(state);
+                    model.insert(k, merged);
+                }
+                Step::ExpireStep { advance } => {
+                    now += advance;
+                    for _ in 0..5 {
+                        store.expire_step(now);
+                    }
+                    for state in model.values_mut() {
+                        state.expire(now);
+                    }
+                }
+                Step::ForgetIfTombstones { key: k } => {
+                    let k = key(*k);
+                    if let Some(state) = store.peek(&k) {
+                        if store.forget(&k, state.context()) {
+                            model.remove(&k);
+                        }
+                    }
+                }
+                Step::DropKeysBelow { key: below } => {
+                    let doomed: Vec<Vec<u8>> = (0..*below).map(key).collect();
+                    store.drop_where(|k| doomed.iter().any(|d| d.as_slice() == k));
+                    for d in &doomed {
+                        model.remove(d);
+                    }
+                }
+            }
+            assert_bookkeeping(&store);
+            if let Some(limit) = limit {
+                assert!(store.used_bytes() <= limit || store.len() == 1);
+            }
+        }
+        (store, model)
+    }
+
+    proptest! {
+        #[test]
+        fn without_a_limit_the_packed_store_holds_what_a_plain_map_would(
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let (store, model) = run(&steps, None);
+            // Active expiry samples at random, so compare what readers see and the clocks.
+            let held: BTreeMap<Vec<u8>, Siblings> =
+                store.iter().map(|(k, s)| (k.to_vec(), s)).collect();
+            prop_assert_eq!(held.keys().collect::<Vec<_>>(), model.keys().collect::<Vec<_>>());
+            for (k, s) in &held {
+                let m = &model[k];
+                prop_assert_eq!(s.context(), m.context());
+                prop_assert_eq!(s.visible_values(u64::MAX / 2), m.visible_values(u64::MAX / 2));
+            }
+        }
+
+        #[test]
+        fn under_a_limit_the_bookkeeping_stays_exact(
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let (mut store, _) = run(&steps, Some(1_500));
+            store.drop_where(|_| true);
+            prop_assert_eq!(store.actor_count(), 0);
+        }
+    }
+}
