@@ -402,7 +402,7 @@ mod packed_store_laws {
             key: u8,
             actor: u8,
         },
-        ExpireStep {
+        Expire {
             advance: u64,
         },
         ForgetIfTombstones {
@@ -420,7 +420,7 @@ mod packed_store_laws {
                     key, actor, with_context, ttl, delete: delete && key % 3 == 0,
                 }),
             2 => (0u8..12, 3u8..5).prop_map(|(key, actor)| Step::Merge { key, actor }),
-            1 => (0u64..40).prop_map(|advance| Step::ExpireStep { advance }),
+            1 => (0u64..40).prop_map(|advance| Step::Expire { advance }),
             1 => (0u8..12).prop_map(|key| Step::ForgetIfTombstones { key }),
             1 => (0u8..3).prop_map(|key| Step::DropKeysBelow { key }),
         ]
@@ -498,7 +498,7 @@ mod packed_store_laws {
                     let merged = model.get(&k).map(|s| s.merged(&state)).unwrap_or(state);
                     model.insert(k, merged);
                 }
-                Step::ExpireStep { advance } => {
+                Step::Expire { advance } => {
                     now += advance;
                     for _ in 0..5 {
                         store.expire_step(now);
