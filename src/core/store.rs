@@ -191,31 +191,34 @@ impl Store {
         payload: Payload,
         now: Millis,
     ) -> Result<(Siblings, Dot), OutOfMemory> {
-        let (epoch, mut state) = match self.entries.find(key) {
-            Some(position) => {
-                let packed = &self.entries.get(position).packed;
-                (packed::epoch(packed), packed::decode(packed, &self.actors))
-            }
-            None => (self.epoch_for_new_entry(key), Siblings::new()),
-        };
+        let (position, epoch) = self.locate(key);
+        let mut state = position
+            .map(|p| packed::decode(&self.entries.get(p).packed, &self.actors))
+            .unwrap_or_default();
         let actor = if epoch == 0 {
             actor.clone()
         } else {
             Actor(format!("{}.e{}", actor.0, epoch).into())
         };
         let dot = state.update(&actor, context, payload, self.max_clock_entries);
-        self.put(key, &state, now)?;
+        self.put_at(key, position, epoch, &state, now)?;
         Ok((state, dot))
     }
 
-    /// The epoch a new entry for `key` is created in: the current one, after starting a new
-    /// one if `key` was forgotten during it.
-    fn epoch_for_new_entry(&mut self, key: &[u8]) -> u64 {
+    /// Where `key` is stored, and the epoch its entry mints under: the entry's own, or for a
+    /// new entry the current epoch, after starting a new one if `key` was forgotten during it.
+    fn locate(&mut self, key: &[u8]) -> (Option<usize>, u64) {
+        if let Some(position) = self.entries.find(key) {
+            return (
+                Some(position),
+                packed::epoch(&self.entries.get(position).packed),
+            );
+        }
         if self.evicted_this_epoch.contains(&hash_key(key)) {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
-        self.epoch
+        (None, self.epoch)
     }
 
     /// Joins a state replicated from another peer (a write's `Store`) into the local one.
@@ -225,15 +228,17 @@ impl Store {
         incoming: &Siblings,
         now: Millis,
     ) -> Result<(), OutOfMemory> {
-        match self.peek(key) {
-            Some(local) => {
+        let (position, epoch) = self.locate(key);
+        match position {
+            Some(p) => {
+                let local = packed::decode(&self.entries.get(p).packed, &self.actors);
                 let merged = local.merged(incoming);
                 if merged == local {
                     return Ok(()); // nothing new
                 }
-                self.put(key, &merged, now)
+                self.put_at(key, position, epoch, &merged, now)
             }
-            None => self.put(key, incoming, now),
+            None => self.put_at(key, None, epoch, incoming, now),
         }
     }
 
@@ -252,13 +257,16 @@ impl Store {
         self.merge(key, incoming, now).is_ok()
     }
 
-    /// Stores `state` for `key`, then evicts other keys until the store is under its limit.
-    fn put(&mut self, key: &[u8], state: &Siblings, now: Millis) -> Result<(), OutOfMemory> {
-        let position = self.entries.find(key);
-        let epoch = match position {
-            Some(p) => packed::epoch(&self.entries.get(p).packed),
-            None => self.epoch_for_new_entry(key),
-        };
+    /// Stores `state` for `key` (at `position` and `epoch`, from [`Store::locate`]), then
+    /// evicts other keys until the store is under its limit.
+    fn put_at(
+        &mut self,
+        key: &[u8],
+        position: Option<usize>,
+        epoch: u64,
+        state: &Siblings,
+        now: Millis,
+    ) -> Result<(), OutOfMemory> {
         packed::encode_into(&mut self.scratch, key, epoch, state, &mut self.actors);
         let bytes = entry_footprint(self.scratch.len());
         let old = position
@@ -278,24 +286,21 @@ impl Store {
                 });
             }
         }
-        let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
         let draw = self.draw();
         match position {
             Some(p) => {
-                let slot = self.entries.get_mut(p);
-                slot.access.touch(now, draw);
-                let old_packed = std::mem::replace(&mut slot.packed, packed);
-                release_actors(&mut self.actors, &old_packed);
+                self.entries.get_mut(p).access.touch(now, draw);
+                self.install(p);
             }
             None => {
                 self.inserted += 1;
                 self.entries.push(Slot {
-                    packed,
+                    packed: Box::from(self.scratch.as_slice()),
                     access: AccessRecord::new(now, self.inserted),
                 });
+                self.entry_bytes += bytes;
             }
         }
-        self.entry_bytes = self.entry_bytes - old + bytes;
         self.make_room(key, now);
         Ok(())
     }
@@ -305,11 +310,17 @@ impl Store {
         let slot = self.entries.get(position);
         let (key, epoch) = (slot.key().to_vec(), packed::epoch(&slot.packed));
         packed::encode_into(&mut self.scratch, &key, epoch, state, &mut self.actors);
-        let bytes = entry_footprint(self.scratch.len());
+        self.install(position);
+    }
+
+    /// Moves the encoding in `scratch` into the slot at `position`, giving back the old
+    /// encoding's bytes and actor references.
+    fn install(&mut self, position: usize) {
         let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
-        let old_packed = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
-        self.entry_bytes = self.entry_bytes - entry_footprint(old_packed.len()) + bytes;
-        release_actors(&mut self.actors, &old_packed);
+        let bytes = entry_footprint(packed.len());
+        let old = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
+        self.entry_bytes = self.entry_bytes - entry_footprint(old.len()) + bytes;
+        release_actors(&mut self.actors, &old);
     }
 
     /// Takes the slot at `position` out of the store, giving back its bytes and actor
@@ -484,7 +495,8 @@ impl Store {
     /// Planted bug: overwrites the local state with a replicated one (last arrival wins).
     #[cfg(feature = "planted-bugs")]
     pub fn replace(&mut self, key: &[u8], state: Siblings, now: Millis) {
-        let _ = self.put(key, &state, now);
+        let (position, epoch) = self.locate(key);
+        let _ = self.put_at(key, position, epoch, &state, now);
     }
 
     /// Planted bug: forgets every sibling of `key` but the one with the greatest dot.
@@ -492,7 +504,8 @@ impl Store {
     pub fn keep_only_newest_sibling(&mut self, key: &[u8], now: Millis) {
         if let Some(mut state) = self.peek(key) {
             state.keep_only_newest();
-            let _ = self.put(key, &state, now);
+            let (position, epoch) = self.locate(key);
+            let _ = self.put_at(key, position, epoch, &state, now);
         }
     }
 }
