@@ -18,7 +18,8 @@ pub struct Summary {
     pub latencies: Vec<u64>,
     pub convergence_ms: Vec<u64>,
     pub writes_checked: usize,
-    pub writes_excused: usize,
+    pub writes_excused: BTreeMap<&'static str, usize>,
+    pub resurrections_excused: usize,
     pub ryw_strict_checked: usize,
     pub ryw_weak_checked: usize,
     pub ryw_weak_misses: usize,
@@ -58,7 +59,10 @@ impl Summary {
             self.convergence_ms.push(t);
         }
         self.writes_checked += r.check.writes_checked;
-        self.writes_excused += r.check.writes_excused;
+        for (excuse, n) in &r.check.writes_excused {
+            *self.writes_excused.entry(excuse.name()).or_insert(0) += n;
+        }
+        self.resurrections_excused += r.check.resurrections_excused;
         self.ryw_strict_checked += r.check.ryw_strict_checked;
         self.ryw_weak_checked += r.check.ryw_weak_checked;
         self.ryw_weak_misses += r.check.ryw_weak_misses;
@@ -97,8 +101,11 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "acknowledged writes checked: {}, excused (every copy lost with a peer's memory): {}",
-            self.writes_checked, self.writes_excused
+            "acknowledged writes checked: {}; missing and excused: {} {:?}; resurrections excused (the replacing write lost): {}",
+            self.writes_checked,
+            self.writes_excused.values().sum::<usize>(),
+            self.writes_excused,
+            self.resurrections_excused
         );
         let _ = writeln!(
             out,

@@ -71,6 +71,8 @@ pub struct OpMix {
     pub delete_per_10k: u64,
     /// Share of puts with a TTL.
     pub ttl_per_10k: u64,
+    /// Share of operations that change a key's TTL (`expire`, or `persist` one time in three).
+    pub expire_per_10k: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -243,6 +245,7 @@ impl Scenario {
                 read_per_10k: rng.between(3_000, 6_000),
                 delete_per_10k: rng.between(0, 2_000),
                 ttl_per_10k: *rng.pick(&[0, 1_000, 5_000]),
+                expire_per_10k: *rng.pick(&[0, 300, 1_000]),
             },
             net,
             clocks,

@@ -20,11 +20,13 @@ use ringcache::core::message::PeerMessage;
 use ringcache::core::node::{Input, Node, Outputs};
 use ringcache::core::planted::PlantedBug;
 use ringcache::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
+use ringcache::core::ring::Ring;
 use ringcache::core::siblings::{Payload, Siblings};
 use ringcache::core::types::{ClientRequestId, Millis, NodeId, Quorum};
 use ringcache::core::version_vector::VersionVector;
 use ringcache::history::check::{
-    check, values_of, CheckReport, Circumstances, Convergence, FinalState,
+    check, values_of, versions_of, CheckReport, Circumstances, Convergence, FinalState, Loss,
+    LossCause, WriteRun,
 };
 use ringcache::history::{History, OpId, OpKind, Outcome};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -32,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod faults;
 mod membership;
 mod settle;
+mod truth;
 
 /// Simulated time starts here, so that clocks running behind stay positive.
 const START: Millis = 10_000;
@@ -193,9 +196,21 @@ struct World<'s> {
     sweep_rounds: u32,
     quiet_until: Option<Millis>,
     converged_at: Option<Millis>,
-    // What the checker needs to know about lost memory.
-    values_lost: BTreeSet<Vec<u8>>,
-    damaged_keys: BTreeMap<Vec<u8>, Millis>,
+    // What the checker needs to know and cannot see in the history (see `truth`).
+    losses: BTreeMap<Vec<u8>, Vec<Loss>>,
+    writes_run: BTreeMap<OpId, WriteRun>,
+    /// What each write that arrived at a peer may replace, until it runs.
+    entitlements: BTreeMap<OpId, VersionVector>,
+    /// Every client request's operation, by request id.
+    request_ops: BTreeMap<ClientRequestId, OpId>,
+    /// Forwarded writes: (forwarding peer, its request number) → the operation.
+    forwards: BTreeMap<(NodeId, u64), OpId>,
+    /// The key each read's `Fetch` asked for, by request number (a `FetchReply` names none).
+    fetch_keys: BTreeMap<u64, Vec<u8>>,
+    /// Clocks of tombstone-only states peers decided to collect, by key.
+    collected: BTreeMap<Vec<u8>, VersionVector>,
+    /// Steps after which a peer's accounted memory exceeded its limit by more than an entry.
+    over_memory: Vec<String>,
     disruptions: Vec<(Millis, Millis)>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
@@ -267,8 +282,14 @@ impl<'s> World<'s> {
             sweep_rounds: 0,
             quiet_until: None,
             converged_at: None,
-            values_lost: BTreeSet::new(),
-            damaged_keys: BTreeMap::new(),
+            losses: BTreeMap::new(),
+            writes_run: BTreeMap::new(),
+            entitlements: BTreeMap::new(),
+            request_ops: BTreeMap::new(),
+            forwards: BTreeMap::new(),
+            fetch_keys: BTreeMap::new(),
+            collected: BTreeMap::new(),
+            over_memory: Vec::new(),
             disruptions: Vec::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
@@ -325,6 +346,7 @@ impl<'s> World<'s> {
         self.next_incarnation += 1;
         let mut node = Node::new(name.clone(), incarnation, self.config.clone());
         node.log_evictions();
+        node.log_writes();
         if let Some(bug) = self.plant {
             node.plant(bug);
         }
@@ -362,15 +384,44 @@ impl<'s> World<'s> {
                 from,
                 message,
             } => {
+                let stale =
+                    self.peers[&to].node.is_none() || self.peers[&to].incarnation != incarnation;
                 if self.hold_if_paused(&to, incarnation, || Event::Deliver {
                     to: to.clone(),
                     incarnation,
                     from: from.clone(),
                     message: message.clone(),
                 }) {
+                    if stale {
+                        self.lose_message(&message);
+                    }
                     return;
                 }
-                self.feed(&to, Input::Peer { from, message });
+                let carried = self
+                    .message_state(&message)
+                    .map(|(k, s)| (k.to_vec(), s.context().clone()));
+                let sender = from.clone();
+                self.feed(
+                    &to,
+                    Input::Peer {
+                        from,
+                        message: message.clone(),
+                    },
+                );
+                if let Some((key, clock)) = carried {
+                    // A state the receiver did not take (a full store, a late reply) may have
+                    // been the last copy.
+                    let kept = [&to, &sender].into_iter().any(|p| {
+                        self.peers[p]
+                            .node
+                            .as_ref()
+                            .and_then(|n| n.store().peek(&key))
+                            .is_some_and(|s| s.context().descends_from(&clock))
+                    });
+                    if !kept {
+                        self.lose_message(&message);
+                    }
+                }
             }
             Event::Undeliverable {
                 at,
@@ -468,18 +519,60 @@ impl<'s> World<'s> {
     fn feed(&mut self, node: &NodeId, input: Input) {
         let now = self.local_time(node);
         let mut out = Outputs::default();
-        let peer = self.peers.get_mut(node).expect("known peer");
-        let Some(n) = peer.node.as_mut() else { return };
-        n.handle(now, input, &mut out);
-        let evicted = n.take_evicted();
-        for (key, state) in evicted {
-            self.key_disruptions
-                .entry(key.clone())
-                .or_default()
-                .push(self.now);
-            self.lose_copy(node, &key, &state);
+        if self.peers[node].node.is_none() {
+            return;
         }
+        let before = self.before_feed(node, &input);
+        let forwarded_op = match &input {
+            Input::Client { id, .. } => self.op_of_client_request(*id),
+            _ => None,
+        };
+        let ring_before: Option<Ring> = matches!(input, Input::Membership(_))
+            .then(|| self.peers[node].node.as_ref().map(|n| n.ring().clone()))
+            .flatten();
+        let peer = self.peers.get_mut(node).expect("known peer");
+        let n = peer.node.as_mut().expect("checked");
+        n.handle(now, input, &mut out);
+        let dropped = n.take_evicted();
+        self.note_dropped(node, dropped, ring_before.as_ref());
+        self.after_feed(node, before, &out);
+        if let Some(op) = forwarded_op {
+            for msg in &out.messages {
+                if let PeerMessage::Coordinate { req, .. } = &msg.message {
+                    self.forwards.insert((node.clone(), *req), op);
+                }
+            }
+        }
+        self.check_memory(node);
         self.absorb(node, out);
+    }
+
+    /// After every step: a peer's accounted memory stays within its limit, give or take the
+    /// one entry being written.
+    fn check_memory(&mut self, node: &NodeId) {
+        let Some((limit, policy)) = self.s.memory else {
+            return;
+        };
+        let Some(n) = self.peers[node].node.as_ref() else {
+            return;
+        };
+        let used = n.store().used_bytes();
+        if used <= limit {
+            return;
+        }
+        let largest = n
+            .store()
+            .iter()
+            .map(|(k, s)| ringcache::core::store::footprint(k, &s))
+            .max()
+            .unwrap_or(0);
+        if used > limit + largest {
+            self.over_memory.push(format!(
+                "{node} at {} uses {used} bytes, limit {limit} ({}), largest entry {largest}",
+                self.now,
+                policy.name()
+            ));
+        }
     }
 
     fn absorb(&mut self, from: &NodeId, out: Outputs) {
@@ -516,6 +609,7 @@ impl<'s> World<'s> {
             .get(&to)
             .is_some_and(|p| p.node.is_some() && !p.left);
         if !reachable || self.blocked(from, &to) {
+            self.lose_message(&message);
             // A dead or cut-off peer: the connection attempt times out, or the stream dies
             // silently.
             if !reachable || self.net.chance(5_000) {
@@ -534,6 +628,7 @@ impl<'s> World<'s> {
             return;
         }
         if self.net.chance(self.s.net.loss_per_10k) {
+            self.lose_message(&message);
             return;
         }
         let incarnation = self.peers[&to].incarnation;
@@ -581,7 +676,12 @@ impl<'s> World<'s> {
             let mut out = Outputs::default();
             if let Some(n) = self.peers.get_mut(name).and_then(|p| p.node.as_mut()) {
                 n.tick(now, &mut out);
+                // A read repair applied here at a deadline can evict.
+                let dropped = n.take_evicted();
+                self.note_dropped(name, dropped, None);
             }
+            self.after_feed(name, None, &out);
+            self.check_memory(name);
             self.absorb(name, out);
             if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
@@ -619,6 +719,13 @@ impl<'s> World<'s> {
             OpKind::Get { r }
         } else if roll < s.mix.read_per_10k + s.mix.delete_per_10k {
             OpKind::Delete { w }
+        } else if roll < s.mix.read_per_10k + s.mix.delete_per_10k + s.mix.expire_per_10k {
+            let ttl_ms = if self.work.chance(3_333) {
+                None
+            } else {
+                Some(self.work.between(200, 3_000))
+            };
+            OpKind::Expire { ttl_ms, w }
         } else {
             let ttl_ms = if self.work.chance(s.mix.ttl_per_10k) {
                 Some(self.work.between(200, 3_000))
@@ -676,9 +783,16 @@ impl<'s> World<'s> {
                 context: context_in,
                 w,
             }),
+            OpKind::Expire { ttl_ms, w } => ClientRequest::Write(WriteRequest {
+                key,
+                write: WriteKind::Expire { ttl_ms },
+                context: context_in,
+                w,
+            }),
         };
         let id = self.next_request_id();
         self.clients[c].current = Some((id, op));
+        self.request_ops.insert(id, op);
         self.pending.insert(id, Owner::Client(c));
         let travel = 1 + self.work.below(3);
         self.schedule(
@@ -761,5 +875,8 @@ fn is_definite(e: &RequestError) -> bool {
             | RequestError::ValueTooLarge { .. }
             // Refused by the coordinator before it stored anything.
             | RequestError::OutOfMemory { .. }
+            // An expire that found several values, or none, rewrites nothing.
+            | RequestError::Conflict { .. }
+            | RequestError::NothingToExpire
     )
 }

@@ -33,7 +33,7 @@ use crate::core::ring::Ring;
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::store::{Store, StoreLimits};
 use crate::core::types::{ClientRequestId, Millis, NodeId, Quorum};
-use crate::core::version_vector::{Actor, VersionVector};
+use crate::core::version_vector::{Actor, Dot, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -180,8 +180,22 @@ pub struct Node {
     /// time each arrived. A duplicated `Coordinate` must not apply the write twice: a second
     /// dot for the same value would survive a later overwrite whose context covers the first.
     recent_forwards: BTreeMap<(NodeId, u64), Millis>,
+    /// When enabled, the writes this node coordinated since the last `take_writes_run`, with
+    /// the dot each minted (for the simulator, which must know what every write did).
+    write_log: Option<Vec<WriteRan>>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
+}
+
+/// A write this node coordinated and stored: who asked for it, and the dot it minted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRan {
+    /// The client request, when a client asked this node directly.
+    pub client: Option<ClientRequestId>,
+    /// The forwarding peer and its request number, when a peer asked.
+    pub forwarded_by: Option<(NodeId, u64)>,
+    pub key: Vec<u8>,
+    pub dot: Dot,
 }
 
 /// A tombstone-only state to collect: the key, the state's clock, the replicas to tell.
@@ -296,6 +310,7 @@ impl Node {
             hits: 0,
             misses: 0,
             recent_forwards: BTreeMap::new(),
+            write_log: None,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -345,6 +360,20 @@ impl Node {
         self.store.take_evicted()
     }
 
+    /// Makes the node keep every write it coordinates until [`Node::take_writes_run`]
+    /// (simulator only).
+    pub fn log_writes(&mut self) {
+        self.write_log.get_or_insert_with(Vec::new);
+    }
+
+    /// Writes coordinated since the last call, when logging is on.
+    pub fn take_writes_run(&mut self) -> Vec<WriteRan> {
+        self.write_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// How many replica states read repair has corrected since start.
     pub fn read_repairs(&self) -> u64 {
         self.read_repairs
@@ -373,6 +402,15 @@ impl Node {
     /// Number of requests waiting on replicas.
     pub fn pending_requests(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// The key states this node holds outside its store: what its in-flight reads gathered
+    /// and may still repair other replicas with (the simulator counts them as copies).
+    pub fn states_in_flight(&self) -> impl Iterator<Item = (&[u8], &Siblings)> {
+        self.in_flight.values().filter_map(|f| match f {
+            InFlight::Read { key, merged, .. } => Some((key.as_slice(), merged)),
+            _ => None,
+        })
     }
 
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
@@ -679,7 +717,21 @@ impl Node {
         let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
         let self_counts = usize::from(!replicas.contains(&self.id));
         let state = match self.store.update(&key, &self.actor, &context, payload, now) {
-            Ok((state, _)) => state,
+            Ok((state, dot)) => {
+                if let Some(log) = self.write_log.as_mut() {
+                    let (client, forwarded_by) = match &origin {
+                        Origin::Client(id) => (Some(*id), None),
+                        Origin::Peer { node, req } => (None, Some((node.clone(), *req))),
+                    };
+                    log.push(WriteRan {
+                        client,
+                        forwarded_by,
+                        key: key.clone(),
+                        dot,
+                    });
+                }
+                state
+            }
             Err(oom) => {
                 let error = RequestError::OutOfMemory {
                     needed: oom.needed,

@@ -1,11 +1,12 @@
 //! The history checker: decides whether a recorded run kept ringcache's promises.
 //!
 //! Checked properties (numbered as in `docs/guarantees.md`):
-//! 1. **No lost write** — every acknowledged put is among the final values, unless a write that
-//!    may have taken effect superseded it (its context covered the put), it may have expired,
-//!    or the circumstances excuse it (every copy was on peers that lost their memory).
+//! 1. **No lost write** — every acknowledged put (or expire) is among the final values, unless
+//!    a write that ran superseded it, it may have expired, or every copy of it was lost with a
+//!    peer's memory (a crash, a departure, an eviction, or data stranded by a ring change).
 //! 2. **No phantom, no resurrection** — every value read was written (and invoked before the
-//!    read completed); no final value was superseded by an acknowledged write.
+//!    read completed); no final value was superseded by an acknowledged write whose own copies
+//!    survived.
 //! 3. **Siblings are concurrent** — no read returns a value together with a write that
 //!    descends from it.
 //! 4. **Convergence** — judged by the recorder (it alone can see replicas), and passed in.
@@ -15,16 +16,31 @@
 //!
 //! Also: **no expired read** — a value is never read after its TTL plus the clock uncertainty.
 //!
-//! "Superseded" is judged causally: write `q` supersedes value `v` when `q`'s context
-//! descends from a context known to contain `v` (the context its put returned, or that of a
-//! read that returned `v`). A delete sent without context removes what its coordinator had
-//! seen, which the client cannot know, so it may supersede anything written before it ended —
-//! or, if it was never acknowledged, anything at all: an operation whose outcome is unknown may
-//! take effect at any later moment (a delayed forward, a replica that was paused).
+//! # Excuses are exactly as wide as the truth
+//! A checker that excuses too much proves nothing, so every excuse names the write it excuses
+//! and the fact that excuses it; nothing is excused per key or per time window.
+//! - *Superseded.* Where the recorder can see inside the cluster (the simulator), it tells the
+//!   checker what each write really did ([`WriteRun`]): the dot it minted and the history it
+//!   was entitled to replace — the client's context, or, for a blind delete, what its
+//!   coordinator held for the key at the instant it ran. A value is superseded only by a write
+//!   that ran and whose entitlement covers the value's dot. A write that never ran supersedes
+//!   nothing; a delete never supersedes a write its coordinator had not seen. Without that
+//!   view (the real-process chaos test) the checker judges from the history alone: a write with
+//!   context supersedes what that context was known to contain, and a blind delete may
+//!   supersede puts invoked before it could last have run (its completion, or for one that
+//!   never completed its client's give-up, plus [`Circumstances::late_write_ms`]).
+//! - *Lost.* The recorder reports every moment a key's copies shrank ([`Loss`]): the clock the
+//!   lost copy held and the clock of everything that survived — other replicas' stores,
+//!   coordinators' in-flight reads, and messages still in flight. A write is excused as lost
+//!   only if its own dot was in the first and not the second. A value another replica (or a
+//!   message) still held is never excused, whatever else the crash took.
+//! - *Expired.* A value whose TTL (plus clock uncertainty) may have passed.
+//!
+//! A write counts as checked only when no excuse applied; each excuse is counted by kind.
 
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
-use crate::core::version_vector::VersionVector;
+use crate::core::version_vector::{Dot, VersionVector};
 use crate::history::{History, OpId, OpKind, Operation, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -38,6 +54,8 @@ pub enum ViolationKind {
     NotConverged,
     ReadYourWrites,
     ExpiredRead,
+    /// A peer's accounted memory passed its limit (judged by the recorder, after every step).
+    OverMemoryLimit,
 }
 
 impl ViolationKind {
@@ -50,6 +68,7 @@ impl ViolationKind {
             ViolationKind::NotConverged => "not-converged",
             ViolationKind::ReadYourWrites => "read-your-writes",
             ViolationKind::ExpiredRead => "expired-read",
+            ViolationKind::OverMemoryLimit => "over-memory-limit",
         }
     }
 }
@@ -80,8 +99,74 @@ impl fmt::Display for Violation {
 #[derive(Clone, Debug, Default)]
 pub struct FinalState {
     pub keys: BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+    /// The same values with their dots, where the recorder can see them (the simulator). When
+    /// present, presence and resurrection are judged per dot: an expire rewrites a value under
+    /// a new dot, so the same bytes can stand for two different writes.
+    pub versions: Option<BTreeMap<Vec<u8>, Vec<(Dot, Vec<u8>)>>>,
     /// When the final state was read, on the history's clock.
     pub at: Millis,
+}
+
+/// What one write did when its coordinator ran it, as the simulator saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRun {
+    /// When the coordinator applied it, on the history's clock.
+    pub at: Millis,
+    /// The dot it minted.
+    pub dot: Dot,
+    /// The history it was entitled to replace: the client's context; for a blind delete, the
+    /// coordinator's clock for the key just before it ran; for a blind put, nothing. Taken from
+    /// the client's request and the store as it was, never from what the write then did, so a
+    /// coordinator that replaced more than this is caught.
+    pub replaced: VersionVector,
+    /// The value it stored: a put's value, or the value an expire rewrote (`None`: a delete).
+    pub value: Option<Vec<u8>>,
+}
+
+/// Why copies of a key were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LossCause {
+    /// A peer crashed (its memory is wiped on restart).
+    Crash,
+    /// A peer left the cluster.
+    Departure,
+    /// A peer at its memory limit evicted the key.
+    Eviction,
+    /// A peer regained a partition and dropped its possibly stale copies there.
+    StaleDrop,
+    /// The last copy was in a message that was lost, or refused by a full replica.
+    Message,
+    /// Only peers that no longer replicate the key held it when the run ended (no handoff).
+    Stranded,
+}
+
+impl LossCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            LossCause::Crash => "crash",
+            LossCause::Departure => "departure",
+            LossCause::Eviction => "eviction",
+            LossCause::StaleDrop => "stale drop",
+            LossCause::Message => "message lost",
+            LossCause::Stranded => "stranded",
+        }
+    }
+}
+
+/// One moment a key's copies shrank: every dot `held` covers and `survived` does not was gone
+/// for good (no replica, in-flight read or message still carried it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub at: Millis,
+    pub cause: LossCause,
+    pub held: VersionVector,
+    pub survived: VersionVector,
+}
+
+impl Loss {
+    pub fn lost(&self, dot: &Dot) -> bool {
+        self.held.covers(dot) && !self.survived.covers(dot)
+    }
 }
 
 /// Facts about the run the checker cannot see in the history.
@@ -91,11 +176,15 @@ pub struct Circumstances {
     pub replicas: usize,
     /// Largest difference between two peers' clocks (TTL expiry is judged with this slack).
     pub clock_uncertainty_ms: Millis,
-    /// Values whose every copy was lost with a peer's memory (crash, departure): not a bug.
-    pub values_lost_to_crashes: BTreeSet<Vec<u8>>,
-    /// Keys whose replicated knowledge shrank, and when: writes invoked before that instant
-    /// are excused from "lost write" and "resurrection" (a lost delete can let a value back).
-    pub damaged_keys: BTreeMap<Vec<u8>, Millis>,
+    /// What each write that reached a coordinator did, by operation, where the recorder can see
+    /// it. `None` means the recorder cannot (real processes): supersession is then judged from
+    /// the history alone (see the module doc).
+    pub writes_run: Option<BTreeMap<OpId, WriteRun>>,
+    /// Every moment a key's copies shrank through a loss of memory, by key.
+    pub losses: BTreeMap<Vec<u8>, Vec<Loss>>,
+    /// Without `writes_run`: how long after its client last heard of it a write may still run
+    /// (a forward or a paused coordinator delivering it late).
+    pub late_write_ms: Millis,
     /// Intervals (inclusive) during which replicas lost memory or peers disagreed on the
     /// ring: read-your-writes is only enforced between a write and a read that overlap none.
     pub disruptions: Vec<(Millis, Millis)>,
@@ -121,13 +210,44 @@ pub struct Convergence {
     pub diverged_keys: Vec<Vec<u8>>,
 }
 
+/// Why an acknowledged write missing from the end was not a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Excuse {
+    /// A write that ran replaced it.
+    Superseded,
+    /// Its TTL may have passed.
+    Expired,
+    /// Every copy of it was lost.
+    Lost(LossCause),
+}
+
+impl Excuse {
+    pub fn name(self) -> &'static str {
+        match self {
+            Excuse::Superseded => "superseded",
+            Excuse::Expired => "expired",
+            Excuse::Lost(cause) => match cause {
+                LossCause::Crash => "lost: crash",
+                LossCause::Departure => "lost: departure",
+                LossCause::Eviction => "lost: eviction",
+                LossCause::StaleDrop => "lost: stale drop",
+                LossCause::Message => "lost: message",
+                LossCause::Stranded => "lost: stranded",
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
     pub violations: Vec<Violation>,
-    /// Acknowledged writes whose survival was checked.
+    /// Acknowledged writes whose survival was checked: present at the end, or flagged. A
+    /// write some excuse applied to is not counted here.
     pub writes_checked: usize,
-    /// Acknowledged writes excused because the data was lost with a peer's memory.
-    pub writes_excused: usize,
+    /// Acknowledged writes missing at the end, by the excuse that applied.
+    pub writes_excused: BTreeMap<Excuse, usize>,
+    /// Final values superseded by an acknowledged write whose every copy was lost.
+    pub resurrections_excused: usize,
     /// Read-your-writes pairs checked strictly (R + W > N, undisturbed).
     pub ryw_strict_checked: usize,
     /// Read-your-writes misses where the guarantee does not apply (R + W <= N, or a crash or
@@ -145,6 +265,11 @@ impl CheckReport {
             *out.entry(v.kind).or_insert(0) += 1;
         }
         out
+    }
+
+    /// Acknowledged writes excused, all kinds together.
+    pub fn excused_total(&self) -> usize {
+        self.writes_excused.values().sum()
     }
 }
 
@@ -169,7 +294,8 @@ struct Checker<'h> {
 pub fn check(history: &History, final_state: &FinalState, c: &Circumstances) -> CheckReport {
     let mut checker = Checker::new(history, c);
     checker.phantoms_siblings_and_expiry();
-    checker.final_state(final_state);
+    checker.lost_writes(final_state);
+    checker.resurrections(final_state);
     checker.read_your_writes();
     if let Some(conv) = &c.convergence {
         checker.convergence(conv);
@@ -246,69 +372,156 @@ impl<'h> Checker<'h> {
         });
     }
 
-    /// Whether write `q` (given by its context) supersedes value `v`.
+    /// What `op` did when it ran, if the recorder can tell and it ran.
+    fn run_of(&self, op: OpId) -> Option<&'h WriteRun> {
+        self.c.writes_run.as_ref().and_then(|runs| runs.get(&op))
+    }
+
+    /// Whether write `q` (given by its context) supersedes value `v`, judged from the history.
     fn context_covers_value(&self, ctx: &VersionVector, v: &[u8]) -> bool {
         self.known
             .get(v)
             .is_some_and(|ks| ks.iter().any(|k| ctx.descends_from(k)))
     }
 
-    /// A write on `key` that may have taken effect and supersedes `v`, other than `v`'s own
-    /// put, invoked before `before`.
-    fn superseder(&self, key: &[u8], v: &[u8], before: Millis) -> Option<OpId> {
-        let own = self.put_of_value.get(v).copied();
+    /// Whether a write sent with context `ctx` replaced every write of value `v` on `key`
+    /// that could have been read by `before`. An expire rewrites a value under a new dot, which
+    /// a context that saw only the put does not cover: the rewrite is a concurrent write.
+    fn written_over(&self, ctx: &VersionVector, key: &[u8], v: &[u8], before: Millis) -> bool {
+        let Some(index) = self.keys.get(key) else {
+            return false;
+        };
+        if self.c.writes_run.is_some() {
+            let Some(&put) = self.put_of_value.get(v) else {
+                return false;
+            };
+            let mut runs = index
+                .writes
+                .iter()
+                .filter_map(|(id, _)| Some((*id, self.run_of(*id)?)))
+                .filter(|(id, r)| *id == put || (r.value.as_deref() == Some(v) && r.at <= before))
+                .peekable();
+            return runs.peek().is_some() && runs.all(|(_, r)| ctx.covers(&r.dot));
+        }
+        let rewritten = index.writes.iter().any(|(_, q)| {
+            matches!(q.kind, OpKind::Expire { .. })
+                && q.may_have_applied()
+                && q.invoked_at <= before
+        });
+        !rewritten && self.context_covers_value(ctx, v)
+    }
+
+    /// The value a put or expire wrote (an expire's only as the recorder saw it).
+    fn value_of(&self, id: OpId) -> Option<&'h [u8]> {
+        match &self.history.get(id).kind {
+            OpKind::Put { value, .. } => Some(value),
+            _ => self.run_of(id).and_then(|r| r.value.as_deref()),
+        }
+    }
+
+    /// A write on `key` that superseded `target` (a put or expire), other than `target`
+    /// itself, and could have done so before `before`.
+    fn superseder(&self, key: &[u8], target: OpId, before: Millis) -> Option<OpId> {
         let index = self.keys.get(key)?;
-        let v_invoked = own.map(|id| self.history.get(id).invoked_at).unwrap_or(0);
-        index
-            .writes
-            .iter()
-            .filter(|(id, q)| Some(*id) != own && q.may_have_applied() && q.invoked_at <= before)
+        let writes = index.writes.iter().filter(|(id, _)| *id != target);
+        if self.c.writes_run.is_some() {
+            let t = self.run_of(target)?;
+            return writes
+                .filter_map(|(id, _)| Some((*id, self.run_of(*id)?)))
+                .filter(|(_, r)| r.at <= before)
+                .find(|(id, r)| {
+                    r.replaced.covers(&t.dot)
+                        // An expire rewrites the value it found under a new dot, replacing
+                        // the older writes of those bytes.
+                        || (matches!(self.history.get(*id).kind, OpKind::Expire { .. })
+                            && r.value.is_some()
+                            && r.value == t.value
+                            && r.at > t.at)
+                })
+                .map(|(id, _)| id);
+        }
+        let v = self.value_of(target)?;
+        let v_invoked = self.history.get(target).invoked_at;
+        writes
+            .filter(|(_, q)| q.may_have_applied() && q.invoked_at <= before)
             .find(|(_, q)| match &q.context_in {
-                Some(ctx) => self.context_covers_value(ctx, v),
-                // A blind delete removes what its coordinator saw when it ran: before its
-                // acknowledgement if it has one; if not, it may have run at any later time.
-                None => {
-                    matches!(q.kind, OpKind::Delete { .. })
-                        && (!q.is_acknowledged_write()
-                            || q.completed_at.unwrap_or(Millis::MAX) >= v_invoked)
+                Some(ctx) => {
+                    !matches!(q.kind, OpKind::Expire { .. }) && self.context_covers_value(ctx, v)
                 }
+                // A blind delete removes what its coordinator had seen when it ran, which
+                // was no later than its client last heard of it, plus the slack for a late
+                // forward.
+                None => matches!(q.kind, OpKind::Delete { .. }) && self.latest_run(q) >= v_invoked,
             })
             .map(|(id, _)| *id)
     }
 
-    /// Whether a delete that may have taken effect superseded `v`, invoked before `before`.
-    fn deleted_after(&self, key: &[u8], v: &[u8], before: Millis) -> bool {
-        let own = self.put_of_value.get(v).copied();
-        let v_invoked = own.map(|id| self.history.get(id).invoked_at).unwrap_or(0);
-        self.keys.get(key).is_some_and(|index| {
-            index.writes.iter().any(|(id, q)| {
-                Some(*id) != own
-                    && matches!(q.kind, OpKind::Delete { .. })
-                    && q.may_have_applied()
-                    && q.invoked_at <= before
-                    && match &q.context_in {
-                        Some(ctx) => self.context_covers_value(ctx, v),
-                        None => {
-                            !q.is_acknowledged_write()
-                                || q.completed_at.unwrap_or(Millis::MAX) >= v_invoked
-                        }
-                    }
-            })
-        })
+    /// Without the recorder's view: the latest instant write `q` could have run.
+    fn latest_run(&self, q: &Operation) -> Millis {
+        q.completed_at
+            .map_or(Millis::MAX, |t| t.saturating_add(self.c.late_write_ms))
     }
 
-    /// Whether the value written by `put` may have expired by `at`.
-    fn may_have_expired(&self, put: &Operation, at: Millis) -> bool {
-        match &put.kind {
+    /// Whether a delete superseded `target` before `before`.
+    fn deleted_after(&self, key: &[u8], target: OpId, before: Millis) -> bool {
+        self.superseder(key, target, before)
+            .is_some_and(|q| matches!(self.history.get(q).kind, OpKind::Delete { .. }))
+    }
+
+    /// The loss that took every copy of `op`'s write, if one did.
+    fn lost(&self, key: &[u8], op: OpId) -> Option<LossCause> {
+        let dot = &self.run_of(op)?.dot;
+        self.c
+            .losses
+            .get(key)?
+            .iter()
+            .find(|l| l.lost(dot))
+            .map(|l| l.cause)
+    }
+
+    /// Whether the value written by `write` (a put, or an expire) may have expired by `at`.
+    fn may_have_expired(&self, write: &Operation, at: Millis) -> bool {
+        match &write.kind {
             OpKind::Put {
                 ttl_ms: Some(ttl), ..
-            } => at + self.c.clock_uncertainty_ms >= put.invoked_at.saturating_add(*ttl),
+            }
+            | OpKind::Expire {
+                ttl_ms: Some(ttl), ..
+            } => at + self.c.clock_uncertainty_ms >= write.invoked_at.saturating_add(*ttl),
             _ => false,
         }
     }
 
-    fn damaged_before(&self, key: &[u8], at: Millis) -> bool {
-        self.c.damaged_keys.get(key).is_some_and(|t| at <= *t)
+    /// The latest instant value `v` of `put` can still be visible for a read invoked at `at`
+    /// (`None`: no bound is known). An expire that may have rewritten it moves the bound.
+    fn latest_expiry(&self, put: OpId, v: &[u8], at: Millis) -> Option<Millis> {
+        let p = self.history.get(put);
+        let mut latest = match (&p.kind, p.is_acknowledged_write()) {
+            (
+                OpKind::Put {
+                    ttl_ms: Some(ttl), ..
+                },
+                true,
+            ) => p.completed_at? + ttl,
+            _ => return None,
+        };
+        for (id, q) in &self.keys.get(p.key.as_slice())?.writes {
+            let OpKind::Expire { ttl_ms, .. } = &q.kind else {
+                continue;
+            };
+            let ran_at = if self.c.writes_run.is_some() {
+                match self.run_of(*id) {
+                    Some(r) if r.value.as_deref() == Some(v) => r.at,
+                    _ => continue,
+                }
+            } else if q.may_have_applied() && q.invoked_at <= at {
+                self.latest_run(q)
+            } else {
+                continue;
+            };
+            latest = latest.max(ttl_ms.map_or(Millis::MAX, |t| ran_at.saturating_add(t)));
+        }
+        Some(latest.saturating_add(self.c.clock_uncertainty_ms))
     }
 
     fn phantoms_siblings_and_expiry(&mut self) {
@@ -347,18 +560,7 @@ impl<'h> Checker<'h> {
                 }
                 // Only an acknowledged put bounds when its expiry was fixed: one whose client gave
                 // up may be applied (and its TTL started) any time later.
-                let acked_at = put
-                    .is_acknowledged_write()
-                    .then_some(put.completed_at)
-                    .flatten();
-                if let (
-                    OpKind::Put {
-                        ttl_ms: Some(ttl), ..
-                    },
-                    Some(put_done),
-                ) = (&put.kind, acked_at)
-                {
-                    let latest_expiry = put_done + ttl + self.c.clock_uncertainty_ms;
+                if let Some(latest_expiry) = self.latest_expiry(put_id, &v.data, done) {
                     if op.invoked_at > latest_expiry {
                         self.violation(
                             ViolationKind::ExpiredRead,
@@ -385,7 +587,7 @@ impl<'h> Checker<'h> {
                     let Some(b_ctx) = &history.get(b_put).context_in else {
                         continue;
                     };
-                    if self.context_covers_value(b_ctx, &a.data) {
+                    if self.written_over(b_ctx, &op.key, &a.data, done) {
                         if self.pruned.contains(op.key.as_slice()) {
                             self.report.false_siblings_after_pruning += 1;
                             continue;
@@ -406,44 +608,68 @@ impl<'h> Checker<'h> {
         }
     }
 
-    fn final_state(&mut self, fin: &FinalState) {
+    /// Whether the final state still holds what `op` (a put or expire) wrote: its dot where
+    /// dots are known, else its bytes.
+    fn present(&self, fin: &FinalState, op: OpId) -> bool {
+        let key = &self.history.get(op).key;
+        match (&fin.versions, self.run_of(op)) {
+            (Some(versions), Some(run)) => versions
+                .get(key)
+                .is_some_and(|vs| vs.iter().any(|(dot, _)| *dot == run.dot)),
+            _ => self.value_of(op).is_some_and(|v| {
+                fin.keys
+                    .get(key)
+                    .is_some_and(|vs| vs.iter().any(|x| x == v))
+            }),
+        }
+    }
+
+    /// Property 1: acknowledged puts (and, where the recorder sees what they wrote, expires)
+    /// survive unless superseded, expired or lost.
+    fn lost_writes(&mut self, fin: &FinalState) {
         let history = self.history;
-        // Property 1: acknowledged puts survive unless superseded, expired or excused.
         for (i, p) in history.ops().iter().enumerate() {
-            let OpKind::Put { value, .. } = &p.kind else {
-                continue;
+            let id = OpId(i);
+            let checked_kind = match p.kind {
+                OpKind::Put { .. } => true,
+                OpKind::Expire { .. } => self.c.writes_run.is_some(),
+                _ => false,
             };
-            if !p.is_acknowledged_write() {
+            if !checked_kind || !p.is_acknowledged_write() {
                 continue;
             }
-            if self.c.values_lost_to_crashes.contains(value)
-                || self.damaged_before(&p.key, p.invoked_at)
-            {
-                self.report.writes_excused += 1;
+            if self.present(fin, id) {
+                self.report.writes_checked += 1;
+                continue;
+            }
+            let excuse = if self.superseder(&p.key, id, Millis::MAX).is_some() {
+                Some(Excuse::Superseded)
+            } else if self.may_have_expired(p, fin.at) {
+                Some(Excuse::Expired)
+            } else {
+                self.lost(&p.key, id).map(Excuse::Lost)
+            };
+            if let Some(excuse) = excuse {
+                *self.report.writes_excused.entry(excuse).or_insert(0) += 1;
                 continue;
             }
             self.report.writes_checked += 1;
-            let present = fin.keys.get(&p.key).is_some_and(|vs| vs.contains(value));
-            if present
-                || self.may_have_expired(p, fin.at)
-                || self.superseder(&p.key, value, Millis::MAX).is_some()
-            {
-                continue;
-            }
+            let what = self.value_of(id).map(value_name).unwrap_or_default();
             self.violation(
                 ViolationKind::LostWrite,
                 &p.key,
-                format!(
-                    "acknowledged {:?} is gone and nothing superseded it",
-                    value_name(value)
-                ),
-                vec![OpId(i)],
+                format!("acknowledged {what:?} is gone and nothing superseded it"),
+                vec![id],
             );
         }
-        // Property 2: final values were written, and nothing acknowledged superseded them.
+    }
+
+    /// Property 2: final values were written, and no acknowledged write that outlived them
+    /// superseded them.
+    fn resurrections(&mut self, fin: &FinalState) {
         for (key, values) in &fin.keys {
             for data in values {
-                let Some(&put_id) = self.put_of_value.get(data.as_slice()) else {
+                if !self.put_of_value.contains_key(data.as_slice()) {
                     self.violation(
                         ViolationKind::Phantom,
                         key,
@@ -453,36 +679,91 @@ impl<'h> Checker<'h> {
                         ),
                         vec![],
                     );
-                    continue;
-                };
-                let superseded_by = self.keys.get(key.as_slice()).and_then(|index| {
-                    index
-                        .writes
-                        .iter()
-                        .filter(|(id, q)| {
-                            *id != put_id
-                                && q.is_acknowledged_write()
-                                && !self.damaged_before(key, q.invoked_at)
-                        })
-                        .find(|(_, q)| {
-                            q.context_in
-                                .as_ref()
-                                .is_some_and(|ctx| self.context_covers_value(ctx, data))
-                        })
-                        .map(|(id, _)| *id)
-                });
-                if let Some(q) = superseded_by {
-                    self.violation(
-                        ViolationKind::Resurrection,
-                        key,
-                        format!(
-                            "final state holds {:?}, superseded by an acknowledged write",
-                            value_name(data)
-                        ),
-                        vec![put_id, q],
-                    );
                 }
             }
+        }
+        match &fin.versions {
+            Some(versions) => {
+                for (key, held) in versions {
+                    for (dot, data) in held {
+                        self.resurrection_by_dot(key, dot, data);
+                    }
+                }
+            }
+            None => {
+                for (key, values) in &fin.keys {
+                    for data in values {
+                        self.resurrection_by_value(key, data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// With the recorder's view: the final version `dot` is a resurrection if an acknowledged
+    /// write replaced it, unless every copy of that write was lost.
+    fn resurrection_by_dot(&mut self, key: &[u8], dot: &Dot, data: &[u8]) {
+        let Some(index) = self.keys.get(key) else {
+            return;
+        };
+        let replaced_by = index.writes.iter().find(|(id, q)| {
+            q.is_acknowledged_write()
+                && self
+                    .run_of(*id)
+                    .is_some_and(|r| r.dot != *dot && r.replaced.covers(dot))
+        });
+        let Some(&(q, _)) = replaced_by else {
+            return;
+        };
+        if self.lost(key, q).is_some() {
+            self.report.resurrections_excused += 1;
+            return;
+        }
+        if self.pruned.contains(key) {
+            self.report.false_siblings_after_pruning += 1;
+            return;
+        }
+        let put = self.put_of_value.get(data).copied();
+        self.violation(
+            ViolationKind::Resurrection,
+            key,
+            format!(
+                "final state holds {:?} ({dot:?}), replaced by an acknowledged write",
+                value_name(data)
+            ),
+            put.into_iter().chain([q]).collect(),
+        );
+    }
+
+    /// From the history alone: the final value `data` is a resurrection if an acknowledged
+    /// write's context covered it.
+    fn resurrection_by_value(&mut self, key: &[u8], data: &[u8]) {
+        let Some(&put_id) = self.put_of_value.get(data) else {
+            return;
+        };
+        let superseded_by = self.keys.get(key).and_then(|index| {
+            index
+                .writes
+                .iter()
+                .filter(|(id, q)| *id != put_id && q.is_acknowledged_write())
+                .find(|(_, q)| {
+                    !matches!(q.kind, OpKind::Expire { .. })
+                        && q.context_in
+                            .as_ref()
+                            .is_some_and(|ctx| self.context_covers_value(ctx, data))
+                })
+                .map(|(id, _)| *id)
+        });
+        if let Some(q) = superseded_by {
+            self.violation(
+                ViolationKind::Resurrection,
+                key,
+                format!(
+                    "final state holds {:?}, superseded by an acknowledged write",
+                    value_name(data)
+                ),
+                vec![put_id, q],
+            );
         }
     }
 
@@ -538,18 +819,20 @@ impl<'h> Checker<'h> {
         let values: Vec<&[u8]> = values.collect();
         let sees_value = values.contains(&value.as_slice())
             || self.may_have_expired(write, read_done)
-            || self.superseder(&write.key, value, read_done).is_some();
+            || self.superseder(&write.key, write_id, read_done).is_some();
         // A write that expired or was deleted may be gone altogether, context included: its
         // tombstones are collected once every replica holds them, and a later write starts a
         // fresh history. Reading the write's aftermath is then finding nothing, or only values
         // nothing superseded (written after the collection); an older value the write replaced
         // is still a miss.
         let gone = self.may_have_expired(write, read_done)
-            || self.deleted_after(&write.key, value, read_done);
+            || self.deleted_after(&write.key, write_id, read_done);
         let aftermath = gone
-            && values
-                .iter()
-                .all(|x| self.superseder(&write.key, x, read_done).is_none());
+            && values.iter().all(|x| {
+                self.put_of_value
+                    .get(x)
+                    .is_none_or(|&p| self.superseder(&write.key, p, read_done).is_none())
+            });
         let ok = (sees_context && sees_value) || aftermath;
         let n = self.c.replicas;
         let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
@@ -614,10 +897,15 @@ impl<'h> Checker<'h> {
 
 /// The values (visible or expired, not tombstones) a merged state holds.
 pub fn values_of(state: &Siblings) -> Vec<Vec<u8>> {
+    versions_of(state).into_iter().map(|(_, v)| v).collect()
+}
+
+/// The values a merged state holds, with their dots.
+pub fn versions_of(state: &Siblings) -> Vec<(Dot, Vec<u8>)> {
     state
         .versions()
-        .filter_map(|(_, p)| match p {
-            Payload::Value { data, .. } => Some(data.clone()),
+        .filter_map(|(dot, p)| match p {
+            Payload::Value { data, .. } => Some((dot.clone(), data.clone())),
             Payload::Tombstone => None,
         })
         .collect()

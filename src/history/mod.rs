@@ -35,6 +35,12 @@ pub enum OpKind {
     Delete {
         w: Quorum,
     },
+    /// A TTL change (`expire`) or its removal (`persist`, `ttl_ms: None`): the coordinator
+    /// rewrites the key's one live value under a new dot.
+    Expire {
+        ttl_ms: Option<Millis>,
+        w: Quorum,
+    },
 }
 
 impl OpKind {
@@ -46,7 +52,7 @@ impl OpKind {
     pub fn w(&self) -> Option<Quorum> {
         match self {
             OpKind::Get { .. } => None,
-            OpKind::Put { w, .. } | OpKind::Delete { w } => Some(*w),
+            OpKind::Put { w, .. } | OpKind::Delete { w } | OpKind::Expire { w, .. } => Some(*w),
         }
     }
 }
@@ -124,6 +130,11 @@ impl fmt::Display for Operation {
                 }
             }
             OpKind::Delete { w } => write!(f, "del {key} w={w}")?,
+            OpKind::Expire {
+                ttl_ms: Some(ttl),
+                w,
+            } => write!(f, "expire {key} {ttl}ms w={w}")?,
+            OpKind::Expire { ttl_ms: None, w } => write!(f, "persist {key} w={w}")?,
         }
         if let Some(ctx) = &self.context_in {
             write!(f, " ctx={ctx}")?;

@@ -1,5 +1,5 @@
-//! Injecting and ending the scenario's faults, and accounting for what a peer that loses its
-//! memory takes with it.
+//! Injecting and ending the scenario's faults (what a peer that loses its memory takes with it
+//! is accounted in `truth`).
 
 use super::*;
 
@@ -23,7 +23,7 @@ impl World<'_> {
             Fault::Crash { node, down_for } => {
                 let name = NodeId::from(node);
                 if self.peers.get(&name).is_some_and(|p| p.node.is_some()) {
-                    self.lose_memory(&name);
+                    self.lose_memory(&name, LossCause::Crash);
                     let peer = self.peers.get_mut(&name).expect("checked");
                     peer.node = None;
                     peer.paused = false;
@@ -100,7 +100,7 @@ impl World<'_> {
                     .left
                     .insert(name.clone());
                 self.send_heartbeats(&name);
-                self.lose_memory(&name);
+                self.lose_memory(&name, LossCause::Departure);
                 let peer = self.peers.get_mut(&name).expect("checked");
                 peer.left = true;
                 peer.node = None;
@@ -140,45 +140,6 @@ impl World<'_> {
         let held = std::mem::take(&mut peer.held);
         for event in held {
             self.dispatch(event);
-        }
-    }
-
-    /// A peer is about to lose its memory: note what the cluster loses with it.
-    pub(super) fn lose_memory(&mut self, victim: &NodeId) {
-        self.disruptions.push((self.now, self.now));
-        let Some(node) = self.peers[victim].node.as_ref() else {
-            return;
-        };
-        self.read_repairs_of_gone_nodes += node.read_repairs();
-        let held: Vec<(Vec<u8>, Siblings)> =
-            node.store().iter().map(|(k, s)| (k.to_vec(), s)).collect();
-        for (key, state) in held {
-            self.lose_copy(victim, &key, &state);
-        }
-    }
-
-    /// `victim` no longer holds `state` for `key` (crash, departure, eviction): whatever no
-    /// other peer holds is gone, which the checker excuses.
-    pub(super) fn lose_copy(&mut self, victim: &NodeId, key: &[u8], state: &Siblings) {
-        let mut others = Siblings::new();
-        for (name, p) in &self.peers {
-            if name == victim {
-                continue;
-            }
-            if let Some(s) = p.node.as_ref().and_then(|n| n.store().peek(key)) {
-                others.merge(&s);
-            }
-        }
-        if others.context().descends_from(state.context()) {
-            return;
-        }
-        self.damaged_keys.insert(key.to_vec(), self.now);
-        for (dot, payload) in state.versions() {
-            if let Payload::Value { data, .. } = payload {
-                if !others.context().covers(dot) {
-                    self.values_lost.insert(data.clone());
-                }
-            }
         }
     }
 }

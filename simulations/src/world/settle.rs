@@ -3,6 +3,7 @@
 
 use super::*;
 use ringcache::core::eviction::EvictionPolicy;
+use ringcache::history::check::{Violation, ViolationKind};
 
 impl World<'_> {
     pub(super) fn heal(&mut self) {
@@ -196,14 +197,23 @@ impl World<'_> {
         let circumstances = Circumstances {
             replicas: self.s.replicas,
             clock_uncertainty_ms: self.s.clock_uncertainty_ms(self.now),
-            values_lost_to_crashes: self.values_lost.clone(),
-            damaged_keys: self.damaged_keys.clone(),
+            writes_run: Some(std::mem::take(&mut self.writes_run)),
+            losses: std::mem::take(&mut self.losses),
+            late_write_ms: 0,
             disruptions: self.disruptions.clone(),
             key_disruptions: self.key_disruptions.clone(),
             convergence: Some(convergence.clone()),
             clock_prune_limit: Some(self.config.max_clock_entries),
         };
-        let report = check(&self.history, &final_state, &circumstances);
+        let mut report = check(&self.history, &final_state, &circumstances);
+        for detail in std::mem::take(&mut self.over_memory) {
+            report.violations.push(Violation {
+                kind: ViolationKind::OverMemoryLimit,
+                key: Vec::new(),
+                detail,
+                ops: Vec::new(),
+            });
+        }
         let latencies = self
             .history
             .ops()
@@ -268,13 +278,13 @@ impl World<'_> {
 
     /// The merged state of each key's replicas. Data only a non-replica holds (left behind
     /// by a ring change: the cluster has no handoff yet) is unreadable, so it counts as lost
-    /// to the disruption that stranded it.
+    /// (a `Stranded` loss, per dot).
     pub(super) fn final_state(&mut self, keys: &BTreeSet<Vec<u8>>) -> FinalState {
         let mut fin = FinalState {
             keys: BTreeMap::new(),
+            versions: Some(BTreeMap::new()),
             at: self.now,
         };
-        let last_disruption = self.disruptions.iter().map(|(_, to)| *to).max();
         let nodes: Vec<&Node> = self
             .peers
             .values()
@@ -298,22 +308,23 @@ impl World<'_> {
                 }
             }
             if !on_owners.context().descends_from(anywhere.context()) {
-                if let Some(t) = last_disruption {
-                    stranded.push((key.clone(), t));
-                    for (dot, payload) in anywhere.versions() {
-                        if let Payload::Value { data, .. } = payload {
-                            if !on_owners.context().covers(dot) {
-                                self.values_lost.insert(data.clone());
-                            }
-                        }
-                    }
-                }
+                stranded.push((
+                    key.clone(),
+                    Loss {
+                        at: self.now,
+                        cause: LossCause::Stranded,
+                        held: anywhere.context().clone(),
+                        survived: on_owners.context().clone(),
+                    },
+                ));
             }
             fin.keys.insert(key.clone(), values_of(&on_owners));
+            if let Some(versions) = fin.versions.as_mut() {
+                versions.insert(key.clone(), versions_of(&on_owners));
+            }
         }
-        for (key, t) in stranded {
-            let entry = self.damaged_keys.entry(key).or_insert(t);
-            *entry = (*entry).max(t);
+        for (key, loss) in stranded {
+            self.losses.entry(key).or_default().push(loss);
         }
         fin
     }

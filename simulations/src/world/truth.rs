@@ -1,0 +1,263 @@
+//! What the checker cannot see in the history and the simulator can: what each write really
+//! did, and every moment a key's copies shrank.
+//!
+//! # Promises
+//! - **Writes.** For every write a coordinator ran (its node logs them), the dot it minted and
+//!   the history it was *entitled* to replace ([`WriteRun`]): the client's context, or for a
+//!   blind delete the coordinator's clock for the key just before the delete ran. Entitlements
+//!   come from the request and the store as it was, never from what the write then did, so a
+//!   coordinator that replaces more than it saw is caught, not excused.
+//! - **Losses.** A [`Loss`] is recorded whenever a copy of a key disappears through a loss of
+//!   memory — a crash, a departure, an eviction at the memory limit, a regained partition's
+//!   stale copies dropped, a message carrying a state lost or refused — and something it held
+//!   survived nowhere else. "Elsewhere" is every running peer's store and in-flight reads, every
+//!   message in flight or held by a paused peer, and the clocks of collected tombstones (a
+//!   collected delete is retired, not lost: its absence must never excuse a resurrection).
+//! - Only legitimate losses are recorded: an eviction by a peer that has no memory limit, or a
+//!   drop of a partition the peer did not just regain, is a bug, and what it loses is not
+//!   excused.
+
+use super::*;
+use ringcache::history::check::{Loss, LossCause, WriteRun};
+
+impl World<'_> {
+    /// Before `input` reaches `node`: if it is a write, fix what it is entitled to replace
+    /// (read off this peer's store now, in case this peer runs it in this step).
+    pub(super) fn before_feed(
+        &mut self,
+        node: &NodeId,
+        input: &Input,
+    ) -> Option<(OpId, VersionVector)> {
+        let (op, write) = match input {
+            Input::Client {
+                id,
+                request: ClientRequest::Write(write),
+            } => (self.op_of_client_request(*id)?, write),
+            Input::Peer {
+                from,
+                message: PeerMessage::Coordinate { req, write },
+            } => (*self.forwards.get(&(from.clone(), *req))?, write),
+            _ => return None,
+        };
+        let replaced = match (&write.write, &write.context) {
+            // An expire replaces the one value its read finds; the checker matches it by bytes.
+            (WriteKind::Expire { .. }, _) => VersionVector::new(),
+            (_, Some(ctx)) => ctx.clone(),
+            // A delete without context removes what its coordinator has seen when it runs.
+            (WriteKind::Delete, None) => self.peers[node]
+                .node
+                .as_ref()
+                .and_then(|n| n.store().peek(&write.key))
+                .map(|s| s.context().clone())
+                .unwrap_or_default(),
+            (WriteKind::Put { .. }, None) => VersionVector::new(),
+        };
+        Some((op, replaced))
+    }
+
+    /// After an input reached `node`: record the writes it ran, and what its messages say.
+    pub(super) fn after_feed(
+        &mut self,
+        node: &NodeId,
+        arrived: Option<(OpId, VersionVector)>,
+        out: &Outputs,
+    ) {
+        if let Some((op, replaced)) = arrived {
+            self.entitlements.insert(op, replaced);
+        }
+        let Some(n) = self.peers.get_mut(node).and_then(|p| p.node.as_mut()) else {
+            return;
+        };
+        for ran in n.take_writes_run() {
+            let op = match (&ran.client, &ran.forwarded_by) {
+                (Some(id), _) => self.request_ops.get(id).copied(),
+                (None, Some(by)) => self.forwards.get(by).copied(),
+                (None, None) => None,
+            };
+            let Some(op) = op else { continue };
+            let value = n.store().peek(&ran.key).and_then(|s| {
+                s.versions().find_map(|(dot, p)| match p {
+                    Payload::Value { data, .. } if *dot == ran.dot => Some(data.clone()),
+                    _ => None,
+                })
+            });
+            let replaced = self.entitlements.remove(&op).unwrap_or_default();
+            self.writes_run.insert(
+                op,
+                WriteRun {
+                    at: self.now,
+                    dot: ran.dot,
+                    replaced,
+                    value,
+                },
+            );
+        }
+        for msg in &out.messages {
+            match &msg.message {
+                PeerMessage::Fetch { req, key } => {
+                    self.fetch_keys.insert(*req, key.clone());
+                }
+                PeerMessage::Forget { key, clock, .. } => {
+                    self.collected.entry(key.clone()).or_default().merge(clock);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The history operation a client request id belongs to (even after its client gave up:
+    /// a paused peer may take the request in much later).
+    pub(super) fn op_of_client_request(&self, id: ClientRequestId) -> Option<OpId> {
+        self.request_ops.get(&id).copied()
+    }
+
+    /// The state of `key` a message carries, if any.
+    pub(super) fn message_state<'m>(
+        &'m self,
+        message: &'m PeerMessage,
+    ) -> Option<(&'m [u8], &'m Siblings)> {
+        match message {
+            PeerMessage::Store { key, state, .. } | PeerMessage::Repair { key, state, .. } => {
+                Some((key.as_slice(), state))
+            }
+            PeerMessage::FetchReply {
+                req,
+                state: Some(state),
+            } => self.fetch_keys.get(req).map(|k| (k.as_slice(), state)),
+            _ => None,
+        }
+    }
+
+    /// The clock of everything that still holds `key` anywhere, leaving out `excluded` (a peer
+    /// losing its memory, with the messages on their way to it).
+    pub(super) fn surviving(&self, key: &[u8], excluded: Option<&NodeId>) -> VersionVector {
+        let mut clock = self.collected.get(key).cloned().unwrap_or_default();
+        let add_event = |clock: &mut VersionVector, event: &Event| {
+            if let Event::Deliver { to, message, .. } = event {
+                if Some(to) == excluded {
+                    return;
+                }
+                if let Some((k, state)) = self.message_state(message) {
+                    if k == key {
+                        clock.merge(state.context());
+                    }
+                }
+            }
+        };
+        for (name, p) in &self.peers {
+            if Some(name) == excluded || p.left {
+                continue;
+            }
+            let Some(n) = &p.node else { continue };
+            if let Some(s) = n.store().peek(key) {
+                clock.merge(s.context());
+            }
+            for (k, s) in n.states_in_flight() {
+                if k == key {
+                    clock.merge(s.context());
+                }
+            }
+            for event in &p.held {
+                add_event(&mut clock, event);
+            }
+        }
+        for event in self.queue.values() {
+            add_event(&mut clock, event);
+        }
+        clock
+    }
+
+    /// A copy of `key` holding `held` is gone: record whatever survived nowhere else.
+    pub(super) fn lose_copy(
+        &mut self,
+        victim: Option<&NodeId>,
+        key: &[u8],
+        held: &VersionVector,
+        cause: LossCause,
+    ) {
+        let survived = self.surviving(key, victim);
+        if survived.descends_from(held) {
+            return;
+        }
+        self.losses.entry(key.to_vec()).or_default().push(Loss {
+            at: self.now,
+            cause,
+            held: held.clone(),
+            survived,
+        });
+    }
+
+    /// A message that will never be applied: if it carried a state, it was a copy.
+    pub(super) fn lose_message(&mut self, message: &PeerMessage) {
+        let Some((key, state)) = self.message_state(message) else {
+            return;
+        };
+        let (key, held) = (key.to_vec(), state.context().clone());
+        self.lose_copy(None, &key, &held, LossCause::Message);
+    }
+
+    /// A peer is about to lose its memory: note what the cluster loses with it.
+    pub(super) fn lose_memory(&mut self, victim: &NodeId, cause: LossCause) {
+        self.disruptions.push((self.now, self.now));
+        let Some(node) = self.peers[victim].node.as_ref() else {
+            return;
+        };
+        self.read_repairs_of_gone_nodes += node.read_repairs();
+        let mut held: Vec<(Vec<u8>, VersionVector)> = node
+            .store()
+            .iter()
+            .map(|(k, s)| (k.to_vec(), s.context().clone()))
+            .collect();
+        held.extend(
+            node.states_in_flight()
+                .map(|(k, s)| (k.to_vec(), s.context().clone())),
+        );
+        let waiting: Vec<PeerMessage> = self.peers[victim]
+            .held
+            .iter()
+            .filter_map(|e| match e {
+                Event::Deliver { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        for message in &waiting {
+            if let Some((key, state)) = self.message_state(message) {
+                held.push((key.to_vec(), state.context().clone()));
+            }
+        }
+        for (key, clock) in held {
+            self.lose_copy(Some(victim), &key, &clock, cause);
+        }
+    }
+
+    /// Keys `node` dropped while handling `input`: evictions at its memory limit, or its stale
+    /// copies of partitions it just regained (judged against `ring_before`). Any other drop is
+    /// a bug and is not recorded, so what it loses stays unexcused.
+    pub(super) fn note_dropped(
+        &mut self,
+        node: &NodeId,
+        dropped: Vec<(Vec<u8>, Siblings)>,
+        ring_before: Option<&Ring>,
+    ) {
+        for (key, state) in dropped {
+            self.key_disruptions
+                .entry(key.clone())
+                .or_default()
+                .push(self.now);
+            let cause = match ring_before {
+                Some(before) => {
+                    let regained = !before.replicas_of(&key).contains(node)
+                        && self.peers[node]
+                            .node
+                            .as_ref()
+                            .is_some_and(|n| n.ring().replicas_of(&key).contains(node));
+                    regained.then_some(LossCause::StaleDrop)
+                }
+                None => self.s.memory.is_some().then_some(LossCause::Eviction),
+            };
+            if let Some(cause) = cause {
+                self.lose_copy(None, &key, state.context(), cause);
+            }
+        }
+    }
+}
