@@ -1,5 +1,6 @@
 //! Three real peers on loopback, driven through the HTTP API: quorum reads and writes, peer
-//! failures, siblings, deletes a replica missed, and a stranger that cannot join.
+//! failures, siblings, deletes a replica missed, and strangers that cannot join: one with
+//! another secret, and one that knows the cluster id but not the key its membership tag needs.
 
 #![allow(clippy::disallowed_methods)] // tests measure wall-clock time
 
@@ -7,7 +8,10 @@ mod common;
 
 use common::{client, wait_for_live, with_cluster};
 use ringcache::client::{ReadResult, WriteOptions};
-use ringcache::launcher::{spawn_peer, LaunchOptions};
+use ringcache::core::types::NodeId;
+use ringcache::launcher::{spawn_peer, LaunchOptions, LaunchedPeer, LocalCluster};
+use ringcache::shell::auth::ClusterSecret;
+use ringcache::shell::gossip::{Gossip, GossipSetup, GossipTiming};
 use std::time::{Duration, Instant};
 
 fn w(level: &str) -> WriteOptions {
@@ -153,6 +157,59 @@ async fn a_delete_reads_as_404_even_when_one_replica_missed_it() {
     .await;
 }
 
+/// Every member `url`'s peer knows of, up or down.
+async fn known_members(url: &str) -> Vec<String> {
+    let status = ringcache::client::Client::new(url).cluster().await.unwrap();
+    status["members"]["members"]
+        .as_object()
+        .expect("members in /v1/cluster")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// Starts a legitimate peer E after `intruder` began gossiping, and waits until every peer
+/// (E included) sees A, B, C and E up. E's arrival shows gossip had time to carry the
+/// intruder's state too: only then is its absence evidence. After that, the intruder must stay
+/// unknown for another second of polling.
+async fn a_late_joiner_is_seen_but_not(cluster: &LocalCluster, intruder: &str) -> LaunchedPeer {
+    let joiner = spawn_peer(&cluster.options, "E", &[cluster.seed()])
+        .await
+        .unwrap();
+    let mut urls: Vec<String> = cluster.peers.iter().map(|p| p.url()).collect();
+    urls.push(joiner.url());
+    let started = Instant::now();
+    for url in &urls {
+        loop {
+            let live = ringcache::client::Client::new(url)
+                .live_members()
+                .await
+                .unwrap();
+            let known = known_members(url).await;
+            assert!(
+                !known.iter().any(|m| m == intruder),
+                "{url} let {intruder} in: {known:?}"
+            );
+            if live == ["A", "B", "C", "E"] {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{url} never saw the late joiner E: {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for _ in 0..10 {
+        for url in &urls {
+            let known = known_members(url).await;
+            assert_eq!(known, ["A", "B", "C", "E"], "{url} let {intruder} in");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    joiner
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_the_wrong_cluster_secret_cannot_join() {
     with_cluster(3, |cluster| async move {
@@ -161,25 +218,52 @@ async fn a_peer_with_the_wrong_cluster_secret_cannot_join() {
         let stranger = spawn_peer(&stranger_options, "D", &[cluster.seed()])
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        for peer in &cluster.peers {
-            let live = ringcache::client::Client::new(&peer.url())
-                .live_members()
-                .await
-                .unwrap();
-            assert_eq!(
-                live,
-                vec!["A", "B", "C"],
-                "{} let the stranger in",
-                peer.addresses.id
-            );
-        }
+        let joiner = a_late_joiner_is_seen_but_not(&cluster, "D").await;
         let stranger_view = ringcache::client::Client::new(&stranger.url())
             .live_members()
             .await
             .unwrap();
         assert_eq!(stranger_view, vec!["D"]);
         stranger.stop().await;
+        joiner.stop().await;
+        cluster
+    })
+    .await;
+}
+
+/// The cluster id can be sniffed off the wire, so a stranger may gossip with the right one:
+/// then only the membership tag (a MAC under a key derived from the secret) keeps it out.
+/// The forger here gossips in-process with the cluster's own id and a tag under another key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_the_cluster_id_but_a_forged_tag_cannot_join() {
+    with_cluster(3, |cluster| async move {
+        let secret = ClusterSecret::new(&cluster.options.secret).unwrap();
+        let wrong = ClusterSecret::new("not the cluster's secret at all").unwrap();
+        assert_ne!(wrong.gossip_key(), secret.gossip_key());
+        // chitchat binds its own socket: find a free port for it.
+        let listen_addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let forger = Gossip::start(GossipSetup {
+            listen_addr,
+            node: NodeId::from("F"),
+            generation: 1,
+            seeds: vec![cluster.seed()],
+            cluster_id: secret.cluster_id(),
+            gossip_key: wrong.gossip_key(),
+            timing: GossipTiming {
+                interval: Duration::from_millis(100),
+                ..GossipTiming::default()
+            },
+            peer_addr: "127.0.0.1:9".parse().unwrap(),
+            http_addr: "127.0.0.1:9".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        let joiner = a_late_joiner_is_seen_but_not(&cluster, "F").await;
+        joiner.stop().await;
+        forger.shutdown().await;
         cluster
     })
     .await;

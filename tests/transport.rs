@@ -1,26 +1,53 @@
 //! The QUIC peer transport on loopback: messages arrive between peers of one cluster, and a peer
 //! holding another cluster secret is refused by mutual TLS.
+//!
+//! Mutual TLS means two independent checks: the client checks the server's certificate, and
+//! the server checks the client's. A test with two ordinary peers of different clusters cannot
+//! tell them apart (the client's check fails first, so the server's never runs). So each side's
+//! refusal is also tested alone, against a one-sided endpoint built here that skips its own
+//! check: a client that accepts any server certificate, and a server that asks for no client
+//! certificate. Each such test has a control with the right secret, so a refusal is known to
+//! come from the certificate and not from the test endpoint.
 
-use ringcache::core::message::PeerMessage;
+// The one-sided test server reads its streams in spawned tasks.
+#![allow(clippy::disallowed_methods)]
+
+use ringcache::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
 use ringcache::core::types::NodeId;
-use ringcache::shell::auth::{ClusterSecret, PeerIdentity};
+use ringcache::shell::auth::{ClusterSecret, PeerIdentity, ALPN, PEER_SERVER_NAME};
 use ringcache::shell::transport::PeerTransport;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+const CLUSTER: &str = "one cluster secret, long enough";
+const OTHER: &str = "a different secret, also long";
+
+fn identity(name: &str, secret: &str) -> PeerIdentity {
+    PeerIdentity::new(&ClusterSecret::new(secret).unwrap(), name).unwrap()
+}
+
 fn start(name: &str, secret: &str) -> (PeerTransport, mpsc::Receiver<(NodeId, PeerMessage)>) {
-    let secret = ClusterSecret::new(secret).unwrap();
-    let identity = PeerIdentity::new(&secret, name).unwrap();
+    let identity = identity(name, secret);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (tx, rx) = mpsc::channel(16);
     let transport = PeerTransport::start(socket, &identity, NodeId::from(name), tx).unwrap();
     (transport, rx)
 }
 
+/// Waits briefly for a message; `None` if none came.
+async fn next<T>(rx: &mut mpsc::Receiver<T>, wait: Duration) -> Option<T> {
+    tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+}
+
 #[tokio::test]
 async fn peers_of_one_cluster_exchange_messages_both_ways() {
-    let (a, mut a_rx) = start("A", "one cluster secret, long enough");
-    let (b, mut b_rx) = start("B", "one cluster secret, long enough");
+    let (a, mut a_rx) = start("A", CLUSTER);
+    let (b, mut b_rx) = start("B", CLUSTER);
     let b_addr = b.local_addr().unwrap();
     let a_addr = a.local_addr().unwrap();
     a.send(
@@ -57,9 +84,9 @@ async fn peers_of_one_cluster_exchange_messages_both_ways() {
 
 #[tokio::test]
 async fn a_peer_with_another_secret_is_refused() {
-    let (a, _a_rx) = start("A", "one cluster secret, long enough");
-    let (stranger, _s_rx) = start("X", "a different secret, also long");
-    let (_b, mut b_rx) = start("B", "one cluster secret, long enough");
+    let (a, mut a_rx) = start("A", CLUSTER);
+    let (stranger, mut stranger_rx) = start("X", OTHER);
+    let (_b, mut b_rx) = start("B", CLUSTER);
     let result = stranger
         .send(
             &NodeId::from("A"),
@@ -80,5 +107,211 @@ async fn a_peer_with_another_secret_is_refused() {
         result.is_err(),
         "a cluster peer must refuse the stranger's certificate"
     );
-    assert!(b_rx.try_recv().is_err());
+    // Nothing reached anyone: not A, not the stranger, not the bystander B.
+    let wait = Duration::from_millis(300);
+    assert_eq!(next(&mut a_rx, wait).await, None);
+    assert_eq!(next(&mut stranger_rx, wait).await, None);
+    assert_eq!(next(&mut b_rx, wait).await, None);
+}
+
+/// Accepts any server certificate (the signature over the handshake is still checked, so
+/// the server must hold the key of the certificate it shows).
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that presents `identity`'s certificate but does not check the server's, so only
+/// the server's check can refuse it.
+fn client_skipping_its_check(identity: &PeerIdentity) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (chain, key) = identity.certificate_chain_and_key();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// Dials `addr` as `identity` without checking the server and sends one message. `Err` with
+/// the reason if the handshake fails or the server closes the connection within two seconds.
+async fn send_skipping_the_server_check(
+    identity: &PeerIdentity,
+    addr: SocketAddr,
+    message: &PeerMessage,
+) -> Result<(), String> {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = client_skipping_its_check(identity);
+    let frame = message::encode(&NodeId::from("X"), message).unwrap();
+    let connecting = endpoint
+        .connect_with(config, addr, PEER_SERVER_NAME)
+        .unwrap();
+    let connection = tokio::time::timeout(Duration::from_secs(2), connecting)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| format!("handshake failed: {e}"))?;
+    // In TLS 1.3 the client's handshake completes before the server has judged the client's
+    // certificate: a refusal shows as the server closing the connection right after.
+    let sent = async {
+        let mut stream = connection.open_uni().await?;
+        stream.write_all(&frame).await?;
+        stream.finish()?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+    endpoint.close(0u32.into(), b"done");
+    match (closed, sent) {
+        (Ok(reason), _) => Err(format!("closed by the server: {reason}")),
+        (Err(_), Err(e)) => Err(format!("send failed: {e}")),
+        (Err(_), Ok(())) => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn the_server_alone_refuses_a_client_certificate_from_another_secret() {
+    let (a, mut a_rx) = start("A", CLUSTER);
+    let a_addr = a.local_addr().unwrap();
+    // Control: the one-sided client with the right secret is accepted and heard.
+    let result = send_skipping_the_server_check(
+        &identity("X", CLUSTER),
+        a_addr,
+        &PeerMessage::StoreAck { req: 1 },
+    )
+    .await;
+    assert_eq!(result, Ok(()), "a client of the cluster is accepted");
+    assert_eq!(
+        next(&mut a_rx, Duration::from_secs(2)).await,
+        Some((NodeId::from("X"), PeerMessage::StoreAck { req: 1 })),
+    );
+    // The same client with another secret's certificate: only A's own check stands between
+    // it and A, and it must refuse the connection and deliver nothing.
+    let result = send_skipping_the_server_check(
+        &identity("X", OTHER),
+        a_addr,
+        &PeerMessage::StoreAck { req: 2 },
+    )
+    .await;
+    let reason = result.expect_err("the server must refuse a certificate from another CA");
+    assert!(
+        reason.to_lowercase().contains("certificate"),
+        "refused for another reason: {reason}"
+    );
+    assert_eq!(next(&mut a_rx, Duration::from_millis(500)).await, None);
+    a.close();
+}
+
+/// A server that shows `identity`'s certificate but asks for no client certificate, so only
+/// the client's check can refuse it. Returns its address and the messages it receives.
+fn server_skipping_its_check(
+    identity: &PeerIdentity,
+) -> (quinn::Endpoint, mpsc::Receiver<Envelope>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (chain, key) = identity.certificate_chain_and_key();
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let acceptor = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = acceptor.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                while let Ok(mut stream) = connection.accept_uni().await {
+                    if let Ok(frame) = stream.read_to_end(MAX_FRAME_BYTES).await {
+                        let _ = tx.send(message::decode(&frame).unwrap()).await;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, rx)
+}
+
+#[tokio::test]
+async fn the_client_alone_refuses_a_server_certificate_from_another_secret() {
+    let (a, _a_rx) = start("A", CLUSTER);
+    // Control: a one-sided server with the right secret's certificate hears A.
+    let (friend, mut friend_rx) = server_skipping_its_check(&identity("F", CLUSTER));
+    a.send(
+        &NodeId::from("F"),
+        friend.local_addr().unwrap(),
+        &PeerMessage::StoreAck { req: 1 },
+    )
+    .await
+    .expect("a server of the cluster is accepted");
+    let heard = next(&mut friend_rx, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        (heard.from, heard.message),
+        (NodeId::from("A"), PeerMessage::StoreAck { req: 1 })
+    );
+    // The same server with another secret's certificate would take anything: only A's own
+    // check of the server's certificate stops A from talking to it.
+    let (stranger, mut stranger_rx) = server_skipping_its_check(&identity("X", OTHER));
+    let result = a
+        .send(
+            &NodeId::from("X"),
+            stranger.local_addr().unwrap(),
+            &PeerMessage::StoreAck { req: 2 },
+        )
+        .await;
+    let error = result.expect_err("the client must refuse a certificate from another CA");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "refused for another reason: {error}"
+    );
+    assert!(next(&mut stranger_rx, Duration::from_millis(500))
+        .await
+        .is_none());
+    a.close();
 }

@@ -425,21 +425,59 @@ fn a_read_repairs_a_replica_that_missed_a_write() {
 #[test]
 fn a_read_whose_last_replica_is_silent_repairs_at_the_deadline() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
-    net.cut.insert(nid("C"));
+    let w1 = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
+    // B misses v2 (A and C take it), so B is the stale replica a read can repair.
+    net.cut.insert(nid("B"));
     net.drop_silently = true;
-    net.request("A", put("k", "v1", None, Quorum::Quorum))
+    let w2 = net
+        .request("A", put("k", "v2", Some(context(&w1)), Quorum::Quorum))
         .unwrap();
-    // C is believed up but never answers: the client gets its reply after A and B, and the
-    // read's repair bookkeeping ends at the deadline without a second reply.
+    assert!(matches!(w2, ClientReply::Written { .. }), "{w2:?}");
+    net.cut.clear();
+    assert_eq!(local_data(&net, "B", b"k"), vec!["v1"], "B missed v2");
+    // Now C is believed up but never answers. A's quorum read hears A (v2) and B (v1): the
+    // client is answered at once, but the read waits for C before it repairs anything.
+    net.cut.insert(nid("C"));
+    let repairs = net.nodes[&nid("A")].read_repairs();
+    let started = net.now;
     let r = net.request("A", get("k", Quorum::Quorum)).unwrap();
-    assert_eq!(values(&r), vec!["v1"]);
+    assert_eq!(values(&r), vec!["v2"]);
     assert_eq!(net.nodes[&nid("A")].pending_requests(), 1, "waits for C");
-    let late = net.tick_all(net.now + 10_000);
+    assert_eq!(local_data(&net, "B", b"k"), vec!["v1"], "no repair yet");
+    let deadline = started + CoreConfig::for_test().request_timeout_ms;
+    let tick_a = |net: &mut Net, now: Millis| {
+        let mut out = Outputs::default();
+        net.nodes.get_mut(&nid("A")).unwrap().tick(now, &mut out);
+        out
+    };
+    // One millisecond early, nothing happens: the read still waits for C.
+    let early = tick_a(&mut net, deadline - 1);
     assert!(
-        late.is_empty(),
-        "the client is not answered twice: {late:?}"
+        early.replies.is_empty() && early.messages.is_empty(),
+        "{early:?}"
     );
+    assert_eq!(net.nodes[&nid("A")].pending_requests(), 1);
+    assert_eq!(net.nodes[&nid("A")].read_repairs(), repairs);
+    // At the deadline the read gives up on C and repairs B, the replica that answered stale;
+    // the client, already answered, is not answered again.
+    let due = tick_a(&mut net, deadline);
+    assert!(due.replies.is_empty(), "answered twice: {:?}", due.replies);
     assert_eq!(net.nodes[&nid("A")].pending_requests(), 0);
+    assert_eq!(net.nodes[&nid("A")].read_repairs(), repairs + 1);
+    let [repair] = &due.messages[..] else {
+        panic!("expected one repair, got {:?}", due.messages);
+    };
+    assert_eq!(repair.to, nid("B"), "only the stale replica is repaired");
+    assert!(matches!(repair.message, PeerMessage::Repair { .. }));
+    net.nodes.get_mut(&nid("B")).unwrap().handle(
+        deadline,
+        Input::Peer {
+            from: nid("A"),
+            message: repair.message.clone(),
+        },
+        &mut Outputs::default(),
+    );
+    assert_eq!(local_data(&net, "B", b"k"), vec!["v2"], "B was repaired");
 }
 
 #[test]
@@ -812,6 +850,15 @@ fn a_peer_that_becomes_a_replica_again_drops_its_possibly_stale_copies() {
                 message: store,
             },
             &mut Outputs::default(),
+        );
+    }
+    // The precondition the drop is about: A accepted and holds both copies, the foreign one
+    // included (were it refused, the assertion below would pass without dropping anything).
+    for key in [&foreign, &own] {
+        assert!(
+            a.store().peek(key).is_some_and(|s| s.len() == 1),
+            "A holds a copy of {:?} before D leaves",
+            String::from_utf8_lossy(key)
         );
     }
     // D leaves: with three members left, A replicates everything again.

@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 /// The name every peer certificate carries and every client checks.
 pub const PEER_SERVER_NAME: &str = "ringcache-peer";
-const ALPN: &[u8] = b"ringcache/1";
+/// The application protocol every peer offers and requires in its TLS handshake.
+pub const ALPN: &[u8] = b"ringcache/1";
 
 /// The cluster secret, at least 16 bytes.
 #[derive(Clone)]
@@ -125,6 +126,20 @@ impl PeerIdentity {
             cert: leaf_cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
         })
+    }
+
+    /// This peer's certificate chain and private key (its own fresh leaf key; the cluster CA
+    /// key is never kept). For building TLS endpoints other than the two QUIC configs below:
+    /// the transport tests build one-sided endpoints from it, each skipping one check, to show
+    /// that the *other* side's check refuses a stranger on its own. It hands out nothing the
+    /// holder of this identity does not already have, and changes neither config below.
+    pub fn certificate_chain_and_key(
+        &self,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (
+            vec![self.cert.clone()],
+            PrivateKeyDer::Pkcs8(self.key.clone_key()),
+        )
     }
 
     fn roots(&self) -> anyhow::Result<rustls::RootCertStore> {
