@@ -12,6 +12,7 @@ use crate::core::message::PeerMessage;
 use crate::core::node::{Input, Node, NodeStats, Outputs};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::{shard_of_key, PartitionId};
+use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
 use crate::shell::transport::{Inbound, PeerTransport};
@@ -43,6 +44,20 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// This shard's own stored state of a key, for `GET /v1/local/{key}`.
+    Local {
+        key: Vec<u8>,
+        reply: oneshot::Sender<LocalState>,
+    },
+}
+
+/// One peer's own copy of a key, without coordination: what its store holds (tombstones and
+/// expired values included) and whether its ring makes it one of the key's replicas.
+#[derive(Clone, Debug)]
+pub struct LocalState {
+    pub id: NodeId,
+    pub replica: bool,
+    pub state: Option<Siblings>,
 }
 
 /// A snapshot for `GET /v1/cluster`.
@@ -90,6 +105,17 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// This peer's own state of `key`, from the shard that holds it; `None` while stopping.
+    pub async fn local(&self, key: Vec<u8>) -> Option<LocalState> {
+        let shard = shard_of_key(&key, self.partitions, self.shards.len() as u32) as usize;
+        let (tx, rx) = oneshot::channel();
+        self.shards[shard]
+            .send(Command::Local { key, reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok()
     }
 
     /// The peer's status: the first shard's view of the cluster, keys and stats summed over
@@ -245,6 +271,15 @@ impl Driver {
                     }
                     Some(Command::Status { reply }) => {
                         let _ = reply.send(self.status());
+                    }
+                    Some(Command::Local { key, reply }) => {
+                        // `peek`: no access is counted and nothing is repaired, so looking
+                        // does not change what is looked at.
+                        let _ = reply.send(LocalState {
+                            id: self.node.id().clone(),
+                            replica: self.node.ring().replicas_of(&key).contains(self.node.id()),
+                            state: self.node.store().peek(&key),
+                        });
                     }
                     None => break,
                 },
