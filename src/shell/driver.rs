@@ -260,14 +260,16 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let mut out = Outputs::default();
-            let now = wall_clock_ms();
+            // The clock is read in each branch, once its event has arrived: read before the
+            // wait, it would be as old as the wait (a tick, or all of a SIGSTOP), and a client
+            // request would be stamped and judged for expiry at an instant before it was sent.
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Request { request, reply }) => {
                         self.next_client += 1;
                         let id = ClientRequestId(self.next_client);
                         self.pending.insert(id, reply);
-                        self.node.handle(now, Input::Client { id, request }, &mut out);
+                        self.node.handle(wall_clock_ms(), Input::Client { id, request }, &mut out);
                     }
                     Some(Command::Status { reply }) => {
                         let _ = reply.send(self.status());
@@ -284,18 +286,18 @@ impl Driver {
                     None => break,
                 },
                 Some((from, message)) = inbound.recv() => {
-                    self.node.handle(now, Input::Peer { from, message }, &mut out);
+                    self.node.handle(wall_clock_ms(), Input::Peer { from, message }, &mut out);
                 }
                 Some((to, req)) = undeliverable.recv() => {
-                    self.node.handle(now, Input::Undeliverable { to, req }, &mut out);
+                    self.node.handle(wall_clock_ms(), Input::Undeliverable { to, req }, &mut out);
                 }
-                _ = tick.tick() => self.node.tick(now, &mut out),
+                _ = tick.tick() => self.node.tick(wall_clock_ms(), &mut out),
                 Ok(()) = self.views.changed() => {
                     let view = self.views.borrow_and_update().clone();
                     if view != self.view {
                         tracing::debug!(?view, "membership changed");
                         self.view = view;
-                        self.node.handle(now, Input::Membership(self.view.membership()), &mut out);
+                        self.node.handle(wall_clock_ms(), Input::Membership(self.view.membership()), &mut out);
                     }
                 }
                 _ = shutdown.changed() => break,
