@@ -1,7 +1,10 @@
 //! Real-process chaos: three real peers started by the launcher, clients driving the real HTTP
 //! API, and faults injected from outside — `kill -9` and restart, SIGSTOP/SIGCONT pauses, and
 //! network partitions between peers made with nftables. The history it records is judged by
-//! the same checker as the deterministic simulator (`ringcache::history::check`).
+//! the same checker as the deterministic simulator (`ringcache::history::check`). Some puts
+//! carry a TTL of a few seconds, so expiry is judged too. At the end, after healing, every
+//! replica's own copy of every key touched is compared (`GET /v1/local/{key}`): replicas that
+//! still disagree are reported to the checker as a convergence failure.
 //!
 //! Isolation: the test moves itself into a private network namespace (`unshare`), so its peers,
 //! their loopback traffic and its nftables table exist only there and vanish with it, even if
@@ -16,11 +19,12 @@
 mod common;
 
 use ringcache::api::causal_context;
+use ringcache::api::http::LocalStateBody;
 use ringcache::client::{Client, ClientError, ReadResult, WriteOptions};
 use ringcache::core::request::ReadValue;
 use ringcache::core::types::{Millis, Quorum};
 use ringcache::core::version_vector::VersionVector;
-use ringcache::history::check::{check, Circumstances, FinalState};
+use ringcache::history::check::{check, Circumstances, Convergence, FinalState};
 use ringcache::history::{History, OpKind, Outcome};
 use ringcache::launcher::{spawn_peer, LaunchedPeer, LocalCluster};
 use std::cell::RefCell;
@@ -32,6 +36,22 @@ const PEERS: usize = 3;
 const HOT_KEYS: u64 = 4;
 const COLD_KEYS: u64 = 40;
 const NFT_TABLE: &str = "ringcache_chaos";
+/// Slack the checker gives expiry (`Circumstances::clock_uncertainty_ms`). The peers stamp
+/// and check expiry with this machine's wall clock (CLOCK_REALTIME); the history is timed with
+/// its monotonic clock. Linux keeps the two a constant offset apart (both follow the same NTP
+/// slewing; only a step of the wall clock moves one alone, and none is expected within a
+/// test), so peers share one clock exactly. Nor does the latency between a coordinator
+/// stamping an expiry and the client recording the acknowledgement need slack: the checker
+/// places the stamp between the put's invocation (for "may have expired") and its
+/// acknowledgement (for "must have expired"), which holds because a driver reads the clock
+/// after the event it handles has arrived (`src/shell/driver.rs`): no stamp or visibility
+/// check uses an instant older than the request, even on a peer SIGSTOPped in between. What
+/// is left is rounding: each clock is truncated to whole milliseconds, so a span measured on
+/// one can read up to 1 ms shorter than on the other.
+const CLOCK_UNCERTAINTY_MS: Millis = 1;
+/// From the end of the last fault, how long the replicas of every key may take to agree:
+/// membership settles in a few seconds and the repair sweep reads each key once.
+const CONVERGENCE_BOUND_MS: Millis = 20_000;
 
 /// xorshift64*: the fault schedule and workload choices, reproducible from the printed seed.
 struct Rng(u64);
@@ -179,12 +199,15 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
         let http = Client::new(&urls[rng.below(urls.len() as u64) as usize]);
         let roll = rng.below(10);
         let context = contexts.get(&key).cloned();
+        // A quarter of the puts expire after 1 to 3 s, in half seconds: binary fractions, so
+        // the server's `ceil(secs * 1000)` is exactly the `ttl_ms` recorded.
+        let ttl_secs = (roll >= 5 && rng.below(4) == 0).then(|| 1.0 + 0.5 * rng.below(5) as f64);
         let (kind, context_in) = match roll {
             0..=4 => (OpKind::Get { r: Quorum::Quorum }, None),
             5..=8 => (
                 OpKind::Put {
                     value: format!("c{client}.{n}").into_bytes(),
-                    ttl_ms: None,
+                    ttl_ms: ttl_secs.map(|s| (s * 1000.0) as Millis),
                     w: Quorum::Quorum,
                 },
                 context.clone(),
@@ -200,7 +223,7 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
         );
         let options = WriteOptions {
             w: Some("quorum".into()),
-            ttl_secs: None,
+            ttl_secs,
             context: context_in,
         };
         let outcome = match kind {
@@ -263,13 +286,7 @@ fn is_connect(e: &ClientError) -> bool {
 /// Reads every key with R = all until each read succeeds: read repair then brings every
 /// replica up to date.
 async fn repair_sweep(run: &Run) {
-    let keys: BTreeSet<Vec<u8>> = run
-        .history
-        .borrow()
-        .ops()
-        .iter()
-        .map(|o| o.key.clone())
-        .collect();
+    let keys = touched_keys(run);
     let url = run.urls.borrow()[0].clone();
     let http = Client::new(&url);
     for key in keys {
@@ -282,6 +299,85 @@ async fn repair_sweep(run: &Run) {
     }
     // Repairs are sent after the reply; let them land.
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn touched_keys(run: &Run) -> BTreeSet<Vec<u8>> {
+    run.history
+        .borrow()
+        .ops()
+        .iter()
+        .map(|o| o.key.clone())
+        .collect()
+}
+
+/// Property 4, seen from outside: polls every peer's own copy of every key touched until, in
+/// one round, the replicas of each key hold equal states, or until `CONVERGENCE_BOUND_MS`
+/// after `healed_at` (the end of the last fault). Only read repair brings replicas together
+/// (there is no anti-entropy yet), so the caller must have read every key with R = all.
+async fn check_convergence(run: &Run, healed_at: Millis) -> Convergence {
+    let keys = touched_keys(run);
+    let peers: Vec<Client> = run.urls.borrow().iter().map(|u| Client::new(u)).collect();
+    loop {
+        let mut diverged = Vec::new();
+        for key in &keys {
+            if !replicas_agree(&peers, key).await {
+                diverged.push(key.clone());
+            }
+        }
+        let now = run.now();
+        let took = now.saturating_sub(healed_at);
+        if diverged.is_empty() || took >= CONVERGENCE_BOUND_MS {
+            for key in diverged.iter().take(3) {
+                for peer in &peers {
+                    eprintln!(
+                        "diverged {}: {:?}",
+                        String::from_utf8_lossy(key),
+                        peer.local_state(key).await
+                    );
+                }
+            }
+            return Convergence {
+                took_ms: diverged.is_empty().then_some(took),
+                bound_ms: CONVERGENCE_BOUND_MS,
+                diverged_keys: diverged,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether every replica of `key` answered and all hold the same state.
+async fn replicas_agree(peers: &[Client], key: &[u8]) -> bool {
+    let mut states = Vec::new();
+    for peer in peers {
+        match peer.local_state(key).await {
+            Ok(body) if body.replica => states.push(comparable(body)),
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    // Every peer is a replica of every key here (N = PEERS): a ring that says otherwise is
+    // not a converged cluster either.
+    states.len() == PEERS && states.windows(2).all(|w| w[0] == w[1])
+}
+
+/// A replica's state with its values that have expired written as tombstones: a replica
+/// turns an expired value into a tombstone under the same dot whenever its sampling active
+/// expiry reaches it, so the two are the same state, reclaimed at different moments. All
+/// peers share this machine's wall clock, the clock their expiry instants are written in.
+fn comparable(mut body: LocalStateBody) -> LocalStateBody {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    body.id.clear();
+    for v in &mut body.versions {
+        if v.expires_at_ms.is_some_and(|t| t <= now) {
+            v.value = None;
+            v.expires_at_ms = None;
+        }
+    }
+    body
 }
 
 async fn converge(run: &Run, cluster: &LocalCluster) {
@@ -410,22 +506,39 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
         tokio::time::timeout(limit, work)
             .await
             .expect("the chaos run ends within its time limit");
-        // Heal, converge, repair, then read the final state.
+        // Heal, converge, repair, read the final state, then compare the replicas.
         heal_network();
+        let healed_at = run.now();
         converge(&run, &cluster).await;
         repair_sweep(&run).await;
         let final_state = final_state(&run).await;
+        let convergence = check_convergence(&run, healed_at).await;
+        eprintln!(
+            "chaos: replicas of all keys agreed {} ms after healing (bound {} ms); {} keys differ",
+            convergence
+                .took_ms
+                .map_or_else(|| "never".to_string(), |t| t.to_string()),
+            convergence.bound_ms,
+            convergence.diverged_keys.len()
+        );
         let (report, fault_count) = {
             let history = run.history.borrow();
             let circumstances = Circumstances {
                 replicas: 3,
-                clock_uncertainty_ms: 0,
+                clock_uncertainty_ms: CLOCK_UNCERTAINTY_MS,
                 disruptions: run.disruptions.borrow().clone(),
+                convergence: Some(convergence),
                 ..Circumstances::default()
             };
             let report = check(&history, &final_state, &circumstances);
             let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut ttl_puts_acked = 0;
             for op in history.ops() {
+                if matches!(op.kind, OpKind::Put { ttl_ms: Some(_), .. })
+                    && op.is_acknowledged_write()
+                {
+                    ttl_puts_acked += 1;
+                }
                 let o = match op.outcome {
                     Outcome::Read { .. } => "read ok",
                     Outcome::Written { .. } => "write ok",
@@ -435,7 +548,7 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
                 *outcomes.entry(o).or_insert(0) += 1;
             }
             eprintln!(
-                "chaos: {} operations {outcomes:?}; faults {:?}; acknowledged writes checked {}; read-your-writes checked {} (+{} unguaranteed, {} missed); violations {}",
+                "chaos: {} operations {outcomes:?} ({ttl_puts_acked} acknowledged puts with a TTL); faults {:?}; acknowledged writes checked {}; read-your-writes checked {} (+{} unguaranteed, {} missed); violations {}",
                 history.len(),
                 run.faults.borrow(),
                 report.writes_checked,
@@ -462,17 +575,11 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
 
 /// Every key's values after healing, read with R = all.
 async fn final_state(run: &Run) -> FinalState {
-    let keys: BTreeSet<Vec<u8>> = run
-        .history
-        .borrow()
-        .ops()
-        .iter()
-        .map(|o| o.key.clone())
-        .collect();
+    let keys = touched_keys(run);
     let http = Client::new(&run.urls.borrow()[0]);
     let mut fin = FinalState {
         keys: BTreeMap::new(),
-        at: run.now(),
+        at: 0,
     };
     for key in keys {
         let mut result = None;
@@ -490,5 +597,8 @@ async fn final_state(run: &Run) -> FinalState {
         };
         fin.keys.insert(key, values);
     }
+    // The checker excuses a TTL value missing from the final state if it may have expired by
+    // `at`: the last read above is the latest moment a value could have been found expired.
+    fin.at = run.now();
     fin
 }

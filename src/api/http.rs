@@ -1,4 +1,5 @@
-//! The HTTP API (axum): key-value operations with per-request quorums, cluster status, health.
+//! The HTTP API (axum): key-value operations with per-request quorums, cluster status, health,
+//! and one inspection endpoint (`/v1/local/{key}`: this peer's own copy of a key).
 //!
 //! Handlers only translate: HTTP in → [`ClientRequest`] → the driver → [`ClientReply`] → HTTP
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
@@ -6,6 +7,7 @@
 use crate::api::{causal_context, keys};
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
+use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use axum::body::Bytes;
@@ -17,9 +19,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 const KV_PREFIX: &str = "/v1/kv/";
+const LOCAL_PREFIX: &str = "/v1/local/";
 /// On a single-value read: the value's absolute expiry, in cluster milliseconds.
 pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
@@ -31,6 +34,7 @@ pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
         .route("/v1/kv/{*key}", any(kv))
+        .route("/v1/local/{*key}", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(driver)
 }
@@ -120,6 +124,74 @@ async fn stats(State(driver): State<DriverHandle>, Query(q): Query<StatsQuery>) 
         peers,
         hit_ratio: total.hit_ratio(),
         stats: total,
+    };
+    Json(body).into_response()
+}
+
+/// The body of `GET /v1/local/{key}`: one peer's own stored state of a key, as its store
+/// holds it (no coordination, no read repair, expired values and tombstones included). Two
+/// replicas agree on a key exactly when their `clock` and `versions` are equal.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocalStateBody {
+    /// The peer that answered.
+    pub id: String,
+    /// Whether this peer's ring makes it one of the key's replicas.
+    pub replica: bool,
+    /// Every actor's highest counter this peer has seen for the key (empty when not held).
+    pub clock: BTreeMap<String, u64>,
+    /// The stored siblings, in dot order.
+    pub versions: Vec<LocalVersionBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocalVersionBody {
+    pub actor: String,
+    pub counter: u64,
+    /// The value, base64 (standard alphabet, padded); `null` for a tombstone.
+    pub value: Option<String>,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// For tests and operators comparing replicas: what this peer alone stores for the key.
+async fn local(State(driver): State<DriverHandle>, uri: Uri) -> Response {
+    let raw_key = uri.path().strip_prefix(LOCAL_PREFIX).unwrap_or_default();
+    let key = match keys::percent_decode(raw_key) {
+        Ok(key) => key,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let Some(local) = driver.local(key).await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let state = local.state.unwrap_or_default();
+    let body = LocalStateBody {
+        id: local.id.to_string(),
+        replica: local.replica,
+        clock: state
+            .context()
+            .iter()
+            .map(|(actor, counter)| (actor.to_string(), counter))
+            .collect(),
+        versions: state
+            .versions()
+            .map(|(dot, payload)| {
+                let (value, expires_at_ms) = match payload {
+                    Payload::Value {
+                        data,
+                        expires_at_ms,
+                    } => (
+                        Some(base64::engine::general_purpose::STANDARD.encode(data)),
+                        *expires_at_ms,
+                    ),
+                    Payload::Tombstone => (None, None),
+                };
+                LocalVersionBody {
+                    actor: dot.actor.to_string(),
+                    counter: dot.counter,
+                    value,
+                    expires_at_ms,
+                }
+            })
+            .collect(),
     };
     Json(body).into_response()
 }

@@ -1,6 +1,6 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
-use crate::api::http::{SiblingsBody, StatsBody, TTL_HEADER};
+use crate::api::http::{LocalStateBody, SiblingsBody, StatsBody, TTL_HEADER};
 use crate::api::{causal_context, keys};
 use base64::Engine;
 use std::time::Duration;
@@ -188,6 +188,20 @@ impl Client {
                 body: response.text().await.unwrap_or_default(),
             }),
         }
+    }
+
+    /// The answering peer's own stored state of `key` (`GET /v1/local/{key}`): no quorum, no
+    /// read repair.
+    pub async fn local_state(&self, key: &[u8]) -> Result<LocalStateBody, ClientError> {
+        let url = format!("{}/v1/local/{}", self.base, keys::percent_encode(key));
+        let response = self.http.get(url).send().await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Status {
+                status: response.status().as_u16(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(response.json().await?)
     }
 
     pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {

@@ -12,6 +12,7 @@ use crate::core::message::PeerMessage;
 use crate::core::node::{Input, Node, NodeStats, Outputs};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::{shard_of_key, PartitionId};
+use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
 use crate::shell::transport::{Inbound, PeerTransport};
@@ -43,6 +44,20 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// This shard's own stored state of a key, for `GET /v1/local/{key}`.
+    Local {
+        key: Vec<u8>,
+        reply: oneshot::Sender<LocalState>,
+    },
+}
+
+/// One peer's own copy of a key, without coordination: what its store holds (tombstones and
+/// expired values included) and whether its ring makes it one of the key's replicas.
+#[derive(Clone, Debug)]
+pub struct LocalState {
+    pub id: NodeId,
+    pub replica: bool,
+    pub state: Option<Siblings>,
 }
 
 /// A snapshot for `GET /v1/cluster`.
@@ -90,6 +105,17 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// This peer's own state of `key`, from the shard that holds it; `None` while stopping.
+    pub async fn local(&self, key: Vec<u8>) -> Option<LocalState> {
+        let shard = shard_of_key(&key, self.partitions, self.shards.len() as u32) as usize;
+        let (tx, rx) = oneshot::channel();
+        self.shards[shard]
+            .send(Command::Local { key, reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok()
     }
 
     /// The peer's status: the first shard's view of the cluster, keys and stats summed over
@@ -234,33 +260,44 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let mut out = Outputs::default();
-            let now = wall_clock_ms();
+            // The clock is read in each branch, once its event has arrived: read before the
+            // wait, it would be as old as the wait (a tick, or all of a SIGSTOP), and a client
+            // request would be stamped and judged for expiry at an instant before it was sent.
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Request { request, reply }) => {
                         self.next_client += 1;
                         let id = ClientRequestId(self.next_client);
                         self.pending.insert(id, reply);
-                        self.node.handle(now, Input::Client { id, request }, &mut out);
+                        self.node.handle(wall_clock_ms(), Input::Client { id, request }, &mut out);
                     }
                     Some(Command::Status { reply }) => {
                         let _ = reply.send(self.status());
                     }
+                    Some(Command::Local { key, reply }) => {
+                        // `peek`: no access is counted and nothing is repaired, so looking
+                        // does not change what is looked at.
+                        let _ = reply.send(LocalState {
+                            id: self.node.id().clone(),
+                            replica: self.node.ring().replicas_of(&key).contains(self.node.id()),
+                            state: self.node.store().peek(&key),
+                        });
+                    }
                     None => break,
                 },
                 Some((from, message)) = inbound.recv() => {
-                    self.node.handle(now, Input::Peer { from, message }, &mut out);
+                    self.node.handle(wall_clock_ms(), Input::Peer { from, message }, &mut out);
                 }
                 Some((to, req)) = undeliverable.recv() => {
-                    self.node.handle(now, Input::Undeliverable { to, req }, &mut out);
+                    self.node.handle(wall_clock_ms(), Input::Undeliverable { to, req }, &mut out);
                 }
-                _ = tick.tick() => self.node.tick(now, &mut out),
+                _ = tick.tick() => self.node.tick(wall_clock_ms(), &mut out),
                 Ok(()) = self.views.changed() => {
                     let view = self.views.borrow_and_update().clone();
                     if view != self.view {
                         tracing::debug!(?view, "membership changed");
                         self.view = view;
-                        self.node.handle(now, Input::Membership(self.view.membership()), &mut out);
+                        self.node.handle(wall_clock_ms(), Input::Membership(self.view.membership()), &mut out);
                     }
                 }
                 _ = shutdown.changed() => break,
