@@ -48,6 +48,9 @@ enum Commands {
         /// Eviction policy of every peer (passed to each `serve`).
         #[arg(long)]
         eviction: Option<EvictionPolicy>,
+        /// Tombstone grace period of every peer, in milliseconds (passed to each `serve`).
+        #[arg(long)]
+        tombstone_grace_ms: Option<u64>,
     },
     /// Read a key.
     Get {
@@ -197,6 +200,11 @@ struct ServeArgs {
     /// What a full store evicts: lru, lfu, fifo, random, volatile-ttl, noeviction.
     #[arg(long, default_value_t = EvictionPolicy::Lru)]
     eviction: EvictionPolicy,
+    /// How long a deleted (or expired) key's tombstones stay after every replica was seen
+    /// holding them, in milliseconds; at least the request timeout, so that no write still
+    /// in flight can arrive after them and bring the value back.
+    #[arg(long, default_value_t = CoreConfig::default().tombstone_grace_ms)]
+    tombstone_grace_ms: u64,
 }
 
 /// Parses `512MiB`, `2GiB`, `100MB`, `64KiB`, `1000` (bytes).
@@ -233,6 +241,7 @@ impl ServeArgs {
             max_value_bytes: self.max_value_bytes,
             max_memory_bytes: self.max_memory,
             eviction: self.eviction,
+            tombstone_grace_ms: self.tombstone_grace_ms,
             ..CoreConfig::default()
         };
         Ok(PeerConfig {
@@ -273,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
             mut serve_args,
             max_memory,
             eviction,
+            tombstone_grace_ms,
         } => {
             if let Some(m) = max_memory {
                 parse_size(&m).map_err(|e| anyhow::anyhow!(e))?;
@@ -280,6 +290,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(e) = eviction {
                 serve_args.push(format!("--eviction={e}"));
+            }
+            if let Some(g) = tombstone_grace_ms {
+                serve_args.push(format!("--tombstone-grace-ms={g}"));
             }
             up(peers, logs, serve_args).await
         }

@@ -49,6 +49,11 @@ pub enum ConfigError {
     NoLimit,
     #[error("max clock entries must be at least 2")]
     ClockTooSmall,
+    #[error("the tombstone grace period ({grace_ms} ms) must be at least the request timeout ({timeout_ms} ms)")]
+    GraceTooShort {
+        grace_ms: Millis,
+        timeout_ms: Millis,
+    },
 }
 
 impl Default for CoreConfig {
@@ -88,6 +93,14 @@ impl CoreConfig {
         if self.max_clock_entries < 2 {
             return Err(ConfigError::ClockTooSmall);
         }
+        // A write's replication may still be in flight up to its deadline; tombstones
+        // collected sooner could let it bring the deleted value back.
+        if self.tombstone_grace_ms < self.request_timeout_ms {
+            return Err(ConfigError::GraceTooShort {
+                grace_ms: self.tombstone_grace_ms,
+                timeout_ms: self.request_timeout_ms,
+            });
+        }
         Ok(())
     }
 
@@ -125,5 +138,13 @@ mod tests {
             ..CoreConfig::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Ring(_))));
+        let c = CoreConfig {
+            tombstone_grace_ms: 1_999,
+            ..CoreConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::GraceTooShort { .. })
+        ));
     }
 }

@@ -4,8 +4,10 @@
 //! Policies follow Redis: approximate LRU and LFU by sampling (the store ranks a handful of
 //! random keys and evicts the lowest), LFU with a logarithmic 8-bit counter that decays with
 //! idle time, FIFO by insertion order, random, volatile-TTL (soonest expiry first, only keys
-//! that have one), and no eviction (writes fail instead). Everything here is a pure function
-//! of the record, the time and a random draw handed in — never an ambient random source.
+//! that have one), and no eviction. Under every policy, a write the store cannot make room for
+//! by evicting what the policy allows is refused (as Redis answers OOM); under `noeviction`
+//! that is every write past the limit. Everything here is a pure function of the record, the
+//! time and a random draw handed in — never an ambient random source.
 
 use crate::core::types::Millis;
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,17 @@ impl EvictionPolicy {
             EvictionPolicy::Random => "random",
             EvictionPolicy::VolatileTtl => "volatile-ttl",
             EvictionPolicy::NoEviction => "noeviction",
+        }
+    }
+
+    /// Whether the policy may evict a key at all, given whether the key has an expiry:
+    /// exactly when [`eviction_rank`] ranks it. A full store counts the bytes it could free
+    /// by this, so it knows before a write whether room can be made.
+    pub fn evicts(self, has_expiry: bool) -> bool {
+        match self {
+            EvictionPolicy::VolatileTtl => has_expiry,
+            EvictionPolicy::NoEviction => false,
+            _ => true,
         }
     }
 }
@@ -207,6 +220,20 @@ mod tests {
         // Volatile-TTL never picks a key without expiry.
         let no_ttl = vec![("hot", record(900, 30, 2, None))];
         assert_eq!(victim(EvictionPolicy::VolatileTtl, &no_ttl), None);
+    }
+
+    #[test]
+    fn evicts_agrees_with_the_rank() {
+        let r = AccessRecord::new(0, 0);
+        for p in EvictionPolicy::ALL {
+            for expiry in [None, Some(5)] {
+                assert_eq!(
+                    p.evicts(expiry.is_some()),
+                    eviction_rank(p, &r, expiry, 1, 3).is_some(),
+                    "{p}, {expiry:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum PeerMessage {
     StoreAck {
         req: u64,
     },
-    /// The replica could not store the write (it is full and its policy is `noeviction`).
+    /// The replica could not store the write (it is full and its policy leaves nothing to evict).
     StoreRefused {
         req: u64,
     },

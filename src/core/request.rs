@@ -107,6 +107,6 @@ pub enum RequestError {
     /// An `Expire` of a key the coordinating replica holds no live value for.
     #[error("no live value to change the TTL of")]
     NothingToExpire,
-    #[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and the eviction policy is noeviction")]
+    #[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and nothing more can be evicted")]
     OutOfMemory { needed: u64, used: u64, limit: u64 },
 }

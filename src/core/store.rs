@@ -6,13 +6,26 @@
 //!   lose a write.
 //! - Lookups are O(1) (a hash index with a fixed hasher, so even memory layout is reproducible
 //!   under simulation); eviction and active expiry sample a bounded number of random keys
-//!   (O(1) by position), as Redis does, so no step does work proportional to the store.
+//!   (O(1) by position), as Redis does. One exception: when a write must evict and its sample
+//!   holds no key the policy may evict, but the store's byte counts say some exist (only
+//!   `volatile-ttl`, with few keys that expire, makes this likely), a scan from a rotating
+//!   cursor finds one; it visits the keys between evictable ones.
 //! - Each key is one allocation: its key, clock and siblings packed together, actors as
 //!   interned ids (`packed`, `actors`), in a dense table of 32-byte slots (`table`).
 //! - [`Store::used_bytes`] counts keys, values, version metadata and the engine's own
 //!   overhead (the packed allocation as the allocator rounds it, the slot, the index, the
-//!   actor table), and never exceeds the limit after a write returns, except under
-//!   `noeviction`, where the write is refused instead.
+//!   actor table).
+//! - **The memory limit always holds**: `used_bytes() <= limit` whenever no call is running,
+//!   under every policy; the bound is exact, with no entry in flight. Before a write (client
+//!   write, replicated merge or repair) is installed, the store compares what it would hold
+//!   with the bytes it could free by evicting every key its policy allows (other than the key
+//!   written: `evictable_bytes`, kept exact per write). If even that cannot make room, the
+//!   write is refused with [`OutOfMemory`] and nothing changes — no key is evicted for a write
+//!   that is then refused. Otherwise keys are evicted first and the write installed after, so
+//!   a store holding evictable keys never refuses a write that fits once they are gone, and a
+//!   store with none refuses every write that would grow it past the limit (as Redis answers
+//!   OOM). Transiently, inside a write, the actor table holds the new encoding's actors; a
+//!   refused write gives them back, capacity included (`ActorTable::compact`).
 //! - **Evictions are local.** An evicted key is simply absent here: no tombstone is written, so
 //!   eviction never spreads as a delete. Repair traffic (read repair today, anti-entropy later)
 //!   goes through [`Store::merge_repair`], which only re-adds an absent key while the store is
@@ -59,11 +72,12 @@ pub struct StoreLimits {
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and the eviction policy is noeviction")]
+#[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and the eviction policy ({policy}) leaves nothing more to evict")]
 pub struct OutOfMemory {
     pub needed: u64,
     pub used: u64,
     pub limit: u64,
+    pub policy: EvictionPolicy,
 }
 
 /// Counters since start.
@@ -91,6 +105,10 @@ pub struct Store {
     limits: StoreLimits,
     /// Bytes of the entries (the actor table is added in `used_bytes`).
     entry_bytes: u64,
+    /// Bytes of the entries that hold a value with an expiry (what `volatile-ttl` may evict).
+    expiring_bytes: u64,
+    /// Where the scan for an evictable key resumes when a sample finds none (`pick_victim`).
+    scan_cursor: usize,
     inserted: u64,
     /// SplitMix64 state for sampling; seeded by the caller, so runs are reproducible.
     rng: u64,
@@ -113,6 +131,8 @@ impl Store {
             max_clock_entries,
             limits,
             entry_bytes: 0,
+            expiring_bytes: 0,
+            scan_cursor: 0,
             inserted: 0,
             rng: seed,
             stats: StoreStats::default(),
@@ -257,8 +277,9 @@ impl Store {
         self.merge(key, incoming, now).is_ok()
     }
 
-    /// Stores `state` for `key` (at `position` and `epoch`, from [`Store::locate`]), then
-    /// evicts other keys until the store is under its limit.
+    /// Stores `state` for `key` (at `position` and `epoch`, from [`Store::locate`]), after
+    /// evicting other keys to make room for it; refuses it, changing nothing, if no room can
+    /// be made.
     fn put_at(
         &mut self,
         key: &[u8],
@@ -267,25 +288,23 @@ impl Store {
         state: &Siblings,
         now: Millis,
     ) -> Result<(), OutOfMemory> {
+        let before = self.used_bytes();
         packed::encode_into(&mut self.scratch, key, epoch, state, &mut self.actors);
-        let bytes = entry_footprint(self.scratch.len());
-        let old = position
-            .map(|p| entry_footprint(self.entries.get(p).packed.len()))
-            .unwrap_or(0);
-        if let Some(limit) = self.limits.max_memory_bytes {
-            let used = self.used_bytes();
-            if self.limits.policy == EvictionPolicy::NoEviction
-                && used - old + bytes > limit
-                && bytes > old
-            {
+        let position = match self.make_room(key, position, before, now) {
+            Ok(position) => position,
+            Err(refused) => {
                 release_actors(&mut self.actors, &self.scratch);
-                return Err(OutOfMemory {
-                    needed: bytes - old,
-                    used,
-                    limit,
-                });
+                if self
+                    .limits
+                    .max_memory_bytes
+                    .is_some_and(|l| self.used_bytes() > l)
+                {
+                    // The encoding's new actors grew the table's indexes.
+                    self.actors.compact();
+                }
+                return Err(refused);
             }
-        }
+        };
         let draw = self.draw();
         match position {
             Some(p) => {
@@ -298,11 +317,137 @@ impl Store {
                     packed: Box::from(self.scratch.as_slice()),
                     access: AccessRecord::new(now, self.inserted),
                 });
-                self.entry_bytes += bytes;
+                self.count(entry_sizes(&self.scratch), true);
             }
         }
-        self.make_room(key, now);
         Ok(())
+    }
+
+    /// Evicts keys other than `keep` (held at `position`, if it is) until the encoding in
+    /// `scratch` fits in its place, or refuses before evicting anything if it cannot fit
+    /// even with every evictable key gone. `before` is `used_bytes` before the encoding took
+    /// its actors. Returns where `keep` is now (an eviction may move it).
+    ///
+    /// Installing the encoding gives back the old one's actor references, and evicting gives
+    /// back the victims', neither of which can grow the actor table: the bytes counted here
+    /// are an upper bound of what the store holds after the write.
+    fn make_room(
+        &mut self,
+        keep: &[u8],
+        mut position: Option<usize>,
+        before: u64,
+        now: Millis,
+    ) -> Result<Option<usize>, OutOfMemory> {
+        let Some(limit) = self.limits.max_memory_bytes else {
+            return Ok(position);
+        };
+        let bytes = entry_footprint(self.scratch.len());
+        let (old, old_evictable) = position.map_or((0, 0), |p| {
+            let packed = &self.entries.get(p).packed;
+            let old = entry_footprint(packed.len());
+            (old, if self.evictable(packed) { old } else { 0 })
+        });
+        let after = |store: &Self| store.used_bytes() - old + bytes;
+        let projected = after(self);
+        if projected <= limit {
+            return Ok(position);
+        }
+        let freeable = self.evictable_bytes() - old_evictable;
+        let refused = OutOfMemory {
+            needed: projected.saturating_sub(before),
+            used: before,
+            limit,
+            policy: self.limits.policy,
+        };
+        if projected - freeable > limit {
+            return Err(refused);
+        }
+        while after(self) > limit {
+            // The byte counts promise a victim; finding none would be a bookkeeping bug.
+            let Some(victim) = self.pick_victim(keep, now) else {
+                debug_assert!(false, "evictable bytes counted but no evictable key found");
+                return Err(refused);
+            };
+            if position == Some(self.entries.len() - 1) {
+                position = Some(victim); // the last slot moves into the victim's place
+            }
+            let key = self.remove_at(victim);
+            self.stats.evicted += 1;
+            self.remember_forgotten(&key);
+        }
+        Ok(position)
+    }
+
+    /// The position of a key to evict (never `keep`): the lowest ranked of a sample, as
+    /// Redis does, or, if the sample holds no key the policy may evict, the next such key
+    /// from a rotating cursor, so that a store holding one is never taken for one without.
+    fn pick_victim(&mut self, keep: &[u8], now: Millis) -> Option<usize> {
+        let len = self.entries.len();
+        if len == 0 {
+            return None;
+        }
+        let mut best: Option<(u64, usize)> = None;
+        for _ in 0..EVICTION_SAMPLES {
+            let position = (self.draw() % len as u64) as usize;
+            let draw = self.draw();
+            let slot = self.entries.get(position);
+            if slot.key() == keep {
+                continue;
+            }
+            let expiry = match self.limits.policy {
+                EvictionPolicy::VolatileTtl => packed::earliest_expiry(&slot.packed),
+                _ => None,
+            };
+            if let Some(rank) = eviction_rank(self.limits.policy, &slot.access, expiry, now, draw) {
+                if best.is_none_or(|(r, _)| rank < r) {
+                    best = Some((rank, position));
+                }
+            }
+        }
+        if let Some((_, position)) = best {
+            return Some(position);
+        }
+        for i in 0..len {
+            let position = (self.scan_cursor + i) % len;
+            let slot = self.entries.get(position);
+            if slot.key() != keep && self.evictable(&slot.packed) {
+                self.scan_cursor = position;
+                return Some(position);
+            }
+        }
+        None
+    }
+
+    /// Whether the policy may evict the entry encoded as `packed`.
+    fn evictable(&self, packed: &[u8]) -> bool {
+        self.limits
+            .policy
+            .evicts(packed::earliest_expiry(packed).is_some())
+    }
+
+    /// Bytes the store would free by evicting every entry its policy may evict.
+    fn evictable_bytes(&self) -> u64 {
+        let policy = self.limits.policy;
+        let mut bytes = 0;
+        if policy.evicts(true) {
+            bytes += self.expiring_bytes;
+        }
+        if policy.evicts(false) {
+            bytes += self.entry_bytes - self.expiring_bytes;
+        }
+        bytes
+    }
+
+    /// Adds (or, with `added` false, takes away) the bytes of an entry, as [`entry_sizes`]
+    /// gives them.
+    fn count(&mut self, (bytes, expiring): (u64, u64), added: bool) {
+        if added {
+            self.entry_bytes += bytes;
+            self.expiring_bytes += expiring;
+        } else {
+            self.entry_bytes -= bytes;
+            self.expiring_bytes -= expiring;
+        }
     }
 
     /// Replaces the state at `position` without counting an access (active expiry).
@@ -317,9 +462,9 @@ impl Store {
     /// encoding's bytes and actor references.
     fn install(&mut self, position: usize) {
         let packed: Box<[u8]> = Box::from(self.scratch.as_slice());
-        let bytes = entry_footprint(packed.len());
         let old = std::mem::replace(&mut self.entries.get_mut(position).packed, packed);
-        self.entry_bytes = self.entry_bytes - entry_footprint(old.len()) + bytes;
+        self.count(entry_sizes(&old), false);
+        self.count(entry_sizes(&self.scratch), true);
         release_actors(&mut self.actors, &old);
     }
 
@@ -327,50 +472,13 @@ impl Store {
     /// references; returns its key and, if the eviction log is on, logs its state.
     fn remove_at(&mut self, position: usize) -> Vec<u8> {
         let slot = self.entries.swap_remove(position);
-        self.entry_bytes -= entry_footprint(slot.packed.len());
+        self.count(entry_sizes(&slot.packed), false);
         let key = slot.key().to_vec();
         if let Some(log) = self.eviction_log.as_mut() {
             log.push((key.clone(), packed::decode(&slot.packed, &self.actors)));
         }
         release_actors(&mut self.actors, &slot.packed);
         key
-    }
-
-    /// Evicts sampled keys (never `keep`, the key just written) until under the limit.
-    fn make_room(&mut self, keep: &[u8], now: Millis) {
-        let Some(limit) = self.limits.max_memory_bytes else {
-            return;
-        };
-        while self.used_bytes() > limit && self.entries.len() > 1 {
-            let mut best: Option<(u64, usize)> = None;
-            for _ in 0..EVICTION_SAMPLES {
-                let position = (self.draw() % self.entries.len() as u64) as usize;
-                let draw = self.draw();
-                let slot = self.entries.get(position);
-                if slot.key() == keep {
-                    continue;
-                }
-                let expiry = match self.limits.policy {
-                    EvictionPolicy::VolatileTtl => packed::earliest_expiry(&slot.packed),
-                    _ => None,
-                };
-                if let Some(rank) =
-                    eviction_rank(self.limits.policy, &slot.access, expiry, now, draw)
-                {
-                    if best.is_none_or(|(r, _)| rank < r) {
-                        best = Some((rank, position));
-                    }
-                }
-            }
-            let Some((_, position)) = best else {
-                // Nothing evictable in the sample (volatile-ttl with no expiring keys, or
-                // noeviction): the limit is exceeded only by the write just made.
-                break;
-            };
-            let key = self.remove_at(position);
-            self.stats.evicted += 1;
-            self.remember_forgotten(&key);
-        }
     }
 
     /// Drops `key` if its state is still exactly the tombstone-only state `clock` describes
@@ -526,6 +634,18 @@ fn allocation_size(len: usize) -> u64 {
 /// Bytes one entry costs: its packed allocation, its slot, its share of the index.
 fn entry_footprint(packed_len: usize) -> u64 {
     allocation_size(packed_len) + std::mem::size_of::<Slot>() as u64 + INDEX_BYTES_PER_ENTRY
+}
+
+/// Bytes one entry encoded as `packed` costs, and the same again if it holds a value with an
+/// expiry (else 0): its share of `entry_bytes` and of `expiring_bytes`.
+fn entry_sizes(packed: &[u8]) -> (u64, u64) {
+    let bytes = entry_footprint(packed.len());
+    let expiring = if packed::earliest_expiry(packed).is_some() {
+        bytes
+    } else {
+        0
+    };
+    (bytes, expiring)
 }
 
 /// Bytes `key` holding `state` costs as one entry (actor table aside).

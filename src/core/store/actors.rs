@@ -6,6 +6,12 @@
 //! the entry goes; an actor no entry refers to any more is dropped and its id reused, so the
 //! table holds only the actors the store's entries name (incarnations and dot-minting epochs
 //! come and go without the table growing for ever).
+//! - [`ActorTable::release`] never allocates, so giving references back (an eviction, a
+//!   replaced entry) never raises [`ActorTable::heap_bytes`]: the free list always has room
+//!   for every id (`free.capacity() >= names.capacity()`).
+//! - [`ActorTable::compact`] gives back capacity that acquiring and releasing actors left
+//!   behind: after a refused write's actors are released, it brings `heap_bytes` back to at
+//!   most what it was before they were acquired, so a refused write leaves the store no larger.
 
 use crate::core::version_vector::Actor;
 use std::collections::hash_map::DefaultHasher;
@@ -35,6 +41,11 @@ impl ActorTable {
             Some(id) => id,
             None => {
                 self.names.push(None);
+                // Keep room in the free list for every id, so `release` never allocates.
+                if self.free.capacity() < self.names.capacity() {
+                    self.free
+                        .reserve_exact(self.names.capacity() - self.free.len());
+                }
                 u32::try_from(self.names.len() - 1).expect("fewer than 2^32 actors")
             }
         };
@@ -57,6 +68,24 @@ impl ActorTable {
             self.ids.remove(actor);
             *slot = None;
             self.free.push(id);
+        }
+    }
+
+    /// Drops free ids at the end of the table and shrinks every index to what the actors
+    /// held need. Ids in use keep their numbers. O(actors); the store calls it only when a
+    /// refused write's actors left capacity behind.
+    pub fn compact(&mut self) {
+        while matches!(self.names.last(), Some(None)) {
+            self.names.pop();
+        }
+        let len = self.names.len();
+        self.free.retain(|&id| (id as usize) < len);
+        self.names.shrink_to_fit();
+        self.ids.shrink_to_fit();
+        self.free.shrink_to(self.names.capacity());
+        if self.free.capacity() < self.names.capacity() {
+            self.free
+                .reserve_exact(self.names.capacity() - self.free.len());
         }
     }
 
@@ -110,5 +139,37 @@ mod tests {
         let c = Actor("C.1".into());
         assert_eq!(table.acquire(&c), ia, "its id is reused");
         assert_eq!(table.name(ib), &b);
+    }
+
+    #[test]
+    fn release_never_grows_the_table_and_compact_undoes_a_refused_acquire() {
+        let mut table = ActorTable::default();
+        let held: Vec<u32> = (0..5)
+            .map(|i| table.acquire(&Actor(format!("held-{i}").into())))
+            .collect();
+        let before = table.heap_bytes();
+        // A refused write: new actors acquired (the indexes grow), then released.
+        let taken: Vec<u32> = (0..40)
+            .map(|i| table.acquire(&Actor(format!("new-{i}").into())))
+            .collect();
+        assert!(table.heap_bytes() > before);
+        let mut last = table.heap_bytes();
+        for id in taken {
+            table.release(id);
+            assert!(table.heap_bytes() <= last, "release allocated");
+            last = table.heap_bytes();
+        }
+        table.compact();
+        assert!(
+            table.heap_bytes() <= before,
+            "{} > {before}",
+            table.heap_bytes()
+        );
+        for (i, id) in held.iter().enumerate() {
+            assert_eq!(table.name(*id).0.as_ref(), format!("held-{i}"));
+        }
+        // Ids stay usable after compaction.
+        let again = table.acquire(&Actor("again".into()));
+        assert_eq!(table.name(again).0.as_ref(), "again");
     }
 }
