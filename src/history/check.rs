@@ -94,6 +94,9 @@ impl fmt::Display for Violation {
     }
 }
 
+/// The values of one key's merged state, each with its dot.
+pub type Versions = Vec<(Dot, Vec<u8>)>;
+
 /// What the cluster holds for each key after the run, healed and quiet: the values (expired
 /// ones may be included) of the merged state of the key's replicas.
 #[derive(Clone, Debug, Default)]
@@ -102,7 +105,7 @@ pub struct FinalState {
     /// The same values with their dots, where the recorder can see them (the simulator). When
     /// present, presence and resurrection are judged per dot: an expire rewrites a value under
     /// a new dot, so the same bytes can stand for two different writes.
-    pub versions: Option<BTreeMap<Vec<u8>, Vec<(Dot, Vec<u8>)>>>,
+    pub versions: Option<BTreeMap<Vec<u8>, Versions>>,
     /// When the final state was read, on the history's clock.
     pub at: Millis,
 }
@@ -901,7 +904,7 @@ pub fn values_of(state: &Siblings) -> Vec<Vec<u8>> {
 }
 
 /// The values a merged state holds, with their dots.
-pub fn versions_of(state: &Siblings) -> Vec<(Dot, Vec<u8>)> {
+pub fn versions_of(state: &Siblings) -> Versions {
     state
         .versions()
         .filter_map(|(dot, p)| match p {

@@ -2,7 +2,6 @@
 //! read repair in rounds until replicas agree, and hand the checker the final state.
 
 use super::*;
-use ringcache::core::eviction::EvictionPolicy;
 use ringcache::history::check::{Violation, ViolationKind};
 
 impl World<'_> {
@@ -151,9 +150,11 @@ impl World<'_> {
                 if state.is_none() && self.s.memory.is_some() {
                     continue;
                 }
-                // Under noeviction a full peer refuses whatever would grow it, repairs too:
-                // it stays behind until memory frees up (documented in docs/guarantees.md).
-                if let Some((limit, EvictionPolicy::NoEviction)) = self.s.memory {
+                // A full peer with nothing its policy may evict (always under noeviction; under
+                // volatile-ttl when no key has a TTL; under any policy when one key's state
+                // alone outgrows what eviction can free) refuses whatever would grow it,
+                // repairs too: it stays behind until memory frees up (docs/guarantees.md).
+                if let Some((limit, _)) = self.s.memory {
                     if node.store().used_bytes() * 100 >= limit * 90 {
                         continue;
                     }
