@@ -109,6 +109,46 @@ fn the_checker_catches_last_write_wins() {
     );
 }
 
+// Bugs aimed at the checker's excuses: each loses or brings back data in circumstances an
+// over-wide excuse would cover (a crash elsewhere, a blind delete, a tombstone collection, a
+// ring change). Each must be caught within 100 seeds.
+
+#[test]
+fn the_checker_catches_a_value_dropped_after_an_unrelated_crash() {
+    let seed = caught_within(PlantedBug::DropValueAfterCrash, 100);
+    assert!(
+        seed.is_some(),
+        "values dropped after a crash went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_delete_applied_to_writes_it_never_saw() {
+    let seed = caught_within(PlantedBug::DeleteCoversUnseen, 100);
+    assert!(
+        seed.is_some(),
+        "a delete covering unseen writes went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_forget_that_drops_a_live_value() {
+    let seed = caught_within(PlantedBug::ForgetDropsLive, 100);
+    assert!(
+        seed.is_some(),
+        "a Forget dropping live values went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_ring_change_that_drops_data_no_one_else_holds() {
+    let seed = caught_within(PlantedBug::RingChangeDropsHeld, 100);
+    assert!(
+        seed.is_some(),
+        "drops on ring changes went unnoticed for 100 seeds"
+    );
+}
+
 #[test]
 fn shrinking_keeps_the_failure_and_makes_the_run_smaller() {
     let bug = PlantedBug::LastWriteWins;

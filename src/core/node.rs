@@ -495,13 +495,55 @@ impl Node {
 
     fn on_membership(&mut self, mut view: MembershipView) {
         view.set(self.id.clone(), crate::core::membership::Liveness::Up);
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == Some(PlantedBug::DropValueAfterCrash)
+            && self
+                .view
+                .iter()
+                .any(|(m, l)| l == crate::core::membership::Liveness::Up && !view.is_up(m))
+        {
+            self.planted_drop_oldest_values();
+        }
         if view.members() != *self.ring.members() {
             let ring = Ring::new(self.config.ring_params(), view.members())
                 .expect("ring parameters were validated at start");
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(PlantedBug::RingChangeDropsHeld) {
+                let (old, new) = (&self.ring, &ring);
+                let moved: std::collections::BTreeSet<u32> = (0..self.config.partitions)
+                    .filter(|p| old.preference_list(*p) != new.preference_list(*p))
+                    .collect();
+                self.store
+                    .drop_where(|key| moved.contains(&new.partition_of(key)));
+            }
             self.drop_regained_partitions(&ring);
             self.ring = ring;
         }
         self.view = view;
+    }
+
+    /// Planted bug: every key forgets its oldest value but keeps the clock covering it.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_drop_oldest_values(&mut self) {
+        let keys: Vec<Vec<u8>> = self.store.iter().map(|(k, _)| k.to_vec()).collect();
+        for key in keys {
+            let Some(state) = self.store.peek(&key) else {
+                continue;
+            };
+            let mut versions: Vec<_> = state
+                .versions()
+                .map(|(d, p)| (d.clone(), p.clone()))
+                .collect();
+            let Some(oldest) = versions
+                .iter()
+                .position(|(_, p)| matches!(p, Payload::Value { .. }))
+            else {
+                continue;
+            };
+            versions.remove(oldest);
+            let forgot = Siblings::from_parts(state.context().clone(), versions);
+            self.store.replace(&key, forgot, 0);
+        }
     }
 
     /// A peer that becomes a replica of a partition it did not replicate a moment ago may hold
@@ -875,6 +917,11 @@ impl Node {
                 self.store.merge_repair(&key, &state, now);
             }
             PeerMessage::Forget { key, clock, .. } => {
+                if self.has_bug(PlantedBug::ForgetDropsLive) {
+                    #[cfg(feature = "planted-bugs")]
+                    self.store.forget_unchecked(&key);
+                    return;
+                }
                 self.store.forget(&key, &clock);
             }
             PeerMessage::Fetch { req, key } => {
@@ -1066,6 +1113,29 @@ impl Node {
             Some(PlantedBug::LastWriteWins) => {
                 self.store.replace(key, state.clone(), now);
                 return true;
+            }
+            Some(PlantedBug::DeleteCoversUnseen) => {
+                let local = self.store.peek(key);
+                let stored = self.store.merge(key, state, now).is_ok();
+                let has_tombstone = state
+                    .versions()
+                    .any(|(_, p)| matches!(p, Payload::Tombstone));
+                if let (true, Some(local), Some(merged)) =
+                    (has_tombstone, local, self.store.peek(key))
+                {
+                    // Drop the values only this replica held, which the delete never saw.
+                    let kept: Vec<_> = merged
+                        .versions()
+                        .filter(|(d, _)| {
+                            state.context().covers(d) || !local.versions().any(|(ld, _)| ld == *d)
+                        })
+                        .map(|(d, p)| (d.clone(), p.clone()))
+                        .collect();
+                    let clock = merged.context().clone();
+                    self.store
+                        .replace(key, Siblings::from_parts(clock, kept), now);
+                }
+                return stored;
             }
             Some(PlantedBug::MergeDropsSibling) => {
                 let stored = self.store.merge(key, state, now).is_ok();

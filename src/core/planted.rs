@@ -16,13 +16,31 @@ pub enum PlantedBug {
     /// Last write wins: a coordinator's write replaces every sibling it holds, whatever the
     /// client's context, and a replica overwrites its state with whatever arrives last.
     LastWriteWins,
+    /// Right after a peer is seen going down, every peer forgets the oldest value of each key
+    /// it holds but keeps the clock that covers it, so the loss spreads by merging to replicas
+    /// that still held the value: aimed at excuses that cover a key after an unrelated crash.
+    DropValueAfterCrash,
+    /// A replica that merges a state holding a tombstone drops its own values the tombstone
+    /// never saw: aimed at excuses that let a delete supersede writes it could not have seen.
+    DeleteCoversUnseen,
+    /// A `Forget` drops the key whatever it holds now, live values written since included:
+    /// aimed at excuses around tombstone collection.
+    ForgetDropsLive,
+    /// A peer whose ring changes drops its copies of every partition whose replicas changed,
+    /// not only those it regained, data no one else holds included: aimed at excuses for
+    /// ring changes.
+    RingChangeDropsHeld,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
+        PlantedBug::DropValueAfterCrash,
+        PlantedBug::DeleteCoversUnseen,
+        PlantedBug::ForgetDropsLive,
+        PlantedBug::RingChangeDropsHeld,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +48,10 @@ impl PlantedBug {
             PlantedBug::AckAfterWMinusOne => "ack-after-w-minus-one",
             PlantedBug::MergeDropsSibling => "merge-drops-sibling",
             PlantedBug::LastWriteWins => "last-write-wins",
+            PlantedBug::DropValueAfterCrash => "drop-value-after-crash",
+            PlantedBug::DeleteCoversUnseen => "delete-covers-unseen",
+            PlantedBug::ForgetDropsLive => "forget-drops-live",
+            PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
         }
     }
 }

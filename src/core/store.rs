@@ -607,6 +607,18 @@ impl Store {
         let _ = self.put_at(key, position, epoch, &state, now);
     }
 
+    /// Planted bug: drops `key` whatever it holds, as a collection does (not logged as an
+    /// eviction).
+    #[cfg(feature = "planted-bugs")]
+    pub fn forget_unchecked(&mut self, key: &[u8]) {
+        if let Some(position) = self.entries.find(key) {
+            let log = self.eviction_log.take();
+            let key = self.remove_at(position);
+            self.eviction_log = log;
+            self.remember_forgotten(&key);
+        }
+    }
+
     /// Planted bug: forgets every sibling of `key` but the one with the greatest dot.
     #[cfg(feature = "planted-bugs")]
     pub fn keep_only_newest_sibling(&mut self, key: &[u8], now: Millis) {
