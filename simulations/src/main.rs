@@ -150,8 +150,16 @@ fn main() -> anyhow::Result<()> {
 
 fn print_scenario(s: &Scenario) {
     println!(
-        "seed {}: {} peers, N={}, {} clients, {} ops over {} ms, {:?}, keys {:?}",
-        s.seed, s.nodes, s.replicas, s.clients, s.ops, s.workload_ms, s.consistency, s.keys
+        "seed {}: {} peers of {} shard(s), N={}, {} clients, {} ops over {} ms, {:?}, keys {:?}",
+        s.seed,
+        s.nodes,
+        s.shards,
+        s.replicas,
+        s.clients,
+        s.ops,
+        s.workload_ms,
+        s.consistency,
+        s.keys
     );
     println!("network: {:?}", s.net);
     println!(

@@ -39,6 +39,9 @@ pub struct Scenario {
     /// The failure detector: heartbeat period and how long silence means "down".
     pub heartbeat_ms: Millis,
     pub suspect_after_ms: Millis,
+    /// Engine shards per peer (`--shards`): requests, replies and views are dealt to them as a
+    /// real peer deals them.
+    pub shards: u32,
     /// A per-peer memory limit and eviction policy, for the seeds that set one.
     pub memory: Option<(u64, EvictionPolicy)>,
     pub faults: Vec<TimedFault>,
@@ -225,9 +228,12 @@ impl Scenario {
         let suspect_after_ms = rng.between(300, 900);
         // Three seeds in ten run peers at a memory limit small enough to evict (a key's
         // state takes about 80 bytes, a few hundred with siblings and a long clock).
+        // Half the seeds run peers of 2 or 3 engine shards; a peer's limit is split between its
+        // shards, as `serve` splits it, so each shard gets the 1-4 KiB drawn.
+        let shards = *rng.pick(&[1, 1, 2, 3]);
         let memory = if rng.chance(3_000) {
             let policy = *rng.pick(&EvictionPolicy::ALL);
-            Some((rng.between(1, 4) * 1024, policy))
+            Some((rng.between(1, 4) * 1024 * shards as u64, policy))
         } else {
             None
         };
@@ -251,6 +257,7 @@ impl Scenario {
             clocks,
             heartbeat_ms,
             suspect_after_ms,
+            shards,
             memory,
             faults: Vec::new(),
         };

@@ -43,13 +43,35 @@ fn the_same_seed_replays_bit_for_bit() {
 fn fixed_seeds_exercise_every_kind_of_fault() {
     let mut seen = std::collections::BTreeSet::new();
     let (mut evicted, mut expired, mut collected) = (0, 0, 0);
+    let (mut sharded, mut expires) = (0, 0);
     for seed in 1..=40 {
-        let result = run(&Scenario::generate(seed, OPS), None);
+        let scenario = Scenario::generate(seed, OPS);
+        sharded += usize::from(scenario.shards > 1);
+        let result = run(&scenario, None);
+        expires += result
+            .history
+            .ops()
+            .iter()
+            .filter(|op| {
+                matches!(op.kind, ringcache::history::OpKind::Expire { .. })
+                    && op.is_acknowledged_write()
+            })
+            .count();
         seen.extend(result.faults_injected.keys().copied());
         evicted += result.evicted;
         expired += result.expired;
         collected += result.tombstones_collected;
     }
+    // Peers of several shards route requests, replies and views as real peers do, and TTL
+    // changes rewrite values under new dots.
+    assert!(
+        sharded >= 10,
+        "only {sharded} of 40 seeds ran sharded peers"
+    );
+    assert!(
+        expires > 50,
+        "only {expires} expires or persists acknowledged"
+    );
     // The cache's own ways of losing a copy run alongside the faults.
     assert!(evicted > 20, "memory limits evicted only {evicted} keys");
     assert!(

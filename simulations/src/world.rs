@@ -17,7 +17,7 @@ use crate::scenario::{Fault, Scenario, NAMES, NETWORK_STREAM, WORKLOAD_STREAM};
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::PeerMessage;
-use ringcache::core::node::{Input, Node, Outputs};
+use ringcache::core::node::{Input, Outputs};
 use ringcache::core::planted::PlantedBug;
 use ringcache::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use ringcache::core::ring::Ring;
@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod faults;
 mod membership;
 mod settle;
+mod shards;
 mod truth;
 
 /// Simulated time starts here, so that clocks running behind stay positive.
@@ -147,7 +148,7 @@ struct Detector {
 
 struct Peer {
     /// `None` while crashed, and after leaving.
-    node: Option<Node>,
+    node: Option<shards::Shards>,
     incarnation: u64,
     paused: bool,
     /// Events that reached the peer while it was paused, handled when it resumes.
@@ -344,12 +345,7 @@ impl<'s> World<'s> {
     fn boot(&mut self, name: &NodeId) {
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
-        let mut node = Node::new(name.clone(), incarnation, self.config.clone());
-        node.log_evictions();
-        node.log_writes();
-        if let Some(bug) = self.plant {
-            node.plant(bug);
-        }
+        let node = shards::Shards::boot(name, incarnation, &self.config, self.s.shards, self.plant);
         let peer = self.peers.get_mut(name).expect("known peer");
         peer.node = Some(node);
         peer.incarnation = incarnation;
@@ -415,7 +411,7 @@ impl<'s> World<'s> {
                         self.peers[p]
                             .node
                             .as_ref()
-                            .and_then(|n| n.store().peek(&key))
+                            .and_then(|n| n.peek(&key))
                             .is_some_and(|s| s.context().descends_from(&clock))
                     });
                     if !kept {
@@ -550,28 +546,33 @@ impl<'s> World<'s> {
     /// After every step: a peer's accounted memory stays within its limit, give or take the
     /// one entry being written.
     fn check_memory(&mut self, node: &NodeId) {
-        let Some((limit, policy)) = self.s.memory else {
+        let Some((_, policy)) = self.s.memory else {
             return;
         };
-        let Some(n) = self.peers[node].node.as_ref() else {
+        let Some(peer) = self.peers[node].node.as_ref() else {
             return;
         };
-        let used = n.store().used_bytes();
-        if used <= limit {
-            return;
-        }
-        let largest = n
-            .store()
-            .iter()
-            .map(|(k, s)| ringcache::core::store::footprint(k, &s))
-            .max()
-            .unwrap_or(0);
-        if used > limit + largest {
-            self.over_memory.push(format!(
-                "{node} at {} uses {used} bytes, limit {limit} ({}), largest entry {largest}",
-                self.now,
-                policy.name()
-            ));
+        for (i, shard) in peer.nodes().iter().enumerate() {
+            let store = shard.store();
+            let Some(limit) = store.limits().max_memory_bytes else {
+                continue;
+            };
+            let used = store.used_bytes();
+            if used <= limit {
+                continue;
+            }
+            let largest = store
+                .iter()
+                .map(|(k, s)| ringcache::core::store::footprint(k, &s))
+                .max()
+                .unwrap_or(0);
+            if used > limit + largest {
+                self.over_memory.push(format!(
+                    "{node} shard {i} at {} uses {used} bytes, limit {limit} ({}), largest entry {largest}",
+                    self.now,
+                    policy.name()
+                ));
+            }
         }
     }
 

@@ -144,7 +144,7 @@ impl World<'_> {
                 };
                 // Tombstones alone and nothing at all read the same; collection turns one into
                 // the other, replica by replica.
-                let state = node.store().peek(key).filter(|s| !s.is_tombstones_only());
+                let state = node.peek(key).filter(|s| !s.is_tombstones_only());
                 // Under a memory limit an absent key is a cache miss (evicted, or declined
                 // by a full peer's repair), not a divergence: only copies held must agree.
                 if state.is_none() && self.s.memory.is_some() {
@@ -154,8 +154,8 @@ impl World<'_> {
                 // volatile-ttl when no key has a TTL; under any policy when one key's state
                 // alone outgrows what eviction can free) refuses whatever would grow it,
                 // repairs too: it stays behind until memory frees up (docs/guarantees.md).
-                if let Some((limit, _)) = self.s.memory {
-                    if node.store().used_bytes() * 100 >= limit * 90 {
+                if let Some(limit) = node.for_key(key).store().limits().max_memory_bytes {
+                    if node.for_key(key).store().used_bytes() * 100 >= limit * 90 {
                         continue;
                     }
                 }
@@ -267,7 +267,7 @@ impl World<'_> {
         for (name, p) in &self.peers {
             let Some(n) = &p.node else { continue };
             let owner = n.ring().replicas_of(key).contains(name);
-            let state = n.store().peek(key);
+            let state = n.peek(key);
             let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
             out += &format!(
                 "\n  {name} owner={owner} view=[{}] state={state:?}",
@@ -286,7 +286,7 @@ impl World<'_> {
             versions: Some(BTreeMap::new()),
             at: self.now,
         };
-        let nodes: Vec<&Node> = self
+        let nodes: Vec<&shards::Shards> = self
             .peers
             .values()
             .filter(|p| !p.left)
@@ -301,7 +301,7 @@ impl World<'_> {
             let mut on_owners = Siblings::new();
             let mut anywhere = Siblings::new();
             for n in &nodes {
-                if let Some(s) = n.store().peek(key) {
+                if let Some(s) = n.peek(key) {
                     anywhere.merge(&s);
                     if owners.contains(n.id()) {
                         on_owners.merge(&s);

@@ -47,7 +47,7 @@ impl World<'_> {
             (WriteKind::Delete, None) => self.peers[node]
                 .node
                 .as_ref()
-                .and_then(|n| n.store().peek(&write.key))
+                .and_then(|n| n.peek(&write.key))
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
             (WriteKind::Put { .. }, None) => VersionVector::new(),
@@ -75,7 +75,7 @@ impl World<'_> {
                 (None, None) => None,
             };
             let Some(op) = op else { continue };
-            let value = n.store().peek(&ran.key).and_then(|s| {
+            let value = n.peek(&ran.key).and_then(|s| {
                 s.versions().find_map(|(dot, p)| match p {
                     Payload::Value { data, .. } if *dot == ran.dot => Some(data.clone()),
                     _ => None,
@@ -149,7 +149,7 @@ impl World<'_> {
                 continue;
             }
             let Some(n) = &p.node else { continue };
-            if let Some(s) = n.store().peek(key) {
+            if let Some(s) = n.peek(key) {
                 clock.merge(s.context());
             }
             for (k, s) in n.states_in_flight() {
@@ -204,8 +204,7 @@ impl World<'_> {
         };
         self.read_repairs_of_gone_nodes += node.read_repairs();
         let mut held: Vec<(Vec<u8>, VersionVector)> = node
-            .store()
-            .iter()
+            .iter_store()
             .map(|(k, s)| (k.to_vec(), s.context().clone()))
             .collect();
         held.extend(
