@@ -12,7 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::client::Client;
-use crate::shell::peer::PeerAddresses;
+use crate::server::PeerAddresses;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

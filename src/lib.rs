@@ -13,8 +13,12 @@
 //!   gossip membership, the driver task that owns a node, peer start-up and shutdown.
 //! - [`api`] — the HTTP API (axum) and its wire formats (causal-context tokens, key encoding).
 //! - [`client`] — a Rust HTTP client used by the CLI and the tests.
+//! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.
 //! - [`config`] — one peer's whole configuration.
+//!
+//! Layers run one way: `main`/[`launcher`] → [`client`] → [`server`] → [`api`] → [`shell`] →
+//! [`core`] (and [`config`] gathers the shell's and core's settings); `tests/layers.rs` checks it.
 
 pub mod api;
 pub mod client;
@@ -22,4 +26,5 @@ pub mod config;
 pub mod core;
 pub mod history;
 pub mod launcher;
+pub mod server;
 pub mod shell;

@@ -1,7 +1,6 @@
 //! The I/O shell around the deterministic core: tokio, quinn, chitchat.
 //!
-//! [`peer::RunningPeer`] wires one peer together; [`driver`] owns the core; [`transport`] moves
-//! peer messages over QUIC; [`gossip`] turns chitchat into membership views; [`auth`] derives
+//! [`driver`] owns the core; [`transport`] moves peer messages over QUIC; [`gossip`] turns chitchat into membership views; [`auth`] derives
 //! all peer credentials from the cluster secret.
 // The shell is where clocks, spawning and randomness belong (see clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -9,5 +8,4 @@
 pub mod auth;
 pub mod driver;
 pub mod gossip;
-pub mod peer;
 pub mod transport;
