@@ -134,6 +134,16 @@ impl Siblings {
     /// The state must hold every earlier event of `actor` for this key (the dotted version
     /// vector's invariant): the new dot's counter marks all lower ones as seen. A store that
     /// forgot a key (eviction) therefore writes it under a fresh actor (see `Store::update`).
+    ///
+    /// The counter never wraps. Should `actor` already stand at `u64::MAX` here or in the
+    /// context, the write is minted under an overflow actor (`actor` + `"+"`, repeated while that
+    /// one is exhausted too) whose next counter is fresh. That is sound for the same reason as
+    /// the eviction epochs: only this coordinator mints dots of its own actor names, so this
+    /// state holds every earlier event of the overflow actor as well. A wrapped counter would
+    /// instead mint a dot the clock already covers, and every replica would drop the write.
+    /// The path is unreachable in practice: clients can only send contexts the cluster issued
+    /// (a MAC'd token) with counters at most `api::causal_context::MAX_CONTEXT_COUNTER`
+    /// (2^62), and each write raises a counter by one.
     pub fn update(
         &mut self,
         actor: &Actor,
@@ -141,11 +151,7 @@ impl Siblings {
         payload: Payload,
         max_clock_entries: usize,
     ) -> Dot {
-        let counter = self.clock.get(actor).max(context.get(actor)) + 1;
-        let dot = Dot {
-            actor: actor.clone(),
-            counter,
-        };
+        let (dot, exhausted) = self.next_dot(actor, context);
         self.versions
             .retain(|(d, existing)| !context.covers(d) && *existing != payload);
         self.clock.merge(context);
@@ -156,8 +162,31 @@ impl Siblings {
             .binary_search_by(|(d, _)| d.cmp(&dot))
             .unwrap_or_else(|i| i);
         self.versions.insert(at, (dot.clone(), payload));
-        self.prune_clock(max_clock_entries, actor);
+        let mut coordinators: Vec<&Actor> = exhausted.iter().collect();
+        coordinators.push(&dot.actor);
+        self.prune_clock(max_clock_entries, &coordinators);
         dot
+    }
+
+    /// The next dot `actor` mints here after `context`: one above the highest counter either
+    /// has seen, under an overflow actor when that counter is exhausted (see [`Self::update`]).
+    /// Also returns the exhausted actors passed over, which the clock must keep like the
+    /// coordinator itself (a pruned entry would let its actor mint an old dot again).
+    /// Terminates: the clock and the context name finitely many actors, so some overflow actor
+    /// has counter zero.
+    fn next_dot(&self, actor: &Actor, context: &VersionVector) -> (Dot, Vec<Actor>) {
+        let mut actor = actor.clone();
+        let mut exhausted = Vec::new();
+        loop {
+            let seen = self.clock.get(&actor).max(context.get(&actor));
+            match seen.checked_add(1) {
+                Some(counter) => return (Dot { actor, counter }, exhausted),
+                None => {
+                    let next = Actor(format!("{}+", actor.0).into());
+                    exhausted.push(std::mem::replace(&mut actor, next));
+                }
+            }
+        }
     }
 
     /// Joins the state another replica holds for the same key into this one.
@@ -241,9 +270,9 @@ impl Siblings {
     /// key is computed from that entry, and a forgotten entry would let it reuse a dot.
     /// Only the clock changes, so pruning never discards a write: at worst a stale sibling a
     /// lagging replica still holds comes back as a spurious conflict (tested below).
-    fn prune_clock(&mut self, max_entries: usize, coordinator: &Actor) {
+    fn prune_clock(&mut self, max_entries: usize, coordinators: &[&Actor]) {
         let mut keep: Vec<&Actor> = self.versions.iter().map(|(d, _)| &d.actor).collect();
-        keep.push(coordinator);
+        keep.extend_from_slice(coordinators);
         let mut clock = self.clock.clone();
         clock.prune(max_entries, &keep);
         self.clock = clock;
@@ -274,6 +303,57 @@ mod tests {
             data: s.as_bytes().to_vec(),
             expires_at_ms: None,
         }
+    }
+
+    /// A context (or clock) at `u64::MAX` for the coordinator must not wrap its next counter:
+    /// a wrapped dot is covered by every clock that saw the context, so each replica would
+    /// drop the write it acknowledged. The write goes to a fresh overflow actor instead, later
+    /// writes keep superseding it, a merge keeps it, and pruning keeps the exhausted entry.
+    #[test]
+    fn an_exhausted_counter_never_wraps_and_writes_stay_readable() {
+        let a = actor("A");
+        let exhausted: VersionVector = [(a.clone(), u64::MAX), (actor("A+"), u64::MAX)]
+            .into_iter()
+            .collect();
+        let mut s = Siblings::new();
+        let first = s.update(&a, &exhausted, value("v1"), 1);
+        assert_eq!(
+            first,
+            Dot {
+                actor: actor("A++"),
+                counter: 1
+            }
+        );
+        assert_eq!(s.visible_values(0), vec![&value("v1")]);
+        assert_eq!(s.context().get(&a), u64::MAX, "the exhausted entry is kept");
+        assert_eq!(s.context().get(&actor("A+")), u64::MAX);
+
+        let ctx = s.context().clone();
+        let second = s.update(&a, &ctx, value("v2"), 1);
+        assert_eq!(
+            second,
+            Dot {
+                actor: actor("A++"),
+                counter: 2
+            }
+        );
+        assert_eq!(s.visible_values(0), vec![&value("v2")]);
+        let blind = s.update(&a, &VersionVector::new(), value("v3"), 1);
+        assert_eq!(blind.counter, 3);
+        assert_eq!(
+            s.len(),
+            2,
+            "a blind write stands beside what it did not see"
+        );
+
+        // Another replica that saw the exhausted context keeps the writes when it merges.
+        let mut other = Siblings::new();
+        other.merge(&s);
+        let mut replica = Siblings::from_parts(exhausted, vec![]);
+        replica.merge(&other);
+        let mut seen: Vec<_> = replica.visible_values(0).into_iter().cloned().collect();
+        seen.sort_by_key(|p| format!("{p:?}"));
+        assert_eq!(seen, vec![value("v2"), value("v3")]);
     }
 
     fn datas(s: &Siblings) -> Vec<String> {
@@ -421,7 +501,7 @@ mod tests {
         let ctx = s.context().clone();
         s.update(&actor("A"), &ctx, value("A2"), MAX);
         // Now: siblings A:2 only; clock {A:2, B:1, C:1, X:1, Z:1}; coordinator X.
-        s.prune_clock(0, &actor("X"));
+        s.prune_clock(0, &[&actor("X")]);
         assert_eq!(s.context().to_string(), "{A:2, X:1}");
         assert_eq!(datas(&s), vec!["A2"]);
         // X's next dot is X:2, not a second X:1.
@@ -689,7 +769,7 @@ mod tests {
             let unpruned = &h.replicas[at];
             let coordinator = &h.actors[at];
             let mut pruned = unpruned.clone();
-            pruned.prune_clock(limit, coordinator);
+            pruned.prune_clock(limit, &[coordinator]);
             prop_assert_eq!(held(&pruned), held(unpruned), "pruning touched the siblings");
             for (dot, _) in pruned.versions() {
                 prop_assert!(pruned.context().covers(dot), "{:?} left uncovered", dot);
