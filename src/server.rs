@@ -9,6 +9,7 @@
 // Starting a peer spawns tasks and reads the wall clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+use crate::api::causal_context::ContextKey;
 use crate::api::http;
 use crate::config::PeerConfig;
 use crate::core::node::Node;
@@ -99,7 +100,11 @@ impl RunningPeer {
             inbound_rx,
             shutdown_rx.clone(),
         );
-        let router = http::router(driver.clone(), config.core.max_value_bytes);
+        let router = http::router(
+            driver.clone(),
+            config.core.max_value_bytes,
+            ContextKey::new(config.secret.context_key()),
+        );
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {
             let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {

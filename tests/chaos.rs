@@ -18,7 +18,7 @@
 
 mod common;
 
-use ringcache::api::causal_context;
+use ringcache::api::causal_context::{self, ContextKey};
 use ringcache::api::http::LocalStateBody;
 use ringcache::client::{Client, ClientError, ReadResult, WriteOptions};
 use ringcache::core::request::ReadValue;
@@ -27,6 +27,7 @@ use ringcache::core::version_vector::VersionVector;
 use ringcache::history::check::{check, Circumstances, Convergence, FinalState};
 use ringcache::history::{History, OpKind, Outcome};
 use ringcache::launcher::{spawn_peer, LaunchedPeer, LocalCluster};
+use ringcache::shell::auth::ClusterSecret;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -153,6 +154,8 @@ struct Run {
     stop_at: Instant,
     disruptions: RefCell<Vec<(Millis, Millis)>>,
     faults: RefCell<BTreeMap<&'static str, usize>>,
+    /// The cluster's context key, to read the (authenticated) context tokens into the history.
+    context_key: ContextKey,
 }
 
 impl Run {
@@ -182,9 +185,9 @@ fn failure(e: &ClientError) -> Outcome {
     }
 }
 
-fn decode(token: Option<&str>) -> VersionVector {
+fn decode(token: Option<&str>, key: &ContextKey) -> VersionVector {
     token
-        .and_then(|t| causal_context::decode(t).ok())
+        .and_then(|t| causal_context::decode(t, key).ok())
         .unwrap_or_default()
 }
 
@@ -218,7 +221,9 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
             client,
             key.clone(),
             kind.clone(),
-            context_in.as_deref().map(|c| decode(Some(c))),
+            context_in
+                .as_deref()
+                .map(|c| decode(Some(c), &run.context_key)),
             run.now(),
         );
         let options = WriteOptions {
@@ -242,18 +247,18 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
                         .collect();
                     Outcome::Read {
                         values,
-                        context: decode(read.context()),
+                        context: decode(read.context(), &run.context_key),
                     }
                 }
                 Err(e) => failure(&e),
             },
             OpKind::Put { value, .. } => {
                 let result = http.put(&key, value, &options).await;
-                write_outcome(result, &key, &mut contexts)
+                write_outcome(result, &key, &mut contexts, &run.context_key)
             }
             OpKind::Delete { .. } => {
                 let result = http.delete(&key, &options).await;
-                write_outcome(result, &key, &mut contexts)
+                write_outcome(result, &key, &mut contexts, &run.context_key)
             }
             // This workload sends no TTL changes: its checker has no view of the dots an
             // expire mints (the simulator's workload covers them).
@@ -269,10 +274,11 @@ fn write_outcome(
     result: Result<String, ClientError>,
     key: &[u8],
     contexts: &mut BTreeMap<Vec<u8>, String>,
+    context_key: &ContextKey,
 ) -> Outcome {
     match result {
         Ok(ctx) => {
-            let context = decode(Some(&ctx));
+            let context = decode(Some(&ctx), context_key);
             contexts.insert(key.to_vec(), ctx);
             Outcome::Written { context }
         }
@@ -495,6 +501,11 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
             stop_at: Instant::now() + Duration::from_secs(secs),
             disruptions: RefCell::new(Vec::new()),
             faults: RefCell::new(BTreeMap::new()),
+            context_key: ContextKey::new(
+                ClusterSecret::new(&cluster.options.secret)
+                    .expect("the launcher's secret is long enough")
+                    .context_key(),
+            ),
         };
         let limit = Duration::from_secs(secs + 120);
         let work = async {

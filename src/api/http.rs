@@ -4,14 +4,15 @@
 //! Handlers only translate: HTTP in → [`ClientRequest`] → the driver → [`ClientReply`] → HTTP
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
 
-use crate::api::{causal_context, keys};
+use crate::api::causal_context::{self, ContextKey};
+use crate::api::keys;
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -20,6 +21,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 const KV_PREFIX: &str = "/v1/kv/";
 const LOCAL_PREFIX: &str = "/v1/local/";
@@ -28,7 +30,13 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
 pub const TTL_HEADER: &str = "x-ttl-ms";
 
-pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
+/// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
+/// and accepts (the same on every peer of a cluster: see `causal_context`).
+pub fn router(driver: DriverHandle, max_value_bytes: usize, context_key: ContextKey) -> Router {
+    let state = ApiState {
+        driver,
+        context_key: Arc::new(context_key),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
@@ -36,7 +44,20 @@ pub fn router(driver: DriverHandle, max_value_bytes: usize) -> Router {
         .route("/v1/kv/{*key}", any(kv))
         .route("/v1/local/{*key}", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
-        .with_state(driver)
+        .with_state(state)
+}
+
+/// What the handlers share: the driver, and the key of causal context tokens.
+#[derive(Clone)]
+struct ApiState {
+    driver: DriverHandle,
+    context_key: Arc<ContextKey>,
+}
+
+impl FromRef<ApiState> for DriverHandle {
+    fn from_ref(state: &ApiState) -> DriverHandle {
+        state.driver.clone()
+    }
 }
 
 /// The body of a 300 Multiple Choices response.
@@ -209,17 +230,17 @@ async fn local(State(driver): State<DriverHandle>, uri: Uri) -> Response {
 }
 
 async fn kv(
-    State(driver): State<DriverHandle>,
+    State(state): State<ApiState>,
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match kv_request(method, &uri, &query, &headers, body) {
+    match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
         Ok(request) => {
-            let reply = driver.request(request).await;
-            reply_response(reply)
+            let reply = state.driver.request(request).await;
+            reply_response(reply, &state.context_key)
         }
         Err(error) => error.into_response(),
     }
@@ -247,6 +268,7 @@ fn kv_request(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Bytes,
+    context_key: &ContextKey,
 ) -> Result<ClientRequest, ApiError> {
     let raw_key = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
     let key = keys::percent_decode(raw_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -264,7 +286,11 @@ fn kv_request(
             let token = v
                 .to_str()
                 .map_err(|_| ApiError::bad_request("causal context is not ASCII"))?;
-            Some(causal_context::decode(token).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            // Only a context this cluster issued reaches the core (see `causal_context`).
+            Some(
+                causal_context::decode(token, context_key)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            )
         }
     };
     match method {
@@ -325,13 +351,13 @@ fn ttl_ms(v: &str) -> Result<u64, ApiError> {
     Ok((secs * 1000.0).ceil() as u64)
 }
 
-fn reply_response(reply: ClientReply) -> Response {
+fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
     match reply {
         ClientReply::Found {
             mut values,
             context,
         } => {
-            let token = causal_context::encode(&context);
+            let token = causal_context::encode(&context, context_key);
             if values.len() == 1 {
                 let value = values.pop().expect("one value");
                 let mut response = (StatusCode::OK, value.data).into_response();
@@ -365,7 +391,7 @@ fn reply_response(reply: ClientReply) -> Response {
                 set_header(
                     &mut response,
                     causal_context::HEADER,
-                    &causal_context::encode(&context),
+                    &causal_context::encode(&context, context_key),
                 );
             }
             response
@@ -375,7 +401,7 @@ fn reply_response(reply: ClientReply) -> Response {
             set_header(
                 &mut response,
                 causal_context::HEADER,
-                &causal_context::encode(&context),
+                &causal_context::encode(&context, context_key),
             );
             response
         }

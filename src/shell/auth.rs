@@ -10,6 +10,9 @@
 //! - a **gossip key** for a keyed BLAKE3 MAC on every chitchat datagram (chitchat's own UDP is
 //!   plaintext and only checks a cluster-id string), so a stranger cannot inject membership.
 //! - the chitchat **cluster id**, so clusters with different secrets ignore each other quietly.
+//! - a **context key** for a keyed BLAKE3 MAC on every causal context token handed to clients
+//!   (`api::causal_context`), so any peer accepts back exactly the contexts some peer of this
+//!   cluster issued, and nobody without the secret can forge one.
 //!
 //! What this does not do: encrypt gossip (membership is not secret), or rotate the secret without
 //! restarting every peer.
@@ -59,6 +62,13 @@ impl ClusterSecret {
 
     pub fn gossip_key(&self) -> [u8; 32] {
         self.derive("ringcache 2026-11 gossip datagram MAC")
+    }
+
+    /// The MAC key of causal context tokens: the same on every peer of the cluster, so a token
+    /// issued by one peer is accepted by every other; its own derivation string, so it is
+    /// unrelated to the gossip key and the CA seed.
+    pub fn context_key(&self) -> [u8; 32] {
+        self.derive("ringcache 2026-11 causal context token MAC")
     }
 
     pub fn cluster_id(&self) -> String {
@@ -224,6 +234,8 @@ mod tests {
         assert_ne!(PeerIdentity::new(&other, "A").unwrap().ca, a.ca);
         assert_ne!(other.cluster_id(), s.cluster_id());
         assert_ne!(other.gossip_key(), s.gossip_key());
+        assert_ne!(other.context_key(), s.context_key());
+        assert_ne!(s.context_key(), s.gossip_key());
     }
 
     #[test]
