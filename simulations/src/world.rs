@@ -199,6 +199,9 @@ struct World<'s> {
     converged_at: Option<Millis>,
     // What the checker needs to know and cannot see in the history (see `truth`).
     losses: BTreeMap<Vec<u8>, Vec<Loss>>,
+    /// Copies lost while an in-flight read still held what they held (see
+    /// `World::note_reads_ended`): the clock each held and why it went, by key.
+    deferred_losses: BTreeMap<Vec<u8>, Vec<(VersionVector, LossCause)>>,
     writes_run: BTreeMap<OpId, WriteRun>,
     /// What each write that arrived at a peer may replace, until it runs.
     entitlements: BTreeMap<OpId, VersionVector>,
@@ -284,6 +287,7 @@ impl<'s> World<'s> {
             quiet_until: None,
             converged_at: None,
             losses: BTreeMap::new(),
+            deferred_losses: BTreeMap::new(),
             writes_run: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             request_ops: BTreeMap::new(),
@@ -526,6 +530,7 @@ impl<'s> World<'s> {
         let ring_before: Option<Ring> = matches!(input, Input::Membership(_))
             .then(|| self.peers[node].node.as_ref().map(|n| n.ring().clone()))
             .flatten();
+        let reads_before = self.reads_in_flight(node);
         let peer = self.peers.get_mut(node).expect("known peer");
         let n = peer.node.as_mut().expect("checked");
         n.handle(now, input, &mut out);
@@ -541,6 +546,7 @@ impl<'s> World<'s> {
         }
         self.check_memory(node);
         self.absorb(node, out);
+        self.note_reads_ended(node, reads_before);
     }
 
     /// After every step: a peer's accounted memory stays within its limit, give or take the
@@ -675,6 +681,7 @@ impl<'s> World<'s> {
             }
             let now = self.local_time(name);
             let mut out = Outputs::default();
+            let reads_before = self.reads_in_flight(name);
             if let Some(n) = self.peers.get_mut(name).and_then(|p| p.node.as_mut()) {
                 n.tick(now, &mut out);
                 // A read repair applied here at a deadline can evict.
@@ -684,6 +691,7 @@ impl<'s> World<'s> {
             self.after_feed(name, None, &out);
             self.check_memory(name);
             self.absorb(name, out);
+            self.note_reads_ended(name, reads_before);
             if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
             }

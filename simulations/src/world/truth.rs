@@ -13,6 +13,10 @@
 //!   survived nowhere else. "Elsewhere" is every running peer's store and in-flight reads, every
 //!   message in flight or held by a paused peer, and the clocks of collected tombstones (a
 //!   collected delete is retired, not lost: its absence must never excuse a resurrection).
+//!   An in-flight read's merged state is only a passing copy: a loss it alone covers is
+//!   deferred, and recorded (with its own cause) if the read ends without a replica taking
+//!   what it held — its repair declined by a full store, or not sent to a replica that never
+//!   answered. A read ending never excuses anything by itself.
 //! - Only legitimate losses are recorded: an eviction by a peer that has no memory limit, or a
 //!   drop of a partition the peer did not just regain, is a bug, and what it loses is not
 //!   excused.
@@ -131,6 +135,11 @@ impl World<'_> {
     /// The clock of everything that still holds `key` anywhere, leaving out `excluded` (a peer
     /// losing its memory, with the messages on their way to it).
     pub(super) fn surviving(&self, key: &[u8], excluded: Option<&NodeId>) -> VersionVector {
+        self.surviving_in(key, excluded, true)
+    }
+
+    /// [`World::surviving`], counting in-flight reads only if `with_reads`.
+    fn surviving_in(&self, key: &[u8], excluded: Option<&NodeId>, with_reads: bool) -> VersionVector {
         let mut clock = self.collected.get(key).cloned().unwrap_or_default();
         let add_event = |clock: &mut VersionVector, event: &Event| {
             if let Event::Deliver { to, message, .. } = event {
@@ -152,7 +161,7 @@ impl World<'_> {
             if let Some(s) = n.peek(key) {
                 clock.merge(s.context());
             }
-            for (k, s) in n.states_in_flight() {
+            for (k, s) in n.states_in_flight().filter(|_| with_reads) {
                 if k == key {
                     clock.merge(s.context());
                 }
@@ -177,6 +186,13 @@ impl World<'_> {
     ) {
         let survived = self.surviving(key, victim);
         if survived.descends_from(held) {
+            if !self.surviving_in(key, victim, false).descends_from(held) {
+                // Only a read in flight still holds some of it: see `note_reads_ended`.
+                self.deferred_losses
+                    .entry(key.to_vec())
+                    .or_default()
+                    .push((held.clone(), cause));
+            }
             return;
         }
         self.losses.entry(key.to_vec()).or_default().push(Loss {
@@ -185,6 +201,55 @@ impl World<'_> {
             held: held.clone(),
             survived,
         });
+    }
+
+    /// The keys `node`'s in-flight reads hold states of (see [`World::note_reads_ended`]).
+    pub(super) fn reads_in_flight(&self, node: &NodeId) -> Vec<Vec<u8>> {
+        let Some(n) = self.peers[node].node.as_ref() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<Vec<u8>> = n
+            .states_in_flight()
+            .map(|(k, _)| k.to_vec())
+            .filter(|k| self.deferred_losses.contains_key(k))
+            .collect();
+        keys.dedup();
+        keys
+    }
+
+    /// After `node` handled an input (its messages sent): for each key a read held when the
+    /// input arrived (`before`, from [`World::reads_in_flight`]), re-judge the losses only a
+    /// read in flight covered. Once nothing but reads covers them they stay deferred; once a
+    /// store or message covers them they are settled; once nothing covers them they are
+    /// recorded as the losses they were.
+    pub(super) fn note_reads_ended(&mut self, node: &NodeId, before: Vec<Vec<u8>>) {
+        for key in before {
+            let Some(deferred) = self.deferred_losses.remove(&key) else {
+                continue;
+            };
+            let survived = self.surviving(&key, None);
+            let without_reads = self.surviving_in(&key, None, false);
+            let mut still = Vec::new();
+            for (held, cause) in deferred {
+                if without_reads.descends_from(&held) {
+                    continue; // a replica or a message took it after all
+                }
+                if survived.descends_from(&held) {
+                    still.push((held, cause)); // another read still holds it
+                    continue;
+                }
+                self.losses.entry(key.clone()).or_default().push(Loss {
+                    at: self.now,
+                    cause,
+                    held,
+                    survived: survived.clone(),
+                });
+            }
+            if !still.is_empty() {
+                self.deferred_losses.insert(key, still);
+            }
+        }
+        let _ = node;
     }
 
     /// A message that will never be applied: if it carried a state, it was a copy.
