@@ -199,6 +199,8 @@ struct World<'s> {
     converged_at: Option<Millis>,
     // What the checker needs to know and cannot see in the history (see `truth`).
     losses: BTreeMap<Vec<u8>, Vec<Loss>>,
+    /// Losses whose dots only in-flight reads still hold, by key (see `truth`).
+    pending_losses: BTreeMap<Vec<u8>, Vec<truth::PendingLoss>>,
     writes_run: BTreeMap<OpId, WriteRun>,
     /// What each write that arrived at a peer may replace, until it runs.
     entitlements: BTreeMap<OpId, VersionVector>,
@@ -284,6 +286,7 @@ impl<'s> World<'s> {
             quiet_until: None,
             converged_at: None,
             losses: BTreeMap::new(),
+            pending_losses: BTreeMap::new(),
             writes_run: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             request_ops: BTreeMap::new(),
@@ -397,7 +400,7 @@ impl<'s> World<'s> {
                     .message_state(&message)
                     .map(|(k, s)| (k.to_vec(), s.context().clone()));
                 let sender = from.clone();
-                self.feed(
+                let dropped = self.feed(
                     &to,
                     Input::Peer {
                         from,
@@ -406,14 +409,17 @@ impl<'s> World<'s> {
                 );
                 if let Some((key, clock)) = carried {
                     // A state the receiver did not take (a full store, a late reply) may have
-                    // been the last copy.
+                    // been the last copy. One it took and dropped in the same step was lost
+                    // by that drop, judged as a drop (an illegitimate one stays unexcused).
                     let kept = [&to, &sender].into_iter().any(|p| {
                         self.peers[p]
                             .node
                             .as_ref()
                             .and_then(|n| n.peek(&key))
                             .is_some_and(|s| s.context().descends_from(&clock))
-                    });
+                    }) || dropped
+                        .iter()
+                        .any(|(k, held)| *k == key && held.descends_from(&clock));
                     if !kept {
                         self.lose_message(&message);
                     }
@@ -512,11 +518,12 @@ impl<'s> World<'s> {
         false
     }
 
-    fn feed(&mut self, node: &NodeId, input: Input) {
+    /// Hands `input` to `node`; returns the states it dropped in this step, by key.
+    fn feed(&mut self, node: &NodeId, input: Input) -> Vec<(Vec<u8>, VersionVector)> {
         let now = self.local_time(node);
         let mut out = Outputs::default();
         if self.peers[node].node.is_none() {
-            return;
+            return Vec::new();
         }
         let before = self.before_feed(node, &input);
         let forwarded_op = match &input {
@@ -526,11 +533,11 @@ impl<'s> World<'s> {
         let ring_before: Option<Ring> = matches!(input, Input::Membership(_))
             .then(|| self.peers[node].node.as_ref().map(|n| n.ring().clone()))
             .flatten();
+        let pending = self.reads_pending(node);
         let peer = self.peers.get_mut(node).expect("known peer");
         let n = peer.node.as_mut().expect("checked");
         n.handle(now, input, &mut out);
         let dropped = n.take_evicted();
-        self.note_dropped(node, dropped, ring_before.as_ref());
         self.after_feed(node, before, &out);
         if let Some(op) = forwarded_op {
             for msg in &out.messages {
@@ -540,7 +547,16 @@ impl<'s> World<'s> {
             }
         }
         self.check_memory(node);
+        // Drops are judged once this step's messages are on their way: a state the peer
+        // dropped and sent in the same step survived in the message.
         self.absorb(node, out);
+        let taken = dropped
+            .iter()
+            .map(|(k, s)| (k.clone(), s.context().clone()))
+            .collect();
+        self.note_dropped(node, dropped, ring_before.as_ref());
+        self.after_reads_stepped(pending);
+        taken
     }
 
     /// After every step: a peer's accounted memory stays within its limit, give or take the
@@ -675,15 +691,19 @@ impl<'s> World<'s> {
             }
             let now = self.local_time(name);
             let mut out = Outputs::default();
+            // Reads end at their deadlines here, in every shard.
+            let pending = self.reads_pending(name);
+            let mut dropped = Vec::new();
             if let Some(n) = self.peers.get_mut(name).and_then(|p| p.node.as_mut()) {
                 n.tick(now, &mut out);
                 // A read repair applied here at a deadline can evict.
-                let dropped = n.take_evicted();
-                self.note_dropped(name, dropped, None);
+                dropped = n.take_evicted();
             }
             self.after_feed(name, None, &out);
             self.check_memory(name);
             self.absorb(name, out);
+            self.note_dropped(name, dropped, None);
+            self.after_reads_stepped(pending);
             if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
             }

@@ -7,18 +7,51 @@
 //!   blind delete the coordinator's clock for the key just before the delete ran. Entitlements
 //!   come from the request and the store as it was, never from what the write then did, so a
 //!   coordinator that replaces more than it saw is caught, not excused.
-//! - **Losses.** A [`Loss`] is recorded whenever a copy of a key disappears through a loss of
-//!   memory — a crash, a departure, an eviction at the memory limit, a regained partition's
-//!   stale copies dropped, a message carrying a state lost or refused — and something it held
-//!   survived nowhere else. "Elsewhere" is every running peer's store and in-flight reads, every
-//!   message in flight or held by a paused peer, and the clocks of collected tombstones (a
-//!   collected delete is retired, not lost: its absence must never excuse a resurrection).
+//! - **Losses.** A [`Loss`] is recorded exactly when the last thing covering a dot goes away
+//!   through a legitimate loss of memory — a crash, a departure, an eviction at the memory
+//!   limit, a regained partition's stale copies dropped, a message carrying a state lost or
+//!   refused. What covers a dot: every running peer's store and in-flight reads, every message
+//!   in flight (counting those sent in the same step) or held by a paused peer, and the clocks
+//!   of collected tombstones (a collected delete is retired, not lost: its absence must never
+//!   excuse a resurrection).
+//! - **Pending losses.** An in-flight read's merged state is only a passing copy. The dots a
+//!   legitimate loss leaves covered by reads alone are pending ([`PendingLoss`]); they are
+//!   judged again after every step of a peer whose read holds them (only such a step can end
+//!   the read or pass the dots on). Dots a store or message has taken leave the pending loss:
+//!   that copy's own loss, if any, is judged when it happens. Dots nothing covers any more are
+//!   recorded with the pending loss's cause — its repair declined by a full store, or never
+//!   sent — or, if a crash or departure took the read, as part of that loss. A read ending
+//!   never excuses anything by itself, and an illegitimate drop of a dot a store had taken
+//!   cannot be excused through a pending loss.
 //! - Only legitimate losses are recorded: an eviction by a peer that has no memory limit, or a
 //!   drop of a partition the peer did not just regain, is a bug, and what it loses is not
-//!   excused.
+//!   excused. A state a peer took from a message and dropped in the same step is judged as
+//!   that drop, not as a lost message.
 
 use super::*;
+use ringcache::core::version_vector::Dot;
 use ringcache::history::check::{Loss, LossCause, WriteRun};
+
+/// A legitimate loss some of whose dots only in-flight reads still held: the dots of `held`
+/// that `elsewhere` (every store, message and collected clock that has covered them since the
+/// loss) does not cover. Recorded as lost with `cause` once no read holds them either.
+pub(super) struct PendingLoss {
+    held: VersionVector,
+    elsewhere: VersionVector,
+    cause: LossCause,
+}
+
+/// The history both vectors cover (pointwise minimum).
+fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
+    let mut out = VersionVector::new();
+    for (actor, counter) in a.iter() {
+        out.add(&Dot {
+            actor: actor.clone(),
+            counter: counter.min(b.get(actor)),
+        });
+    }
+    out
+}
 
 impl World<'_> {
     /// Before `input` reaches `node`: if it is a write, fix what it is entitled to replace
@@ -131,6 +164,16 @@ impl World<'_> {
     /// The clock of everything that still holds `key` anywhere, leaving out `excluded` (a peer
     /// losing its memory, with the messages on their way to it).
     pub(super) fn surviving(&self, key: &[u8], excluded: Option<&NodeId>) -> VersionVector {
+        self.surviving_in(key, excluded, true)
+    }
+
+    /// [`World::surviving`], counting in-flight reads only if `with_reads`.
+    fn surviving_in(
+        &self,
+        key: &[u8],
+        excluded: Option<&NodeId>,
+        with_reads: bool,
+    ) -> VersionVector {
         let mut clock = self.collected.get(key).cloned().unwrap_or_default();
         let add_event = |clock: &mut VersionVector, event: &Event| {
             if let Event::Deliver { to, message, .. } = event {
@@ -152,7 +195,7 @@ impl World<'_> {
             if let Some(s) = n.peek(key) {
                 clock.merge(s.context());
             }
-            for (k, s) in n.states_in_flight() {
+            for (k, s) in n.states_in_flight().filter(|_| with_reads) {
                 if k == key {
                     clock.merge(s.context());
                 }
@@ -167,7 +210,8 @@ impl World<'_> {
         clock
     }
 
-    /// A copy of `key` holding `held` is gone: record whatever survived nowhere else.
+    /// A copy of `key` holding `held` is gone through a legitimate loss (`cause`): record
+    /// what survived nowhere else, and leave pending what only in-flight reads still hold.
     pub(super) fn lose_copy(
         &mut self,
         victim: Option<&NodeId>,
@@ -176,15 +220,86 @@ impl World<'_> {
         cause: LossCause,
     ) {
         let survived = self.surviving(key, victim);
-        if survived.descends_from(held) {
-            return;
+        let elsewhere = self.surviving_in(key, victim, false);
+        // Pending dots that went with this copy are recorded below, as this loss.
+        self.settle_pending(key, victim, held);
+        if !survived.descends_from(held) {
+            self.losses.entry(key.to_vec()).or_default().push(Loss {
+                at: self.now,
+                cause,
+                held: held.clone(),
+                survived: survived.clone(),
+            });
         }
-        self.losses.entry(key.to_vec()).or_default().push(Loss {
-            at: self.now,
-            cause,
-            held: held.clone(),
-            survived,
-        });
+        let pending = meet(held, &survived);
+        if !elsewhere.descends_from(&pending) {
+            self.pending_losses
+                .entry(key.to_vec())
+                .or_default()
+                .push(PendingLoss {
+                    held: pending,
+                    elsewhere,
+                    cause,
+                });
+        }
+    }
+
+    /// The keys of `node`'s in-flight reads that hold pending losses, before it steps (see
+    /// [`World::after_reads_stepped`]).
+    pub(super) fn reads_pending(&self, node: &NodeId) -> Vec<Vec<u8>> {
+        let Some(n) = self.peers[node].node.as_ref() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<Vec<u8>> = n
+            .states_in_flight()
+            .map(|(k, _)| k.to_vec())
+            .filter(|k| self.pending_losses.contains_key(k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// After `node` stepped (its messages sent, its drops noted): only a step of the peer whose
+    /// read holds a pending dot can end that read or pass the dot on (a repair, its own
+    /// store), so the keys from [`World::reads_pending`] are all that need judging again.
+    pub(super) fn after_reads_stepped(&mut self, keys: Vec<Vec<u8>>) {
+        for key in keys {
+            self.settle_pending(&key, None, &VersionVector::new());
+        }
+    }
+
+    /// Judges `key`'s pending losses again against what covers it now (leaving out `victim`):
+    /// dots a store or message took leave them (a later loss of that copy is its own); dots
+    /// nothing covers any more are recorded as lost with the pending loss's cause, but for
+    /// those in `accounted` (a copy whose loss the caller records).
+    fn settle_pending(&mut self, key: &[u8], victim: Option<&NodeId>, accounted: &VersionVector) {
+        let Some(pending) = self.pending_losses.remove(key) else {
+            return;
+        };
+        let survived = self.surviving(key, victim);
+        let elsewhere = self.surviving_in(key, victim, false);
+        let mut still = Vec::new();
+        for mut p in pending {
+            p.elsewhere.merge(&elsewhere);
+            let covered = survived.merged(&p.elsewhere);
+            let excused = covered.merged(accounted);
+            if !excused.descends_from(&p.held) {
+                self.losses.entry(key.to_vec()).or_default().push(Loss {
+                    at: self.now,
+                    cause: p.cause,
+                    held: p.held.clone(),
+                    survived: excused,
+                });
+            }
+            p.held = meet(&p.held, &covered);
+            if !p.elsewhere.descends_from(&p.held) {
+                still.push(p);
+            }
+        }
+        if !still.is_empty() {
+            self.pending_losses.insert(key.to_vec(), still);
+        }
     }
 
     /// A message that will never be applied: if it carried a state, it was a copy.
