@@ -1265,5 +1265,4 @@ fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
 }
 
 #[cfg(test)]
-#[path = "node_tests.rs"]
 mod tests;
