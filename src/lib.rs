@@ -8,7 +8,9 @@
 //! # Layout
 //! - [`core`] — the deterministic protocol core, free of I/O: ring placement, version vectors,
 //!   siblings, quorum tracking, storage, the peer protocol and the [`core::node::Node`] state
-//!   machine. Time and randomness come in as inputs.
+//!   machine, which dispatches each input to one subsystem of `core::node` (writes, reads,
+//!   forwarding, replica side, read repair, tombstone collection, placement). Time and
+//!   randomness come in as inputs.
 //! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
 //!   gossip membership, the driver task that owns a node, peer start-up and shutdown.
 //! - [`api`] — the HTTP API (axum) and its wire formats (causal-context tokens, key encoding).

@@ -4,7 +4,10 @@
 //! `clippy.toml` forbids the usual ways to, and the shell and the simulator both drive the core
 //! through [`node::Node`]. Dependency order (no cycles):
 //! `types` → `version_vector` → `siblings` → `store`; `types` → `ring`, `quorum`, `membership`;
-//! `request` → `message`; `config` → `node`, which uses them all.
+//! `request` → `message`; `config` → `node`, which uses them all. `node` keeps the `Node` and
+//! its dispatch; each subsystem it dispatches to (request table, writes, reads, expires,
+//! forwarding, the replica side, read repair, tombstone collection, placement, stats) owns
+//! its state in a file of `node/`.
 
 pub mod config;
 pub mod eviction;

@@ -1,0 +1,89 @@
+//! Membership and ring changes: a new view replaces the node's, and a changed member set
+//! rebuilds the ring.
+//!
+//! A peer that becomes a replica of a partition it did not replicate a moment ago drops the
+//! copies it still holds of it (see [`Node::drop_regained_partitions`]). The node always sees
+//! itself as up, whatever the view says.
+
+use super::Node;
+use crate::core::membership::{Liveness, MembershipView};
+#[cfg(feature = "planted-bugs")]
+use crate::core::planted::PlantedBug;
+use crate::core::ring::Ring;
+#[cfg(feature = "planted-bugs")]
+use crate::core::siblings::{Payload, Siblings};
+
+impl Node {
+    pub(super) fn on_membership(&mut self, mut view: MembershipView) {
+        view.set(self.id.clone(), Liveness::Up);
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == Some(PlantedBug::DropValueAfterCrash)
+            && self
+                .view
+                .iter()
+                .any(|(m, l)| l == Liveness::Up && !view.is_up(m))
+        {
+            self.planted_drop_oldest_values();
+        }
+        if view.members() != *self.ring.members() {
+            let ring = Ring::new(self.config.ring_params(), view.members())
+                .expect("ring parameters were validated at start");
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(PlantedBug::RingChangeDropsHeld) {
+                let (old, new) = (&self.ring, &ring);
+                let moved: std::collections::BTreeSet<u32> = (0..self.config.partitions)
+                    .filter(|p| old.preference_list(*p) != new.preference_list(*p))
+                    .collect();
+                self.store
+                    .drop_where(|key| moved.contains(&new.partition_of(key)));
+            }
+            self.drop_regained_partitions(&ring);
+            self.ring = ring;
+        }
+        self.view = view;
+    }
+
+    /// Planted bug: every key forgets its oldest value but keeps the clock covering it.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_drop_oldest_values(&mut self) {
+        let keys: Vec<Vec<u8>> = self.store.iter().map(|(k, _)| k.to_vec()).collect();
+        for key in keys {
+            let Some(state) = self.store.peek(&key) else {
+                continue;
+            };
+            let mut versions: Vec<_> = state
+                .versions()
+                .map(|(d, p)| (d.clone(), p.clone()))
+                .collect();
+            let Some(oldest) = versions
+                .iter()
+                .position(|(_, p)| matches!(p, Payload::Value { .. }))
+            else {
+                continue;
+            };
+            versions.remove(oldest);
+            let forgot = Siblings::from_parts(state.context().clone(), versions);
+            self.store.replace(&key, forgot, 0);
+        }
+    }
+
+    /// A peer that becomes a replica of a partition it did not replicate a moment ago may hold
+    /// copies from an earlier time it did: they missed every write since, including deletes
+    /// whose tombstones may have been collected meanwhile, so they could bring a deleted value
+    /// back. They are dropped (like an eviction); the current replicas hold the truth.
+    fn drop_regained_partitions(&mut self, new_ring: &Ring) {
+        let partitions = self.config.partitions;
+        let regained: std::collections::BTreeSet<u32> = (0..partitions)
+            .filter(|p| {
+                new_ring.preference_list(*p).contains(&self.id)
+                    && !self.ring.preference_list(*p).contains(&self.id)
+            })
+            .collect();
+        if regained.is_empty() || self.store.is_empty() {
+            return;
+        }
+        let ring = new_ring;
+        self.store
+            .drop_where(|key| regained.contains(&ring.partition_of(key)));
+    }
+}

@@ -1,0 +1,244 @@
+//! Reads and their quorum.
+//!
+//! The receiving peer asks the key's replicas (`Fetch`), merges the states it gets, and
+//! replies after R of them with the visible siblings and one merged context. It keeps
+//! listening until every asked replica answered (or the deadline), then read-repairs (see
+//! `read_repair`). A read may wait for a client, for nobody (the node confirming tombstones
+//! before collecting them: not counted as a hit or a miss), or be the first half of an expire
+//! (see `expire`).
+
+use super::expire::PendingExpire;
+use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
+use super::{Node, Outgoing, Outputs};
+use crate::core::message::PeerMessage;
+use crate::core::quorum::{QuorumOutcome, QuorumTracker};
+use crate::core::request::{ClientReply, ReadValue, RequestError};
+use crate::core::siblings::{Payload, Siblings};
+use crate::core::types::{Millis, NodeId, Quorum};
+use std::collections::BTreeMap;
+
+/// A read waiting for its replicas' states.
+#[derive(Debug)]
+pub(super) struct ReadFlight {
+    pub(super) key: Vec<u8>,
+    tracker: QuorumTracker,
+    pub(super) merged: Siblings,
+    /// What each replica answered, kept to find the stale ones once all have answered.
+    answers: BTreeMap<NodeId, Option<Siblings>>,
+    /// Replicas asked (live ones, including this node if it is a replica).
+    asked: usize,
+    /// Whether the waiter already has its answer (the read now only waits to repair).
+    replied: bool,
+    /// The expire this read is the first half of, until the read has its answer.
+    expire: Option<Box<PendingExpire>>,
+}
+
+impl Node {
+    /// Starts a read of `key` from `r` replicas for `waiter`; with `expire`, the read is that
+    /// expire's first half and shares its deadline.
+    pub(super) fn start_read(
+        &mut self,
+        now: Millis,
+        waiter: Waiter,
+        expire: Option<Box<PendingExpire>>,
+        key: Vec<u8>,
+        r: Quorum,
+        out: &mut Outputs,
+    ) {
+        let needed =
+            match validate_key(&self.config, &key).and_then(|_| resolve_quorum(&self.config, r)) {
+                Ok(needed) => needed,
+                Err(e) => return waiter.fail(e, out),
+            };
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
+        if live < needed {
+            let error = RequestError::Unavailable { needed, got: live };
+            return waiter.fail(error, out);
+        }
+        let deadline = match &expire {
+            Some(pending) => pending.deadline,
+            None => now + self.config.request_timeout_ms,
+        };
+        let mut tracker = QuorumTracker::new(needed, replicas.len());
+        let mut merged = Siblings::new();
+        let mut answers = BTreeMap::new();
+        let mut asked = 0;
+        let req = self.requests.fresh();
+        for replica in &replicas {
+            if *replica == self.id {
+                let local = self.store.read(&key, now);
+                if let Some(local) = &local {
+                    merged.merge(local);
+                }
+                answers.insert(replica.clone(), local);
+                asked += 1;
+                tracker.record_success(replica);
+            } else if self.view.is_up(replica) {
+                asked += 1;
+                out.messages.push(Outgoing {
+                    to: replica.clone(),
+                    message: PeerMessage::Fetch {
+                        req,
+                        key: key.clone(),
+                    },
+                });
+            } else {
+                tracker.record_failure(replica);
+            }
+        }
+        let flight = ReadFlight {
+            key,
+            tracker,
+            merged,
+            answers,
+            asked,
+            replied: false,
+            expire,
+        };
+        self.requests.insert(
+            req,
+            Request {
+                waiter,
+                deadline,
+                flight: Flight::Read(flight),
+            },
+        );
+        self.settle_read(now, req, out);
+    }
+
+    /// A replica's answer to our `Fetch`; only its first answer counts.
+    pub(super) fn on_fetch_reply(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        state: Option<Siblings>,
+        out: &mut Outputs,
+    ) {
+        if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
+            if !read.answers.contains_key(&from) {
+                if let Some(state) = &state {
+                    read.merged.merge(state);
+                }
+                read.answers.insert(from.clone(), state);
+                read.tracker.record_success(&from);
+            }
+            self.settle_read(now, req, out);
+        }
+    }
+
+    /// A `Fetch` that could not be sent.
+    pub(super) fn on_fetch_undeliverable(
+        &mut self,
+        now: Millis,
+        to: &NodeId,
+        req: u64,
+        out: &mut Outputs,
+    ) {
+        if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
+            read.tracker.record_failure(to);
+            self.settle_read(now, req, out);
+        }
+    }
+
+    /// Replies to read `req`'s waiter once its quorum is met or can no longer be (an expire
+    /// goes on to its rewrite). The read stays until every asked replica answered, then
+    /// read-repairs the stale ones.
+    fn settle_read(&mut self, now: Millis, req: u64, out: &mut Outputs) {
+        let Some(Request {
+            waiter,
+            flight: Flight::Read(read),
+            ..
+        }) = self.requests.get_mut(req)
+        else {
+            return;
+        };
+        let outcome = read.tracker.outcome();
+        let mut expire = None;
+        if !read.replied && outcome != QuorumOutcome::Pending {
+            read.replied = true;
+            let found = if outcome == QuorumOutcome::Met {
+                Ok(&read.merged)
+            } else {
+                Err(RequestError::Unavailable {
+                    needed: read.tracker.needed(),
+                    got: read.tracker.successes(),
+                })
+            };
+            // The waiter is answered once; the read stays in flight to repair.
+            let waiter = std::mem::replace(waiter, Waiter::Nobody);
+            match read.expire.take() {
+                Some(pending) => expire = Some((waiter, pending, found.cloned())),
+                None if matches!(waiter, Waiter::Nobody) => {}
+                None => {
+                    let reply = match found {
+                        Ok(merged) => read_reply(merged, now),
+                        Err(error) => ClientReply::Failed(error),
+                    };
+                    self.counters.count_read(&reply);
+                    waiter.reply(reply, out);
+                }
+            }
+        }
+        let done = read.replied && read.answers.len() >= read.asked;
+        if let Some((waiter, pending, found)) = expire {
+            self.expire_after_read(now, waiter, *pending, found, out);
+        }
+        if outcome == QuorumOutcome::Pending || !done {
+            return;
+        }
+        let Some(Request {
+            flight: Flight::Read(read),
+            ..
+        }) = self.requests.remove(req)
+        else {
+            return;
+        };
+        self.read_repair(now, &read.key, &read.merged, read.answers, out);
+    }
+
+    /// A read past its deadline: its waiter fails with a timeout, unless it already has its
+    /// answer, in which case whoever answered in time is repaired.
+    pub(super) fn read_timed_out(
+        &mut self,
+        now: Millis,
+        waiter: Waiter,
+        read: ReadFlight,
+        out: &mut Outputs,
+    ) {
+        if read.replied {
+            // The waiter has its answer; repair whoever answered in time.
+            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+        }
+        let error = RequestError::Timeout {
+            needed: read.tracker.needed(),
+            got: read.tracker.successes(),
+        };
+        waiter.fail(error, out);
+    }
+}
+
+/// What a reader sees of a merged state at `now`.
+fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
+    let values: Vec<ReadValue> = merged
+        .visible_values(now)
+        .into_iter()
+        .filter_map(|p| match p {
+            Payload::Value {
+                data,
+                expires_at_ms,
+            } => Some(ReadValue {
+                data: data.clone(),
+                expires_at_ms: *expires_at_ms,
+            }),
+            Payload::Tombstone => None,
+        })
+        .collect();
+    let context = merged.context().clone();
+    if values.is_empty() {
+        ClientReply::NotFound { context }
+    } else {
+        ClientReply::Found { values, context }
+    }
+}

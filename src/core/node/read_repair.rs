@@ -1,0 +1,72 @@
+//! Read repair: once every asked replica answered a read (or its deadline passed), each
+//! replica whose state differs from the merge gets the merged state (`Repair`).
+//!
+//! Replicas merge it (a join), so a repair can never undo a newer write that raced it. When
+//! every replica answered with the same tombstone-only state (or nothing), there is nothing to
+//! repair: the tombstones are scheduled for collection instead (see `collection`).
+
+use super::{Node, Outgoing, Outputs};
+use crate::core::message::PeerMessage;
+use crate::core::siblings::Siblings;
+use crate::core::types::{Millis, NodeId};
+use std::collections::BTreeMap;
+
+impl Node {
+    /// Sends the merged state of `key` to every replica that answered with something else.
+    /// Replicas merge it (a join), so a repair can never undo a newer write that raced it.
+    pub(super) fn read_repair(
+        &mut self,
+        now: Millis,
+        key: &[u8],
+        merged: &Siblings,
+        answers: BTreeMap<NodeId, Option<Siblings>>,
+        out: &mut Outputs,
+    ) {
+        if merged.context().is_empty() {
+            return;
+        }
+        // Every replica answered with the same tombstones: collect them after the grace
+        // period (they cannot come back: no replica holds anything they cover, and the grace
+        // outlasts any message in flight that might).
+        let replicas: Vec<NodeId> = self.ring.replicas_of(key).to_vec();
+        // (A replica holding nothing agrees: it has nothing the tombstones must cover.)
+        let all_agree = merged.is_tombstones_only()
+            && replicas.len() == self.config.replicas
+            && replicas.iter().all(|r| {
+                answers
+                    .get(r)
+                    .is_some_and(|a| a.is_none() || a.as_ref() == Some(merged))
+            });
+        if all_agree {
+            let due = now + self.config.tombstone_grace_ms;
+            let seq = self.requests.fresh();
+            self.collection
+                .schedule(due, seq, key, merged.context().clone(), replicas);
+            return;
+        }
+        for (replica, answer) in answers {
+            if answer.as_ref() == Some(merged) {
+                continue;
+            }
+            // Tombstones are not pushed to a replica that holds nothing: it has no value for
+            // them to cover, and re-adding them would undo their collection.
+            if answer.is_none() && merged.is_tombstones_only() {
+                continue;
+            }
+            self.counters.read_repairs += 1;
+            if replica == self.id {
+                self.store.merge_repair(key, merged, now);
+            } else {
+                let req = self.requests.fresh();
+                out.messages.push(Outgoing {
+                    to: replica,
+                    message: PeerMessage::Repair {
+                        req,
+                        key: key.to_vec(),
+                        state: merged.clone(),
+                    },
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! What a peer reports about itself: [`NodeStats`], and the counters the node keeps for it.
+//!
+//! Hits and misses count the reads this node coordinated for clients (not those it makes
+//! itself to collect tombstones, nor the reads of expires); the store keeps its own figures.
+
+use super::Node;
+use crate::core::request::ClientReply;
+use serde::{Deserialize, Serialize};
+
+/// What a peer reports at `GET /v1/stats`: its reads, its store, its repairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Reads this peer coordinated that found a value.
+    pub hits: u64,
+    /// Reads this peer coordinated that found none (absent, deleted or expired).
+    pub misses: u64,
+    /// Keys in this peer's store (tombstoned ones included).
+    pub keys: u64,
+    /// Values whose bytes active expiry reclaimed.
+    pub expired: u64,
+    /// Keys evicted to stay under the memory limit.
+    pub evicted: u64,
+    pub memory_used_bytes: u64,
+    /// `None` when the store has no limit.
+    pub memory_limit_bytes: Option<u64>,
+    pub read_repairs: u64,
+    /// Repairs not applied because the store was near its limit.
+    pub repairs_declined: u64,
+    /// Tombstone-only keys collected after every replica held them.
+    pub tombstones_collected: u64,
+}
+
+impl NodeStats {
+    /// Hits over reads, or `None` before the first read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.hits + self.misses;
+        (reads > 0).then(|| self.hits as f64 / reads as f64)
+    }
+
+    /// Cluster-wide figures: the sum over peers (limits add up too).
+    pub fn add(&mut self, other: &NodeStats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.keys += other.keys;
+        self.expired += other.expired;
+        self.evicted += other.evicted;
+        self.memory_used_bytes += other.memory_used_bytes;
+        self.memory_limit_bytes = match (self.memory_limit_bytes, other.memory_limit_bytes) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.read_repairs += other.read_repairs;
+        self.repairs_declined += other.repairs_declined;
+        self.tombstones_collected += other.tombstones_collected;
+    }
+}
+
+/// The node's own counters, since start.
+#[derive(Default)]
+pub(super) struct Counters {
+    /// Reads this node coordinated that found a value / found none.
+    pub(super) hits: u64,
+    pub(super) misses: u64,
+    /// Replicas sent a merged state by read repair.
+    pub(super) read_repairs: u64,
+}
+
+impl Counters {
+    /// Counts a client read's reply as a hit or a miss (a failure is neither).
+    pub(super) fn count_read(&mut self, reply: &ClientReply) {
+        match reply {
+            ClientReply::Found { .. } => self.hits += 1,
+            ClientReply::NotFound { .. } => self.misses += 1,
+            _ => {}
+        }
+    }
+}
+
+impl Node {
+    pub fn stats(&self) -> NodeStats {
+        let store = self.store.stats();
+        NodeStats {
+            hits: self.counters.hits,
+            misses: self.counters.misses,
+            keys: self.store.len() as u64,
+            expired: store.expired,
+            evicted: store.evicted,
+            memory_used_bytes: self.store.used_bytes(),
+            memory_limit_bytes: self.store.limits().max_memory_bytes,
+            read_repairs: self.counters.read_repairs,
+            repairs_declined: store.repairs_declined,
+            tombstones_collected: store.tombstones_collected,
+        }
+    }
+
+    /// How many replica states read repair has corrected since start.
+    pub fn read_repairs(&self) -> u64 {
+        self.counters.read_repairs
+    }
+}

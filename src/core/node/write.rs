@@ -1,0 +1,298 @@
+//! Client writes (put or delete), their coordination and their replication acks.
+//!
+//! The receiving peer coordinates if it is one of the key's N replicas, otherwise it forwards
+//! to the first live replica (`Coordinate`, see `forward`). The coordinator applies the write
+//! to its own store (new dot, context applied), sends the resulting state to the other
+//! replicas (`Store`), and replies once W distinct replicas hold it. An expire is coordinated
+//! here too, but reads first (see `expire`).
+
+use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
+use super::{Node, Outgoing, Outputs};
+use crate::core::config::CoreConfig;
+use crate::core::message::PeerMessage;
+use crate::core::planted::PlantedBug;
+use crate::core::quorum::{QuorumOutcome, QuorumTracker};
+use crate::core::request::{ClientReply, RequestError, WriteKind, WriteRequest};
+use crate::core::siblings::Payload;
+use crate::core::types::{ClientRequestId, Millis, NodeId};
+use crate::core::version_vector::{Dot, VersionVector};
+
+/// A write waiting for its replicas' acks.
+#[derive(Debug)]
+pub(super) struct WriteFlight {
+    tracker: QuorumTracker,
+    /// The key's clock once the write applied here: what the client gets back.
+    context: VersionVector,
+}
+
+/// A write as the coordinator applies it: the payload and the context it replaces.
+pub(super) struct CoordinatedWrite {
+    pub(super) key: Vec<u8>,
+    pub(super) payload: Payload,
+    pub(super) context: VersionVector,
+    pub(super) needed: usize,
+}
+
+/// A write this node coordinated and stored: who asked for it, and the dot it minted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRan {
+    /// The client request, when a client asked this node directly.
+    pub client: Option<ClientRequestId>,
+    /// The forwarding peer and its request number, when a peer asked.
+    pub forwarded_by: Option<(NodeId, u64)>,
+    pub key: Vec<u8>,
+    pub dot: Dot,
+}
+
+/// When enabled, the writes this node coordinated since the last `take`, with the dot each
+/// minted (for the simulator, which must know what every write did).
+#[derive(Default)]
+pub(super) struct WriteLog(Option<Vec<WriteRan>>);
+
+impl WriteLog {
+    pub(super) fn enable(&mut self) {
+        self.0.get_or_insert_with(Vec::new);
+    }
+
+    pub(super) fn take(&mut self) -> Vec<WriteRan> {
+        self.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn record(&mut self, waiter: &Waiter, key: &[u8], dot: Dot) {
+        if let Some(log) = self.0.as_mut() {
+            let (client, forwarded_by) = match waiter {
+                Waiter::Client(id) => (Some(*id), None),
+                Waiter::Peer { node, req } => (None, Some((node.clone(), *req))),
+                Waiter::Nobody => (None, None),
+            };
+            log.push(WriteRan {
+                client,
+                forwarded_by,
+                key: key.to_vec(),
+                dot,
+            });
+        }
+    }
+}
+
+fn validate_write(config: &CoreConfig, write: &WriteRequest) -> Result<usize, RequestError> {
+    validate_key(config, &write.key)?;
+    if let WriteKind::Put { value, .. } = &write.write {
+        if value.len() > config.max_value_bytes {
+            return Err(RequestError::ValueTooLarge {
+                size: value.len(),
+                limit: config.max_value_bytes,
+            });
+        }
+    }
+    resolve_quorum(config, write.w)
+}
+
+impl Node {
+    /// A write from a client (`Waiter::Client`) or forwarded by a peer (`Waiter::Peer`).
+    pub(super) fn start_write(
+        &mut self,
+        now: Millis,
+        origin: Waiter,
+        write: WriteRequest,
+        out: &mut Outputs,
+    ) {
+        let needed = match validate_write(&self.config, &write) {
+            Ok(needed) => needed,
+            Err(e) => return origin.fail(e, out),
+        };
+        let replicas = self.ring.replicas_of(&write.key);
+        // A forwarded write is coordinated here even if our view disagrees that we are a
+        // replica: forwarding again could bounce between peers with different views.
+        if replicas.contains(&self.id) || matches!(origin, Waiter::Peer { .. }) {
+            return self.coordinate_write(now, origin, write, needed, out);
+        }
+        let Waiter::Client(client) = origin else {
+            unreachable!("peer origins coordinate above")
+        };
+        self.forward_write(now, client, write, needed, out);
+    }
+
+    fn coordinate_write(
+        &mut self,
+        now: Millis,
+        origin: Waiter,
+        write: WriteRequest,
+        needed: usize,
+        out: &mut Outputs,
+    ) {
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&write.key).to_vec();
+        let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
+        let self_counts = usize::from(!replicas.contains(&self.id));
+        if live + self_counts < needed {
+            let error = RequestError::Unavailable { needed, got: live };
+            return origin.fail(error, out);
+        }
+        let deadline = match origin {
+            // Leave the forwarding peer time to relay our answer before its own deadline.
+            Waiter::Peer { .. } => now + self.config.request_timeout_ms * 3 / 4,
+            _ => now + self.config.request_timeout_ms,
+        };
+        if let WriteKind::Expire { .. } = write.write {
+            return self.start_expire(now, origin, write, needed, deadline, out);
+        }
+        let context = match (&write.context, &write.write) {
+            (Some(ctx), _) => ctx.clone(),
+            // A delete without context removes everything this coordinator has seen.
+            (None, WriteKind::Delete) => self
+                .store
+                .peek(&write.key)
+                .map(|s| s.context().clone())
+                .unwrap_or_default(),
+            (None, WriteKind::Put { .. }) => VersionVector::new(),
+            (None, WriteKind::Expire { .. }) => unreachable!("expires read first, above"),
+        };
+        let context = if self.has_bug(PlantedBug::LastWriteWins) {
+            // The planted bug: the newest write replaces whatever the coordinator holds.
+            let mut everything = context;
+            if let Some(local) = self.store.peek(&write.key) {
+                everything.merge(local.context());
+            }
+            everything
+        } else {
+            context
+        };
+        let payload = write
+            .write
+            .into_payload(now)
+            .expect("puts and deletes carry a payload");
+        let write = CoordinatedWrite {
+            key: write.key,
+            payload,
+            context,
+            needed,
+        };
+        self.store_and_replicate(now, origin, write, deadline, out);
+    }
+
+    /// Applies a write here and sends the key's new state to the other replicas; the write is
+    /// acknowledged once `needed` replicas (this one included) hold it.
+    pub(super) fn store_and_replicate(
+        &mut self,
+        now: Millis,
+        origin: Waiter,
+        write: CoordinatedWrite,
+        deadline: Millis,
+        out: &mut Outputs,
+    ) {
+        let CoordinatedWrite {
+            key,
+            payload,
+            context,
+            needed,
+        } = write;
+        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let self_counts = usize::from(!replicas.contains(&self.id));
+        let state = match self.store.update(&key, &self.actor, &context, payload, now) {
+            Ok((state, dot)) => {
+                self.write_log.record(&origin, &key, dot);
+                state
+            }
+            Err(oom) => {
+                let error = RequestError::OutOfMemory {
+                    needed: oom.needed,
+                    used: oom.used,
+                    limit: oom.limit,
+                };
+                return origin.fail(error, out);
+            }
+        };
+        let mut tracker = QuorumTracker::new(needed, replicas.len() + self_counts);
+        tracker.record_success(&self.id);
+        let req = self.requests.fresh();
+        for replica in replicas.iter().filter(|r| **r != self.id) {
+            if self.view.is_up(replica) {
+                out.messages.push(Outgoing {
+                    to: replica.clone(),
+                    message: PeerMessage::Store {
+                        req,
+                        key: key.clone(),
+                        state: state.clone(),
+                    },
+                });
+            } else {
+                tracker.record_failure(replica);
+            }
+        }
+        let flight = WriteFlight {
+            tracker,
+            context: state.context().clone(),
+        };
+        self.requests.insert(
+            req,
+            Request {
+                waiter: origin,
+                deadline,
+                flight: Flight::Write(flight),
+            },
+        );
+        self.settle_write(req, out);
+    }
+
+    /// A replica's `StoreAck` (`stored`) or `StoreRefused`, or an undeliverable `Store`.
+    pub(super) fn on_store_answer(
+        &mut self,
+        from: &NodeId,
+        req: u64,
+        stored: bool,
+        out: &mut Outputs,
+    ) {
+        if let Some(Flight::Write(write)) = self.requests.flight_mut(req) {
+            if stored {
+                write.tracker.record_success(from);
+            } else {
+                write.tracker.record_failure(from);
+            }
+            self.settle_write(req, out);
+        }
+    }
+
+    /// Replies and forgets write `req` if its quorum is met or can no longer be.
+    fn settle_write(&mut self, req: u64, out: &mut Outputs) {
+        let ack_early = self.has_bug(PlantedBug::AckAfterWMinusOne);
+        let Some(Flight::Write(write)) = self.requests.flight_mut(req) else {
+            return;
+        };
+        let mut outcome = write.tracker.outcome();
+        if ack_early && write.tracker.successes() + 1 >= write.tracker.needed() {
+            outcome = QuorumOutcome::Met;
+        }
+        if outcome == QuorumOutcome::Pending {
+            return;
+        }
+        let Some(Request {
+            waiter,
+            flight: Flight::Write(write),
+            ..
+        }) = self.requests.remove(req)
+        else {
+            unreachable!("a write was just found under this number")
+        };
+        let reply = if outcome == QuorumOutcome::Met {
+            ClientReply::Written {
+                context: write.context,
+            }
+        } else {
+            ClientReply::Failed(RequestError::Unavailable {
+                needed: write.tracker.needed(),
+                got: write.tracker.successes(),
+            })
+        };
+        waiter.reply(reply, out);
+    }
+}
+
+impl WriteFlight {
+    /// The error a write past its deadline fails with.
+    pub(super) fn timeout(&self) -> RequestError {
+        RequestError::Timeout {
+            needed: self.tracker.needed(),
+            got: self.tracker.successes(),
+        }
+    }
+}
