@@ -132,6 +132,19 @@ impl World<'_> {
         }
         let mut diverged = Vec::new();
         for key in keys {
+            // What every replica holds together: what read repair tries to give each of them.
+            let mut merged = Siblings::new();
+            for owner in reference.ring().replicas_of(key) {
+                if let Some(s) = self
+                    .peers
+                    .get(owner)
+                    .filter(|p| !p.left)
+                    .and_then(|p| p.node.as_ref())
+                    .and_then(|n| n.peek(key))
+                {
+                    merged.merge(&s);
+                }
+            }
             let mut first: Option<Option<Siblings>> = None;
             for owner in reference.ring().replicas_of(key) {
                 let Some(node) = self
@@ -150,14 +163,12 @@ impl World<'_> {
                 if state.is_none() && self.s.memory.is_some() {
                     continue;
                 }
-                // A full peer with nothing its policy may evict (always under noeviction; under
-                // volatile-ttl when no key has a TTL; under any policy when one key's state
-                // alone outgrows what eviction can free) refuses whatever would grow it,
-                // repairs too: it stays behind until memory frees up (docs/guarantees.md).
-                if let Some(limit) = node.for_key(key).store().limits().max_memory_bytes {
-                    if node.for_key(key).store().used_bytes() * 100 >= limit * 90 {
-                        continue;
-                    }
+                // A store refuses whatever it cannot make room for by evicting what its policy
+                // allows (nothing under noeviction; only keys with a TTL under volatile-ttl),
+                // repairs too: a replica that cannot hold the merged state stays behind until
+                // memory frees up (docs/guarantees.md).
+                if !can_hold(node.for_key(key).store(), key, &merged) {
+                    continue;
                 }
                 match first {
                     None => first = Some(state),
@@ -269,9 +280,14 @@ impl World<'_> {
             let owner = n.ring().replicas_of(key).contains(name);
             let state = n.peek(key);
             let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
+            let store = n.for_key(key).store();
             out += &format!(
-                "\n  {name} owner={owner} view=[{}] state={state:?}",
-                view.join(" ")
+                "\n  {name} owner={owner} view=[{}] shard memory {}/{:?} bytes, {} keys, {} repairs declined; state={state:?}",
+                view.join(" "),
+                store.used_bytes(),
+                store.limits().max_memory_bytes,
+                store.len(),
+                store.stats().repairs_declined,
             );
         }
         out
@@ -329,4 +345,34 @@ impl World<'_> {
         }
         fin
     }
+}
+
+/// Whether `store` could surely take `state` for `key` by evicting what its policy may evict:
+/// the state's entry, the actor table, and the other entries the policy keeps must fit the
+/// limit.
+fn can_hold(store: &ringcache::core::store::Store, key: &[u8], state: &Siblings) -> bool {
+    use ringcache::core::eviction::EvictionPolicy;
+    use ringcache::core::store::footprint;
+    let Some(limit) = store.limits().max_memory_bytes else {
+        return true;
+    };
+    let mut entries = 0;
+    let mut kept = 0;
+    for (k, s) in store.iter() {
+        let bytes = footprint(k, &s);
+        entries += bytes;
+        let evictable = match store.limits().policy {
+            EvictionPolicy::NoEviction => false,
+            EvictionPolicy::VolatileTtl => s.earliest_expiry().is_some(),
+            _ => true,
+        };
+        if k != key && !evictable {
+            kept += bytes;
+        }
+    }
+    // The actor table may grow by every actor the state names (its vectors grow by doubling):
+    // counted generously, so a replica that might be refused is not called diverged.
+    let actors = store.used_bytes().saturating_sub(entries);
+    let new_actors: u64 = state.context().iter().map(|(a, _)| 64 + 2 * a.0.len() as u64).sum();
+    footprint(key, state) + 2 * actors + new_actors + kept <= limit
 }
