@@ -3,7 +3,7 @@
 //! decided by one seed.
 //!
 //! - `run --seed S` replays one seed and prints its report; on a violation it shrinks the run
-//!   and prints the small history that still fails.
+//!   and prints the small history that still fails (`--no-shrink`: this run's own).
 //! - `sweep --seeds K [--first S] [--time-limit-secs T]` runs many seeds.
 //! - `--plant BUG` switches on a known bug in every peer (the checker's self-test).
 //!
@@ -45,6 +45,9 @@ enum Command {
         /// Print the scenario (cluster, network, clocks, faults) before running.
         #[arg(long)]
         verbose: bool,
+        /// On a violation, print this run's violations and histories instead of shrinking.
+        #[arg(long)]
+        no_shrink: bool,
     },
     /// Run `seeds` consecutive seeds starting at `first`.
     Sweep {
@@ -92,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             ops,
             plant,
             verbose,
+            no_shrink,
         } => {
             let scenario = Scenario::generate(seed, ops);
             if verbose {
@@ -105,7 +109,11 @@ fn main() -> anyhow::Result<()> {
                 println!("replicas that differ: {d}");
             }
             if !result.check.violations.is_empty() {
-                explain_failure(&scenario, plant);
+                if no_shrink {
+                    print_violations(&result);
+                } else {
+                    explain_failure(&scenario, plant);
+                }
             }
         }
         Command::Sweep {
@@ -188,6 +196,15 @@ fn explain_failure(scenario: &Scenario, plant: Option<PlantedBug>) {
         scenario.faults.len()
     );
     print_scenario(&small);
+    print_violations(&result);
+    println!(
+        "replay the original: {}",
+        replay_command(scenario.seed, scenario.ops, plant)
+    );
+}
+
+/// Prints a run's first violations and the history of the keys they involve.
+fn print_violations(result: &world::RunResult) {
     let mut keys = BTreeSet::new();
     for v in result.check.violations.iter().take(3) {
         println!("violation: {v}");
@@ -204,10 +221,6 @@ fn explain_failure(scenario: &Scenario, plant: Option<PlantedBug>) {
             }
         }
     }
-    println!(
-        "replay the original: {}",
-        replay_command(scenario.seed, scenario.ops, plant)
-    );
 }
 
 #[cfg(test)]

@@ -202,6 +202,8 @@ struct World<'s> {
     /// Losses whose dots only in-flight reads still hold, by key (see `truth`).
     pending_losses: BTreeMap<Vec<u8>, Vec<truth::PendingLoss>>,
     writes_run: BTreeMap<OpId, WriteRun>,
+    /// Writes seen running so far: the next one's place in the order writes ran.
+    writes_ran: u64,
     /// What each write that arrived at a peer may replace, until it runs.
     entitlements: BTreeMap<OpId, VersionVector>,
     /// Every client request's operation, by request id.
@@ -288,6 +290,7 @@ impl<'s> World<'s> {
             losses: BTreeMap::new(),
             pending_losses: BTreeMap::new(),
             writes_run: BTreeMap::new(),
+            writes_ran: 0,
             entitlements: BTreeMap::new(),
             request_ops: BTreeMap::new(),
             forwards: BTreeMap::new(),

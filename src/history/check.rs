@@ -115,6 +115,9 @@ pub struct FinalState {
 pub struct WriteRun {
     /// When the coordinator applied it, on the history's clock.
     pub at: Millis,
+    /// Its place in the order writes ran: writes run in the same millisecond (a paused peer
+    /// catching up runs several at once) are still ordered.
+    pub order: u64,
     /// The dot it minted.
     pub dot: Dot,
     /// The history it was entitled to replace: the client's context; for a blind delete, the
@@ -435,11 +438,12 @@ impl<'h> Checker<'h> {
                 .find(|(id, r)| {
                     r.replaced.covers(&t.dot)
                         // An expire rewrites the value it found under a new dot, replacing
-                        // the older writes of those bytes.
+                        // the writes of those bytes that ran before it (judged by run order,
+                        // not by millisecond: both may run in the same one).
                         || (matches!(self.history.get(*id).kind, OpKind::Expire { .. })
                             && r.value.is_some()
                             && r.value == t.value
-                            && r.at > t.at)
+                            && r.order > t.order)
                 })
                 .map(|(id, _)| id);
         }

@@ -2,8 +2,9 @@
 //! did, and every moment a key's copies shrank.
 //!
 //! # Promises
-//! - **Writes.** For every write a coordinator ran (its node logs them), the dot it minted and
-//!   the history it was *entitled* to replace ([`WriteRun`]): the client's context, or for a
+//! - **Writes.** For every write a coordinator ran (its node logs them), the dot it minted, its
+//!   place in the order writes ran (two runs in one millisecond are still ordered), and the
+//!   history it was *entitled* to replace ([`WriteRun`]): the client's context, or for a
 //!   blind delete the coordinator's clock for the key just before the delete ran. Entitlements
 //!   come from the request and the store as it was, never from what the write then did, so a
 //!   coordinator that replaces more than it saw is caught, not excused.
@@ -115,10 +116,12 @@ impl World<'_> {
                 })
             });
             let replaced = self.entitlements.remove(&op).unwrap_or_default();
+            self.writes_ran += 1;
             self.writes_run.insert(
                 op,
                 WriteRun {
                     at: self.now,
+                    order: self.writes_ran,
                     dot: ran.dot,
                     replaced,
                     value,

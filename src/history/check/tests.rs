@@ -89,7 +89,8 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
 }
 
 /// What the simulator would report each write did: (op, when it ran, its dot, what it was
-/// entitled to replace, the value it stored).
+/// entitled to replace, the value it stored). Runs in the same millisecond ran in the order
+/// listed.
 type RunSpec<'a> = (
     OpId,
     Millis,
@@ -99,13 +100,18 @@ type RunSpec<'a> = (
 );
 
 fn runs(specs: &[RunSpec]) -> BTreeMap<OpId, WriteRun> {
-    specs
-        .iter()
-        .map(|(op, at, (actor, n), replaced, value)| {
+    let mut by_time: Vec<usize> = (0..specs.len()).collect();
+    by_time.sort_by_key(|&i| (specs[i].1, i));
+    by_time
+        .into_iter()
+        .enumerate()
+        .map(|(order, i)| (order as u64, &specs[i]))
+        .map(|(order, (op, at, (actor, n), replaced, value))| {
             (
                 *op,
                 WriteRun {
                     at: *at,
+                    order,
                     dot: Dot {
                         actor: Actor((*actor).into()),
                         counter: *n,
@@ -582,4 +588,51 @@ fn an_expire_rewrite_is_a_new_write_of_the_same_bytes() {
     ]));
     let report = check(&h, &FinalState::default(), &c);
     assert!(kinds(&report).contains(&ViolationKind::FalseSiblings));
+}
+
+#[test]
+fn an_expire_run_in_the_same_millisecond_as_the_put_it_rewrote_supersedes_it() {
+    // A paused peer catches up: it runs a put of "a" and then an expire that finds "a" and
+    // rewrites it under a new dot, both in the same millisecond. The put's own dot is gone
+    // from the end; the rewrite (same bytes) is there. The expire replaced the put.
+    let mut h = History::new();
+    let a = put(&mut h, 1, "a", None, 10);
+    let e = h.invoke(
+        2,
+        b"k".to_vec(),
+        OpKind::Expire {
+            ttl_ms: None,
+            w: Quorum::Quorum,
+        },
+        None,
+        12,
+    );
+    written(&mut h, a, 40, vv(&[("A", 1)]));
+    written(&mut h, e, 40, vv(&[("A", 2)]));
+    let mut fin = final_with(&[("a", "A", 2)]);
+    let dot = |n| Dot {
+        actor: Actor("A".into()),
+        counter: n,
+    };
+    fin.versions = Some(
+        [(b"k".to_vec(), vec![(dot(2), b"a".to_vec())])]
+            .into_iter()
+            .collect(),
+    );
+    let mut c = circumstances();
+    c.writes_run = Some(runs(&[
+        (a, 30, ("A", 1), &[], Some("a")),
+        (e, 30, ("A", 2), &[], Some("a")),
+    ]));
+    let report = check(&h, &fin, &c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.writes_excused[&Excuse::Superseded], 1);
+    // Listed the other way round, the expire ran first and cannot have replaced the put
+    // (nor the put the expire): both are judged, and the put is lost.
+    c.writes_run = Some(runs(&[
+        (e, 30, ("A", 2), &[], Some("a")),
+        (a, 30, ("A", 1), &[], Some("a")),
+    ]));
+    let report = check(&h, &fin, &c);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
 }
