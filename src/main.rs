@@ -426,13 +426,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    let mut stop = StopSignal::listen()?;
     let peer = RunningPeer::start(config).await?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", launcher::ready_line(&peer.addresses))?;
         stdout.flush()?;
     }
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     tracing::info!("stopping");
     peer.shutdown().await;
     Ok(())
@@ -449,9 +450,10 @@ async fn up(
     options.show_logs = logs;
     options.serve_args = serve_args;
     options.client_token = client_token.clone();
+    let mut stop = StopSignal::listen()?;
     let cluster = tokio::select! {
         c = LocalCluster::start(options, count) => c?,
-        _ = wait_for_stop_signal() => return Ok(()),
+        _ = stop.wait() => return Ok(()),
     };
     println!("ringcache: {count} peers up");
     for p in &cluster.peers {
@@ -471,19 +473,34 @@ async fn up(
     println!("  curl{auth} -i {url}/v1/kv/hello");
     println!("  curl{auth} -s {url}/v1/cluster");
     println!("Ctrl-C stops the cluster.");
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     println!("stopping {count} peers");
     cluster.stop().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), listened for from its creation on: create it before telling
+/// anyone the process is ready, or a signal sent right after the banner would be missed.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn listen() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignal {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 #[cfg(test)]
