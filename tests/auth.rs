@@ -257,6 +257,7 @@ async fn starts(extra: &[&str], token: Option<&str>) -> (String, String) {
     let http = ready["http"].as_str().unwrap().to_string();
     assert!(http.starts_with("127.0.0.1:"), "advertised {ready}");
     assert!(ready["gossip"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(ready["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     let url = format!("http://{http}");
     let (status, _, _) = raw(reqwest::Method::GET, &format!("{url}/health"), None, "").await;
     assert_eq!(status, 200);
@@ -266,7 +267,18 @@ async fn starts(extra: &[&str], token: Option<&str>) -> (String, String) {
         .cluster()
         .await
         .unwrap();
-    assert_eq!(view["members"]["members"]["S"]["http_addr"], http, "{view}");
+    let me = &view["members"]["members"]["S"];
+    for (field, key) in [
+        ("http_addr", "http"),
+        ("peer_addr", "peer"),
+        ("gossip_addr", "gossip"),
+    ] {
+        assert_eq!(me[field], ready[key], "{view}");
+        assert!(
+            me[field].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{view}"
+        );
+    }
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
     let mut stderr = String::new();
@@ -303,10 +315,15 @@ async fn serve_will_not_open_http_beyond_loopback_without_a_token() {
     .await;
     assert!(err.contains("INSECURE"), "no warning in: {err}");
 
-    // With a token it starts without --insecure-no-auth, and without the warning.
+    // With a token it starts without --insecure-no-auth, and without the warning; every
+    // address bound unspecified is gossiped with the --advertise host.
     let (_, err) = starts(
         &[
             "--http",
+            "0.0.0.0:0",
+            "--gossip",
+            "0.0.0.0:0",
+            "--peer-addr",
             "0.0.0.0:0",
             "--advertise",
             "127.0.0.1",
