@@ -7,7 +7,7 @@ use crate::core::config::CoreConfig;
 use crate::core::types::NodeId;
 use crate::shell::auth::ClusterSecret;
 use crate::shell::gossip::GossipTiming;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
@@ -29,6 +29,14 @@ pub struct PeerConfig {
     pub gossip: GossipTiming,
     /// Engine shards (one driver task each); the keyspace is dealt to them by partition.
     pub shards: u32,
+    /// The bearer token every HTTP request but `GET /health` must carry; the same on every
+    /// peer of the cluster (peers send it to each other when summing stats). `None`: open.
+    pub client_token: Option<String>,
+    /// Serve HTTP on a non-loopback address without a client token (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    /// The host other peers reach this one at, in place of an unspecified bind address
+    /// (`0.0.0.0`, `::`), which cannot be gossiped.
+    pub advertise: Option<IpAddr>,
 }
 
 /// One shard per available core.
@@ -46,7 +54,38 @@ impl PeerConfig {
             "the peer id must not be empty"
         );
         self.core.validate()?;
+        if let Some(host) = self.advertise {
+            anyhow::ensure!(
+                !host.is_unspecified(),
+                "--advertise {host} is not an address other peers can connect to"
+            );
+        }
+        anyhow::ensure!(
+            self.client_token.is_some()
+                || self.insecure_no_auth
+                || self.http_addr.ip().is_loopback(),
+            "refusing to serve HTTP on {} without a client token: anyone who can reach it could \
+             read and write every key. Set --client-token (or RINGCACHE_CLIENT_TOKEN), bind \
+             --http to a loopback address, or pass --insecure-no-auth to serve it open anyway",
+            self.http_addr
+        );
         Ok(())
+    }
+
+    /// The address other peers and clients are told to use for a socket bound to `bound`:
+    /// `bound` itself, or for an unspecified bind (`0.0.0.0`, `::`) the same port on
+    /// [`advertise`](Self::advertise), which is then required.
+    pub fn advertised(&self, what: &str, bound: SocketAddr) -> anyhow::Result<SocketAddr> {
+        if !bound.ip().is_unspecified() {
+            return Ok(bound);
+        }
+        let host = self.advertise.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} is bound to {bound}, which other peers cannot connect to: pass \
+                 --advertise HOST with the address they should use, or bind a concrete address"
+            )
+        })?;
+        Ok(SocketAddr::new(host, bound.port()))
     }
 
     /// Loopback, free ports, fast gossip and the small core test configuration.
@@ -65,6 +104,9 @@ impl PeerConfig {
                 ..GossipTiming::default()
             },
             shards: 2,
+            client_token: None,
+            insecure_no_auth: false,
+            advertise: None,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Each peer is a child process (`ringcache serve`) started on loopback with port 0 for every
 //! socket; the child binds, then prints one `READY {json}` line with the addresses it got, so
 //! two launchers (or parallel tests) can never collide on a port. The first peer seeds the rest.
-//! The cluster secret is generated fresh and passed through the environment, not argv.
+//! The cluster secret is generated fresh and passed through the environment, not argv, and so
+//! is the client token when there is one.
 //!
 //! Children die with the launcher: `kill_on_drop`, plus `PR_SET_PDEATHSIG` so even a launcher
 //! killed with SIGKILL leaves no peer behind.
@@ -11,6 +12,7 @@
 // Process management waits on wall-clock deadlines and spawns tasks (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+use crate::api::auth::TOKEN_ENV;
 use crate::client::Client;
 use crate::server::PeerAddresses;
 use anyhow::{bail, Context};
@@ -34,6 +36,8 @@ pub struct LaunchOptions {
     pub serve_args: Vec<String>,
     /// Let the peers' logs through to this process's stderr.
     pub show_logs: bool,
+    /// The client token every peer requires (and the launcher sends); `None`: open peers.
+    pub client_token: Option<String>,
 }
 
 impl LaunchOptions {
@@ -43,8 +47,20 @@ impl LaunchOptions {
             secret: crate::shell::auth::ClusterSecret::generate_hex(),
             serve_args: Vec::new(),
             show_logs: false,
+            client_token: None,
         }
     }
+
+    /// A client of `url` that sends this cluster's client token, if any.
+    pub fn client(&self, url: &str) -> anyhow::Result<Client> {
+        Ok(Client::with_token(url, self.client_token.as_deref())?)
+    }
+}
+
+/// A fresh random client token: 32 bytes, hex.
+pub fn generate_client_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One peer process.
@@ -128,6 +144,11 @@ pub async fn spawn_peer(
             Ok(())
         });
     }
+    match &options.client_token {
+        Some(token) => command.env(TOKEN_ENV, token),
+        // A token in the launcher's own environment must not close peers it cannot talk to.
+        None => command.env_remove(TOKEN_ENV),
+    };
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", options.binary.display()))?;
@@ -196,7 +217,7 @@ impl LocalCluster {
     /// Waits until every running peer sees exactly `up` members up.
     pub async fn wait_until_converged(&self, up: usize, limit: Duration) -> anyhow::Result<()> {
         let urls: Vec<String> = self.peers.iter().map(|p| p.url()).collect();
-        wait_for_live_members(&urls, up, limit).await
+        wait_for_live_members(&urls, up, limit, self.options.client_token.as_deref()).await
     }
 
     pub async fn stop(self) {
@@ -206,15 +227,17 @@ impl LocalCluster {
     }
 }
 
-/// Polls each URL's `/v1/cluster` until it reports exactly `up` live members.
+/// Polls each URL's `/v1/cluster` (sending `token`, if any) until it reports exactly `up` live
+/// members.
 pub async fn wait_for_live_members(
     urls: &[String],
     up: usize,
     limit: Duration,
+    token: Option<&str>,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     for url in urls {
-        let client = Client::new(url);
+        let client = Client::with_token(url, token)?;
         loop {
             if let Ok(live) = client.live_members().await {
                 if live.len() == up {

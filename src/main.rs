@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ringcache::api::auth::TOKEN_ENV;
 use ringcache::client::{Client, ReadResult, Ttl, WriteOptions};
 use ringcache::config::PeerConfig;
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
@@ -14,7 +15,7 @@ use ringcache::server::RunningPeer;
 use ringcache::shell::auth::ClusterSecret;
 use ringcache::shell::gossip::GossipTiming;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -51,6 +52,10 @@ enum Commands {
         /// Tombstone grace period of every peer, in milliseconds (passed to each `serve`).
         #[arg(long)]
         tombstone_grace_ms: Option<u64>,
+        /// Require this client token on every peer (see `serve --client-token`); the word
+        /// `generate` makes a random one and prints it with the URLs.
+        #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
+        client_token: Option<String>,
     },
     /// Read a key.
     Get {
@@ -127,6 +132,16 @@ struct Target {
     /// A peer's HTTP URL.
     #[arg(long, env = "RINGCACHE_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
+    /// The cluster's client token, sent as `Authorization: Bearer`; prefer the environment
+    /// variable.
+    #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
+    client_token: Option<String>,
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::with_token(&self.url, self.client_token.as_deref())?)
+    }
 }
 
 impl WriteArgs {
@@ -160,9 +175,21 @@ struct ServeArgs {
     /// UDP address for QUIC peer traffic.
     #[arg(long = "peer-addr", default_value = "127.0.0.1:7100")]
     peer_addr: SocketAddr,
-    /// TCP address for the HTTP API.
+    /// TCP address for the HTTP API. A non-loopback address needs --client-token (or
+    /// --insecure-no-auth).
     #[arg(long, default_value = "127.0.0.1:7070")]
     http: SocketAddr,
+    /// Require `Authorization: Bearer <token>` on every HTTP request but `GET /health`; the
+    /// same on every peer of the cluster. At least 16 bytes; prefer the environment variable.
+    #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
+    client_token: Option<String>,
+    /// Serve HTTP on a non-loopback address without a client token (logs a warning).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// The IP address other peers reach this one at; required when any address is bound
+    /// unspecified (`0.0.0.0`, `::`), and used only in place of such addresses.
+    #[arg(long)]
+    advertise: Option<IpAddr>,
     /// Gossip address of a peer to join through (repeatable).
     #[arg(long = "seed")]
     seeds: Vec<SocketAddr>,
@@ -260,6 +287,9 @@ impl ServeArgs {
                 0 => ringcache::config::default_shards(),
                 n => n.min(64),
             },
+            client_token: self.client_token,
+            insecure_no_auth: self.insecure_no_auth,
+            advertise: self.advertise,
         })
     }
 }
@@ -283,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
             max_memory,
             eviction,
             tombstone_grace_ms,
+            client_token,
         } => {
             if let Some(m) = max_memory {
                 parse_size(&m).map_err(|e| anyhow::anyhow!(e))?;
@@ -294,10 +325,17 @@ async fn main() -> anyhow::Result<()> {
             if let Some(g) = tombstone_grace_ms {
                 serve_args.push(format!("--tombstone-grace-ms={g}"));
             }
-            up(peers, logs, serve_args).await
+            let client_token = client_token.map(|t| {
+                if t == "generate" {
+                    launcher::generate_client_token()
+                } else {
+                    t
+                }
+            });
+            up(peers, logs, serve_args, client_token).await
         }
         Commands::Get { key, target, r } => {
-            let client = Client::new(&target.url);
+            let client = target.client()?;
             match client.get(key.as_bytes(), r.as_deref()).await? {
                 ReadResult::Found { values, context } => {
                     for v in &values {
@@ -326,7 +364,8 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => {
             let options = write.options(ttl);
-            let context = Client::new(&target.url)
+            let context = target
+                .client()?
                 .put(key.as_bytes(), value.into_bytes(), &options)
                 .await?;
             eprintln!("ok, context: {context}");
@@ -334,9 +373,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Del { key, target, write } => {
             let options = write.options(None);
-            let context = Client::new(&target.url)
-                .delete(key.as_bytes(), &options)
-                .await?;
+            let context = target.client()?.delete(key.as_bytes(), &options).await?;
             eprintln!("deleted, context: {context}");
             Ok(())
         }
@@ -347,7 +384,8 @@ async fn main() -> anyhow::Result<()> {
             write,
         } => {
             let options = write.options(None);
-            let ctx = Client::new(&target.url)
+            let ctx = target
+                .client()?
                 .expire(key.as_bytes(), Some(seconds), &options)
                 .await?;
             eprintln!("context: {ctx}");
@@ -355,17 +393,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Persist { key, target, write } => {
             let options = write.options(None);
-            let ctx = Client::new(&target.url)
+            let ctx = target
+                .client()?
                 .expire(key.as_bytes(), None, &options)
                 .await?;
             eprintln!("context: {ctx}");
             Ok(())
         }
         Commands::Ttl { key, target, r } => {
-            match Client::new(&target.url)
-                .ttl(key.as_bytes(), r.as_deref())
-                .await?
-            {
+            match target.client()?.ttl(key.as_bytes(), r.as_deref()).await? {
                 Ttl::ExpiresIn { ms } => println!("{:.3}", ms as f64 / 1000.0),
                 Ttl::Persistent => println!("persistent"),
                 Ttl::Missing => {
@@ -376,12 +412,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Stats { target, cluster } => {
-            let stats = Client::new(&target.url).stats(cluster).await?;
+            let stats = target.client()?.stats(cluster).await?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(())
         }
         Commands::Cluster { target } => {
-            let status = Client::new(&target.url).cluster().await?;
+            let status = target.client()?.cluster().await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
@@ -390,50 +426,81 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    let mut stop = StopSignal::listen()?;
     let peer = RunningPeer::start(config).await?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", launcher::ready_line(&peer.addresses))?;
         stdout.flush()?;
     }
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     tracing::info!("stopping");
     peer.shutdown().await;
     Ok(())
 }
 
-async fn up(count: usize, logs: bool, serve_args: Vec<String>) -> anyhow::Result<()> {
+async fn up(
+    count: usize,
+    logs: bool,
+    serve_args: Vec<String>,
+    client_token: Option<String>,
+) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("locating the ringcache binary")?;
     let mut options = LaunchOptions::new(binary);
     options.show_logs = logs;
     options.serve_args = serve_args;
+    options.client_token = client_token.clone();
+    let mut stop = StopSignal::listen()?;
     let cluster = tokio::select! {
         c = LocalCluster::start(options, count) => c?,
-        _ = wait_for_stop_signal() => return Ok(()),
+        _ = stop.wait() => return Ok(()),
     };
     println!("ringcache: {count} peers up");
     for p in &cluster.peers {
         println!("  {}  {}", p.addresses.id, p.url());
     }
     let url = cluster.peers[0].url();
+    let auth = match &client_token {
+        Some(token) => {
+            println!("client token: {token}");
+            println!("  (the CLI reads it from {TOKEN_ENV})");
+            format!(" -H 'Authorization: Bearer {token}'")
+        }
+        None => String::new(),
+    };
     println!("try:");
-    println!("  curl -X PUT --data-binary 'world' {url}/v1/kv/hello");
-    println!("  curl -i {url}/v1/kv/hello");
-    println!("  curl -s {url}/v1/cluster");
+    println!("  curl{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
+    println!("  curl{auth} -i {url}/v1/kv/hello");
+    println!("  curl{auth} -s {url}/v1/cluster");
     println!("Ctrl-C stops the cluster.");
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     println!("stopping {count} peers");
     cluster.stop().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), listened for from its creation on: create it before telling
+/// anyone the process is ready, or a signal sent right after the banner would be missed.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn listen() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignal {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 #[cfg(test)]

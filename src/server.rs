@@ -9,6 +9,7 @@
 // Starting a peer spawns tasks and reads the wall clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+use crate::api::auth::ClientToken;
 use crate::api::causal_context::ContextKey;
 use crate::api::http;
 use crate::config::PeerConfig;
@@ -23,7 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// The addresses a started peer really listens on.
+/// The addresses a started peer is reached at: the ports it really bound, on the host it
+/// bound or, for an unspecified bind (`0.0.0.0`, `::`), on its `--advertise` host.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PeerAddresses {
     pub id: String,
@@ -44,16 +46,38 @@ pub struct RunningPeer {
 impl RunningPeer {
     pub async fn start(config: PeerConfig) -> anyhow::Result<RunningPeer> {
         config.validate()?;
+        let client_token = config
+            .client_token
+            .as_deref()
+            .map(ClientToken::new)
+            .transpose()?;
+        if client_token.is_none() && !config.http_addr.ip().is_loopback() {
+            tracing::warn!(
+                http = %config.http_addr,
+                "INSECURE: --insecure-no-auth serves the HTTP API on a non-loopback address \
+                 WITHOUT AUTHENTICATION: anyone who can reach it can read, write and delete \
+                 every key. Set --client-token to require a token."
+            );
+        }
+        // Refuse an unspecified bind without --advertise before binding anything.
+        for (what, addr) in [
+            ("gossip", config.gossip_addr),
+            ("peer traffic", config.peer_addr),
+            ("HTTP", config.http_addr),
+        ] {
+            config.advertised(what, addr)?;
+        }
         let quic_socket = std::net::UdpSocket::bind(config.peer_addr)
             .with_context(|| format!("binding peer traffic on {}", config.peer_addr))?;
         let http_listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let gossip_bound = free_gossip_addr(config.gossip_addr)?;
         let addresses = PeerAddresses {
             id: config.id.to_string(),
-            gossip: free_gossip_addr(config.gossip_addr)?,
-            peer: quic_socket.local_addr()?,
-            http: http_listener.local_addr()?,
+            gossip: config.advertised("gossip", gossip_bound)?,
+            peer: config.advertised("peer traffic", quic_socket.local_addr()?)?,
+            http: config.advertised("HTTP", http_listener.local_addr()?)?,
         };
 
         let identity = PeerIdentity::new(&config.secret, config.id.as_str())?;
@@ -64,7 +88,8 @@ impl RunningPeer {
         let incarnation = wall_clock_ms();
         let gossip = Arc::new(
             Gossip::start(GossipSetup {
-                listen_addr: addresses.gossip,
+                listen_addr: gossip_bound,
+                advertise_addr: addresses.gossip,
                 node: config.id.clone(),
                 generation: incarnation,
                 seeds: config.seeds.clone(),
@@ -104,6 +129,7 @@ impl RunningPeer {
             driver.clone(),
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
+            client_token,
         );
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {

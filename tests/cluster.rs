@@ -247,6 +247,7 @@ async fn a_member_with_the_cluster_id_but_a_forged_tag_cannot_join() {
             .unwrap();
         let forger = Gossip::start(GossipSetup {
             listen_addr,
+            advertise_addr: listen_addr,
             node: NodeId::from("F"),
             generation: 1,
             seeds: vec![cluster.seed()],

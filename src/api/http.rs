@@ -4,6 +4,7 @@
 //! Handlers only translate: HTTP in → [`ClientRequest`] → the driver → [`ClientReply`] → HTTP
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
 
+use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
 use crate::core::node::NodeStats;
@@ -14,6 +15,7 @@ use crate::shell::driver::DriverHandle;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -31,11 +33,18 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 pub const TTL_HEADER: &str = "x-ttl-ms";
 
 /// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
-/// and accepts (the same on every peer of a cluster: see `causal_context`).
-pub fn router(driver: DriverHandle, max_value_bytes: usize, context_key: ContextKey) -> Router {
+/// and accepts (the same on every peer of a cluster: see `causal_context`). With a
+/// `client_token`, every request but `GET /health` must carry it (see [`auth`]).
+pub fn router(
+    driver: DriverHandle,
+    max_value_bytes: usize,
+    context_key: ContextKey,
+    client_token: Option<ClientToken>,
+) -> Router {
     let state = ApiState {
         driver,
         context_key: Arc::new(context_key),
+        client_token: client_token.clone(),
     };
     Router::new()
         .route("/health", get(health))
@@ -45,6 +54,10 @@ pub fn router(driver: DriverHandle, max_value_bytes: usize, context_key: Context
         .route("/v1/local/{*key}", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            client_token,
+            auth::require_token,
+        ))
 }
 
 /// What the handlers share: the driver, and the key of causal context tokens.
@@ -52,6 +65,8 @@ pub fn router(driver: DriverHandle, max_value_bytes: usize, context_key: Context
 struct ApiState {
     driver: DriverHandle,
     context_key: Arc<ContextKey>,
+    /// Sent to the other peers when summing the cluster's stats.
+    client_token: Option<ClientToken>,
 }
 
 impl FromRef<ApiState> for DriverHandle {
@@ -113,18 +128,21 @@ pub struct StatsBody {
 
 /// One other peer's own figures, from its HTTP API (bounded: a slow peer is left out, not
 /// waited for).
-async fn peer_stats(addr: std::net::SocketAddr) -> Result<StatsBody, reqwest::Error> {
-    reqwest::Client::new()
+async fn peer_stats(
+    addr: std::net::SocketAddr,
+    token: Option<&ClientToken>,
+) -> Result<StatsBody, reqwest::Error> {
+    let mut request = reqwest::Client::new()
         .get(format!("http://{addr}/v1/stats"))
-        .timeout(std::time::Duration::from_secs(2))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await
+        .timeout(std::time::Duration::from_secs(2));
+    if let Some(token) = token {
+        request = request.bearer_auth(token.secret());
+    }
+    request.send().await?.error_for_status()?.json().await
 }
 
-async fn stats(State(driver): State<DriverHandle>, Query(q): Query<StatsQuery>) -> Response {
+async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Response {
+    let driver = &state.driver;
     let Some(status) = driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
@@ -139,7 +157,7 @@ async fn stats(State(driver): State<DriverHandle>, Query(q): Query<StatsQuery>) 
             .filter(|(id, m)| **id != status.id && m.up)
             .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)));
         for (id, addr) in others {
-            match peer_stats(addr).await {
+            match peer_stats(addr, state.client_token.as_ref()).await {
                 Ok(body) => {
                     total.add(&body.stats);
                     peers.push(id.to_string());

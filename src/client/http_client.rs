@@ -81,16 +81,32 @@ pub struct Client {
 }
 
 impl Client {
-    /// `base` is a peer's HTTP URL, e.g. `http://127.0.0.1:7070`.
+    /// `base` is a peer's HTTP URL, e.g. `http://127.0.0.1:7070`. Sends no client token.
     pub fn new(base: &str) -> Client {
+        Self::with_token(base, None).expect("a client without a token always builds")
+    }
+
+    /// Like [`Client::new`], sending `Authorization: Bearer <token>` on every request when
+    /// `token` is set (peers started with `--client-token` require it). Fails only for a
+    /// token that cannot be an HTTP header value.
+    pub fn with_token(base: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    ClientError::Protocol("the client token is not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .expect("a plain HTTP client always builds");
-        Client {
+            .default_headers(headers)
+            .build()?;
+        Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             http,
-        }
+        })
     }
 
     fn key_url(&self, key: &[u8]) -> String {

@@ -123,6 +123,8 @@ impl Default for GossipTiming {
 pub struct GossipSetup {
     /// Where to gossip; a concrete port (chitchat binds it itself).
     pub listen_addr: SocketAddr,
+    /// Where the others reach `listen_addr`: the same, unless it is unspecified (`0.0.0.0`).
+    pub advertise_addr: SocketAddr,
     pub node: NodeId,
     /// Distinguishes this start of the peer from earlier ones (boot time in ms).
     pub generation: u64,
@@ -130,7 +132,8 @@ pub struct GossipSetup {
     pub cluster_id: String,
     pub gossip_key: [u8; 32],
     pub timing: GossipTiming,
-    /// Published so others can reach this peer's QUIC endpoint and HTTP API.
+    /// Published so others can reach this peer's QUIC endpoint and HTTP API; never
+    /// unspecified (`0.0.0.0`, `::`): the server replaces such a bind with `--advertise`.
     pub peer_addr: SocketAddr,
     pub http_addr: SocketAddr,
 }
@@ -147,6 +150,7 @@ impl Gossip {
     pub async fn start(setup: GossipSetup) -> anyhow::Result<Gossip> {
         let GossipSetup {
             listen_addr,
+            advertise_addr,
             node,
             generation,
             seeds,
@@ -157,7 +161,7 @@ impl Gossip {
             http_addr,
         } = setup;
         let node = &node;
-        let chitchat_id = ChitchatId::new(node.as_str(), generation, listen_addr);
+        let chitchat_id = ChitchatId::new(node.as_str(), generation, advertise_addr);
         let config = ChitchatConfig {
             chitchat_id,
             cluster_id,

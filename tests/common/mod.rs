@@ -8,7 +8,7 @@ use ringcache::client::Client;
 use ringcache::launcher::{LaunchOptions, LocalCluster};
 use std::time::Duration;
 
-static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub const SERVE_ARGS: &[&str] = &[
     "--gossip-interval-ms",
@@ -47,11 +47,20 @@ where
     F: FnOnce(LocalCluster) -> Fut,
     Fut: std::future::Future<Output = LocalCluster>,
 {
-    let _guard = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut options = options();
     options
         .serve_args
         .extend(extra.iter().map(|s| s.to_string()));
+    with_cluster_options(n, options, body).await
+}
+
+/// Like [`with_cluster`], with the launch options given.
+pub async fn with_cluster_options<F, Fut>(n: usize, options: LaunchOptions, body: F)
+where
+    F: FnOnce(LocalCluster) -> Fut,
+    Fut: std::future::Future<Output = LocalCluster>,
+{
+    let _guard = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = LocalCluster::start(options, n)
         .await
         .expect("cluster starts");
@@ -67,7 +76,12 @@ pub fn client(cluster: &LocalCluster, index: usize) -> Client {
 
 /// Waits until the peer at `url` sees exactly `up` live members.
 pub async fn wait_for_live(url: &str, up: usize) {
-    ringcache::launcher::wait_for_live_members(&[url.to_string()], up, Duration::from_secs(30))
-        .await
-        .expect("membership converged");
+    ringcache::launcher::wait_for_live_members(
+        &[url.to_string()],
+        up,
+        Duration::from_secs(30),
+        None,
+    )
+    .await
+    .expect("membership converged");
 }
