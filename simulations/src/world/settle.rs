@@ -373,6 +373,10 @@ fn can_hold(store: &ringcache::core::store::Store, key: &[u8], state: &Siblings)
     // The actor table may grow by every actor the state names (its vectors grow by doubling):
     // counted generously, so a replica that might be refused is not called diverged.
     let actors = store.used_bytes().saturating_sub(entries);
-    let new_actors: u64 = state.context().iter().map(|(a, _)| 64 + 2 * a.0.len() as u64).sum();
+    let new_actors: u64 = state
+        .context()
+        .iter()
+        .map(|(a, _)| 64 + 2 * a.0.len() as u64)
+        .sum();
     footprint(key, state) + 2 * actors + new_actors + kept <= limit
 }
