@@ -14,14 +14,18 @@
 //!   most what it was before they were acquired, so a refused write leaves the store no larger.
 
 use crate::core::version_vector::Actor;
+use hashbrown::HashMap;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 #[derive(Debug, Default)]
 pub struct ActorTable {
     /// By id: the actor and how many references stored entries hold to it (`None`: free id).
     names: Vec<Option<(Actor, u64)>>,
+    /// Measured by its allocation, not `capacity()`: a hash map's `capacity()` is its items
+    /// plus the inserts left before it must grow, which removals can lower (a removed item
+    /// may leave a tombstone) and a rehash or `shrink_to_fit` raises again without the
+    /// allocation changing, so it cannot bound what the table holds.
     ids: HashMap<Actor, u32, BuildHasherDefault<DefaultHasher>>,
     free: Vec<u32>,
     /// Total length of the names held.
@@ -109,10 +113,11 @@ impl ActorTable {
     }
 
     /// Heap bytes the table occupies (names, stored twice, and both indexes), for
-    /// accounting. O(1).
+    /// accounting. O(1). Only acquiring an actor can raise it: releasing never reallocates,
+    /// and `compact` only shrinks.
     pub fn heap_bytes(&self) -> usize {
         self.names.capacity() * std::mem::size_of::<Option<(Actor, u64)>>()
-            + self.ids.capacity() * (std::mem::size_of::<(Actor, u32)>() + 1)
+            + self.ids.allocation_size()
             + self.free.capacity() * 4
             + 2 * self.name_bytes
     }
@@ -171,5 +176,33 @@ mod tests {
         // Ids stay usable after compaction.
         let again = table.acquire(&Actor("again".into()));
         assert_eq!(table.name(again).0.as_ref(), "again");
+    }
+
+    #[test]
+    fn compact_undoes_a_refused_acquire_even_when_released_actors_left_tombstones() {
+        // Actors come and go, so the index holds tombstones of removed names; a refused
+        // write's inserts then rehash or grow it. Compacting must still bring `heap_bytes`
+        // back to at most what it was before the write, whatever the index's state.
+        let mut table = ActorTable::default();
+        let mut held = std::collections::VecDeque::new();
+        for round in 0..400u32 {
+            held.push_back(table.acquire(&Actor(format!("live-{round}").into())));
+            if held.len() > 20 {
+                table.release(held.pop_front().unwrap());
+            }
+            let before = table.heap_bytes();
+            let taken: Vec<u32> = (0..1 + round % 9)
+                .map(|i| table.acquire(&Actor(format!("new-{round}-{i}").into())))
+                .collect();
+            for id in taken {
+                table.release(id);
+            }
+            table.compact();
+            assert!(
+                table.heap_bytes() <= before,
+                "round {round}: {} > {before}",
+                table.heap_bytes()
+            );
+        }
     }
 }

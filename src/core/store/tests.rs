@@ -684,6 +684,48 @@ fn a_key_that_stays_keeps_its_actor_while_other_keys_come_and_go() {
     assert_eq!(hot_context.get(&actor()), 3_000);
 }
 
+/// A state of `key`'s value written once by each of `actors`, in turn.
+fn written_by(actors: &[String], data: &str) -> Siblings {
+    let mut state = Siblings::new();
+    for a in actors {
+        let context = state.context().clone();
+        state.update(&Actor(a.as_str().into()), &context, value(data), 16);
+    }
+    state
+}
+
+#[test]
+fn a_refused_write_never_leaves_the_actor_table_larger_than_the_limit_allows() {
+    // Replicated states name coordinators this store has not seen: each write interns new
+    // actors (the actor index grows, or rehashes away the tombstones that forgotten actors
+    // left), and a small limit refuses many of them. A refusal gives the actors back and
+    // must leave the store within its limit, whatever the index's layout before.
+    for policy in [EvictionPolicy::Fifo, EvictionPolicy::Random] {
+        let limit = 2048;
+        let mut store = limited(policy, limit);
+        let mut refused = 0;
+        for i in 0..3_000u64 {
+            let first = i / 3;
+            let actors: Vec<String> = (0..1 + i * 7 % 16)
+                .map(|j| format!("P{}.1", first + j))
+                .collect();
+            let key = format!("key-{}", i % 7);
+            if store
+                .merge(key.as_bytes(), &written_by(&actors, "v"), i)
+                .is_err()
+            {
+                refused += 1;
+            }
+            assert!(
+                store.used_bytes() <= limit,
+                "{policy:?}: write {i} left {} bytes, limit {limit}",
+                store.used_bytes()
+            );
+        }
+        assert!(refused > 0, "{policy:?}: the limit refused some writes");
+    }
+}
+
 mod packed_store_laws {
     //! Random sequences of writes, replicated merges, expiry, collection and drops, with and
     //! without a memory limit: the packed store must agree with a plain map of states when
