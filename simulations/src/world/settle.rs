@@ -351,7 +351,6 @@ impl World<'_> {
 /// the state's entry, the actor table, and the other entries the policy keeps must fit the
 /// limit.
 fn can_hold(store: &ringcache::core::store::Store, key: &[u8], state: &Siblings) -> bool {
-    use ringcache::core::eviction::EvictionPolicy;
     use ringcache::core::store::footprint;
     let Some(limit) = store.limits().max_memory_bytes else {
         return true;
@@ -361,12 +360,7 @@ fn can_hold(store: &ringcache::core::store::Store, key: &[u8], state: &Siblings)
     for (k, s) in store.iter() {
         let bytes = footprint(k, &s);
         entries += bytes;
-        let evictable = match store.limits().policy {
-            EvictionPolicy::NoEviction => false,
-            EvictionPolicy::VolatileTtl => s.earliest_expiry().is_some(),
-            _ => true,
-        };
-        if k != key && !evictable {
+        if k != key && !store.limits().policy.evicts(s.earliest_expiry().is_some()) {
             kept += bytes;
         }
     }
