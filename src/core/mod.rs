@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod eviction;
+pub mod hash_tree;
 pub mod membership;
 pub mod message;
 pub mod node;

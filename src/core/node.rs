@@ -157,7 +157,8 @@ impl Node {
                     policy: config.eviction,
                 },
                 first_request_number(incarnation ^ 0x5EED),
-            ),
+            )
+            .partitioned(config.partitions),
             config,
             view,
             ring,

@@ -13,8 +13,14 @@
 //! - Each key is one allocation: its key, clock and siblings packed together, actors as
 //!   interned ids (`packed`, `actors`), in a dense table of 32-byte slots (`table`).
 //! - [`Store::used_bytes`] counts keys, values, version metadata and the engine's own
-//!   overhead (the packed allocation as the allocator rounds it, the slot, the index, the
-//!   actor table).
+//!   overhead (the packed allocation as the allocator rounds it, the slot, the indexes, the
+//!   actor table). The hash trees anti-entropy compares are a fixed cost per partition held
+//!   (`HashTrees::TREE_BYTES`, at most `partitions` of them whatever the data), reported
+//!   apart (`HashTrees::heap_bytes`) and not counted against the limit.
+//! - **Hash trees are always current**: every change to a key's state (client write, merge,
+//!   repair, expiry, eviction, collection, drop) updates its partition's tree in O(1), and
+//!   [`Store::keys_in_leaf`] lists a leaf's keys in ring order without a scan
+//!   (see [`crate::core::hash_tree`]).
 //! - **The memory limit always holds**: `used_bytes() <= limit` whenever no call is running,
 //!   under every policy; the bound is exact, with no entry in flight. Before a write (client
 //!   write, replicated merge or repair) is installed, the store compares what it would hold
@@ -39,12 +45,14 @@
 //!   one (see [`Store::update`]).
 
 use crate::core::eviction::{eviction_rank, AccessRecord, EvictionPolicy};
+use crate::core::hash_tree::{state_digest, HashTrees, LEAVES};
+use crate::core::ring::{key_position, PartitionId};
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use actors::ActorTable;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasherDefault;
 use table::{hash_key, EntryTable, Slot};
 use thiserror::Error;
@@ -61,8 +69,10 @@ pub const EXPIRY_SAMPLES: usize = 20;
 pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
 /// Evicted keys an epoch remembers before it ends (8 bytes each).
 const EPOCH_MEMORY: usize = 4096;
-/// The hash index's share per entry: 5 bytes a bucket, between 1.14 and 2.3 buckets a key.
-const INDEX_BYTES_PER_ENTRY: u64 = 9;
+/// The indexes' share per entry: the hash index (5 bytes a bucket, between 1.14 and 2.3
+/// buckets a key) and the ring-order index (a B-tree entry of 24 bytes in nodes about
+/// two-thirds full, with their headers).
+const INDEX_BYTES_PER_ENTRY: u64 = 9 + 40;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -120,6 +130,12 @@ pub struct Store {
     /// in it.
     epoch: u64,
     evicted_this_epoch: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
+    /// Every entry by ring position (ties broken by slot), with its state's digest: the
+    /// per-partition and per-leaf iteration anti-entropy needs, and the digest to take out of
+    /// `trees` when the state changes.
+    order: BTreeMap<(u64, u32), u64>,
+    /// The hash trees over `order`'s digests, kept current by every change.
+    trees: HashTrees,
 }
 
 impl Store {
@@ -139,7 +155,57 @@ impl Store {
             eviction_log: None,
             epoch: 0,
             evicted_this_epoch: HashSet::default(),
+            order: BTreeMap::new(),
+            trees: HashTrees::new(1),
         }
+    }
+
+    /// The same store with hash trees cut by a ring of `partitions` (the store must be empty).
+    pub fn partitioned(mut self, partitions: u32) -> Self {
+        assert!(self.is_empty(), "partition the store before filling it");
+        self.trees = HashTrees::new(partitions);
+        self
+    }
+
+    /// The hash trees over the held states (see [`crate::core::hash_tree`]).
+    pub fn trees(&self) -> &HashTrees {
+        &self.trees
+    }
+
+    /// The digest of `key`'s state, if held.
+    pub fn digest_of(&self, key: &[u8]) -> Option<u64> {
+        let position = self.entries.find(key)?;
+        self.order
+            .get(&(key_position(key), position as u32))
+            .copied()
+    }
+
+    /// The keys whose ring positions fall in `start..=end`, with their states' digests, in
+    /// ring order.
+    pub fn keys_between(&self, start: u64, end: u64) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        self.order
+            .range((start, 0)..=(end, u32::MAX))
+            .map(|(&(_, slot), &digest)| (self.entries.get(slot as usize).key(), digest))
+    }
+
+    /// The keys of one leaf of a partition's hash tree, with their digests.
+    pub fn keys_in_leaf(
+        &self,
+        partition: PartitionId,
+        leaf: u8,
+    ) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let (start, end) = self.trees.leaf_range(partition, leaf);
+        self.keys_between(start, end)
+    }
+
+    /// The keys of a partition, with their digests.
+    pub fn keys_in_partition(
+        &self,
+        partition: PartitionId,
+    ) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let start = self.trees.leaf_range(partition, 0).0;
+        let end = self.trees.leaf_range(partition, (LEAVES - 1) as u8).1;
+        self.keys_between(start, end)
     }
 
     /// Starts keeping every evicted key and state until `take_evicted`.
@@ -289,6 +355,8 @@ impl Store {
         now: Millis,
     ) -> Result<(), OutOfMemory> {
         let before = self.used_bytes();
+        let ring_position = key_position(key);
+        let digest = state_digest(key, state);
         packed::encode_into(&mut self.scratch, key, epoch, state, &mut self.actors);
         let position = match self.make_room(key, position, before, now) {
             Ok(position) => position,
@@ -310,14 +378,22 @@ impl Store {
             Some(p) => {
                 self.entries.get_mut(p).access.touch(now, draw);
                 self.install(p);
+                let slot = (ring_position, p as u32);
+                let old = self
+                    .order
+                    .insert(slot, digest)
+                    .expect("held keys are ordered");
+                self.trees.replace(ring_position, old, digest);
             }
             None => {
                 self.inserted += 1;
-                self.entries.push(Slot {
+                let p = self.entries.push(Slot {
                     packed: Box::from(self.scratch.as_slice()),
                     access: AccessRecord::new(now, self.inserted),
                 });
                 self.count(entry_sizes(&self.scratch), true);
+                self.order.insert((ring_position, p as u32), digest);
+                self.trees.insert(ring_position, digest);
             }
         }
         Ok(())
@@ -471,9 +547,25 @@ impl Store {
     /// Takes the slot at `position` out of the store, giving back its bytes and actor
     /// references; returns its key and, if the eviction log is on, logs its state.
     fn remove_at(&mut self, position: usize) -> Vec<u8> {
+        let last = self.entries.len() - 1;
         let slot = self.entries.swap_remove(position);
         self.count(entry_sizes(&slot.packed), false);
         let key = slot.key().to_vec();
+        let ring_position = key_position(&key);
+        let digest = self
+            .order
+            .remove(&(ring_position, position as u32))
+            .expect("held keys are ordered");
+        self.trees.remove(ring_position, digest);
+        if position != last {
+            // The last entry moved into `position`.
+            let moved = key_position(self.entries.get(position).key());
+            let digest = self
+                .order
+                .remove(&(moved, last as u32))
+                .expect("held keys are ordered");
+            self.order.insert((moved, position as u32), digest);
+        }
         if let Some(log) = self.eviction_log.as_mut() {
             log.push((key.clone(), packed::decode(&slot.packed, &self.actors)));
         }
