@@ -232,6 +232,16 @@ struct ServeArgs {
     /// in flight can arrive after them and bring the value back.
     #[arg(long, default_value_t = CoreConfig::default().tombstone_grace_ms)]
     tombstone_grace_ms: u64,
+    /// How often each peer compares its hash trees with every other replica, in milliseconds
+    /// (0 turns anti-entropy off; a peer coming back or a ring change starts a round at once).
+    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_interval_ms)]
+    anti_entropy_interval_ms: u64,
+    /// Anti-entropy budget of each engine shard: key states moved per second.
+    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_keys_per_sec)]
+    anti_entropy_keys_per_sec: u64,
+    /// Anti-entropy budget of each engine shard: bytes moved per second, e.g. `32MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
+    anti_entropy_bytes_per_sec: u64,
 }
 
 /// Parses `512MiB`, `2GiB`, `100MB`, `64KiB`, `1000` (bytes).
@@ -269,6 +279,9 @@ impl ServeArgs {
             max_memory_bytes: self.max_memory,
             eviction: self.eviction,
             tombstone_grace_ms: self.tombstone_grace_ms,
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
+            anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
+            anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec,
             ..CoreConfig::default()
         };
         Ok(PeerConfig {

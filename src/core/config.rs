@@ -37,6 +37,13 @@ pub struct CoreConfig {
     /// collected (see `docs/architecture.md`, "Tombstones"). Must exceed how long a message can
     /// stay in flight.
     pub tombstone_grace_ms: Millis,
+    /// How often a peer compares its partitions' hash trees with each other replica (0 turns
+    /// anti-entropy off). A peer coming back up or a ring change starts a round at once.
+    pub anti_entropy_interval_ms: Millis,
+    /// Anti-entropy budget per peer: states moved per second (sent and received).
+    pub anti_entropy_keys_per_sec: u64,
+    /// Anti-entropy budget per peer: bytes moved per second (states and key lists).
+    pub anti_entropy_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -49,6 +56,8 @@ pub enum ConfigError {
     NoLimit,
     #[error("max clock entries must be at least 2")]
     ClockTooSmall,
+    #[error("anti-entropy needs a positive budget (keys and bytes per second) when it is on")]
+    NoAntiEntropyBudget,
     #[error("the tombstone grace period ({grace_ms} ms) must be at least the request timeout ({timeout_ms} ms)")]
     GraceTooShort {
         grace_ms: Millis,
@@ -69,6 +78,9 @@ impl Default for CoreConfig {
             max_memory_bytes: None,
             eviction: EvictionPolicy::default(),
             tombstone_grace_ms: 60_000,
+            anti_entropy_interval_ms: 10_000,
+            anti_entropy_keys_per_sec: 20_000,
+            anti_entropy_bytes_per_sec: 32 * 1024 * 1024,
         }
     }
 }
@@ -92,6 +104,11 @@ impl CoreConfig {
         }
         if self.max_clock_entries < 2 {
             return Err(ConfigError::ClockTooSmall);
+        }
+        if self.anti_entropy_interval_ms > 0
+            && (self.anti_entropy_keys_per_sec == 0 || self.anti_entropy_bytes_per_sec == 0)
+        {
+            return Err(ConfigError::NoAntiEntropyBudget);
         }
         // A write's replication may still be in flight up to its deadline; tombstones
         // collected sooner could let it bring the deleted value back.

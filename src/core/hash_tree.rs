@@ -179,7 +179,7 @@ mod tests {
     use super::*;
     use crate::core::ring::key_position;
     use crate::core::siblings::Payload;
-    use crate::core::version_vector::{Actor, VersionVector};
+    use crate::core::version_vector::Actor;
     use proptest::prelude::*;
 
     fn state(actor: &str, writes: u64, value: &[u8]) -> Siblings {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -63,6 +63,68 @@ pub enum PeerMessage {
         req: u64,
         reply: ClientReply,
     },
+    /// One step of a Merkle anti-entropy exchange (see `node/anti_entropy`).
+    AntiEntropy {
+        req: u64,
+        message: AntiEntropyMessage,
+    },
+}
+
+/// A state of one key, as anti-entropy ships it.
+pub type KeyState = (Vec<u8>, Siblings);
+
+/// The steps of an anti-entropy exchange. The initiator sends the requests (`Summary`,
+/// `Branches`, `Keys`, `Push`); the responder answers each from its store at once and keeps no
+/// state, so an exchange can stop anywhere and the next one picks up what is still different.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AntiEntropyMessage {
+    /// "Over the partitions we both replicate (in my shard), my roots hash to `digest`."
+    /// `partitions` is a digest of which partitions those are, so the responder can tell when
+    /// the two peers disagree on the ring or on shards.
+    Summary { partitions: u64, digest: u64 },
+    /// The responder's roots for the summary's partitions, in order; `None` when the digests
+    /// agreed. `mismatch` when the responder computes another partition list.
+    SummaryReply {
+        roots: Option<Vec<u64>>,
+        mismatch: bool,
+    },
+    /// The initiator's branch hashes of one partition.
+    Branches { partition: u32, branches: Vec<u64> },
+    /// The responder's leaf hashes under every branch that differed: (leaf, hash).
+    BranchesReply {
+        partition: u32,
+        leaves: Vec<(u8, u64)>,
+    },
+    /// Every key the initiator holds in these leaves: (ring position, state digest).
+    Keys {
+        partition: u32,
+        leaves: Vec<u8>,
+        keys: Vec<(u64, u64)>,
+    },
+    /// The responder's states the initiator lacks or holds otherwise, and the ring positions
+    /// it wants the initiator's states of (with whether it holds a key there at all).
+    KeysReply {
+        partition: u32,
+        states: Vec<KeyState>,
+        wants: Vec<(u64, bool)>,
+        /// States it did not ask for: it is full, and does not hold those keys.
+        declined: u32,
+        /// States it did not send: past their expiry or deleted, for keys the initiator lacks.
+        skipped: u32,
+        /// Its partition root.
+        root: u64,
+    },
+    /// The initiator's states the responder wanted.
+    Push {
+        partition: u32,
+        states: Vec<KeyState>,
+    },
+    /// The responder's partition root once it merged them, and how many it could not store.
+    PushReply {
+        partition: u32,
+        root: u64,
+        declined: u32,
+    },
 }
 
 impl PeerMessage {
@@ -77,6 +139,19 @@ impl PeerMessage {
             | PeerMessage::Forget { key, .. }
             | PeerMessage::Fetch { key, .. } => by_key(key),
             PeerMessage::Coordinate { write, .. } => by_key(&write.key),
+            PeerMessage::AntiEntropy { req, message } => match message {
+                AntiEntropyMessage::Branches { partition, .. }
+                | AntiEntropyMessage::Keys { partition, .. }
+                | AntiEntropyMessage::Push { partition, .. } => partition % shards.max(1),
+                // A summary names no partition: it goes to the shard numbered like the
+                // sender's (peers of a cluster run the same shard count; when they do not, the
+                // reply says so and the sender compares partition by partition).
+                AntiEntropyMessage::Summary { .. }
+                | AntiEntropyMessage::SummaryReply { .. }
+                | AntiEntropyMessage::BranchesReply { .. }
+                | AntiEntropyMessage::KeysReply { .. }
+                | AntiEntropyMessage::PushReply { .. } => (*req % shards.max(1) as u64) as u32,
+            },
             PeerMessage::StoreAck { req }
             | PeerMessage::StoreRefused { req }
             | PeerMessage::FetchReply { req, .. }
@@ -95,7 +170,8 @@ impl PeerMessage {
             | PeerMessage::Fetch { req, .. }
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::Coordinate { req, .. }
-            | PeerMessage::CoordinateReply { req, .. } => *req,
+            | PeerMessage::CoordinateReply { req, .. }
+            | PeerMessage::AntiEntropy { req, .. } => *req,
         }
     }
 }
@@ -130,6 +206,22 @@ pub fn encode(from: &NodeId, message: &PeerMessage) -> Result<Vec<u8>, CodecErro
     };
     bincode::serde::encode_to_vec(&envelope, bincode_config())
         .map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Bytes `message` takes on the wire (its encoding without the envelope).
+pub fn encoded_len(message: &PeerMessage) -> u64 {
+    let mut counter = ByteCounter(0);
+    let _ = bincode::serde::encode_into_writer(message, &mut counter, bincode_config());
+    counter.0
+}
+
+struct ByteCounter(u64);
+
+impl bincode::enc::write::Writer for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0 += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {

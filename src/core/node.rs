@@ -20,6 +20,7 @@
 //! - `placement`: membership and ring changes;
 //! - `stats`: [`NodeStats`] and the node's counters.
 
+mod anti_entropy;
 mod collection;
 mod expire;
 mod forward;
@@ -33,6 +34,7 @@ mod stats;
 mod tests;
 mod write;
 
+pub use anti_entropy::AntiEntropyStats;
 pub use stats::NodeStats;
 pub use write::WriteRan;
 
@@ -45,6 +47,7 @@ use crate::core::siblings::Siblings;
 use crate::core::store::{Store, StoreLimits};
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::core::version_vector::Actor;
+use anti_entropy::AntiEntropy;
 use collection::Collection;
 use forward::RecentForwards;
 use requests::{first_request_number, Flight, Requests, Waiter};
@@ -115,6 +118,8 @@ pub struct Node {
     recent_forwards: RecentForwards,
     counters: Counters,
     write_log: WriteLog,
+    /// Merkle anti-entropy with the other replicas.
+    anti_entropy: AntiEntropy,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
@@ -140,6 +145,7 @@ impl Node {
         let shards = shards.max(1) as u64;
         let mut node = Self::unsharded(id, incarnation, config);
         node.requests.shard(shard, shards);
+        node.anti_entropy = AntiEntropy::new(shard, shards as u32);
         node
     }
 
@@ -167,6 +173,7 @@ impl Node {
             recent_forwards: RecentForwards::default(),
             counters: Counters::default(),
             write_log: WriteLog::default(),
+            anti_entropy: AntiEntropy::new(0, 1),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -278,6 +285,7 @@ impl Node {
             };
             request.waiter.fail(error, out);
         }
+        self.anti_entropy_tick(now, out);
     }
 
     fn on_peer_message(
@@ -305,10 +313,16 @@ impl Node {
             PeerMessage::CoordinateReply { req, reply } => {
                 self.on_coordinate_reply(req, reply, out)
             }
+            PeerMessage::AntiEntropy { req, message } => {
+                self.on_anti_entropy(now, from, req, message, out)
+            }
         }
     }
 
     fn on_undeliverable(&mut self, now: Millis, to: NodeId, req: u64, out: &mut Outputs) {
+        if self.anti_entropy.owns(req) {
+            return self.on_anti_entropy_undeliverable(now);
+        }
         match self.requests.flight_mut(req) {
             Some(Flight::Write(_)) => self.on_store_answer(&to, req, false, out),
             Some(Flight::Read(_)) => self.on_fetch_undeliverable(now, &to, req, out),

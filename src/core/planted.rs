@@ -30,10 +30,13 @@ pub enum PlantedBug {
     /// not only those it regained, data no one else holds included: aimed at excuses for
     /// ring changes.
     RingChangeDropsHeld,
+    /// Anti-entropy never compares the odd leaves of a partition's tree: aimed at the
+    /// convergence check, which must not pass on read repair alone.
+    AntiEntropySkipsLeaf,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -41,6 +44,7 @@ impl PlantedBug {
         PlantedBug::DeleteCoversUnseen,
         PlantedBug::ForgetDropsLive,
         PlantedBug::RingChangeDropsHeld,
+        PlantedBug::AntiEntropySkipsLeaf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl PlantedBug {
             PlantedBug::DeleteCoversUnseen => "delete-covers-unseen",
             PlantedBug::ForgetDropsLive => "forget-drops-live",
             PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
+            PlantedBug::AntiEntropySkipsLeaf => "anti-entropy-skips-leaf",
         }
     }
 }

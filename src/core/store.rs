@@ -332,15 +332,19 @@ impl Store {
     /// below its low-water mark: it may have been evicted, and repair must not refill a full
     /// peer with what it chose to forget. Returns whether the state was applied.
     pub fn merge_repair(&mut self, key: &[u8], incoming: &Siblings, now: Millis) -> bool {
-        if !self.contains(key) {
-            if let Some(limit) = self.limits.max_memory_bytes {
-                if self.used_bytes() * 100 >= limit * REPAIR_LOW_WATER_PERCENT {
-                    self.stats.repairs_declined += 1;
-                    return false;
-                }
-            }
+        if !self.contains(key) && self.near_limit() {
+            self.stats.repairs_declined += 1;
+            return false;
         }
         self.merge(key, incoming, now).is_ok()
+    }
+
+    /// Whether the store is at or above its repair low-water mark (never, without a limit):
+    /// repair adds no key it does not hold.
+    pub fn near_limit(&self) -> bool {
+        self.limits
+            .max_memory_bytes
+            .is_some_and(|limit| self.used_bytes() * 100 >= limit * REPAIR_LOW_WATER_PERCENT)
     }
 
     /// Stores `state` for `key` (at `position` and `epoch`, from [`Store::locate`]), after

@@ -16,6 +16,14 @@ use crate::core::siblings::{Payload, Siblings};
 impl Node {
     pub(super) fn on_membership(&mut self, mut view: MembershipView) {
         view.set(self.id.clone(), Liveness::Up);
+        // A peer back up, or a new ring, may hold or need what changed meanwhile: compare
+        // trees with everyone at once.
+        let returned = view
+            .iter()
+            .any(|(m, l)| l == Liveness::Up && !self.view.is_up(m));
+        if returned || view.members() != *self.ring.members() {
+            self.anti_entropy.all_due_now();
+        }
         #[cfg(feature = "planted-bugs")]
         if self.planted == Some(PlantedBug::DropValueAfterCrash)
             && self

@@ -28,6 +28,20 @@ pub struct NodeStats {
     pub repairs_declined: u64,
     /// Tombstone-only keys collected after every replica held them.
     pub tombstones_collected: u64,
+    /// Anti-entropy exchanges this peer started and finished.
+    pub anti_entropy_exchanges: u64,
+    /// Keys whose state anti-entropy changed here.
+    pub anti_entropy_keys_repaired: u64,
+    /// States this peer sent in anti-entropy exchanges.
+    pub anti_entropy_keys_sent: u64,
+    /// Bytes of anti-entropy messages this peer sent.
+    pub anti_entropy_bytes_sent: u64,
+    /// States not taken or not asked for because the store was full.
+    pub anti_entropy_declined: u64,
+    /// States not sent because they held no visible value and the peer lacked the key.
+    pub anti_entropy_skipped: u64,
+    /// Bytes of the hash trees (a fixed cost per partition held, outside the memory limit).
+    pub hash_tree_bytes: u64,
 }
 
 impl NodeStats {
@@ -52,6 +66,13 @@ impl NodeStats {
         self.read_repairs += other.read_repairs;
         self.repairs_declined += other.repairs_declined;
         self.tombstones_collected += other.tombstones_collected;
+        self.anti_entropy_exchanges += other.anti_entropy_exchanges;
+        self.anti_entropy_keys_repaired += other.anti_entropy_keys_repaired;
+        self.anti_entropy_keys_sent += other.anti_entropy_keys_sent;
+        self.anti_entropy_bytes_sent += other.anti_entropy_bytes_sent;
+        self.anti_entropy_declined += other.anti_entropy_declined;
+        self.anti_entropy_skipped += other.anti_entropy_skipped;
+        self.hash_tree_bytes += other.hash_tree_bytes;
     }
 }
 
@@ -79,6 +100,7 @@ impl Counters {
 impl Node {
     pub fn stats(&self) -> NodeStats {
         let store = self.store.stats();
+        let ae = self.anti_entropy.stats();
         NodeStats {
             hits: self.counters.hits,
             misses: self.counters.misses,
@@ -90,6 +112,13 @@ impl Node {
             read_repairs: self.counters.read_repairs,
             repairs_declined: store.repairs_declined,
             tombstones_collected: store.tombstones_collected,
+            anti_entropy_exchanges: ae.exchanges,
+            anti_entropy_keys_repaired: ae.keys_repaired,
+            anti_entropy_keys_sent: ae.keys_sent,
+            anti_entropy_bytes_sent: ae.bytes_sent,
+            anti_entropy_declined: ae.declined,
+            anti_entropy_skipped: ae.skipped,
+            hash_tree_bytes: self.store.trees().heap_bytes(),
         }
     }
 
