@@ -48,6 +48,10 @@ enum Command {
         /// On a violation, print this run's violations and histories instead of shrinking.
         #[arg(long)]
         no_shrink: bool,
+        /// After healing, read every key so read repair converges replicas, instead of waiting
+        /// for anti-entropy alone.
+        #[arg(long)]
+        read_sweep: bool,
     },
     /// Run `seeds` consecutive seeds starting at `first`.
     Sweep {
@@ -96,8 +100,10 @@ fn main() -> anyhow::Result<()> {
             plant,
             verbose,
             no_shrink,
+            read_sweep,
         } => {
-            let scenario = Scenario::generate(seed, ops);
+            let mut scenario = Scenario::generate(seed, ops);
+            scenario.read_sweep = read_sweep;
             if verbose {
                 print_scenario(&scenario);
             }

@@ -45,6 +45,10 @@ pub struct Scenario {
     /// A per-peer memory limit and eviction policy, for the seeds that set one.
     pub memory: Option<(u64, EvictionPolicy)>,
     pub faults: Vec<TimedFault>,
+    /// After healing, sweep every key with reads so that read repair converges replicas (the
+    /// older way, opt-in: `run --read-sweep`). By default nothing reads after healing and
+    /// replicas must converge by anti-entropy alone.
+    pub read_sweep: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -259,6 +263,7 @@ impl Scenario {
             suspect_after_ms,
             shards,
             memory,
+            read_sweep: false,
             faults: Vec::new(),
         };
         // One seed in ten runs without faults, as a baseline.

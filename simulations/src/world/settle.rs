@@ -1,5 +1,6 @@
-//! The end of a run: heal every fault, wait until peers see each other, sweep every key with
-//! read repair in rounds until replicas agree, and hand the checker the final state.
+//! The end of a run: heal every fault, wait until peers see each other, then until replicas
+//! agree — by anti-entropy alone, no client reading anything (or, opt-in, with a sweep of
+//! reads so read repair does it) — and hand the checker the final state.
 
 use super::*;
 use ringcache::history::check::{Violation, ViolationKind};
@@ -20,6 +21,9 @@ impl World<'_> {
     /// After healing: start the repair sweep once every peer sees every peer, and watch for
     /// convergence.
     pub(super) fn after_heal_checks(&mut self) {
+        if !self.s.read_sweep {
+            return self.await_anti_entropy();
+        }
         if !self.sweep_started && self.views_agree() {
             self.sweep_started = true;
             let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -39,6 +43,68 @@ impl World<'_> {
             // Views never agreed; stop and let the checker report non-convergence.
             self.quiet_until = Some(self.now);
         }
+    }
+
+    /// After healing, without reads: once views agree, watch replicas until they agree or the
+    /// anti-entropy bound passes.
+    fn await_anti_entropy(&mut self) {
+        let healed = self.healed_at.expect("after heal");
+        if self.views_agreed_at.is_none() {
+            if self.views_agree() {
+                self.views_agreed_at = Some(self.now);
+            } else if self.now > healed + SETTLE_LIMIT_MS {
+                self.quiet_until = Some(self.now);
+                return;
+            }
+        }
+        let Some(agreed) = self.views_agreed_at else {
+            return;
+        };
+        // Agreement counts once no state is still on its way somewhere: a replication or an
+        // exchange landing later could still change what replicas hold.
+        if !self.states_in_transit() && self.replicas_agree().is_empty() {
+            self.converged_at = Some(self.now);
+            self.quiet_until = Some(self.now);
+        } else if self.now > agreed + self.anti_entropy_bound_ms() {
+            self.quiet_until = Some(self.now);
+        }
+    }
+
+    /// Whether any key state is in a message in flight or held by a paused peer, or in a read
+    /// still gathering answers.
+    fn states_in_transit(&self) -> bool {
+        let carries = |event: &Event| match event {
+            Event::Deliver { message, .. } => !self.message_states(message).is_empty(),
+            _ => false,
+        };
+        self.queue.values().any(carries)
+            || self.peers.values().any(|p| {
+                p.held.iter().any(carries)
+                    || p.node
+                        .as_ref()
+                        .is_some_and(|n| n.states_in_flight().next().is_some())
+            })
+    }
+
+    /// How long after views agree anti-entropy must have converged replicas: every peer is
+    /// due at once when a view changes, compares with its peers one at a time, and retries an
+    /// exchange cut short a quarter interval later; allow `AE_ROUNDS` full rounds, each an
+    /// interval plus an exchange per peer (a step per shared partition and batch of keys, each
+    /// at most a request timeout), plus moving every key at the budget.
+    pub(super) fn anti_entropy_bound_ms(&self) -> Millis {
+        let c = &self.config;
+        let peers = self.peers.len() as u64;
+        let keys = self
+            .history
+            .ops()
+            .iter()
+            .map(|o| &o.key)
+            .collect::<BTreeSet<_>>()
+            .len() as u64;
+        let steps = 1 + 2 * c.partitions as u64 / self.s.shards.max(1) as u64;
+        let exchange_ms = steps * c.request_timeout_ms / 10;
+        let transfer_ms = keys * peers * 1_000 / c.anti_entropy_keys_per_sec.max(1);
+        AE_ROUNDS * (c.anti_entropy_interval_ms + peers * exchange_ms) + transfer_ms
     }
 
     /// Every running peer holds the same view, in which exactly the running peers are up.
@@ -157,7 +223,17 @@ impl World<'_> {
                 };
                 // Tombstones alone and nothing at all read the same; collection turns one into
                 // the other, replica by replica.
-                let state = node.peek(key).filter(|s| !s.is_tombstones_only());
+                // A value past its expiry on this peer's clock reads as the tombstone active
+                // expiry will make of it (its dot is the same, so anti-entropy sees no
+                // difference).
+                let local_now = self.local_time(owner);
+                let state = node
+                    .peek(key)
+                    .map(|mut s| {
+                        s.expire(local_now);
+                        s
+                    })
+                    .filter(|s| !s.is_tombstones_only());
                 // Under a memory limit an absent key is a cache miss (evicted, or declined
                 // by a full peer's repair), not a divergence: only copies held must agree.
                 if state.is_none() && self.s.memory.is_some() {
@@ -192,7 +268,11 @@ impl World<'_> {
         // takes at most one request timeout) and then waits two timeouts for repairs to land.
         let timeout = self.config.request_timeout_ms;
         let round_ms = (keys_touched.len().div_ceil(SWEEP_PARALLEL) as u64) * timeout + 2 * timeout;
-        let bound_ms = SETTLE_LIMIT_MS + MAX_SWEEP_ROUNDS as u64 * round_ms;
+        let bound_ms = if self.s.read_sweep {
+            SETTLE_LIMIT_MS + MAX_SWEEP_ROUNDS as u64 * round_ms
+        } else {
+            SETTLE_LIMIT_MS + self.anti_entropy_bound_ms()
+        };
         let convergence = Convergence {
             took_ms: self.converged_at.map(|t| t - healed_at),
             bound_ms,
@@ -282,12 +362,13 @@ impl World<'_> {
             let view: Vec<String> = n.view().iter().map(|(m, l)| format!("{m}:{l:?}")).collect();
             let store = n.for_key(key).store();
             out += &format!(
-                "\n  {name} owner={owner} view=[{}] shard memory {}/{:?} bytes, {} keys, {} repairs declined; state={state:?}",
+                "\n  {name} owner={owner} view=[{}] shard memory {}/{:?} bytes, {} keys, {} repairs declined; anti-entropy {:?}; state={state:?}",
                 view.join(" "),
                 store.used_bytes(),
                 store.limits().max_memory_bytes,
                 store.len(),
                 store.stats().repairs_declined,
+                n.for_key(key).anti_entropy_stats(),
             );
         }
         out

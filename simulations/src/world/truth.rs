@@ -30,6 +30,7 @@
 //!   that drop, not as a lost message.
 
 use super::*;
+use ringcache::core::message::AntiEntropyMessage;
 use ringcache::core::version_vector::Dot;
 use ringcache::history::check::{Loss, LossCause, WriteRun};
 
@@ -147,20 +148,33 @@ impl World<'_> {
         self.request_ops.get(&id).copied()
     }
 
-    /// The state of `key` a message carries, if any.
-    pub(super) fn message_state<'m>(
+    /// The key states a message carries: one for a replication, a repair or a fetch reply,
+    /// any number for an anti-entropy step.
+    pub(super) fn message_states<'m>(
         &'m self,
         message: &'m PeerMessage,
-    ) -> Option<(&'m [u8], &'m Siblings)> {
+    ) -> Vec<(&'m [u8], &'m Siblings)> {
         match message {
             PeerMessage::Store { key, state, .. } | PeerMessage::Repair { key, state, .. } => {
-                Some((key.as_slice(), state))
+                vec![(key.as_slice(), state)]
             }
             PeerMessage::FetchReply {
                 req,
                 state: Some(state),
-            } => self.fetch_keys.get(req).map(|k| (k.as_slice(), state)),
-            _ => None,
+            } => self
+                .fetch_keys
+                .get(req)
+                .map(|k| (k.as_slice(), state))
+                .into_iter()
+                .collect(),
+            PeerMessage::AntiEntropy { message, .. } => match message {
+                AntiEntropyMessage::KeysReply { states, .. }
+                | AntiEntropyMessage::Push { states, .. } => {
+                    states.iter().map(|(k, s)| (k.as_slice(), s)).collect()
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
         }
     }
 
@@ -183,7 +197,7 @@ impl World<'_> {
                 if Some(to) == excluded {
                     return;
                 }
-                if let Some((k, state)) = self.message_state(message) {
+                for (k, state) in self.message_states(message) {
                     if k == key {
                         clock.merge(state.context());
                     }
@@ -307,11 +321,14 @@ impl World<'_> {
 
     /// A message that will never be applied: if it carried a state, it was a copy.
     pub(super) fn lose_message(&mut self, message: &PeerMessage) {
-        let Some((key, state)) = self.message_state(message) else {
-            return;
-        };
-        let (key, held) = (key.to_vec(), state.context().clone());
-        self.lose_copy(None, &key, &held, LossCause::Message);
+        let carried: Vec<(Vec<u8>, VersionVector)> = self
+            .message_states(message)
+            .into_iter()
+            .map(|(k, s)| (k.to_vec(), s.context().clone()))
+            .collect();
+        for (key, held) in carried {
+            self.lose_copy(None, &key, &held, LossCause::Message);
+        }
     }
 
     /// A peer is about to lose its memory: note what the cluster loses with it.
@@ -338,7 +355,7 @@ impl World<'_> {
             })
             .collect();
         for message in &waiting {
-            if let Some((key, state)) = self.message_state(message) {
+            for (key, state) in self.message_states(message) {
                 held.push((key.to_vec(), state.context().clone()));
             }
         }

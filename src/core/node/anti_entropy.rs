@@ -26,7 +26,9 @@
 //!   expiry at the sender) is never sent to a peer that lacks the key, so collected deletes
 //!   never come back and expired values never bounce; a full peer does not ask for keys it
 //!   does not hold (it evicted them), and a partition left different only for those reasons is
-//!   *settled*: while neither root changes, later summaries count it as equal.
+//!   *settled*: while neither root changes, later summaries count it as equal — for
+//!   `SETTLED_FOR_INTERVALS` intervals, after which it is compared again (a full peer may
+//!   have room by then without any root changing).
 //! - States are merged only into partitions this node replicates, by the store's repair rule
 //!   (an absent key is added only below the low-water mark).
 
@@ -44,6 +46,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 const KEYS_PER_STEP: usize = 256;
 /// How far the budget may be saved up: this many seconds of it.
 const BURST_SECS: u64 = 1;
+/// How many intervals a settled partition counts as equal: a peer that was full may have
+/// room again without any root changing, so a settlement is retried this often.
+const SETTLED_FOR_INTERVALS: u64 = 30;
 
 /// Anti-entropy figures, since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,9 +107,9 @@ pub(super) struct AntiEntropy {
     exchange: Option<Exchange>,
     /// When each peer is next due; a peer absent here is due now.
     due: BTreeMap<NodeId, Millis>,
-    /// (peer, partition) → (our root, their root) when an exchange left them different on
-    /// purpose.
-    settled: BTreeMap<(NodeId, PartitionId), (u64, u64)>,
+    /// (peer, partition) → (our root, their root, until when) when an exchange left them
+    /// different on purpose.
+    settled: BTreeMap<(NodeId, PartitionId), (u64, u64, Millis)>,
     /// Budget left (may go negative: the step that overdraws it finishes).
     keys_budget: i64,
     bytes_budget: i64,
@@ -225,7 +230,7 @@ impl Node {
         let digest = digest_u64(
             partitions
                 .iter()
-                .map(|p| self.effective_root(&peer, *p))
+                .map(|p| self.effective_root(now, &peer, *p))
                 .chain(partitions.iter().map(|p| *p as u64)),
         );
         let message = AntiEntropyMessage::Summary {
@@ -246,10 +251,10 @@ impl Node {
 
     /// Our root of `partition` as the peer would see it if nothing changed since the
     /// partition was settled with it: theirs, when ours is still what it was then.
-    fn effective_root(&self, peer: &NodeId, partition: PartitionId) -> u64 {
+    fn effective_root(&self, now: Millis, peer: &NodeId, partition: PartitionId) -> u64 {
         let ours = self.store.trees().root(partition);
         match self.anti_entropy.settled.get(&(peer.clone(), partition)) {
-            Some((settled_ours, theirs)) if *settled_ours == ours => *theirs,
+            Some((settled_ours, theirs, until)) if *settled_ours == ours && now < *until => *theirs,
             _ => ours,
         }
     }
@@ -516,7 +521,7 @@ impl Node {
                     (Some(roots), false) => partitions
                         .iter()
                         .zip(roots)
-                        .filter(|(p, theirs)| self.differs(&peer, **p, *theirs))
+                        .filter(|(p, theirs)| self.differs(now, &peer, **p, *theirs))
                         .map(|(p, _)| *p)
                         .collect(),
                 };
@@ -628,12 +633,15 @@ impl Node {
     }
 
     /// Whether a partition whose root at the peer is `theirs` needs comparing.
-    fn differs(&self, peer: &NodeId, partition: PartitionId, theirs: u64) -> bool {
+    fn differs(&self, now: Millis, peer: &NodeId, partition: PartitionId, theirs: u64) -> bool {
         let ours = self.store.trees().root(partition);
         if ours == theirs {
             return false;
         }
-        self.anti_entropy.settled.get(&(peer.clone(), partition)) != Some(&(ours, theirs))
+        !matches!(
+            self.anti_entropy.settled.get(&(peer.clone(), partition)),
+            Some((o, t, until)) if *o == ours && *t == theirs && now < *until
+        )
     }
 
     /// Sends the next step of the exchange in flight (no step is in flight).
@@ -677,9 +685,10 @@ impl Node {
             let key = (exchange.peer.clone(), partition);
             let ours = self.store.trees().root(partition);
             if exchange.left_different && ours != exchange.their_root {
+                let until = now + SETTLED_FOR_INTERVALS * self.config.anti_entropy_interval_ms;
                 self.anti_entropy
                     .settled
-                    .insert(key, (ours, exchange.their_root));
+                    .insert(key, (ours, exchange.their_root, until));
             } else {
                 self.anti_entropy.settled.remove(&key);
             }

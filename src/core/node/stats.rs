@@ -122,6 +122,11 @@ impl Node {
         }
     }
 
+    /// Anti-entropy's figures since start.
+    pub fn anti_entropy_stats(&self) -> super::AntiEntropyStats {
+        self.anti_entropy.stats()
+    }
+
     /// How many replica states read repair has corrected since start.
     pub fn read_repairs(&self) -> u64 {
         self.counters.read_repairs
