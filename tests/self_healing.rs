@@ -49,7 +49,10 @@ async fn a_peer_restarted_empty_gets_every_key_back_without_a_read() {
         }
         // Every replica answers for every key.
         for i in (0..KEYS).step_by(50) {
-            let read = c.get(format!("key-{i}").as_bytes(), Some("all")).await.unwrap();
+            let read = c
+                .get(format!("key-{i}").as_bytes(), Some("all"))
+                .await
+                .unwrap();
             assert_eq!(read.values(), &[b"value".to_vec()], "key-{i}");
         }
         cluster

@@ -471,8 +471,20 @@ impl<'h> Checker<'h> {
 
     /// Whether a delete superseded `target` before `before`.
     fn deleted_after(&self, key: &[u8], target: OpId, before: Millis) -> bool {
-        self.superseder(key, target, before)
-            .is_some_and(|q| matches!(self.history.get(q).kind, OpKind::Delete { .. }))
+        // Follow the chain of writes that replaced one another: a value replaced by a put
+        // that a delete then replaced is deleted too (and its tombstone may be collected).
+        let mut current = target;
+        let mut seen = BTreeSet::new();
+        while let Some(q) = self.superseder(key, current, before) {
+            if matches!(self.history.get(q).kind, OpKind::Delete { .. }) {
+                return true;
+            }
+            if !seen.insert(q) {
+                return false;
+            }
+            current = q;
+        }
+        false
     }
 
     /// The loss that took every copy of `op`'s write, if one did.

@@ -636,3 +636,39 @@ fn an_expire_run_in_the_same_millisecond_as_the_put_it_rewrote_supersedes_it() {
     let report = check(&h, &fin, &c);
     assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
 }
+
+#[test]
+fn a_write_replaced_by_a_put_that_was_then_deleted_and_collected_is_gone_not_missed() {
+    // Client 1 writes "a"; client 2 replaces it with "b" (context covering "a"), then deletes
+    // "b"; the tombstones are collected, so client 1 reads nothing with an empty context.
+    let build = |with_delete: bool| {
+        let mut h = History::new();
+        let p = put(&mut h, 1, "a", None, 10);
+        written(&mut h, p, 20, vv(&[("A", 1)]));
+        let q = put(&mut h, 2, "b", Some(vv(&[("A", 1)])), 30);
+        written(&mut h, q, 40, vv(&[("A", 2)]));
+        if with_delete {
+            let d = h.invoke(
+                2,
+                b"k".to_vec(),
+                OpKind::Delete { w: Quorum::Quorum },
+                Some(vv(&[("A", 2)])),
+                50,
+            );
+            written(&mut h, d, 60, vv(&[("A", 3)]));
+        }
+        let r = get(&mut h, 1, 120);
+        read(&mut h, r, 130, &[], VersionVector::new());
+        h
+    };
+    let report = check(&build(true), &FinalState::default(), &circumstances());
+    let ryw: Vec<_> = report
+        .violations
+        .iter()
+        .filter(|v| v.kind == ViolationKind::ReadYourWrites)
+        .collect();
+    assert!(ryw.is_empty(), "{ryw:?}");
+    // Without the delete, reading nothing is a miss: "b" should still be there.
+    let report = check(&build(false), &FinalState::default(), &circumstances());
+    assert!(kinds(&report).contains(&ViolationKind::ReadYourWrites));
+}
