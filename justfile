@@ -31,6 +31,7 @@ bench:
     command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
     cargo bench --bench memory
     cargo bench --bench engine
+    cargo bench --bench anti_entropy
 
 fmt:
     cargo fmt --all

@@ -7,7 +7,7 @@
 //! the same trees whatever their histories, and no tree is ever rebuilt or rescanned.
 //!
 //! Layout: a key's 64-bit ring position (see [`crate::core::ring::key_position`]) names its
-//! partition (the top bits) and, within the partition, one of [`LEAVES`] leaves (the next 6
+//! partition (the top bits) and, within the partition, one of [`LEAVES`] leaves (the next 8
 //! bits); leaves are grouped [`FANOUT`] to a branch, branches into the partition's root. Only
 //! leaves are stored; branches and roots are XORs of them, computed on demand.
 //!
@@ -21,11 +21,11 @@ use crate::core::siblings::Siblings;
 use std::collections::BTreeMap;
 
 /// Leaves per branch, and branches per partition.
-pub const FANOUT: usize = 8;
-/// Leaves per partition: a partition of a million-key, 1,024-partition store has about 16
-/// keys a leaf, so a difference costs one leaf's key list (16 bytes a key) to locate.
+pub const FANOUT: usize = 16;
+/// Leaves per partition: a partition of a million-key, 1,024-partition store has about 4 keys
+/// a leaf, so a difference costs one leaf's short key list (18 bytes a key) to locate.
 pub const LEAVES: usize = FANOUT * FANOUT;
-const LEAF_BITS: u32 = 6;
+const LEAF_BITS: u32 = 8;
 
 /// The 64-bit digest of one key's state (see the module comment for what it covers).
 pub fn state_digest(key: &[u8], state: &Siblings) -> u64 {
