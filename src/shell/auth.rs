@@ -7,8 +7,11 @@
 //!   byte-identical CA certificate. Each peer then issues itself a leaf certificate (fresh key
 //!   per start) signed by that CA, and QUIC runs mutual TLS 1.3 against it: a peer with another
 //!   secret has another CA, and the handshake fails in both directions.
-//! - a **gossip key** for a keyed BLAKE3 MAC on every chitchat datagram (chitchat's own UDP is
-//!   plaintext and only checks a cluster-id string), so a stranger cannot inject membership.
+//! - a **gossip seal key** for a keyed BLAKE3 MAC on every gossip datagram
+//!   (`shell::gossip_seal`): chitchat's own UDP is plaintext and only checks a cluster-id string,
+//!   so without it a stranger could inject membership or crash chitchat's decoder.
+//! - a **gossip key** for the membership tag each peer publishes in its gossip state
+//!   (`shell::gossip`): defense in depth behind the datagram MAC.
 //! - the chitchat **cluster id**, so clusters with different secrets ignore each other quietly.
 //! - a **context key** for a keyed BLAKE3 MAC on every causal context token handed to clients
 //!   (`api::causal_context`), so any peer accepts back exactly the contexts some peer of this
@@ -93,8 +96,16 @@ impl ClusterSecret {
         blake3::derive_key(purpose, &self.0)
     }
 
+    /// The key of membership tags (see `shell::gossip`). Its derivation string predates the
+    /// datagram seal and is kept so tags stay the same across versions.
     pub fn gossip_key(&self) -> [u8; 32] {
         self.derive("ringcache 2026-11 gossip datagram MAC")
+    }
+
+    /// The MAC key of every gossip datagram (see `shell::gossip_seal`): its own derivation
+    /// string, unrelated to the tag key, the context key and the CA seed.
+    pub fn gossip_seal_key(&self) -> [u8; 32] {
+        self.derive("ringcache 2026-11 gossip datagram seal")
     }
 
     /// The MAC key of causal context tokens: the same on every peer of the cluster, so a token
@@ -282,6 +293,8 @@ mod tests {
         assert_ne!(other.gossip_key(), s.gossip_key());
         assert_ne!(other.context_key(), s.context_key());
         assert_ne!(s.context_key(), s.gossip_key());
+        assert_ne!(s.gossip_seal_key(), s.gossip_key());
+        assert_ne!(s.gossip_seal_key(), s.context_key());
     }
 
     #[test]
