@@ -341,11 +341,7 @@ impl Gossip {
 
     /// At most `max_members` of `candidates`: this peer, then those already in `last`, then the
     /// rest in name order.
-    fn capped(
-        &self,
-        mut candidates: BTreeMap<NodeId, MemberInfo>,
-        last: &ClusterView,
-    ) -> ClusterView {
+    fn capped(&self, candidates: BTreeMap<NodeId, MemberInfo>, last: &ClusterView) -> ClusterView {
         let total = candidates.len();
         if total <= self.max_members {
             self.over_cap_logged.store(0, Ordering::Relaxed);
@@ -357,24 +353,10 @@ impl Gossip {
             tracing::warn!(
                 members = total,
                 max = self.max_members,
-                "gossip knows more members than the cap: the newest are left out of the view"
+                "gossip knows more members than the cap: members not yet in the view are left out"
             );
         }
-        let mut view = ClusterView::default();
-        let preferred: Vec<NodeId> = std::iter::once(self.self_name.clone())
-            .chain(last.members.keys().cloned())
-            .collect();
-        for name in preferred {
-            if view.members.len() >= self.max_members {
-                break;
-            }
-            if let Some(info) = candidates.remove(&name) {
-                view.members.insert(name, info);
-            }
-        }
-        let room = self.max_members.saturating_sub(view.members.len());
-        view.members.extend(candidates.into_iter().take(room));
-        view
+        cap_members(candidates, last, &self.self_name, self.max_members)
     }
 
     /// Puts this peer's own key-values back if another member's delta changed them, and drops
@@ -427,6 +409,29 @@ impl Gossip {
     }
 }
 
+/// At most `max` of `candidates`: `self_name`, then the members of `last`, then the rest in
+/// name order.
+fn cap_members(
+    mut candidates: BTreeMap<NodeId, MemberInfo>,
+    last: &ClusterView,
+    self_name: &NodeId,
+    max: usize,
+) -> ClusterView {
+    let mut view = ClusterView::default();
+    let preferred = std::iter::once(self_name).chain(last.members.keys());
+    for name in preferred {
+        if view.members.len() >= max {
+            break;
+        }
+        if let Some(info) = candidates.remove(name) {
+            view.members.insert(name.clone(), info);
+        }
+    }
+    let room = max.saturating_sub(view.members.len());
+    view.members.extend(candidates.into_iter().take(room));
+    view
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,5 +458,141 @@ mod tests {
             tag,
             member_tag(&key, &other, "127.0.0.1:7100", "127.0.0.1:7070")
         );
+    }
+
+    #[test]
+    fn the_view_cap_keeps_self_then_known_members() {
+        let info = MemberInfo {
+            up: true,
+            generation: 1,
+            gossip_addr: ([127, 0, 0, 1], 1).into(),
+            peer_addr: None,
+            http_addr: None,
+        };
+        let all: BTreeMap<NodeId, MemberInfo> = ["A", "B", "C", "D", "Z"]
+            .iter()
+            .map(|n| (NodeId::from(*n), info.clone()))
+            .collect();
+        let mut last = ClusterView::default();
+        last.members.insert(NodeId::from("D"), info.clone());
+        let names = |v: ClusterView| {
+            v.members
+                .into_keys()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(cap_members(all.clone(), &last, &NodeId::from("Z"), 3)),
+            ["A", "D", "Z"]
+        );
+        assert_eq!(
+            names(cap_members(all.clone(), &last, &NodeId::from("Z"), 1)),
+            ["Z"]
+        );
+        assert_eq!(
+            names(cap_members(all, &last, &NodeId::from("Z"), 9)).len(),
+            5
+        );
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn setup(
+        node: &str,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+        seeds: Vec<SocketAddr>,
+    ) -> GossipSetup {
+        GossipSetup {
+            listen_addr: listen,
+            advertise_addr: advertise,
+            node: NodeId::from(node),
+            generation: 42,
+            seeds,
+            cluster_id: "ringcache-test".into(),
+            gossip_key: [5; 32],
+            seal_key: [6; 32],
+            timing: GossipTiming {
+                interval: Duration::from_millis(50),
+                ..GossipTiming::default()
+            },
+            peer_addr: "127.0.0.1:7100".parse().unwrap(),
+            http_addr: "127.0.0.1:7070".parse().unwrap(),
+            health: Health::new(),
+        }
+    }
+
+    /// chitchat applies a member's deltas about the receiver itself. A member posing as V
+    /// (same name, generation and address, the cluster's keys) publishes V's entry with another
+    /// peer address and an extra key, at higher versions: V takes it, then its next view puts
+    /// its own entry back above the forged versions.
+    #[tokio::test]
+    async fn a_peer_restores_its_own_entry_after_another_member_rewrites_it() {
+        let v_addr = free_addr();
+        let victim = Gossip::start(setup("V", v_addr, v_addr, vec![]))
+            .await
+            .unwrap();
+        let forger = Gossip::start(setup("V", free_addr(), v_addr, vec![v_addr]))
+            .await
+            .unwrap();
+        let id = victim.handle.chitchat_id().clone();
+        let forged_peer = "127.0.0.1:9";
+        forger
+            .handle
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for i in 0..10 {
+                    state.set("pad", i);
+                }
+                state.set(KEY_PEER_ADDR, forged_peer);
+                state.set(
+                    KEY_TAG,
+                    member_tag(&[5; 32], &id, forged_peer, "127.0.0.1:7070"),
+                );
+            })
+            .await;
+        let own_peer = |g: &Gossip| {
+            let chitchat = g.handle.chitchat();
+            let id = id.clone();
+            async move {
+                let guard = chitchat.lock().await;
+                let state = guard.node_state(&id).unwrap();
+                (
+                    state.get(KEY_PEER_ADDR).map(str::to_string),
+                    state.get("pad").is_some(),
+                    state.max_version(),
+                )
+            }
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let forged_version = loop {
+            let (peer, _, version) = own_peer(&victim).await;
+            if peer.as_deref() == Some(forged_peer) {
+                break version;
+            }
+            // chitchat does not gossip to a seed at its own advertised address: ask it to.
+            forger.handle.gossip(v_addr).unwrap();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the forged entry never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let view = victim.view().await;
+        assert_eq!(
+            view.members[&NodeId::from("V")].peer_addr,
+            Some("127.0.0.1:7100".parse().unwrap())
+        );
+        let (peer, pad, version) = own_peer(&victim).await;
+        assert_eq!(peer.as_deref(), Some("127.0.0.1:7100"));
+        assert!(!pad, "the forged extra key is deleted");
+        assert!(version > forged_version);
+        forger.shutdown().await;
+        victim.shutdown().await;
     }
 }
