@@ -12,7 +12,7 @@
 //!   forwarding, replica side, read repair, tombstone collection, placement). Time and
 //!   randomness come in as inputs.
 //! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
-//!   gossip membership, the driver task that owns a node, peer start-up and shutdown.
+//!   gossip membership over sealed datagrams, the driver task that owns a node, peer health.
 //! - [`api`] — the HTTP API (axum) and its wire formats (causal-context tokens, key encoding).
 //! - [`client`] — a Rust HTTP client used by the CLI and the tests.
 //! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP.

@@ -17,6 +17,7 @@ use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
 use crate::shell::gossip::{Gossip, GossipSetup};
+use crate::shell::health::Health;
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
 use serde::Serialize;
@@ -86,6 +87,8 @@ impl RunningPeer {
             PeerTransport::start(quic_socket, &identity, config.id.clone(), inbound_tx)?;
 
         let incarnation = wall_clock_ms();
+        // Failed by any task the peer cannot live without (gossip); `/health` answers 503 then.
+        let health = Health::new();
         let gossip = Arc::new(
             Gossip::start(GossipSetup {
                 listen_addr: gossip_bound,
@@ -95,9 +98,11 @@ impl RunningPeer {
                 seeds: config.seeds.clone(),
                 cluster_id: config.secret.cluster_id(),
                 gossip_key: config.secret.gossip_key(),
+                seal_key: config.secret.gossip_seal_key(),
                 timing: config.gossip.clone(),
                 peer_addr: addresses.peer,
                 http_addr: addresses.http,
+                health: health.clone(),
             })
             .await?,
         );
@@ -130,6 +135,7 @@ impl RunningPeer {
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
             client_token,
+            health,
         );
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {
@@ -154,6 +160,16 @@ impl RunningPeer {
         })
     }
 
+    /// This peer's gossip: its view, its datagram counters.
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    /// This peer's QUIC transport: its counters.
+    pub fn transport(&self) -> &PeerTransport {
+        &self.transport
+    }
+
     /// Stops HTTP, the driver, QUIC and gossip, and waits for their tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -167,7 +183,7 @@ impl RunningPeer {
     }
 }
 
-/// chitchat binds its gossip socket itself, from an address: for port 0 we pick a free port
+/// The gossip socket is bound inside chitchat's start, from an address: for port 0 we pick a free port
 /// by binding and releasing it just before. The window in which another process could take the
 /// port is tiny, and a collision makes start-up fail loudly rather than misbehave.
 fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {

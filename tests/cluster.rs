@@ -12,6 +12,7 @@ use ringcache::core::types::NodeId;
 use ringcache::launcher::{spawn_peer, LaunchOptions, LaunchedPeer, LocalCluster};
 use ringcache::shell::auth::ClusterSecret;
 use ringcache::shell::gossip::{Gossip, GossipSetup, GossipTiming};
+use ringcache::shell::health::Health;
 use std::time::{Duration, Instant};
 
 fn w(level: &str) -> WriteOptions {
@@ -231,9 +232,11 @@ async fn a_peer_with_the_wrong_cluster_secret_cannot_join() {
     .await;
 }
 
-/// The cluster id can be sniffed off the wire, so a stranger may gossip with the right one:
-/// then only the membership tag (a MAC under a key derived from the secret) keeps it out.
-/// The forger here gossips in-process with the cluster's own id and a tag under another key.
+/// Behind the datagram seal, the membership tag (a MAC under another key derived from the
+/// secret) still keeps out a gossiper whose tag is wrong. The forger here gossips in-process
+/// with the cluster's own id and seal key (as if one of the two keys had leaked) and a tag
+/// under another key. (`tests/hostile.rs` shows a stranger without the seal key changes
+/// nothing at all.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_with_the_cluster_id_but_a_forged_tag_cannot_join() {
     with_cluster(3, |cluster| async move {
@@ -253,12 +256,14 @@ async fn a_member_with_the_cluster_id_but_a_forged_tag_cannot_join() {
             seeds: vec![cluster.seed()],
             cluster_id: secret.cluster_id(),
             gossip_key: wrong.gossip_key(),
+            seal_key: secret.gossip_seal_key(),
             timing: GossipTiming {
                 interval: Duration::from_millis(100),
                 ..GossipTiming::default()
             },
             peer_addr: "127.0.0.1:9".parse().unwrap(),
             http_addr: "127.0.0.1:9".parse().unwrap(),
+            health: Health::new(),
         })
         .await
         .unwrap();

@@ -12,6 +12,7 @@ use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, 
 use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
+use crate::shell::health::Health;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -34,20 +35,23 @@ pub const TTL_HEADER: &str = "x-ttl-ms";
 
 /// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
 /// and accepts (the same on every peer of a cluster: see `causal_context`). With a
-/// `client_token`, every request but `GET /health` must carry it (see [`auth`]).
+/// `client_token`, every request but `GET /health` must carry it (see [`auth`]). `GET /health`
+/// answers 503 once `health` has failed.
 pub fn router(
     driver: DriverHandle,
     max_value_bytes: usize,
     context_key: ContextKey,
     client_token: Option<ClientToken>,
+    health: Health,
 ) -> Router {
     let state = ApiState {
         driver,
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
+        health,
     };
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
         .route("/v1/kv/{*key}", any(kv))
@@ -67,6 +71,8 @@ struct ApiState {
     context_key: Arc<ContextKey>,
     /// Sent to the other peers when summing the cluster's stats.
     client_token: Option<ClientToken>,
+    /// Failed when a task the peer cannot live without has ended.
+    health: Health,
 }
 
 impl FromRef<ApiState> for DriverHandle {
@@ -89,8 +95,16 @@ pub struct SiblingBody {
     pub expires_at_ms: Option<u64>,
 }
 
-async fn health(State(driver): State<DriverHandle>) -> Response {
-    match driver.status().await {
+/// 200 while the peer is whole; 503 once a vital task (gossip) has ended, or while stopping.
+async fn health_check(State(state): State<ApiState>) -> Response {
+    if let Some(reason) = state.health.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "reason": reason})),
+        )
+            .into_response();
+    }
+    match state.driver.status().await {
         Some(status) => Json(json!({"status": "ok", "id": status.id})).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

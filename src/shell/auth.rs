@@ -7,12 +7,21 @@
 //!   byte-identical CA certificate. Each peer then issues itself a leaf certificate (fresh key
 //!   per start) signed by that CA, and QUIC runs mutual TLS 1.3 against it: a peer with another
 //!   secret has another CA, and the handshake fails in both directions.
-//! - a **gossip key** for a keyed BLAKE3 MAC on every chitchat datagram (chitchat's own UDP is
-//!   plaintext and only checks a cluster-id string), so a stranger cannot inject membership.
+//! - a **gossip seal key** for a keyed BLAKE3 MAC on every gossip datagram
+//!   (`shell::gossip_seal`): chitchat's own UDP is plaintext and only checks a cluster-id string,
+//!   so without it a stranger could inject membership or crash chitchat's decoder.
+//! - a **gossip key** for the membership tag each peer publishes in its gossip state
+//!   (`shell::gossip`): defense in depth behind the datagram MAC.
 //! - the chitchat **cluster id**, so clusters with different secrets ignore each other quietly.
 //! - a **context key** for a keyed BLAKE3 MAC on every causal context token handed to clients
 //!   (`api::causal_context`), so any peer accepts back exactly the contexts some peer of this
 //!   cluster issued, and nobody without the secret can forge one.
+//!
+//! Each leaf certificate also names its peer, in a URI subject alternative name
+//! (`urn:ringcache:peer:<hex of the name>`): the transport checks that every envelope's `from`
+//! is the name the sender's certificate carries ([`peer_name_of`]). A holder of the secret can
+//! derive the CA key and so issue itself a certificate for any name: the check stops a peer
+//! from speaking as another over its own connection, not a holder of the secret from minting.
 //!
 //! What this does not do: encrypt gossip (membership is not secret), or rotate the secret without
 //! restarting every peer.
@@ -20,7 +29,7 @@
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ED25519,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::sync::Arc;
@@ -29,6 +38,33 @@ use std::sync::Arc;
 pub const PEER_SERVER_NAME: &str = "ringcache-peer";
 /// The application protocol every peer offers and requires in its TLS handshake.
 pub const ALPN: &[u8] = b"ringcache/1";
+/// The prefix of the URI name that carries a peer's name in its certificate (then the name's
+/// bytes in lowercase hex, so any name fits the URI's ASCII).
+const PEER_NAME_URI: &str = "urn:ringcache:peer:";
+
+/// The URI subject alternative name that names peer `name` in its certificate.
+pub fn peer_name_uri(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{PEER_NAME_URI}{hex}")
+}
+
+/// The peer name a certificate carries (see [`peer_name_uri`]), or `None` if it names none or
+/// more than one. Only meaningful for a certificate the TLS handshake has verified.
+pub fn peer_name_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    let mut names = cert
+        .valid_uri_names()
+        .filter_map(|uri| uri.strip_prefix(PEER_NAME_URI));
+    let hex = names.next()?;
+    if names.next().is_some() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
 
 /// The cluster secret, at least 16 bytes.
 #[derive(Clone)]
@@ -60,8 +96,16 @@ impl ClusterSecret {
         blake3::derive_key(purpose, &self.0)
     }
 
+    /// The key of membership tags (see `shell::gossip`). Its derivation string predates the
+    /// datagram seal and is kept so tags stay the same across versions.
     pub fn gossip_key(&self) -> [u8; 32] {
         self.derive("ringcache 2026-11 gossip datagram MAC")
+    }
+
+    /// The MAC key of every gossip datagram (see `shell::gossip_seal`): its own derivation
+    /// string, unrelated to the tag key, the context key and the CA seed.
+    pub fn gossip_seal_key(&self) -> [u8; 32] {
+        self.derive("ringcache 2026-11 gossip datagram seal")
     }
 
     /// The MAC key of causal context tokens: the same on every peer of the cluster, so a token
@@ -124,6 +168,11 @@ impl PeerIdentity {
         let mut leaf = CertificateParams::new(vec![PEER_SERVER_NAME.to_string()])
             .context("building the peer certificate")?;
         leaf.distinguished_name.push(DnType::CommonName, node_name);
+        leaf.subject_alt_names.push(SanType::URI(
+            peer_name_uri(node_name)
+                .try_into()
+                .context("encoding the peer name")?,
+        ));
         leaf.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -206,8 +255,13 @@ impl PeerIdentity {
 }
 
 /// Idle connections are closed after 10 s without traffic and kept alive every 2 s while in use,
-/// so a dead peer's connection is noticed and dropped instead of hanging sends.
+/// so a dead peer's connection is noticed and dropped instead of hanging sends. Streams and
+/// receive windows are bounded so that one peer can make another buffer only so much (see
+/// `shell::transport`); peers use no bidirectional streams.
 fn transport_config() -> Arc<quinn::TransportConfig> {
+    use crate::shell::transport::{
+        CONNECTION_RECEIVE_WINDOW, MAX_STREAMS_PER_CONNECTION, STREAM_RECEIVE_WINDOW,
+    };
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         std::time::Duration::from_secs(10)
@@ -215,7 +269,10 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
             .expect("10 s fits a QUIC idle timeout"),
     ));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
-    t.max_concurrent_uni_streams(1024u32.into());
+    t.max_concurrent_uni_streams(MAX_STREAMS_PER_CONNECTION.into());
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.stream_receive_window(STREAM_RECEIVE_WINDOW.into());
+    t.receive_window(CONNECTION_RECEIVE_WINDOW.into());
     Arc::new(t)
 }
 
@@ -236,6 +293,21 @@ mod tests {
         assert_ne!(other.gossip_key(), s.gossip_key());
         assert_ne!(other.context_key(), s.context_key());
         assert_ne!(s.context_key(), s.gossip_key());
+        assert_ne!(s.gossip_seal_key(), s.gossip_key());
+        assert_ne!(s.gossip_seal_key(), s.context_key());
+    }
+
+    #[test]
+    fn a_peer_certificate_names_its_peer() {
+        let s = ClusterSecret::new("a secret of sixteen+ bytes").unwrap();
+        for name in ["A", "peer-7", "ünïcode/with spaces", ""] {
+            let id = PeerIdentity::new(&s, name).unwrap();
+            assert_eq!(peer_name_of(&id.cert).as_deref(), Some(name));
+        }
+        // The CA certificate names no peer.
+        let id = PeerIdentity::new(&s, "A").unwrap();
+        assert_eq!(peer_name_of(&id.ca), None);
+        assert_eq!(peer_name_of(&CertificateDer::from(vec![1, 2, 3])), None);
     }
 
     #[test]

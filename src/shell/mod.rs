@@ -1,11 +1,16 @@
 //! The I/O shell around the deterministic core: tokio, quinn, chitchat.
 //!
-//! [`driver`] owns the core; [`transport`] moves peer messages over QUIC; [`gossip`] turns chitchat into membership views; [`auth`] derives
-//! all peer credentials from the cluster secret.
+//! [`driver`] owns the core; [`transport`] moves peer messages over QUIC; [`gossip`] turns
+//! chitchat into membership views, over [`gossip_transport`], which seals every datagram with
+//! [`gossip_seal`]; [`auth`] derives all peer credentials from the cluster secret; [`health`]
+//! records the failure of a task the peer cannot live without.
 // The shell is where clocks, spawning and randomness belong (see clippy.toml).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod auth;
 pub mod driver;
 pub mod gossip;
+pub mod gossip_seal;
+pub mod gossip_transport;
+pub mod health;
 pub mod transport;

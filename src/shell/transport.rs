@@ -5,20 +5,51 @@
 //! and caches the connection; an accepted connection is cached under the sender's name too, so
 //! the pair shares it both ways. Every remote call (connect, open, write) has a timeout, and a
 //! failed send is reported to the caller so the core can count the replica as failed at once.
+//!
+//! # Promises towards a peer holding the cluster secret
+//! - An envelope is delivered only if its `from` is the peer name in the sender's certificate
+//!   (`auth::peer_name_of`); any other is dropped with a warning and counted
+//!   ([`PeerTransport::rejected_envelopes`]). A dialed peer must present the certificate of the
+//!   name it was dialed for. So a peer cannot speak as another over its own connection, nor
+//!   register its connection under another's name. (A holder of the secret can mint a
+//!   certificate for any name: see `auth`.)
+//! - A connection buffers a bounded amount: at most [`MAX_STREAMS_PER_CONNECTION`] streams at
+//!   once, quinn's receive windows ([`STREAM_RECEIVE_WINDOW`], [`CONNECTION_RECEIVE_WINDOW`];
+//!   see `auth::transport_config`), and frames being read hold at most
+//!   [`READ_BUDGET_PER_CONNECTION`] bytes between them (a stream waits for room, so the sender
+//!   is slowed by flow control). A frame over `MAX_FRAME_BYTES` is dropped, and a stream that
+//!   does not finish within the send timeout is dropped. At most [`MAX_INBOUND_CONNECTIONS`]
+//!   accepted connections are open at once; more are refused.
 
 use crate::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
 use crate::core::types::NodeId;
-use crate::shell::auth::{PeerIdentity, PEER_SERVER_NAME};
+use crate::shell::auth::{peer_name_of, PeerIdentity, PEER_SERVER_NAME};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Unidirectional streams (messages) a peer may have open towards this one per connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Bytes quinn buffers per stream before the sender must wait for the reader.
+pub const STREAM_RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
+/// Bytes quinn buffers per connection, all streams together (quinn's default is unlimited).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
+/// Bytes of partly read frames one connection may hold; one largest frame fits.
+pub const READ_BUDGET_PER_CONNECTION: usize = MAX_FRAME_BYTES;
+/// Accepted connections open at once (a few per member is plenty).
+pub const MAX_INBOUND_CONNECTIONS: usize = 1024;
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 64 * 1024;
+// One largest frame must fit the budget, or it could never be read.
+const _: () = assert!(READ_BUDGET_PER_CONNECTION >= MAX_FRAME_BYTES);
+const _: () = assert!(READ_BUDGET_PER_CONNECTION <= Semaphore::MAX_PERMITS);
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -41,6 +72,10 @@ pub struct PeerTransport {
     self_name: NodeId,
     connections: Arc<Mutex<HashMap<NodeId, quinn::Connection>>>,
     inbound: mpsc::Sender<Inbound>,
+    /// Envelopes dropped because their `from` was not the sender's certificate name.
+    rejected: Arc<AtomicU64>,
+    /// Accepted connections still open.
+    inbound_connections: Arc<AtomicUsize>,
 }
 
 impl PeerTransport {
@@ -66,6 +101,8 @@ impl PeerTransport {
             self_name,
             connections: Arc::new(Mutex::new(HashMap::new())),
             inbound,
+            rejected: Arc::new(AtomicU64::new(0)),
+            inbound_connections: Arc::new(AtomicUsize::new(0)),
         };
         let acceptor = transport.clone();
         tokio::spawn(async move { acceptor.accept_loop().await });
@@ -76,12 +113,26 @@ impl PeerTransport {
         self.endpoint.local_addr()
     }
 
+    /// Envelopes dropped so far because their `from` was not their sender's certificate name.
+    pub fn rejected_envelopes(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
+            if self.inbound_connections.load(Ordering::Relaxed) >= MAX_INBOUND_CONNECTIONS {
+                tracing::warn!(remote = %incoming.remote_address(), "too many peer connections: refused");
+                incoming.refuse();
+                continue;
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(connection) => this.read_streams(connection).await,
+                    Ok(connection) => {
+                        this.inbound_connections.fetch_add(1, Ordering::Relaxed);
+                        this.read_streams(connection).await;
+                        this.inbound_connections.fetch_sub(1, Ordering::Relaxed);
+                    }
                     Err(e) => tracing::debug!(error = %e, "peer handshake refused"),
                 }
             });
@@ -91,16 +142,36 @@ impl PeerTransport {
     /// Reads every stream of one connection, dialed or accepted, until it closes. Each stream
     /// is read by its own task, so one slow or large message never holds up the others.
     async fn read_streams(&self, connection: quinn::Connection) {
+        let Some(sender) = certificate_name(&connection) else {
+            tracing::warn!(remote = %connection.remote_address(), "peer certificate names no peer: connection closed");
+            connection.close(0u32.into(), b"certificate names no peer");
+            return;
+        };
+        let sender: Arc<str> = sender.into();
+        let budget = Arc::new(Semaphore::new(READ_BUDGET_PER_CONNECTION));
         let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         while let Ok(stream) = connection.accept_uni().await {
             let this = self.clone();
             let connection = connection.clone();
             let registered = registered.clone();
+            let budget = budget.clone();
+            let sender = sender.clone();
             tokio::spawn(async move {
-                let Some(envelope) = read_frame(stream, &connection).await else {
+                let Some((envelope, _held)) = read_frame(stream, &connection, budget).await else {
                     return;
                 };
-                if !registered.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !sender_matches(&sender, &envelope) {
+                    let total = this.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        from = %envelope.from,
+                        certificate = %sender,
+                        remote = %connection.remote_address(),
+                        rejected_total = total,
+                        "peer envelope whose sender is not its certificate's peer: dropped"
+                    );
+                    return;
+                }
+                if !registered.swap(true, Ordering::Relaxed) {
                     this.connections
                         .lock()
                         .await
@@ -136,6 +207,16 @@ impl PeerTransport {
                 addr,
                 reason: e.to_string(),
             })?;
+        let named = certificate_name(&connection);
+        if named.as_deref() != Some(node.as_str()) {
+            connection.close(0u32.into(), b"not the peer dialed");
+            return Err(TransportError::Connect {
+                addr,
+                reason: format!(
+                    "the peer's certificate names {named:?}, not {node}: not the peer dialed"
+                ),
+            });
+        }
         self.connections
             .lock()
             .await
@@ -183,28 +264,81 @@ impl PeerTransport {
     }
 }
 
-/// Reads and decodes one message stream; a bad or slow stream is logged and dropped.
+/// The peer name in the certificate `connection`'s other side presented (verified by the
+/// handshake against the cluster CA).
+fn certificate_name(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    peer_name_of(chain.first()?)
+}
+
+/// Whether `envelope` says it comes from the peer its connection's certificate names.
+fn sender_matches(certificate_name: &str, envelope: &Envelope) -> bool {
+    envelope.from.as_str() == certificate_name
+}
+
+/// Reads and decodes one message stream; a bad, slow or oversized stream is logged and
+/// dropped. The frame's bytes are taken from the connection's read `budget` as they arrive, and
+/// the returned permit holds them until the envelope is handed on.
 async fn read_frame(
     mut stream: quinn::RecvStream,
     connection: &quinn::Connection,
-) -> Option<Envelope> {
-    let frame = match tokio::time::timeout(SEND_TIMEOUT, stream.read_to_end(MAX_FRAME_BYTES)).await
-    {
-        Ok(Ok(frame)) => frame,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "peer stream read failed");
-            return None;
+    budget: Arc<Semaphore>,
+) -> Option<(Envelope, OwnedSemaphorePermit)> {
+    let read = async {
+        let mut frame = Vec::new();
+        let mut held = budget.clone().acquire_many_owned(0).await.ok()?;
+        while let Some(chunk) = stream
+            .read_chunk(READ_CHUNK, true)
+            .await
+            .map_err(|e| tracing::debug!(error = %e, "peer stream read failed"))
+            .ok()?
+        {
+            if frame.len() + chunk.bytes.len() > MAX_FRAME_BYTES {
+                tracing::warn!(remote = %connection.remote_address(), "peer frame over {MAX_FRAME_BYTES} bytes dropped");
+                let _ = stream.stop(0u32.into());
+                return None;
+            }
+            let permit = budget
+                .clone()
+                .acquire_many_owned(chunk.bytes.len() as u32)
+                .await
+                .ok()?;
+            held.merge(permit);
+            frame.extend_from_slice(&chunk.bytes);
         }
+        Some((frame, held))
+    };
+    let (frame, held) = match tokio::time::timeout(SEND_TIMEOUT, read).await {
+        Ok(Some(read)) => read,
+        Ok(None) => return None,
         Err(_) => {
             tracing::debug!("peer stream read timed out");
             return None;
         }
     };
     match message::decode(&frame) {
-        Ok(envelope) => Some(envelope),
+        Ok(envelope) => Some((envelope, held)),
         Err(e) => {
             tracing::warn!(error = %e, remote = %connection.remote_address(), "bad peer frame dropped");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_must_come_from_its_certificate_s_peer() {
+        let frame = message::encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        let envelope = message::decode(&frame).unwrap();
+        assert!(sender_matches("A", &envelope));
+        assert!(!sender_matches("B", &envelope));
+        assert!(!sender_matches("", &envelope));
+        assert!(!sender_matches("A ", &envelope));
     }
 }
