@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{client, wait_for_live, with_cluster};
+use common::{client, wait_for_live, with_cluster, with_cluster_args};
 use ringcache::client::{ReadResult, WriteOptions};
 use ringcache::core::types::NodeId;
 use ringcache::launcher::{spawn_peer, LaunchOptions, LaunchedPeer, LocalCluster};
@@ -125,36 +125,42 @@ async fn blind_writes_from_two_coordinators_become_siblings_and_context_resolves
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_reads_as_404_even_when_one_replica_missed_it() {
-    with_cluster(3, |cluster| async move {
-        let a = client(&cluster, 0);
-        let c = client(&cluster, 2);
-        let context = a.put(b"gone", b"v".to_vec(), &w("all")).await.unwrap();
-        // Pause C until the others mark it down, so the delete skips it.
-        cluster.peers[2].signal(libc::SIGSTOP).unwrap();
-        wait_for_live(&cluster.peers[0].url(), 2).await;
-        wait_for_live(&cluster.peers[1].url(), 2).await;
-        let delete = WriteOptions {
-            w: Some("quorum".into()),
-            context: Some(context),
-            ..WriteOptions::default()
-        };
-        a.delete(b"gone", &delete).await.unwrap();
-        cluster.peers[2].signal(libc::SIGCONT).unwrap();
-        for peer in &cluster.peers {
-            wait_for_live(&peer.url(), 3).await;
-        }
-        // C really missed the delete: its own copy still has the value...
-        let local = c.get(b"gone", Some("one")).await.unwrap();
-        assert_eq!(
-            local.values(),
-            &[b"v".to_vec()],
-            "C was expected to hold the stale value"
-        );
-        // ...yet a read that includes C's stale copy reconciles to absent.
-        let read = c.get(b"gone", Some("all")).await.unwrap();
-        assert!(matches!(read, ReadResult::NotFound { .. }), "{read:?}");
-        cluster
-    })
+    // Anti-entropy off: it would repair C as soon as C is back, before the read this test is
+    // about (tests/self_healing.rs covers that repair).
+    with_cluster_args(
+        3,
+        &["--anti-entropy-interval-ms", "0"],
+        |cluster| async move {
+            let a = client(&cluster, 0);
+            let c = client(&cluster, 2);
+            let context = a.put(b"gone", b"v".to_vec(), &w("all")).await.unwrap();
+            // Pause C until the others mark it down, so the delete skips it.
+            cluster.peers[2].signal(libc::SIGSTOP).unwrap();
+            wait_for_live(&cluster.peers[0].url(), 2).await;
+            wait_for_live(&cluster.peers[1].url(), 2).await;
+            let delete = WriteOptions {
+                w: Some("quorum".into()),
+                context: Some(context),
+                ..WriteOptions::default()
+            };
+            a.delete(b"gone", &delete).await.unwrap();
+            cluster.peers[2].signal(libc::SIGCONT).unwrap();
+            for peer in &cluster.peers {
+                wait_for_live(&peer.url(), 3).await;
+            }
+            // C really missed the delete: its own copy still has the value...
+            let local = c.get(b"gone", Some("one")).await.unwrap();
+            assert_eq!(
+                local.values(),
+                &[b"v".to_vec()],
+                "C was expected to hold the stale value"
+            );
+            // ...yet a read that includes C's stale copy reconciles to absent.
+            let read = c.get(b"gone", Some("all")).await.unwrap();
+            assert!(matches!(read, ReadResult::NotFound { .. }), "{read:?}");
+            cluster
+        },
+    )
     .await;
 }
 
