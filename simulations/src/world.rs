@@ -160,6 +160,10 @@ struct Peer {
     clock: (i64, i64),
     detector: Detector,
     left: bool,
+    /// Since when the peer has been leaving gracefully (handing its data off), if it is.
+    leaving_since: Option<Millis>,
+    /// Its first incarnation (a later one restarted empty).
+    first_incarnation: u64,
     view: Option<MembershipView>,
 }
 
@@ -222,6 +226,8 @@ struct World<'s> {
     collected: BTreeMap<Vec<u8>, VersionVector>,
     /// Steps after which a peer's accounted memory exceeded its limit by more than an entry.
     over_memory: Vec<String>,
+    /// Handoff drops no other peer could have confirmed (see `check_handed_off`).
+    handoff_unconfirmed: Vec<String>,
     disruptions: Vec<(Millis, Millis)>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
@@ -309,6 +315,7 @@ impl<'s> World<'s> {
             fetch_keys: BTreeMap::new(),
             collected: BTreeMap::new(),
             over_memory: Vec::new(),
+            handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
@@ -331,6 +338,8 @@ impl<'s> World<'s> {
                 clock: s.clocks[i],
                 detector,
                 left: false,
+                leaving_since: None,
+                first_incarnation: 0,
                 view: None,
             };
             world.peers.insert(name.clone(), peer);
@@ -366,6 +375,9 @@ impl<'s> World<'s> {
         let node = shards::Shards::boot(name, incarnation, &self.config, self.s.shards, self.plant);
         let peer = self.peers.get_mut(name).expect("known peer");
         peer.node = Some(node);
+        if peer.incarnation == 0 {
+            peer.first_incarnation = incarnation;
+        }
         peer.incarnation = incarnation;
         peer.view = None;
         peer.detector
@@ -555,6 +567,8 @@ impl<'s> World<'s> {
         let n = peer.node.as_mut().expect("checked");
         n.handle(now, input, &mut out);
         let dropped = n.take_evicted();
+        let abandoned = n.take_abandoned();
+        let handed_off = n.take_handed_off();
         self.after_feed(node, before, &out);
         if let Some(op) = forwarded_op {
             for msg in &out.messages {
@@ -572,6 +586,8 @@ impl<'s> World<'s> {
             .map(|(k, s)| (k.clone(), s.context().clone()))
             .collect();
         self.note_dropped(node, dropped, ring_before.as_ref());
+        self.note_abandoned(abandoned);
+        self.check_handed_off(node, handed_off);
         self.after_reads_stepped(pending);
         taken
     }
@@ -711,15 +727,21 @@ impl<'s> World<'s> {
             // Reads end at their deadlines here, in every shard.
             let pending = self.reads_pending(name);
             let mut dropped = Vec::new();
+            let mut abandoned = Vec::new();
+            let mut handed_off = Vec::new();
             if let Some(n) = self.peers.get_mut(name).and_then(|p| p.node.as_mut()) {
                 n.tick(now, &mut out);
                 // A read repair applied here at a deadline can evict.
                 dropped = n.take_evicted();
+                abandoned = n.take_abandoned();
+                handed_off = n.take_handed_off();
             }
             self.after_feed(name, None, &out);
             self.check_memory(name);
             self.absorb(name, out);
             self.note_dropped(name, dropped, None);
+            self.note_abandoned(abandoned);
+            self.check_handed_off(name, handed_off);
             self.after_reads_stepped(pending);
             if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
@@ -727,6 +749,7 @@ impl<'s> World<'s> {
             if since.is_multiple_of(DETECTOR_EVERY_MS) {
                 self.update_view(name);
             }
+            self.depart_when_handed_off(name);
         }
         if since.is_multiple_of(DETECTOR_EVERY_MS) && self.healed_at.is_some() {
             self.after_heal_checks();

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Liveness {
     Up,
     Down,
+    /// Up, but leaving the cluster: it holds no place on the ring and hands its data off.
+    Leaving,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +36,25 @@ impl MembershipView {
         self.members.insert(node, liveness);
     }
 
+    /// Whether `node` is believed reachable (up, or leaving).
     pub fn is_up(&self, node: &NodeId) -> bool {
-        self.members.get(node) == Some(&Liveness::Up)
+        matches!(
+            self.members.get(node),
+            Some(Liveness::Up | Liveness::Leaving)
+        )
     }
 
     pub fn members(&self) -> BTreeSet<NodeId> {
         self.members.keys().cloned().collect()
+    }
+
+    /// The members that hold a place on the ring: every member but those leaving.
+    pub fn ring_members(&self) -> BTreeSet<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, l)| **l != Liveness::Leaving)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&NodeId, Liveness)> {

@@ -53,6 +53,9 @@ pub enum PeerMessage {
     FetchReply {
         req: u64,
         state: Option<Siblings>,
+        /// The replier gained the key's partition moments ago and may not hold its data yet
+        /// (a handoff or anti-entropy is filling it): its answer does not count toward R.
+        warming: bool,
     },
     /// Coordinate this write for me: I am not one of the key's replicas.
     Coordinate {
@@ -67,6 +70,19 @@ pub enum PeerMessage {
     AntiEntropy {
         req: u64,
         message: AntiEntropyMessage,
+    },
+    /// Handoff: states of a partition the sender no longer replicates, for you to merge (see
+    /// `node/handoff`).
+    Handoff {
+        req: u64,
+        partition: u32,
+        states: Vec<KeyState>,
+    },
+    /// Whether every state of the `Handoff` was stored.
+    HandoffAck {
+        req: u64,
+        partition: u32,
+        stored: bool,
     },
 }
 
@@ -152,8 +168,10 @@ impl PeerMessage {
                 | AntiEntropyMessage::KeysReply { .. }
                 | AntiEntropyMessage::PushReply { .. } => (*req % shards.max(1) as u64) as u32,
             },
+            PeerMessage::Handoff { partition, .. } => partition % shards.max(1),
             PeerMessage::StoreAck { req }
             | PeerMessage::StoreRefused { req }
+            | PeerMessage::HandoffAck { req, .. }
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::CoordinateReply { req, .. } => (*req % shards.max(1) as u64) as u32,
         }
@@ -171,7 +189,9 @@ impl PeerMessage {
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::Coordinate { req, .. }
             | PeerMessage::CoordinateReply { req, .. }
-            | PeerMessage::AntiEntropy { req, .. } => *req,
+            | PeerMessage::AntiEntropy { req, .. }
+            | PeerMessage::Handoff { req, .. }
+            | PeerMessage::HandoffAck { req, .. } => *req,
         }
     }
 }

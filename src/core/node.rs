@@ -24,6 +24,7 @@ mod anti_entropy;
 mod collection;
 mod expire;
 mod forward;
+mod handoff;
 mod placement;
 mod read;
 mod read_repair;
@@ -35,6 +36,7 @@ mod tests;
 mod write;
 
 pub use anti_entropy::AntiEntropyStats;
+pub use handoff::{HandedOff, HandoffProgress};
 pub use stats::NodeStats;
 pub use write::WriteRan;
 
@@ -50,6 +52,7 @@ use crate::core::version_vector::Actor;
 use anti_entropy::AntiEntropy;
 use collection::Collection;
 use forward::RecentForwards;
+use handoff::Handoff;
 use requests::{first_request_number, Flight, Requests, Waiter};
 use stats::Counters;
 use write::WriteLog;
@@ -120,6 +123,13 @@ pub struct Node {
     write_log: WriteLog,
     /// Merkle anti-entropy with the other replicas.
     anti_entropy: AntiEntropy,
+    /// Partitions this peer no longer replicates, streaming to their new replicas.
+    handoff: Handoff,
+    /// Whether this peer is leaving the cluster (it then holds no place on its own ring).
+    leaving: bool,
+    /// Partitions this peer gained in a ring change, until when its answers for them do not
+    /// count toward a read's R (the handoff deadline and a request timeout after the change).
+    warming: std::collections::BTreeMap<crate::core::ring::PartitionId, Millis>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
@@ -151,7 +161,7 @@ impl Node {
 
     fn unsharded(id: NodeId, incarnation: u64, config: CoreConfig) -> Node {
         let view = MembershipView::new().with(id.clone(), crate::core::membership::Liveness::Up);
-        let ring = Ring::new(config.ring_params(), view.members())
+        let ring = Ring::new(config.ring_params(), view.ring_members())
             .expect("CoreConfig::validate accepts only valid ring parameters");
         Node {
             actor: Actor(format!("{id}.{incarnation}").into()),
@@ -174,6 +184,9 @@ impl Node {
             counters: Counters::default(),
             write_log: WriteLog::default(),
             anti_entropy: AntiEntropy::new(0, 1),
+            handoff: Handoff::default(),
+            leaving: false,
+            warming: std::collections::BTreeMap::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -263,7 +276,7 @@ impl Node {
                 }
             },
             Input::Peer { from, message } => self.on_peer_message(now, from, message, out),
-            Input::Membership(view) => self.on_membership(view),
+            Input::Membership(view) => self.on_membership(now, view),
             Input::Undeliverable { to, req } => self.on_undeliverable(now, to, req, out),
         }
     }
@@ -286,6 +299,27 @@ impl Node {
             request.waiter.fail(error, out);
         }
         self.anti_entropy_tick(now, out);
+        self.handoff_tick(now, out);
+    }
+
+    /// Starts leaving the cluster: this peer takes itself off its ring (peers learn it from
+    /// gossip and do the same) and hands every partition it holds to its new replicas; see
+    /// [`Node::handoff_done`].
+    pub fn leave(&mut self, now: Millis) {
+        self.leaving = true;
+        let view = self.view.clone();
+        self.on_membership(now, view);
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Whether this peer's answers for `partition` do not count toward R yet.
+    fn is_warming(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
+        self.warming
+            .get(&partition)
+            .is_some_and(|until| now < *until)
     }
 
     fn on_peer_message(
@@ -304,9 +338,11 @@ impl Node {
             PeerMessage::Repair { key, state, .. } => self.on_repair(now, &key, &state),
             PeerMessage::Forget { key, clock, .. } => self.on_forget(&key, &clock),
             PeerMessage::Fetch { req, key } => self.on_fetch(now, from, req, &key, out),
-            PeerMessage::FetchReply { req, state } => {
-                self.on_fetch_reply(now, from, req, state, out)
-            }
+            PeerMessage::FetchReply {
+                req,
+                state,
+                warming,
+            } => self.on_fetch_reply(now, from, req, state, warming, out),
             PeerMessage::Coordinate { req, write } => {
                 self.on_coordinate(now, from, req, write, out)
             }
@@ -316,12 +352,23 @@ impl Node {
             PeerMessage::AntiEntropy { req, message } => {
                 self.on_anti_entropy(now, from, req, message, out)
             }
+            PeerMessage::Handoff {
+                req,
+                partition,
+                states,
+            } => self.on_handoff(now, from, req, partition, states, out),
+            PeerMessage::HandoffAck { req, stored, .. } => {
+                self.on_handoff_ack(now, &from, req, stored, out)
+            }
         }
     }
 
     fn on_undeliverable(&mut self, now: Millis, to: NodeId, req: u64, out: &mut Outputs) {
         if self.anti_entropy.owns(req) {
             return self.on_anti_entropy_undeliverable(now);
+        }
+        if self.owns_handoff(req) {
+            return; // the batch is sent again when its acknowledgements are overdue
         }
         match self.requests.flight_mut(req) {
             Some(Flight::Write(_)) => self.on_store_answer(&to, req, false, out),

@@ -33,10 +33,13 @@ pub enum PlantedBug {
     /// Anti-entropy never compares the odd leaves of a partition's tree: aimed at the
     /// convergence check, which must not pass on read repair alone.
     AntiEntropySkipsLeaf,
+    /// A peer handing a partition off drops each batch as it sends it, before any new replica
+    /// confirmed it: aimed at the handoff's drop rule.
+    HandoffDropsEarly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -45,6 +48,7 @@ impl PlantedBug {
         PlantedBug::ForgetDropsLive,
         PlantedBug::RingChangeDropsHeld,
         PlantedBug::AntiEntropySkipsLeaf,
+        PlantedBug::HandoffDropsEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl PlantedBug {
             PlantedBug::ForgetDropsLive => "forget-drops-live",
             PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
             PlantedBug::AntiEntropySkipsLeaf => "anti-entropy-skips-leaf",
+            PlantedBug::HandoffDropsEarly => "handoff-drops-early",
         }
     }
 }

@@ -598,6 +598,20 @@ impl Store {
         true
     }
 
+    /// Drops `key` because another peer now holds it (a handoff confirmed, or abandoned):
+    /// not an eviction, and not logged as one. Like any drop, it ends the dot-minting epoch if
+    /// the key is written here again.
+    pub fn hand_off(&mut self, key: &[u8]) -> bool {
+        let Some(position) = self.entries.find(key) else {
+            return false;
+        };
+        let log = self.eviction_log.take();
+        let key = self.remove_at(position);
+        self.eviction_log = log;
+        self.remember_forgotten(&key);
+        true
+    }
+
     fn remember_forgotten(&mut self, key: &[u8]) {
         if self.evicted_this_epoch.len() >= EPOCH_MEMORY {
             // Forgetting which keys were dropped is safe only in a new epoch.

@@ -56,6 +56,9 @@ pub enum ViolationKind {
     ExpiredRead,
     /// A peer's accounted memory passed its limit (judged by the recorder, after every step).
     OverMemoryLimit,
+    /// A peer dropped a copy it handed off before any new replica held it (judged by the
+    /// recorder, at the drop).
+    HandoffUnconfirmed,
 }
 
 impl ViolationKind {
@@ -69,6 +72,7 @@ impl ViolationKind {
             ViolationKind::ReadYourWrites => "read-your-writes",
             ViolationKind::ExpiredRead => "expired-read",
             ViolationKind::OverMemoryLimit => "over-memory-limit",
+            ViolationKind::HandoffUnconfirmed => "handoff-unconfirmed",
         }
     }
 }
@@ -144,6 +148,8 @@ pub enum LossCause {
     Message,
     /// Only peers that no longer replicate the key held it when the run ended (no handoff).
     Stranded,
+    /// A peer handing off a partition dropped its copy unsent at the handoff's deadline.
+    Abandoned,
 }
 
 impl LossCause {
@@ -155,6 +161,7 @@ impl LossCause {
             LossCause::StaleDrop => "stale drop",
             LossCause::Message => "message lost",
             LossCause::Stranded => "stranded",
+            LossCause::Abandoned => "handoff abandoned",
         }
     }
 }
@@ -239,6 +246,7 @@ impl Excuse {
                 LossCause::StaleDrop => "lost: stale drop",
                 LossCause::Message => "lost: message",
                 LossCause::Stranded => "lost: stranded",
+                LossCause::Abandoned => "lost: handoff abandoned",
             },
         }
     }

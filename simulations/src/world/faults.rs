@@ -78,6 +78,8 @@ impl World<'_> {
                         clock: self.s.clocks[index],
                         detector,
                         left: false,
+                        leaving_since: None,
+                        first_incarnation: 0,
                         view: None,
                     },
                 );
@@ -93,20 +95,39 @@ impl World<'_> {
                 if !leaving {
                     return;
                 }
-                self.peers
-                    .get_mut(&name)
-                    .expect("checked")
-                    .detector
-                    .left
-                    .insert(name.clone());
-                self.send_heartbeats(&name);
-                self.lose_memory(&name, LossCause::Departure);
+                // A graceful leave: the peer announces it, hands its data off while it keeps
+                // running, and departs once done (see `depart_when_handed_off`).
+                let now = self.local_time(&name);
                 let peer = self.peers.get_mut(&name).expect("checked");
-                peer.left = true;
-                peer.node = None;
+                peer.detector.left.insert(name.clone());
+                peer.leaving_since = Some(self.now);
+                if let Some(node) = peer.node.as_mut() {
+                    node.leave(now);
+                }
+                self.send_heartbeats(&name);
                 self.note_ring_agreement();
             }
         }
+    }
+
+    /// Ends a graceful leave once the peer handed everything off, or after the handoff
+    /// deadline and a request timeout more (what it still holds then departs with it).
+    pub(super) fn depart_when_handed_off(&mut self, name: &NodeId) {
+        let peer = &self.peers[name];
+        let (Some(since), Some(node)) = (peer.leaving_since, peer.node.as_ref()) else {
+            return;
+        };
+        let limit = since + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+        if peer.paused || (!node.handoff_done() && self.now < limit) {
+            return;
+        }
+        self.send_heartbeats(name);
+        self.lose_memory(name, LossCause::Departure);
+        let peer = self.peers.get_mut(name).expect("known");
+        peer.left = true;
+        peer.leaving_since = None;
+        peer.node = None;
+        self.note_ring_agreement();
     }
 
     pub(super) fn end_fault(&mut self, i: usize) {

@@ -68,7 +68,8 @@ impl World<'_> {
         if peer.view.as_ref() == Some(&view) {
             return;
         }
-        let ring_changed = peer.view.as_ref().map(|v| v.members()) != Some(view.members());
+        let ring_changed =
+            peer.view.as_ref().map(|v| v.ring_members()) != Some(view.ring_members());
         peer.view = Some(view.clone());
         self.feed(name, Input::Membership(view));
         if ring_changed {
@@ -79,11 +80,13 @@ impl World<'_> {
     /// Tracks intervals in which running peers place keys on different rings: quorums taken on
     /// different rings need not overlap, so read-your-writes is not promised across them.
     pub(super) fn note_ring_agreement(&mut self) {
+        // The rings the cores place keys on (a leaving peer has taken itself off its own).
         let mut rings = self
             .peers
             .values()
-            .filter(|p| p.node.is_some() && !p.left)
-            .map(|p| p.view.as_ref().map(|v| v.members()));
+            .filter(|p| !p.left)
+            .filter_map(|p| p.node.as_ref())
+            .map(|n| Some(n.ring().members().clone()));
         let first = rings.next().flatten();
         let agree = rings.all(|r| r == first);
         match (agree, self.rings_differ_since) {

@@ -306,6 +306,14 @@ impl World<'_> {
                 ops: Vec::new(),
             });
         }
+        for detail in std::mem::take(&mut self.handoff_unconfirmed) {
+            report.violations.push(Violation {
+                kind: ViolationKind::HandoffUnconfirmed,
+                key: Vec::new(),
+                detail,
+                ops: Vec::new(),
+            });
+        }
         let latencies = self
             .history
             .ops()

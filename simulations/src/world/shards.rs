@@ -37,6 +37,7 @@ impl Shards {
                     Node::new_shard(id.clone(), incarnation, shard_config.clone(), shard, count);
                 node.log_evictions();
                 node.log_writes();
+                node.log_abandoned();
                 if let Some(bug) = plant {
                     node.plant(bug);
                 }
@@ -135,6 +136,34 @@ impl Shards {
             .iter_mut()
             .flat_map(|n| n.take_evicted())
             .collect()
+    }
+
+    /// Copies handoffs dropped unsent at their deadline, since the last call.
+    pub fn take_abandoned(&mut self) -> Vec<(Vec<u8>, Siblings)> {
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| n.take_abandoned())
+            .collect()
+    }
+
+    /// Copies dropped as handed off, since the last call.
+    pub fn take_handed_off(&mut self) -> Vec<ringcache::core::node::HandedOff> {
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| n.take_handed_off())
+            .collect()
+    }
+
+    /// Starts a graceful leave in every shard.
+    pub fn leave(&mut self, now: Millis) {
+        for n in &mut self.nodes {
+            n.leave(now);
+        }
+    }
+
+    /// Whether every shard has handed off all it must.
+    pub fn handoff_done(&self) -> bool {
+        self.nodes.iter().all(|n| n.handoff_done())
     }
 
     pub fn take_writes_run(&mut self) -> Vec<WriteRan> {

@@ -31,6 +31,7 @@
 
 use super::*;
 use ringcache::core::message::AntiEntropyMessage;
+use ringcache::core::node::HandedOff;
 use ringcache::core::version_vector::Dot;
 use ringcache::history::check::{Loss, LossCause, WriteRun};
 
@@ -161,19 +162,22 @@ impl World<'_> {
             PeerMessage::FetchReply {
                 req,
                 state: Some(state),
+                ..
             } => self
                 .fetch_keys
                 .get(req)
                 .map(|k| (k.as_slice(), state))
                 .into_iter()
                 .collect(),
-            PeerMessage::AntiEntropy { message, .. } => match message {
-                AntiEntropyMessage::KeysReply { states, .. }
-                | AntiEntropyMessage::Push { states, .. } => {
-                    states.iter().map(|(k, s)| (k.as_slice(), s)).collect()
-                }
-                _ => Vec::new(),
-            },
+            PeerMessage::Handoff { states, .. } => {
+                states.iter().map(|(k, s)| (k.as_slice(), s)).collect()
+            }
+            PeerMessage::AntiEntropy {
+                message:
+                    AntiEntropyMessage::KeysReply { states, .. }
+                    | AntiEntropyMessage::Push { states, .. },
+                ..
+            } => states.iter().map(|(k, s)| (k.as_slice(), s)).collect(),
             _ => Vec::new(),
         }
     }
@@ -367,6 +371,57 @@ impl World<'_> {
     /// Keys `node` dropped while handling `input`: evictions at its memory limit, or its stale
     /// copies of partitions it just regained (judged against `ring_before`). Any other drop is
     /// a bug and is not recorded, so what it loses stays unexcused.
+    /// Copies a handoff dropped unsent at its deadline: a legitimate loss if nothing else held
+    /// them.
+    pub(super) fn note_abandoned(&mut self, abandoned: Vec<(Vec<u8>, Siblings)>) {
+        for (key, state) in abandoned {
+            self.key_disruptions
+                .entry(key.clone())
+                .or_default()
+                .push(self.now);
+            self.lose_copy(None, &key, state.context(), LossCause::Abandoned);
+        }
+    }
+
+    /// Copies `node` dropped as handed off. Some other running peer must hold each already (a
+    /// state descending from the one dropped); if none does, a new replica must have confirmed
+    /// it and lost it since, legitimately (it is down or restarted empty, or it evicted it at
+    /// its memory limit): that is the loss, by its cause. Otherwise the handoff dropped a copy
+    /// nobody held.
+    pub(super) fn check_handed_off(&mut self, node: &NodeId, handed_off: Vec<HandedOff>) {
+        for h in handed_off {
+            let held_elsewhere = self.peers.iter().any(|(name, p)| {
+                name != node
+                    && !p.left
+                    && p.node
+                        .as_ref()
+                        .and_then(|n| n.peek(&h.key))
+                        .is_some_and(|s| s.context().descends_from(h.state.context()))
+            });
+            if held_elsewhere {
+                continue;
+            }
+            let excuse = h.confirmed_by.iter().find_map(|c| {
+                let p = self.peers.get(c)?;
+                match &p.node {
+                    None => Some(LossCause::Crash),
+                    Some(_) if p.incarnation != p.first_incarnation => Some(LossCause::Crash),
+                    Some(_) if self.s.memory.is_some() => Some(LossCause::Eviction),
+                    Some(_) => None,
+                }
+            });
+            match excuse {
+                Some(cause) => self.lose_copy(None, &h.key, h.state.context(), cause),
+                None => self.handoff_unconfirmed.push(format!(
+                    "{node} dropped its copy of {:?} ({}) as handed off while no other peer held it (confirmed by {:?})",
+                    String::from_utf8_lossy(&h.key),
+                    h.state.context(),
+                    h.confirmed_by
+                )),
+            }
+        }
+    }
+
     pub(super) fn note_dropped(
         &mut self,
         node: &NodeId,

@@ -259,7 +259,7 @@ impl Node {
         }
     }
 
-    fn refill_budget(&mut self, now: Millis) {
+    pub(super) fn refill_budget(&mut self, now: Millis) {
         let ae = &mut self.anti_entropy;
         let elapsed = now.saturating_sub(ae.budget_at);
         ae.budget_at = now;
@@ -270,6 +270,16 @@ impl Node {
         };
         ae.keys_budget = add(ae.keys_budget, keys_rate);
         ae.bytes_budget = add(ae.bytes_budget, bytes_rate);
+    }
+
+    /// Whether the budget anti-entropy and handoff share is overdrawn.
+    pub(super) fn anti_entropy_budget_overdrawn(&self) -> bool {
+        self.budget_overdrawn()
+    }
+
+    /// Spends the budget anti-entropy and handoff share.
+    pub(super) fn spend_anti_entropy_budget(&mut self, keys: usize, bytes: u64) {
+        self.spend(keys, bytes);
     }
 
     fn budget_overdrawn(&self) -> bool {

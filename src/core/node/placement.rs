@@ -12,16 +12,22 @@ use crate::core::planted::PlantedBug;
 use crate::core::ring::Ring;
 #[cfg(feature = "planted-bugs")]
 use crate::core::siblings::{Payload, Siblings};
+use crate::core::types::Millis;
 
 impl Node {
-    pub(super) fn on_membership(&mut self, mut view: MembershipView) {
-        view.set(self.id.clone(), Liveness::Up);
+    pub(super) fn on_membership(&mut self, now: Millis, mut view: MembershipView) {
+        let me = if self.leaving {
+            Liveness::Leaving
+        } else {
+            Liveness::Up
+        };
+        view.set(self.id.clone(), me);
         // A peer back up, or a new ring, may hold or need what changed meanwhile: compare
         // trees with everyone at once.
         let returned = view
             .iter()
             .any(|(m, l)| l == Liveness::Up && !self.view.is_up(m));
-        if returned || view.members() != *self.ring.members() {
+        if returned || view.ring_members() != *self.ring.members() {
             self.anti_entropy.all_due_now();
         }
         #[cfg(feature = "planted-bugs")]
@@ -33,8 +39,8 @@ impl Node {
         {
             self.planted_drop_oldest_values();
         }
-        if view.members() != *self.ring.members() {
-            let ring = Ring::new(self.config.ring_params(), view.members())
+        if view.ring_members() != *self.ring.members() {
+            let ring = Ring::new(self.config.ring_params(), view.ring_members())
                 .expect("ring parameters were validated at start");
             #[cfg(feature = "planted-bugs")]
             if self.planted == Some(PlantedBug::RingChangeDropsHeld) {
@@ -46,7 +52,10 @@ impl Node {
                     .drop_where(|key| moved.contains(&new.partition_of(key)));
             }
             self.drop_regained_partitions(&ring);
+            self.note_gained_partitions(now, &ring);
             self.ring = ring;
+            // What this peer holds but no longer replicates follows the ring.
+            self.plan_handoffs(now);
         }
         self.view = view;
     }
@@ -72,6 +81,25 @@ impl Node {
             versions.remove(oldest);
             let forgot = Siblings::from_parts(state.context().clone(), versions);
             self.store.replace(&key, forgot, 0);
+        }
+    }
+
+    /// Partitions this peer replicates in `new_ring` but not in its current ring (all of them,
+    /// for a peer that just started empty) are warming:
+    /// until their data has had time to arrive (the handoff deadline, then a request timeout),
+    /// this peer's answers for them do not count toward a read's R, so a read right after a
+    /// join or a leave is answered by replicas that hold the data.
+    fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring) {
+        let until = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+        self.warming.retain(|_, t| *t > now);
+        // A peer that just started (alone on its ring, holding nothing) gains all it replicates.
+        let just_started = self.ring.members().len() == 1 && self.store.is_empty();
+        for p in 0..self.config.partitions {
+            if new_ring.preference_list(p).contains(&self.id)
+                && (just_started || !self.ring.preference_list(p).contains(&self.id))
+            {
+                self.warming.insert(p, until);
+            }
         }
     }
 

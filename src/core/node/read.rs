@@ -27,10 +27,27 @@ pub(super) struct ReadFlight {
     answers: BTreeMap<NodeId, Option<Siblings>>,
     /// Replicas asked (live ones, including this node if it is a replica).
     asked: usize,
+    /// Replicas that answered while warming (see `Node::is_warming`): counted toward R only
+    /// once every asked replica answered.
+    deferred: Vec<NodeId>,
+    /// Replicas asked that could not be reached.
+    unreachable: usize,
     /// Whether the waiter already has its answer (the read now only waits to repair).
     replied: bool,
     /// The expire this read is the first half of, until the read has its answer.
     expire: Option<Box<PendingExpire>>,
+}
+
+impl ReadFlight {
+    /// Once every replica asked answered (or could not be reached), the warming ones count
+    /// toward R after all: they are all there is.
+    fn count_deferred_once_all_answered(&mut self) {
+        if self.answers.len() + self.unreachable >= self.asked {
+            for replica in std::mem::take(&mut self.deferred) {
+                self.tracker.record_success(&replica);
+            }
+        }
+    }
 }
 
 impl Node {
@@ -64,7 +81,9 @@ impl Node {
         let mut merged = Siblings::new();
         let mut answers = BTreeMap::new();
         let mut asked = 0;
+        let mut deferred = Vec::new();
         let req = self.requests.fresh();
+        let warming = self.is_warming(self.ring.partition_of(&key), now);
         for replica in &replicas {
             if *replica == self.id {
                 let local = self.store.read(&key, now);
@@ -73,7 +92,11 @@ impl Node {
                 }
                 answers.insert(replica.clone(), local);
                 asked += 1;
-                tracker.record_success(replica);
+                if warming {
+                    deferred.push(replica.clone());
+                } else {
+                    tracker.record_success(replica);
+                }
             } else if self.view.is_up(replica) {
                 asked += 1;
                 out.messages.push(Outgoing {
@@ -87,15 +110,18 @@ impl Node {
                 tracker.record_failure(replica);
             }
         }
-        let flight = ReadFlight {
+        let mut flight = ReadFlight {
             key,
             tracker,
             merged,
             answers,
             asked,
+            deferred,
+            unreachable: 0,
             replied: false,
             expire,
         };
+        flight.count_deferred_once_all_answered();
         self.requests.insert(
             req,
             Request {
@@ -114,6 +140,7 @@ impl Node {
         from: NodeId,
         req: u64,
         state: Option<Siblings>,
+        warming: bool,
         out: &mut Outputs,
     ) {
         if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
@@ -122,7 +149,12 @@ impl Node {
                     read.merged.merge(state);
                 }
                 read.answers.insert(from.clone(), state);
-                read.tracker.record_success(&from);
+                if warming {
+                    read.deferred.push(from.clone());
+                } else {
+                    read.tracker.record_success(&from);
+                }
+                read.count_deferred_once_all_answered();
             }
             self.settle_read(now, req, out);
         }
@@ -138,6 +170,8 @@ impl Node {
     ) {
         if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
             read.tracker.record_failure(to);
+            read.unreachable += 1;
+            read.count_deferred_once_all_answered();
             self.settle_read(now, req, out);
         }
     }

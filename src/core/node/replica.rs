@@ -44,9 +44,14 @@ impl Node {
         out: &mut Outputs,
     ) {
         let state = self.store.read(key, now);
+        let warming = self.is_warming(self.ring.partition_of(key), now);
         out.messages.push(Outgoing {
             to: from,
-            message: PeerMessage::FetchReply { req, state },
+            message: PeerMessage::FetchReply {
+                req,
+                state,
+                warming,
+            },
         });
     }
 

@@ -36,7 +36,8 @@ impl Net {
             nodes,
             cut: BTreeSet::new(),
             drop_silently: false,
-            now: 1_000,
+            // Past the warming of a peer that just started (see `Node::is_warming`).
+            now: 2_000,
             next_client: 0,
             held: Vec::new(),
         }
@@ -266,9 +267,10 @@ fn silence_ends_in_a_timeout_at_the_deadline() {
     net.drop_silently = true;
     net.cut.insert(nid("B"));
     net.cut.insert(nid("C"));
+    let start = net.now;
     assert_eq!(net.request("A", get("k", Quorum::All)), None);
-    assert!(net.tick_all(1_000 + timeout - 1).is_empty());
-    let replies = net.tick_all(1_000 + timeout);
+    assert!(net.tick_all(start + timeout - 1).is_empty());
+    let replies = net.tick_all(start + timeout);
     assert_eq!(
         replies,
         vec![ClientReply::Failed(RequestError::Timeout {
@@ -350,13 +352,14 @@ fn ttl_values_vanish_at_their_expiry_on_every_replica() {
         context: None,
         w: Quorum::All,
     });
+    let start = net.now;
     net.request("A", req).unwrap();
-    net.now = 1_999;
+    net.now = start + 999;
     assert_eq!(
         values(&net.request("B", get("k", Quorum::One)).unwrap()),
         vec!["v"]
     );
-    net.now = 2_000;
+    net.now = start + 1_000;
     for n in ["A", "B", "C"] {
         let r = net.request(n, get("k", Quorum::One)).unwrap();
         assert!(matches!(r, ClientReply::NotFound { .. }), "{n}: {r:?}");
@@ -745,6 +748,7 @@ fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
             // both lead to this shard.
             assert_eq!(msg.message.shard(config.partitions, 3), shard);
             let reply = PeerMessage::FetchReply {
+                warming: false,
                 req: msg.message.req(),
                 state: None,
             };
@@ -1053,4 +1057,183 @@ fn deleted_and_expired_states_are_not_sent_to_a_replica_that_lacks_the_key() {
         .map(|n| n.stats().anti_entropy_skipped)
         .sum();
     assert!(skipped >= 2, "{skipped}");
+}
+
+/// Every node's keys lie in partitions it replicates, and every key has all its replicas.
+fn assert_placed_by_ring(net: &Net, keys: &[String]) {
+    for (name, node) in &net.nodes {
+        for (key, _) in node.store().iter() {
+            assert!(
+                node.ring().replicas_of(key).contains(name),
+                "{name} still holds {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    let any = net.nodes.values().next().unwrap();
+    for key in keys {
+        for owner in any.ring().replicas_of(key.as_bytes()) {
+            assert!(
+                net.nodes[owner].store().peek(key.as_bytes()).is_some(),
+                "{owner} lacks {key}"
+            );
+        }
+    }
+}
+
+fn set_view(net: &mut Net, view: &MembershipView) {
+    let now = net.now;
+    for n in net.nodes.values_mut() {
+        n.handle(
+            now,
+            Input::Membership(view.clone()),
+            &mut Outputs::default(),
+        );
+    }
+}
+
+#[test]
+fn a_join_moves_partitions_to_the_newcomer_and_the_ex_owners_drop_them() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0; // only handoff moves data here
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    let mut d = Node::new(nid("D"), 4, config);
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    d.handle(
+        net.now,
+        Input::Membership(four.clone()),
+        &mut Outputs::default(),
+    );
+    net.nodes.insert(nid("D"), d);
+    set_view(&mut net, &four);
+    let moving: usize = net.nodes.values().map(|n| n.handoff_progress().len()).sum();
+    assert!(moving > 0, "the join moved partitions");
+    let start = net.now;
+    run_until(&mut net, 50, start + 1_000);
+    for (name, n) in &net.nodes {
+        assert!(
+            n.handoff_done(),
+            "{name}: {:?} handed {}",
+            n.handoff_progress(),
+            n.keys_handed_off()
+        );
+    }
+    assert_placed_by_ring(&net, &keys);
+    let total: usize = net.nodes.values().map(|n| n.store().len()).sum();
+    assert_eq!(total, 3 * keys.len(), "exactly N copies of each key");
+    let handed: u64 = net.nodes.values().map(|n| n.keys_handed_off()).sum();
+    assert_eq!(handed as usize, net.nodes[&nid("D")].store().len());
+}
+
+#[test]
+fn a_leaving_peer_hands_everything_off_and_no_key_is_lost() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let mut net = Net::new(&["A", "B", "C", "D"], config);
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    let held = net.nodes[&nid("C")].store().len();
+    assert!(held > 0);
+    let now = net.now;
+    net.nodes.get_mut(&nid("C")).unwrap().leave(now);
+    assert!(!net.nodes[&nid("C")].ring().members().contains(&nid("C")));
+    let leaving = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Leaving)
+        .with("D", Liveness::Up);
+    set_view(&mut net, &leaving);
+    let start = net.now;
+    run_until(&mut net, 50, start + 1_000);
+    let c = &net.nodes[&nid("C")];
+    assert!(c.handoff_done());
+    assert_eq!(c.store().len(), 0, "C handed off all it held");
+    assert_eq!(c.keys_handed_off() as usize, held);
+    net.nodes.remove(&nid("C"));
+    assert_placed_by_ring(&net, &keys);
+}
+
+#[test]
+fn a_handoff_nobody_confirms_keeps_the_copies_until_its_deadline() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C", "D"], config);
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    let held = net.nodes[&nid("C")].store().len();
+    let now = net.now;
+    net.nodes.get_mut(&nid("C")).unwrap().leave(now);
+    net.nodes.get_mut(&nid("C")).unwrap().log_abandoned();
+    // Nothing C sends arrives, and nobody answers.
+    net.cut.insert(nid("A"));
+    net.cut.insert(nid("B"));
+    net.cut.insert(nid("D"));
+    net.drop_silently = true;
+    let start = net.now;
+    // Messages to cut-off nodes are held, not delivered: run C's ticks by hand.
+    let tick_c = |net: &mut Net, at: Millis| {
+        let mut out = Outputs::default();
+        net.nodes.get_mut(&nid("C")).unwrap().tick(at, &mut out);
+        out.messages.len()
+    };
+    assert!(tick_c(&mut net, start + 10) > 0, "C sends its first batch");
+    assert_eq!(
+        net.nodes[&nid("C")].store().len(),
+        held,
+        "unconfirmed: kept"
+    );
+    tick_c(&mut net, start + grace / 4 + 1);
+    let c = net.nodes.get_mut(&nid("C")).unwrap();
+    assert_eq!(c.store().len(), 0, "dropped at the deadline");
+    assert_eq!(c.take_abandoned().len(), held, "and reported as abandoned");
+}
+
+#[test]
+fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    let mut d = Node::new(nid("D"), 4, config);
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    d.handle(
+        net.now,
+        Input::Membership(four.clone()),
+        &mut Outputs::default(),
+    );
+    net.nodes.insert(nid("D"), d);
+    set_view(&mut net, &four);
+    // A key D now replicates but holds nothing of yet (no tick: no handoff has run).
+    let key = keys
+        .iter()
+        .find(|k| {
+            net.nodes[&nid("D")]
+                .ring()
+                .replicas_of(k.as_bytes())
+                .contains(&nid("D"))
+        })
+        .expect("D replicates some key");
+    assert!(net.nodes[&nid("D")].store().peek(key.as_bytes()).is_none());
+    let reply = net.request("D", get(key, Quorum::One)).unwrap();
+    assert_eq!(values(&reply), vec!["v"], "an old replica answered");
 }

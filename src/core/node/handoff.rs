@@ -1,0 +1,387 @@
+//! Handoff: data follows the ring. When a ring change (a join, a leave, this peer leaving)
+//! leaves this peer holding keys of partitions it no longer replicates, it streams them to the
+//! partition's new replicas and drops each copy once a new replica confirmed it.
+//!
+//! Promises:
+//! - One partition at a time, in ring order, in batches of [`BATCH_KEYS`], paced by the same
+//!   budget as anti-entropy; per-partition progress (keys handed off, keys left) is reported.
+//! - A copy is dropped only after every live new replica acknowledged the batch and at least
+//!   one stored all of it, and only if the key's state is still the one sent (a write that
+//!   arrived meanwhile is sent again with the next round). A batch that is not acknowledged is
+//!   sent again after a request timeout.
+//! - Bounded in time: a copy still here `tombstone_grace_ms / 4` after the ring change is
+//!   dropped unsent (*abandoned*, reported to the simulator). Later, the new replicas may have
+//!   collected a delete this stale copy missed, and sending it would bring the value back; the
+//!   replicas that stayed, and anti-entropy, restore N copies of everything else.
+//! - The receiving side merges handed-off states (a join, never an overwrite) into partitions
+//!   it replicates, subject to its memory limit like any replicated write.
+
+use super::{Node, Outgoing, Outputs};
+use crate::core::message::{KeyState, PeerMessage};
+use crate::core::ring::PartitionId;
+use crate::core::siblings::Siblings;
+use crate::core::store::footprint;
+use crate::core::types::{Millis, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Keys per handoff batch.
+const BATCH_KEYS: usize = 256;
+
+/// A batch waiting for the new replicas' acknowledgements.
+#[derive(Debug)]
+struct Batch {
+    req: u64,
+    sent_at: Millis,
+    /// The keys sent, with the digest of the state sent.
+    keys: Vec<(Vec<u8>, u64)>,
+    waiting: BTreeSet<NodeId>,
+    /// The new replicas that hold every state of the batch.
+    stored_by: Vec<NodeId>,
+}
+
+/// One partition being handed off.
+#[derive(Debug)]
+struct Move {
+    /// Drop what is left unsent after this (this peer's clock).
+    deadline: Millis,
+    batch: Option<Batch>,
+    handed_off: u64,
+}
+
+/// A copy this peer dropped as handed off, and the new replicas that confirmed holding it.
+#[derive(Clone, Debug)]
+pub struct HandedOff {
+    pub key: Vec<u8>,
+    pub state: Siblings,
+    pub confirmed_by: Vec<NodeId>,
+}
+
+/// Progress of one partition this peer hands off.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandoffProgress {
+    pub partition: PartitionId,
+    /// Keys acknowledged and dropped here so far.
+    pub keys_done: u64,
+    /// Keys still held here.
+    pub keys_left: u64,
+    /// Bytes still held here (their footprint).
+    pub bytes_left: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Handoff {
+    moves: BTreeMap<PartitionId, Move>,
+    /// Copies dropped unsent at their deadline, when logging is on (the simulator's).
+    abandoned: Option<Vec<(Vec<u8>, Siblings)>>,
+    /// Copies dropped as handed off, with the new replicas that confirmed them, when logging
+    /// is on.
+    handed_off: Option<Vec<HandedOff>>,
+    /// Keys handed off since start.
+    keys_handed_off: u64,
+}
+
+impl Handoff {
+    pub(super) fn keys_handed_off(&self) -> u64 {
+        self.keys_handed_off
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.moves.is_empty()
+    }
+
+    fn owns(&self, req: u64) -> Option<PartitionId> {
+        self.moves
+            .iter()
+            .find(|(_, m)| m.batch.as_ref().is_some_and(|b| b.req == req))
+            .map(|(p, _)| *p)
+    }
+}
+
+impl Node {
+    /// Starts handing off every partition this peer holds keys of but no longer replicates
+    /// (after a ring change, or when it leaves).
+    pub(super) fn plan_handoffs(&mut self, now: Millis) {
+        let deadline = now + self.config.tombstone_grace_ms / 4;
+        let held: Vec<PartitionId> = self.store.trees().partitions_held().collect();
+        for partition in held {
+            let replicates = self.ring.preference_list(partition).contains(&self.id);
+            if replicates {
+                self.handoff.moves.remove(&partition);
+            } else {
+                self.handoff.moves.entry(partition).or_insert(Move {
+                    deadline,
+                    batch: None,
+                    handed_off: 0,
+                });
+            }
+        }
+    }
+
+    /// Makes the node keep what a handoff abandons, and what it drops as handed off, until
+    /// [`Node::take_abandoned`] and [`Node::take_handed_off`] (the simulator's accounting).
+    pub fn log_abandoned(&mut self) {
+        self.handoff.abandoned.get_or_insert_with(Vec::new);
+        self.handoff.handed_off.get_or_insert_with(Vec::new);
+    }
+
+    /// Copies dropped as handed off since the last call.
+    pub fn take_handed_off(&mut self) -> Vec<HandedOff> {
+        self.handoff
+            .handed_off
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Drops a copy the new replicas `confirmed_by` hold.
+    fn drop_handed_off(&mut self, key: &[u8], confirmed_by: &[NodeId]) {
+        if let (Some(log), Some(state)) = (self.handoff.handed_off.as_mut(), self.store.peek(key)) {
+            log.push(HandedOff {
+                key: key.to_vec(),
+                state,
+                confirmed_by: confirmed_by.to_vec(),
+            });
+        }
+        self.store.hand_off(key);
+    }
+
+    /// Copies dropped unsent at their handoff deadline since the last call.
+    pub fn take_abandoned(&mut self) -> Vec<(Vec<u8>, Siblings)> {
+        self.handoff
+            .abandoned
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Whether this peer holds no partition it must still hand off.
+    pub fn handoff_done(&self) -> bool {
+        self.handoff.is_idle()
+    }
+
+    /// What this peer is handing off, per partition.
+    pub fn handoff_progress(&self) -> Vec<HandoffProgress> {
+        self.handoff
+            .moves
+            .iter()
+            .map(|(p, m)| {
+                let (mut keys_left, mut bytes_left) = (0, 0);
+                for (key, _) in self.store.keys_in_partition(*p) {
+                    keys_left += 1;
+                    bytes_left += self.store.peek(key).map_or(0, |s| footprint(key, &s));
+                }
+                HandoffProgress {
+                    partition: *p,
+                    keys_done: m.handed_off,
+                    keys_left,
+                    bytes_left,
+                }
+            })
+            .collect()
+    }
+
+    /// Keys this peer handed off since start.
+    pub fn keys_handed_off(&self) -> u64 {
+        self.handoff.keys_handed_off()
+    }
+
+    /// Sends the next batch of the first partition in progress, abandons what passed its
+    /// deadline, and resends a batch nobody acknowledged in time.
+    pub(super) fn handoff_tick(&mut self, now: Millis, out: &mut Outputs) {
+        if self.handoff.is_idle() {
+            return;
+        }
+        self.refill_budget(now);
+        let partitions: Vec<PartitionId> = self.handoff.moves.keys().copied().collect();
+        for partition in partitions {
+            let Some(m) = self.handoff.moves.get(&partition) else {
+                continue;
+            };
+            if now >= m.deadline {
+                self.abandon(partition);
+                continue;
+            }
+            if let Some(batch) = &m.batch {
+                if now < batch.sent_at + self.config.request_timeout_ms {
+                    return; // one batch in flight at a time
+                }
+            }
+            if self.anti_entropy_budget_overdrawn() {
+                return;
+            }
+            if self.send_batch(now, partition, out) {
+                return;
+            }
+            // Nothing left of that partition: on to the next.
+        }
+    }
+
+    fn abandon(&mut self, partition: PartitionId) {
+        self.handoff.moves.remove(&partition);
+        let keys: Vec<Vec<u8>> = self
+            .store
+            .keys_in_partition(partition)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for key in keys {
+            if let Some(state) = self.store.peek(&key) {
+                self.store.hand_off(&key);
+                if let Some(log) = self.handoff.abandoned.as_mut() {
+                    log.push((key, state));
+                }
+            }
+        }
+    }
+
+    /// Sends the partition's next batch; false when none is left to send (the partition is
+    /// done) or no new replica is up to take it.
+    fn send_batch(&mut self, now: Millis, partition: PartitionId, out: &mut Outputs) -> bool {
+        let targets: BTreeSet<NodeId> = self
+            .ring
+            .preference_list(partition)
+            .iter()
+            .filter(|t| **t != self.id && self.view.is_up(t))
+            .cloned()
+            .collect();
+        let states: Vec<KeyState> = self
+            .store
+            .keys_in_partition(partition)
+            .take(BATCH_KEYS)
+            .filter_map(|(k, _)| self.store.peek(k).map(|s| (k.to_vec(), s)))
+            .collect();
+        if states.is_empty() {
+            self.handoff.moves.remove(&partition);
+            return false;
+        }
+        if targets.is_empty() {
+            return false; // wait for a new replica to be up
+        }
+        let keys: Vec<(Vec<u8>, u64)> = states
+            .iter()
+            .filter_map(|(k, _)| self.store.digest_of(k).map(|d| (k.clone(), d)))
+            .collect();
+        let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
+        self.spend_anti_entropy_budget(states.len() * targets.len(), bytes * targets.len() as u64);
+        let req = self.requests.fresh();
+        if self.has_bug(crate::core::planted::PlantedBug::HandoffDropsEarly) {
+            for (key, _) in &states {
+                self.drop_handed_off(key, &[]);
+            }
+        }
+        for to in &targets {
+            out.messages.push(Outgoing {
+                to: to.clone(),
+                message: PeerMessage::Handoff {
+                    req,
+                    partition,
+                    states: states.clone(),
+                },
+            });
+        }
+        if let Some(m) = self.handoff.moves.get_mut(&partition) {
+            m.batch = Some(Batch {
+                req,
+                sent_at: now,
+                keys,
+                waiting: targets,
+                stored_by: Vec::new(),
+            });
+        }
+        true
+    }
+
+    /// A new replica's side: merge what the ex-owner hands over, if this peer replicates the
+    /// partition, and say whether all of it is held now.
+    pub(super) fn on_handoff(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        req: u64,
+        partition: PartitionId,
+        states: Vec<KeyState>,
+        out: &mut Outputs,
+    ) {
+        let replicates = self.ring.preference_list(partition).contains(&self.id);
+        let mut stored = replicates;
+        if replicates {
+            for (key, state) in &states {
+                if self.ring.partition_of(key) != partition
+                    || self.store.merge(key, state, now).is_err()
+                {
+                    stored = false;
+                }
+            }
+            // Confirmed only if every state is still here once the batch is in: a full store
+            // may have evicted one batch key to make room for another.
+            stored = stored
+                && states.iter().all(|(key, state)| {
+                    self.store
+                        .peek(key)
+                        .is_some_and(|s| s.context().descends_from(state.context()))
+                });
+        }
+        out.messages.push(Outgoing {
+            to: from,
+            message: PeerMessage::HandoffAck {
+                req,
+                partition,
+                stored,
+            },
+        });
+    }
+
+    /// The ex-owner's side: once every live new replica answered, drop the copies they
+    /// confirmed.
+    pub(super) fn on_handoff_ack(
+        &mut self,
+        now: Millis,
+        from: &NodeId,
+        req: u64,
+        stored: bool,
+        out: &mut Outputs,
+    ) {
+        let Some(partition) = self.handoff.owns(req) else {
+            return;
+        };
+        let Some(m) = self.handoff.moves.get_mut(&partition) else {
+            return;
+        };
+        let Some(batch) = m.batch.as_mut() else {
+            return;
+        };
+        if !batch.waiting.remove(from) {
+            return;
+        }
+        if stored {
+            batch.stored_by.push(from.clone());
+        }
+        if !batch.waiting.is_empty() {
+            return;
+        }
+        let batch = m.batch.take().expect("checked above");
+        if batch.stored_by.is_empty() {
+            return; // nobody could take it: sent again next round, abandoned at the deadline
+        }
+        let mut dropped = 0;
+        for (key, digest) in batch.keys {
+            if self.store.digest_of(&key) == Some(digest) {
+                self.drop_handed_off(&key, &batch.stored_by);
+                dropped += 1;
+            }
+        }
+        if let Some(m) = self.handoff.moves.get_mut(&partition) {
+            m.handed_off += dropped;
+        }
+        self.handoff.keys_handed_off += dropped;
+        if self.store.trees().keys_in(partition) == 0 {
+            self.handoff.moves.remove(&partition);
+        }
+        // The next batch goes at once, as the budget allows.
+        self.handoff_tick(now, out);
+    }
+
+    /// Whether `req` is a handoff batch of this node.
+    pub(super) fn owns_handoff(&self, req: u64) -> bool {
+        self.handoff.owns(req).is_some()
+    }
+}
