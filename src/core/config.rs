@@ -37,6 +37,16 @@ pub struct CoreConfig {
     /// collected (see `docs/architecture.md`, "Tombstones"). Must exceed how long a message can
     /// stay in flight.
     pub tombstone_grace_ms: Millis,
+    /// Whether writes that do not say are sloppy (`--sloppy-quorum`): a replica believed down
+    /// is stood in for by a hint holder. Off by default: quorums are strict.
+    pub sloppy_quorum: bool,
+    /// Hints a peer holds for one intended owner; more are refused (and counted).
+    pub max_hints_per_peer: usize,
+    /// Bytes of hinted states a peer holds for one intended owner; more are refused.
+    pub max_hint_bytes_per_peer: u64,
+    /// Hints handed to their owners per tick, over all owners: delivery is paced so a
+    /// returning peer is not flooded.
+    pub hint_deliveries_per_tick: usize,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -49,6 +59,8 @@ pub enum ConfigError {
     NoLimit,
     #[error("max clock entries must be at least 2")]
     ClockTooSmall,
+    #[error("hint bounds and delivery pace must be positive")]
+    NoHints,
     #[error("the tombstone grace period ({grace_ms} ms) must be at least the request timeout ({timeout_ms} ms)")]
     GraceTooShort {
         grace_ms: Millis,
@@ -69,6 +81,10 @@ impl Default for CoreConfig {
             max_memory_bytes: None,
             eviction: EvictionPolicy::default(),
             tombstone_grace_ms: 60_000,
+            sloppy_quorum: false,
+            max_hints_per_peer: 10_000,
+            max_hint_bytes_per_peer: 64 * 1024 * 1024,
+            hint_deliveries_per_tick: 64,
         }
     }
 }
@@ -100,6 +116,12 @@ impl CoreConfig {
                 grace_ms: self.tombstone_grace_ms,
                 timeout_ms: self.request_timeout_ms,
             });
+        }
+        if self.max_hints_per_peer == 0
+            || self.max_hint_bytes_per_peer == 0
+            || self.hint_deliveries_per_tick == 0
+        {
+            return Err(ConfigError::NoHints);
         }
         Ok(())
     }

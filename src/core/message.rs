@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -63,6 +63,30 @@ pub enum PeerMessage {
         req: u64,
         reply: ClientReply,
     },
+    // Hinted handoff (see `node/hints.rs`).
+    /// Keep this state of `key` for `owner`, a replica believed down, and hand it over once
+    /// `owner` is up again (a sloppy write). Answered like a `Store`: `StoreAck` once kept,
+    /// `StoreRefused` at the holder's bound.
+    HintStore {
+        req: u64,
+        key: Vec<u8>,
+        owner: NodeId,
+        state: Siblings,
+    },
+    /// A hint held for you: merge this state of `key` into your store and answer.
+    HintDeliver {
+        req: u64,
+        key: Vec<u8>,
+        state: Siblings,
+    },
+    /// The hint delivered under `req` is in the owner's store: the holder may drop it.
+    HintAck {
+        req: u64,
+    },
+    /// The owner's store is full and may not evict: it cannot take the hint.
+    HintRefused {
+        req: u64,
+    },
 }
 
 impl PeerMessage {
@@ -75,12 +99,16 @@ impl PeerMessage {
             PeerMessage::Store { key, .. }
             | PeerMessage::Repair { key, .. }
             | PeerMessage::Forget { key, .. }
-            | PeerMessage::Fetch { key, .. } => by_key(key),
+            | PeerMessage::Fetch { key, .. }
+            | PeerMessage::HintStore { key, .. }
+            | PeerMessage::HintDeliver { key, .. } => by_key(key),
             PeerMessage::Coordinate { write, .. } => by_key(&write.key),
             PeerMessage::StoreAck { req }
             | PeerMessage::StoreRefused { req }
             | PeerMessage::FetchReply { req, .. }
-            | PeerMessage::CoordinateReply { req, .. } => (*req % shards.max(1) as u64) as u32,
+            | PeerMessage::CoordinateReply { req, .. }
+            | PeerMessage::HintAck { req }
+            | PeerMessage::HintRefused { req } => (*req % shards.max(1) as u64) as u32,
         }
     }
 
@@ -95,7 +123,11 @@ impl PeerMessage {
             | PeerMessage::Fetch { req, .. }
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::Coordinate { req, .. }
-            | PeerMessage::CoordinateReply { req, .. } => *req,
+            | PeerMessage::CoordinateReply { req, .. }
+            | PeerMessage::HintStore { req, .. }
+            | PeerMessage::HintDeliver { req, .. }
+            | PeerMessage::HintAck { req }
+            | PeerMessage::HintRefused { req } => *req,
         }
     }
 }

@@ -30,10 +30,15 @@ pub enum PlantedBug {
     /// not only those it regained, data no one else holds included: aimed at excuses for
     /// ring changes.
     RingChangeDropsHeld,
+    /// A hint holder drops a hint when it sends it to the owner rather than when the owner
+    /// acknowledges it, so a delivery lost on the way takes the hint with it.
+    HintDroppedBeforeAck,
+    /// An owner acknowledges a delivered hint without merging it into its store.
+    HintAckWithoutStoring,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -41,6 +46,8 @@ impl PlantedBug {
         PlantedBug::DeleteCoversUnseen,
         PlantedBug::ForgetDropsLive,
         PlantedBug::RingChangeDropsHeld,
+        PlantedBug::HintDroppedBeforeAck,
+        PlantedBug::HintAckWithoutStoring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +59,8 @@ impl PlantedBug {
             PlantedBug::DeleteCoversUnseen => "delete-covers-unseen",
             PlantedBug::ForgetDropsLive => "forget-drops-live",
             PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
+            PlantedBug::HintDroppedBeforeAck => "hint-dropped-before-ack",
+            PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
         }
     }
 }

@@ -28,6 +28,18 @@ pub struct NodeStats {
     pub repairs_declined: u64,
     /// Tombstone-only keys collected after every replica held them.
     pub tombstones_collected: u64,
+    /// Hints this peer holds for replicas believed down (sloppy quorum), waiting for delivery.
+    #[serde(default)]
+    pub hints_pending: u64,
+    /// Hints handed over to their owners and acknowledged.
+    #[serde(default)]
+    pub hints_delivered: u64,
+    /// Hints refused because this peer's bound for their owner was reached.
+    #[serde(default)]
+    pub hints_dropped: u64,
+    /// Hints given up because their owner's full store refused them.
+    #[serde(default)]
+    pub hints_refused: u64,
 }
 
 impl NodeStats {
@@ -52,6 +64,10 @@ impl NodeStats {
         self.read_repairs += other.read_repairs;
         self.repairs_declined += other.repairs_declined;
         self.tombstones_collected += other.tombstones_collected;
+        self.hints_pending += other.hints_pending;
+        self.hints_delivered += other.hints_delivered;
+        self.hints_dropped += other.hints_dropped;
+        self.hints_refused += other.hints_refused;
     }
 }
 
@@ -90,6 +106,10 @@ impl Node {
             read_repairs: self.counters.read_repairs,
             repairs_declined: store.repairs_declined,
             tombstones_collected: store.tombstones_collected,
+            hints_pending: self.hints.len() as u64,
+            hints_delivered: self.hints.counters.delivered,
+            hints_dropped: self.hints.counters.dropped,
+            hints_refused: self.hints.counters.refused,
         }
     }
 
