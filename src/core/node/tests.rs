@@ -1174,3 +1174,92 @@ fn hints_over_the_bound_are_refused_and_counted() {
     node.tick(10, &mut out);
     assert!(out.messages.is_empty());
 }
+
+#[test]
+fn a_forwarded_write_keeps_the_receiving_peers_sloppy_default() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    // The receiving peer, not a replica, is sloppy by default; the coordinator is not.
+    let receiver = others[0].clone();
+    let sloppy = CoreConfig {
+        sloppy_quorum: true,
+        ..CoreConfig::for_test()
+    };
+    let view = net.nodes[&nid(&receiver)].view().clone();
+    let mut node = Node::new(nid(&receiver), 99, sloppy);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    net.nodes.insert(nid(&receiver), node);
+    net.take_down(&replicas[1]);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&receiver, put("k", "v", None, Quorum::Exactly(2)));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    let held: usize = others.iter().map(|o| hints_at(&net, o).len()).sum();
+    assert_eq!(held, 2, "the coordinator made the forwarded write sloppy");
+    // The same write asked strict, through the same peer, fails as strict writes do.
+    let strict = ClientRequest::Write(WriteRequest {
+        key: b"k".to_vec(),
+        write: WriteKind::Put {
+            value: b"s".to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::Exactly(2),
+        sloppy: Some(false),
+    });
+    let reply = net.request(&receiver, strict);
+    assert!(
+        matches!(
+            reply,
+            Some(ClientReply::Failed(RequestError::Unavailable { .. }))
+        ),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn a_hint_for_an_owner_that_left_goes_to_the_keys_first_replica() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    net.take_down(&replicas[1]);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&replicas[0], sloppy_put("k", "v", Quorum::All));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    // Both owners leave the cluster for good: every view drops them.
+    for gone in [&replicas[1], &replicas[2]] {
+        for n in net.nodes.values_mut() {
+            let mut view = MembershipView::new();
+            for (m, l) in n.view().iter() {
+                if m.as_str() != gone.as_str() {
+                    view.set(m.clone(), l);
+                }
+            }
+            n.handle(0, Input::Membership(view), &mut Outputs::default());
+        }
+    }
+    net.tick_and_run(net.now + 10);
+    net.tick_and_run(net.now + 10);
+    for holder in &others {
+        assert!(
+            hints_at(&net, holder).is_empty(),
+            "{holder} let its hint go"
+        );
+    }
+    // They went to the key's first replica on the new ring (possibly a holder itself).
+    let ring = net.nodes[&nid(&replicas[0])].ring().clone();
+    let first = ring.replicas_of(b"k")[0].clone();
+    assert_eq!(
+        net.local_values(first.as_str(), b"k"),
+        1,
+        "{first} holds the write"
+    );
+    let delivered: u64 = others
+        .iter()
+        .map(|o| net.nodes[&nid(o)].stats().hints_delivered)
+        .sum();
+    let merged_locally = others.contains(&first.to_string());
+    assert!(delivered + u64::from(merged_locally) >= 1);
+}
