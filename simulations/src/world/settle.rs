@@ -1,5 +1,6 @@
 //! The end of a run: heal every fault, wait until peers see each other, sweep every key with
-//! read repair in rounds until replicas agree, and hand the checker the final state.
+//! read repair in rounds until replicas agree and no hint for a running peer is pending, and
+//! hand the checker the final state.
 
 use super::*;
 use ringcache::history::check::{Violation, ViolationKind};
