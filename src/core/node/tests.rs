@@ -1263,3 +1263,73 @@ fn a_hint_for_an_owner_that_left_goes_to_the_keys_first_replica() {
     let merged_locally = others.contains(&first.to_string());
     assert!(delivered + u64::from(merged_locally) >= 1);
 }
+
+#[test]
+fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
+    let mut node = Node::new(nid("D"), 1, CoreConfig::for_test());
+    let view = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    let hint = |req: u64, value: &str, actor: &str| {
+        let mut state = Siblings::new();
+        state.update(
+            &Actor(actor.into()),
+            &VersionVector::new(),
+            Payload::Value {
+                data: value.as_bytes().to_vec(),
+                expires_at_ms: None,
+            },
+            8,
+        );
+        Input::Peer {
+            from: nid("A"),
+            message: PeerMessage::HintStore {
+                req,
+                key: b"k".to_vec(),
+                owner: nid("C"),
+                state,
+            },
+        }
+    };
+    node.handle(5, hint(1, "first", "A.1"), &mut Outputs::default());
+    let mut out = Outputs::default();
+    node.tick(10, &mut out);
+    let sent = out
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            PeerMessage::HintDeliver { req, .. } => Some(*req),
+            _ => None,
+        })
+        .expect("delivered to C, which is up");
+    // A newer write for the same key joins the hint before C's ack for the first arrives.
+    node.handle(11, hint(2, "second", "B.1"), &mut Outputs::default());
+    let ack = Input::Peer {
+        from: nid("C"),
+        message: PeerMessage::HintAck { req: sent },
+    };
+    node.handle(12, ack, &mut Outputs::default());
+    let held: Vec<usize> = node.hints_held().map(|(_, _, s)| s.len()).collect();
+    assert_eq!(held, vec![2], "kept, with both values");
+    // It goes out again at once, whole, and its own ack drops it.
+    let mut out = Outputs::default();
+    node.tick(20, &mut out);
+    let (req, state) = out
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            PeerMessage::HintDeliver { req, state, .. } => Some((*req, state.clone())),
+            _ => None,
+        })
+        .expect("sent again");
+    assert_eq!(state.len(), 2);
+    let ack = Input::Peer {
+        from: nid("C"),
+        message: PeerMessage::HintAck { req },
+    };
+    node.handle(21, ack, &mut Outputs::default());
+    assert_eq!(node.hints_held().count(), 0);
+    assert_eq!(node.stats().hints_delivered, 1);
+}
