@@ -52,6 +52,9 @@ enum Commands {
         /// Tombstone grace period of every peer, in milliseconds (passed to each `serve`).
         #[arg(long)]
         tombstone_grace_ms: Option<u64>,
+        /// Make every peer's writes sloppy by default (see `serve --sloppy-quorum`).
+        #[arg(long)]
+        sloppy_quorum: bool,
         /// Require this client token on every peer (see `serve --client-token`); the word
         /// `generate` makes a random one and prints it with the URLs.
         #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
@@ -242,6 +245,17 @@ struct ServeArgs {
     /// Anti-entropy budget of each engine shard: bytes moved per second, e.g. `32MiB`.
     #[arg(long, value_parser = parse_size, default_value = "32MiB")]
     anti_entropy_bytes_per_sec: u64,
+    /// Make writes sloppy unless they say otherwise (`?sloppy=false`): a replica believed
+    /// down is stood in for by the next healthy peer, which keeps a hint and hands the write
+    /// over when the replica is back. Off by default: quorums are strict.
+    #[arg(long)]
+    sloppy_quorum: bool,
+    /// Hints this peer keeps for one peer that is down; more are refused (and counted).
+    #[arg(long, default_value_t = CoreConfig::default().max_hints_per_peer)]
+    max_hints_per_peer: usize,
+    /// Bytes of hints this peer keeps for one peer that is down, e.g. `64MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    max_hint_bytes_per_peer: u64,
 }
 
 /// Parses `512MiB`, `2GiB`, `100MB`, `64KiB`, `1000` (bytes).
@@ -282,6 +296,9 @@ impl ServeArgs {
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
             anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec,
+            sloppy_quorum: self.sloppy_quorum,
+            max_hints_per_peer: self.max_hints_per_peer,
+            max_hint_bytes_per_peer: self.max_hint_bytes_per_peer,
             ..CoreConfig::default()
         };
         Ok(PeerConfig {
@@ -326,8 +343,12 @@ async fn main() -> anyhow::Result<()> {
             max_memory,
             eviction,
             tombstone_grace_ms,
+            sloppy_quorum,
             client_token,
         } => {
+            if sloppy_quorum {
+                serve_args.push("--sloppy-quorum".into());
+            }
             if let Some(m) = max_memory {
                 parse_size(&m).map_err(|e| anyhow::anyhow!(e))?;
                 serve_args.push(format!("--max-memory={m}"));

@@ -39,7 +39,8 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 600)]
         ops: usize,
-        /// Plant a known bug: ack-after-w-minus-one, merge-drops-sibling, last-write-wins.
+        /// Plant a known bug (see `PlantedBug::name`), e.g. last-write-wins or
+        /// hint-dropped-before-ack.
         #[arg(long, value_parser = parse_bug)]
         plant: Option<PlantedBug>,
         /// Print the scenario (cluster, network, clocks, faults) before running.

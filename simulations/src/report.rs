@@ -30,6 +30,10 @@ pub struct Summary {
     pub evicted: u64,
     pub expired: u64,
     pub tombstones_collected: u64,
+    pub hinted_writes: usize,
+    pub hints_delivered: u64,
+    pub hints_dropped: u64,
+    pub hints_refused: u64,
 }
 
 impl Summary {
@@ -72,6 +76,10 @@ impl Summary {
         self.evicted += r.evicted;
         self.expired += r.expired;
         self.tombstones_collected += r.tombstones_collected;
+        self.hinted_writes += r.hinted_writes;
+        self.hints_delivered += r.hints_delivered;
+        self.hints_dropped += r.hints_dropped;
+        self.hints_refused += r.hints_refused;
         self.messages += r.messages;
     }
 
@@ -132,6 +140,11 @@ impl Summary {
             out,
             "cache: {} keys evicted, {} values expired by active expiry, {} tombstone-only keys collected",
             self.evicted, self.expired, self.tombstones_collected
+        );
+        let _ = writeln!(
+            out,
+            "sloppy quorum: {} writes hinted; hints delivered {}, dropped at the bound {}, refused by full owners {} (by peers running at the end)",
+            self.hinted_writes, self.hints_delivered, self.hints_dropped, self.hints_refused
         );
         let _ = writeln!(
             out,

@@ -13,6 +13,9 @@ use std::fmt;
 pub const SCENARIO_STREAM: u64 = 1;
 pub const WORKLOAD_STREAM: u64 = 2;
 pub const NETWORK_STREAM: u64 = 3;
+/// Sloppy-quorum choices (the seed's share, then each write's), apart from the other streams
+/// so that adding them left every seed's cluster, faults and workload as they were.
+pub const SLOPPY_STREAM: u64 = 4;
 
 /// Peer names: the first `nodes` start the run, later ones can join.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
@@ -80,6 +83,8 @@ pub struct OpMix {
     pub ttl_per_10k: u64,
     /// Share of operations that change a key's TTL (`expire`, or `persist` one time in three).
     pub expire_per_10k: u64,
+    /// Share of puts and deletes sent with a sloppy quorum (`?sloppy=true`).
+    pub sloppy_per_10k: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -256,6 +261,7 @@ impl Scenario {
                 delete_per_10k: rng.between(0, 2_000),
                 ttl_per_10k: *rng.pick(&[0, 1_000, 5_000]),
                 expire_per_10k: *rng.pick(&[0, 300, 1_000]),
+                sloppy_per_10k: *Rng::stream(seed, SLOPPY_STREAM).pick(&[0, 2_000, 5_000, 10_000]),
             },
             net,
             clocks,

@@ -171,6 +171,38 @@ fn the_checker_catches_a_ring_change_that_drops_data_no_one_else_holds() {
     );
 }
 
+// Hinted handoff: a hinted write is never lost while its holder keeps its memory.
+
+#[test]
+fn the_checker_catches_a_hint_dropped_before_its_owner_acknowledged_it() {
+    let seed = caught_within(PlantedBug::HintDroppedBeforeAck, 100);
+    assert!(
+        seed.is_some(),
+        "hints dropped when sent went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn the_checker_catches_an_owner_that_acknowledges_a_hint_without_storing_it() {
+    let seed = caught_within(PlantedBug::HintAckWithoutStoring, 100);
+    assert!(
+        seed.is_some(),
+        "hints acknowledged without being stored went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn fixed_seeds_run_sloppy_writes_through_hint_holders() {
+    let (mut hinted, mut delivered) = (0, 0);
+    for seed in 1..=40 {
+        let result = run(&Scenario::generate(seed, OPS), None);
+        hinted += result.hinted_writes;
+        delivered += result.hints_delivered;
+    }
+    assert!(hinted > 50, "only {hinted} writes used hint holders");
+    assert!(delivered > 20, "only {delivered} hints delivered");
+}
+
 #[test]
 fn shrinking_keeps_the_failure_and_makes_the_run_smaller() {
     let bug = PlantedBug::LastWriteWins;

@@ -13,7 +13,7 @@
 //! to the checker.
 
 use crate::rng::Rng;
-use crate::scenario::{Fault, Scenario, NAMES, NETWORK_STREAM, WORKLOAD_STREAM};
+use crate::scenario::{Fault, Scenario, NAMES, NETWORK_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM};
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::PeerMessage;
@@ -74,6 +74,12 @@ pub struct RunResult {
     pub evicted: u64,
     pub expired: u64,
     pub tombstones_collected: u64,
+    /// Writes whose coordinator had hint holders stand in for replicas believed down.
+    pub hinted_writes: usize,
+    /// Hint counters of the peers running at the end.
+    pub hints_delivered: u64,
+    pub hints_dropped: u64,
+    pub hints_refused: u64,
 }
 
 #[derive(Debug)]
@@ -194,6 +200,8 @@ struct World<'s> {
     history: History,
     work: Rng,
     net: Rng,
+    /// Which writes are sloppy (its own stream: see `SLOPPY_STREAM`).
+    sloppy: Rng,
     /// Faults currently in force (by index), and whether a flapping cut is on right now.
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
@@ -222,6 +230,12 @@ struct World<'s> {
     forwards: BTreeMap<(NodeId, u64), OpId>,
     /// The key each read's `Fetch` asked for, by request number (a `FetchReply` names none).
     fetch_keys: BTreeMap<u64, Vec<u8>>,
+    /// Per (owner, key): the delivered hint states the owner's store took (see `truth`).
+    handed_over: BTreeMap<(NodeId, Vec<u8>), VersionVector>,
+    /// Writes whose coordinator had hint holders stand in for replicas believed down.
+    sloppy_writes: BTreeSet<OpId>,
+    /// Hints a holder let go of without a reason the protocol allows (see `truth`).
+    hints_lost: Vec<ringcache::history::check::Violation>,
     /// Clocks of tombstone-only states peers decided to collect, by key.
     collected: BTreeMap<Vec<u8>, VersionVector>,
     /// Steps after which a peer's accounted memory exceeded its limit by more than an entry.
@@ -295,6 +309,7 @@ impl<'s> World<'s> {
             history: History::new(),
             work,
             net: Rng::stream(s.seed, NETWORK_STREAM),
+            sloppy: Rng::stream(s.seed, SLOPPY_STREAM + 1),
             active: BTreeMap::new(),
             faults_injected: BTreeMap::new(),
             healed_at: None,
@@ -314,6 +329,9 @@ impl<'s> World<'s> {
             forwards: BTreeMap::new(),
             fetch_keys: BTreeMap::new(),
             collected: BTreeMap::new(),
+            handed_over: BTreeMap::new(),
+            sloppy_writes: BTreeSet::new(),
+            hints_lost: Vec::new(),
             over_memory: Vec::new(),
             handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
@@ -563,12 +581,21 @@ impl<'s> World<'s> {
             .then(|| self.peers[node].node.as_ref().map(|n| n.ring().clone()))
             .flatten();
         let pending = self.reads_pending(node);
+        let delivered = match &input {
+            Input::Peer {
+                message: PeerMessage::HintDeliver { key, state, .. },
+                ..
+            } => Some((key.clone(), state.context().clone())),
+            _ => None,
+        };
+        let hints_before = self.hints_of(node);
         let peer = self.peers.get_mut(node).expect("known peer");
         let n = peer.node.as_mut().expect("checked");
         n.handle(now, input, &mut out);
         let dropped = n.take_evicted();
         let abandoned = n.take_abandoned();
         let handed_off = n.take_handed_off();
+        self.note_hint_taken(node, delivered, &dropped);
         self.after_feed(node, before, &out);
         if let Some(op) = forwarded_op {
             for msg in &out.messages {
@@ -588,6 +615,8 @@ impl<'s> World<'s> {
         self.note_dropped(node, dropped, ring_before.as_ref());
         self.note_abandoned(abandoned);
         self.check_handed_off(node, handed_off);
+        let given_up = self.note_hints_given_up(node);
+        self.check_hints_kept(node, hints_before, &given_up);
         self.after_reads_stepped(pending);
         taken
     }
@@ -726,6 +755,7 @@ impl<'s> World<'s> {
             let mut out = Outputs::default();
             // Reads end at their deadlines here, in every shard.
             let pending = self.reads_pending(name);
+            let hints_before = self.hints_of(name);
             let mut dropped = Vec::new();
             let mut abandoned = Vec::new();
             let mut handed_off = Vec::new();
@@ -742,6 +772,8 @@ impl<'s> World<'s> {
             self.note_dropped(name, dropped, None);
             self.note_abandoned(abandoned);
             self.check_handed_off(name, handed_off);
+            let given_up = self.note_hints_given_up(name);
+            self.check_hints_kept(name, hints_before, &given_up);
             self.after_reads_stepped(pending);
             if since.is_multiple_of(self.s.heartbeat_ms) {
                 self.send_heartbeats(name);
@@ -830,6 +862,7 @@ impl<'s> World<'s> {
             self.schedule(self.now + think, Event::Issue { client: c });
             return;
         }
+        let sloppy = Some(self.sloppy.chance(s.mix.sloppy_per_10k));
         let request = match kind {
             OpKind::Get { r } => ClientRequest::Get { key, r },
             OpKind::Put { value, ttl_ms, w } => ClientRequest::Write(WriteRequest {
@@ -837,18 +870,21 @@ impl<'s> World<'s> {
                 write: WriteKind::Put { value, ttl_ms },
                 context: context_in,
                 w,
+                sloppy,
             }),
             OpKind::Delete { w } => ClientRequest::Write(WriteRequest {
                 key,
                 write: WriteKind::Delete,
                 context: context_in,
                 w,
+                sloppy,
             }),
             OpKind::Expire { ttl_ms, w } => ClientRequest::Write(WriteRequest {
                 key,
                 write: WriteKind::Expire { ttl_ms },
                 context: context_in,
                 w,
+                sloppy,
             }),
         };
         let id = self.next_request_id();

@@ -312,6 +312,18 @@ fn kv_request(
                 .map_err(|e: crate::core::types::BadQuorum| ApiError::bad_request(e.to_string())),
         }
     };
+    // `?sloppy=true` (or a bare `?sloppy`) asks for a sloppy quorum, `?sloppy=false` for a
+    // strict one; absent, the peer's default (`--sloppy-quorum`) applies.
+    let sloppy = match query.get("sloppy").map(String::as_str) {
+        None => None,
+        Some("" | "true" | "1") => Some(true),
+        Some("false" | "0") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "sloppy must be true or false, not {other:?}"
+            )))
+        }
+    };
     let context = match headers.get(causal_context::HEADER) {
         None => None,
         Some(v) => {
@@ -340,6 +352,7 @@ fn kv_request(
                 },
                 context,
                 w: quorum("w")?,
+                sloppy,
             }))
         }
         Method::DELETE => Ok(ClientRequest::Write(WriteRequest {
@@ -347,6 +360,7 @@ fn kv_request(
             write: WriteKind::Delete,
             context,
             w: quorum("w")?,
+            sloppy,
         })),
         // Change the TTL: `?ttl=SECS` (expire/touch) or `?persist` (no expiry).
         Method::PATCH => {
@@ -364,6 +378,7 @@ fn kv_request(
                 write: WriteKind::Expire { ttl_ms },
                 context,
                 w: quorum("w")?,
+                sloppy,
             }))
         }
         _ => Err(ApiError(

@@ -44,6 +44,16 @@ pub struct CoreConfig {
     pub anti_entropy_keys_per_sec: u64,
     /// Anti-entropy budget per peer: bytes moved per second (states and key lists).
     pub anti_entropy_bytes_per_sec: u64,
+    /// Whether writes that do not say are sloppy (`--sloppy-quorum`): a replica believed down
+    /// is stood in for by a hint holder. Off by default: quorums are strict.
+    pub sloppy_quorum: bool,
+    /// Hints a peer holds for one intended owner; more are refused (and counted).
+    pub max_hints_per_peer: usize,
+    /// Bytes of hinted states a peer holds for one intended owner; more are refused.
+    pub max_hint_bytes_per_peer: u64,
+    /// Hints handed to their owners per tick, over all owners: delivery is paced so a
+    /// returning peer is not flooded.
+    pub hint_deliveries_per_tick: usize,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -58,6 +68,8 @@ pub enum ConfigError {
     ClockTooSmall,
     #[error("anti-entropy needs a positive budget (keys and bytes per second) when it is on")]
     NoAntiEntropyBudget,
+    #[error("hint bounds and delivery pace must be positive")]
+    NoHints,
     #[error("the tombstone grace period ({grace_ms} ms) must be at least the request timeout ({timeout_ms} ms)")]
     GraceTooShort {
         grace_ms: Millis,
@@ -81,6 +93,10 @@ impl Default for CoreConfig {
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 20_000,
             anti_entropy_bytes_per_sec: 32 * 1024 * 1024,
+            sloppy_quorum: false,
+            max_hints_per_peer: 10_000,
+            max_hint_bytes_per_peer: 64 * 1024 * 1024,
+            hint_deliveries_per_tick: 64,
         }
     }
 }
@@ -117,6 +133,12 @@ impl CoreConfig {
                 grace_ms: self.tombstone_grace_ms,
                 timeout_ms: self.request_timeout_ms,
             });
+        }
+        if self.max_hints_per_peer == 0
+            || self.max_hint_bytes_per_peer == 0
+            || self.hint_deliveries_per_tick == 0
+        {
+            return Err(ConfigError::NoHints);
         }
         Ok(())
     }

@@ -84,6 +84,30 @@ pub enum PeerMessage {
         partition: u32,
         stored: bool,
     },
+    // Hinted handoff (see `node/hints.rs`).
+    /// Keep this state of `key` for `owner`, a replica believed down, and hand it over once
+    /// `owner` is up again (a sloppy write). Answered like a `Store`: `StoreAck` once kept,
+    /// `StoreRefused` at the holder's bound.
+    HintStore {
+        req: u64,
+        key: Vec<u8>,
+        owner: NodeId,
+        state: Siblings,
+    },
+    /// A hint held for you: merge this state of `key` into your store and answer.
+    HintDeliver {
+        req: u64,
+        key: Vec<u8>,
+        state: Siblings,
+    },
+    /// The hint delivered under `req` is in the owner's store: the holder may drop it.
+    HintAck {
+        req: u64,
+    },
+    /// The owner's store is full and may not evict: it cannot take the hint.
+    HintRefused {
+        req: u64,
+    },
 }
 
 /// A state of one key, as anti-entropy ships it.
@@ -153,7 +177,9 @@ impl PeerMessage {
             PeerMessage::Store { key, .. }
             | PeerMessage::Repair { key, .. }
             | PeerMessage::Forget { key, .. }
-            | PeerMessage::Fetch { key, .. } => by_key(key),
+            | PeerMessage::Fetch { key, .. }
+            | PeerMessage::HintStore { key, .. }
+            | PeerMessage::HintDeliver { key, .. } => by_key(key),
             PeerMessage::Coordinate { write, .. } => by_key(&write.key),
             PeerMessage::AntiEntropy { req, message } => match message {
                 AntiEntropyMessage::Branches { partition, .. }
@@ -173,7 +199,9 @@ impl PeerMessage {
             | PeerMessage::StoreRefused { req }
             | PeerMessage::HandoffAck { req, .. }
             | PeerMessage::FetchReply { req, .. }
-            | PeerMessage::CoordinateReply { req, .. } => (*req % shards.max(1) as u64) as u32,
+            | PeerMessage::CoordinateReply { req, .. }
+            | PeerMessage::HintAck { req }
+            | PeerMessage::HintRefused { req } => (*req % shards.max(1) as u64) as u32,
         }
     }
 
@@ -191,7 +219,11 @@ impl PeerMessage {
             | PeerMessage::CoordinateReply { req, .. }
             | PeerMessage::AntiEntropy { req, .. }
             | PeerMessage::Handoff { req, .. }
-            | PeerMessage::HandoffAck { req, .. } => *req,
+            | PeerMessage::HandoffAck { req, .. }
+            | PeerMessage::HintStore { req, .. }
+            | PeerMessage::HintDeliver { req, .. }
+            | PeerMessage::HintAck { req }
+            | PeerMessage::HintRefused { req } => *req,
         }
     }
 }

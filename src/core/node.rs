@@ -18,6 +18,7 @@
 //! - `read_repair`: repairing stale replicas once a read has every answer;
 //! - `collection`: active expiry and tombstone collection (pending forgets);
 //! - `placement`: membership and ring changes;
+//! - `hints`: hinted handoff, the states kept for replicas believed down (sloppy quorum);
 //! - `stats`: [`NodeStats`] and the node's counters.
 
 mod anti_entropy;
@@ -25,6 +26,7 @@ mod collection;
 mod expire;
 mod forward;
 mod handoff;
+mod hints;
 mod placement;
 mod read;
 mod read_repair;
@@ -53,6 +55,7 @@ use anti_entropy::AntiEntropy;
 use collection::Collection;
 use forward::RecentForwards;
 use handoff::Handoff;
+use hints::Hints;
 use requests::{first_request_number, Flight, Requests, Waiter};
 use stats::Counters;
 use write::WriteLog;
@@ -119,6 +122,8 @@ pub struct Node {
     collection: Collection,
     /// Forwarded writes coordinated recently, so a duplicated `Coordinate` is applied once.
     recent_forwards: RecentForwards,
+    /// Hinted states this node holds for other peers (not its own data).
+    hints: Hints,
     counters: Counters,
     write_log: WriteLog,
     /// Merkle anti-entropy with the other replicas.
@@ -181,6 +186,7 @@ impl Node {
             requests: Requests::new(incarnation),
             collection: Collection::default(),
             recent_forwards: RecentForwards::default(),
+            hints: Hints::default(),
             counters: Counters::default(),
             write_log: WriteLog::default(),
             anti_entropy: AntiEntropy::new(0, 1),
@@ -229,6 +235,23 @@ impl Node {
     /// Writes coordinated since the last call, when logging is on.
     pub fn take_writes_run(&mut self) -> Vec<WriteRan> {
         self.write_log.take()
+    }
+
+    /// Makes the node keep the hints it gives up (refused by a full owner) until
+    /// [`Node::take_hints_given_up`] (simulator only).
+    pub fn log_hints_given_up(&mut self) {
+        self.hints.log_given_up();
+    }
+
+    /// Hints given up since the last call, when logging is on: (owner, key, state).
+    pub fn take_hints_given_up(&mut self) -> Vec<(NodeId, Vec<u8>, Siblings)> {
+        self.hints.take_given_up()
+    }
+
+    /// The hinted states this node holds for other peers: (intended owner, key, state). They
+    /// are copies too (the simulator counts them), but not this node's own data.
+    pub fn hints_held(&self) -> impl Iterator<Item = (&NodeId, &[u8], &Siblings)> {
+        self.hints.iter()
     }
 
     pub fn id(&self) -> &NodeId {
@@ -281,9 +304,11 @@ impl Node {
         }
     }
 
-    /// Fails every request whose deadline has passed, and runs one round of active expiry.
+    /// Fails every request whose deadline has passed, and runs one round of active expiry and
+    /// one of hint delivery.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
         self.expire_and_collect(now, out);
+        self.deliver_hints(now, out);
         // A forwarder gives up after one request timeout; remember its requests twice that.
         let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
         self.recent_forwards.forget_before(horizon);
@@ -360,6 +385,17 @@ impl Node {
             PeerMessage::HandoffAck { req, stored, .. } => {
                 self.on_handoff_ack(now, &from, req, stored, out)
             }
+            PeerMessage::HintStore {
+                req,
+                key,
+                owner,
+                state,
+            } => self.on_hint_store(now, from, req, (key, owner, state), out),
+            PeerMessage::HintDeliver { req, key, state } => {
+                self.on_hint_deliver(now, from, req, &key, &state, out)
+            }
+            PeerMessage::HintAck { req } => self.on_hint_answer(&from, req, true),
+            PeerMessage::HintRefused { req } => self.on_hint_answer(&from, req, false),
         }
     }
 
@@ -374,7 +410,7 @@ impl Node {
             Some(Flight::Write(_)) => self.on_store_answer(&to, req, false, out),
             Some(Flight::Read(_)) => self.on_fetch_undeliverable(now, &to, req, out),
             Some(Flight::Forward(_)) => self.on_forward_undeliverable(req, out),
-            None => {}
+            None => self.on_hint_undeliverable(req),
         }
     }
 }

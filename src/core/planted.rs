@@ -36,10 +36,15 @@ pub enum PlantedBug {
     /// A peer handing a partition off drops each batch as it sends it, before any new replica
     /// confirmed it: aimed at the handoff's drop rule.
     HandoffDropsEarly,
+    /// A hint holder drops a hint when it sends it to the owner rather than when the owner
+    /// acknowledges it, so a delivery lost on the way takes the hint with it.
+    HintDroppedBeforeAck,
+    /// An owner acknowledges a delivered hint without merging it into its store.
+    HintAckWithoutStoring,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -49,6 +54,8 @@ impl PlantedBug {
         PlantedBug::RingChangeDropsHeld,
         PlantedBug::AntiEntropySkipsLeaf,
         PlantedBug::HandoffDropsEarly,
+        PlantedBug::HintDroppedBeforeAck,
+        PlantedBug::HintAckWithoutStoring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +69,8 @@ impl PlantedBug {
             PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
             PlantedBug::AntiEntropySkipsLeaf => "anti-entropy-skips-leaf",
             PlantedBug::HandoffDropsEarly => "handoff-drops-early",
+            PlantedBug::HintDroppedBeforeAck => "hint-dropped-before-ack",
+            PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct WriteRequest {
     /// The causal context the client read; `None` for a blind write.
     pub context: Option<VersionVector>,
     pub w: Quorum,
+    /// Sloppy quorum: whether replicas believed down may be stood in for by the next healthy
+    /// peers clockwise, whose acks (hints) count toward W. `None`: the receiving peer's default
+    /// (`--sloppy-quorum`), which it fixes before forwarding, so a forwarded write keeps it.
+    pub sloppy: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

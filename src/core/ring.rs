@@ -68,6 +68,9 @@ pub struct Ring {
     members: BTreeSet<NodeId>,
     /// `preference[p]` is partition `p`'s preference list, at most `replicas` distinct peers.
     preference: Vec<Vec<NodeId>>,
+    /// Every token in ring order, as (position, index into `members` in order), kept to walk
+    /// past a preference list (see [`Ring::fallbacks`]).
+    tokens: Vec<(u64, u32)>,
 }
 
 impl Ring {
@@ -99,10 +102,13 @@ impl Ring {
             }
             preference.push(list);
         }
+        let index: std::collections::BTreeMap<&NodeId, u32> = members.iter().zip(0u32..).collect();
+        let tokens = tokens.iter().map(|(t, m)| (*t, index[m])).collect();
         Ok(Ring {
             params,
             members,
             preference,
+            tokens,
         })
     }
 
@@ -127,6 +133,27 @@ impl Ring {
     /// The peers that hold `key`.
     pub fn replicas_of(&self, key: &[u8]) -> &[NodeId] {
         self.preference_list(self.partition_of(key))
+    }
+
+    /// The peers met walking clockwise past `partition`'s preference list, each once, in the
+    /// order met: where a sloppy write places the replicas the preference list cannot take
+    /// (see `node/hints.rs`). The walk is lazy; it never yields a preference-list peer.
+    pub fn fallbacks(&self, partition: PartitionId) -> impl Iterator<Item = &NodeId> + '_ {
+        let members: Vec<&NodeId> = self.members.iter().collect();
+        let preference = self.preference_list(partition);
+        let start = u64::from(partition).wrapping_mul(partition_width(self.params.partitions));
+        let first = self.tokens.partition_point(|(t, _)| *t < start);
+        let count = self.tokens.len();
+        let mut seen = vec![false; members.len()];
+        (0..count).filter_map(move |step| {
+            let (_, m) = self.tokens[(first + step) % count];
+            let node = members[m as usize];
+            if seen[m as usize] || preference.contains(node) {
+                return None;
+            }
+            seen[m as usize] = true;
+            Some(node)
+        })
     }
 
     /// How many partitions each member holds as first replica, and as any replica.
@@ -262,6 +289,29 @@ mod tests {
         for p in 0..1024 {
             assert_eq!(a.preference_list(p), b.preference_list(p));
         }
+    }
+
+    #[test]
+    fn fallbacks_continue_the_walk_past_the_preference_list() {
+        let ring = Ring::new(params(3), members(&["A", "B", "C", "D", "E"])).unwrap();
+        for p in 0..1024 {
+            let list = ring.preference_list(p);
+            let rest: Vec<&NodeId> = ring.fallbacks(p).collect();
+            assert_eq!(rest.len(), 2, "every other member, once");
+            assert!(rest.iter().all(|n| !list.contains(n)));
+            assert_ne!(rest[0], rest[1]);
+        }
+        // With a larger N, the walk's first peers are the smaller list's fallbacks.
+        let wide = Ring::new(params(5), members(&["A", "B", "C", "D", "E"])).unwrap();
+        for p in 0..1024 {
+            let rest: Vec<&NodeId> = ring.fallbacks(p).collect();
+            assert_eq!(
+                &wide.preference_list(p)[3..],
+                &[rest[0].clone(), rest[1].clone()]
+            );
+        }
+        let three = Ring::new(params(3), members(&["A", "B", "C"])).unwrap();
+        assert_eq!(three.fallbacks(0).count(), 0);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! 4. **Convergence** — judged by the recorder (it alone can see replicas), and passed in.
 //! 5. **Read your writes** — a client's read after its acknowledged write returns a context
 //!    that covers the write and the value itself (or what superseded it). Enforced when
-//!    R + W > N and nothing disrupted the replicas in between; otherwise only counted.
+//!    R + W > N, the write's acks all came from replicas (no hint holder of a sloppy quorum),
+//!    and nothing disrupted the replicas in between; otherwise only counted.
 //!
 //! Also: **no expired read** — a value is never read after its TTL plus the clock uncertainty.
 //!
@@ -59,6 +60,9 @@ pub enum ViolationKind {
     /// A peer dropped a copy it handed off before any new replica held it (judged by the
     /// recorder, at the drop).
     HandoffUnconfirmed,
+    /// A hint holder let go of a hint its owner's store never took, while keeping its memory
+    /// (judged by the recorder, after every step).
+    HintLost,
 }
 
 impl ViolationKind {
@@ -73,6 +77,7 @@ impl ViolationKind {
             ViolationKind::ExpiredRead => "expired-read",
             ViolationKind::OverMemoryLimit => "over-memory-limit",
             ViolationKind::HandoffUnconfirmed => "handoff-unconfirmed",
+            ViolationKind::HintLost => "hint-lost",
         }
     }
 }
@@ -211,6 +216,11 @@ pub struct Circumstances {
     /// documented cost of bounded clocks): on a key whose contexts reached this size, such
     /// siblings are counted, not failed.
     pub clock_prune_limit: Option<usize>,
+    /// Writes whose W acks may have come from hint holders standing in for replicas believed
+    /// down (a sloppy quorum, where the recorder can see it): reads ask only the key's
+    /// replicas, so R + W > N does not make them overlap, and read-your-writes after such a
+    /// write is only counted.
+    pub sloppy_writes: BTreeSet<OpId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -865,7 +875,8 @@ impl<'h> Checker<'h> {
         let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
             return;
         };
-        let overlapping = r.resolve(n) + w.resolve(n) > n;
+        let overlapping =
+            r.resolve(n) + w.resolve(n) > n && !self.c.sloppy_writes.contains(&write_id);
         let disturbed = self
             .c
             .disruptions

@@ -1,6 +1,7 @@
 //! The end of a run: heal every fault, wait until peers see each other, then until replicas
-//! agree — by anti-entropy alone, no client reading anything (or, opt-in, with a sweep of
-//! reads so read repair does it) — and hand the checker the final state.
+//! agree and no hint for a running peer is pending — by anti-entropy alone, no client reading
+//! anything (or, opt-in, with a sweep of reads so read repair does it) — and hand the checker
+//! the final state.
 
 use super::*;
 use ringcache::history::check::{Violation, ViolationKind};
@@ -197,7 +198,23 @@ impl World<'_> {
             keys.insert(&op.key);
         }
         let mut diverged = Vec::new();
+        // A hint whose owner runs is still to be delivered: its key has not converged.
+        let running: BTreeSet<NodeId> = self.running().into_iter().collect();
+        let mut hinted: BTreeSet<&[u8]> = BTreeSet::new();
+        for p in self.peers.values().filter(|p| !p.left) {
+            if let Some(n) = &p.node {
+                hinted.extend(
+                    n.hints_held()
+                        .filter(|(owner, _, _)| running.contains(*owner))
+                        .map(|(_, k, _)| k),
+                );
+            }
+        }
         for key in keys {
+            if hinted.contains(key) {
+                diverged.push(key.to_vec());
+                continue;
+            }
             // What every replica holds together: what read repair tries to give each of them.
             let mut merged = Siblings::new();
             for owner in reference.ring().replicas_of(key) {
@@ -286,6 +303,7 @@ impl World<'_> {
             .first()
             .map(|k| self.describe_key(k));
         let final_state = self.final_state(&keys_touched);
+        let hinted_writes = self.sloppy_writes.len();
         let circumstances = Circumstances {
             replicas: self.s.replicas,
             clock_uncertainty_ms: self.s.clock_uncertainty_ms(self.now),
@@ -296,8 +314,12 @@ impl World<'_> {
             key_disruptions: self.key_disruptions.clone(),
             convergence: Some(convergence.clone()),
             clock_prune_limit: Some(self.config.max_clock_entries),
+            sloppy_writes: std::mem::take(&mut self.sloppy_writes),
         };
         let mut report = check(&self.history, &final_state, &circumstances);
+        report
+            .violations
+            .extend(std::mem::take(&mut self.hints_lost));
         for detail in std::mem::take(&mut self.over_memory) {
             report.violations.push(Violation {
                 kind: ViolationKind::OverMemoryLimit,
@@ -349,6 +371,10 @@ impl World<'_> {
             evicted: stats.iter().map(|s| s.evicted).sum(),
             expired: stats.iter().map(|s| s.expired).sum(),
             tombstones_collected: stats.iter().map(|s| s.tombstones_collected).sum(),
+            hinted_writes,
+            hints_delivered: stats.iter().map(|s| s.hints_delivered).sum(),
+            hints_dropped: stats.iter().map(|s| s.hints_dropped).sum(),
+            hints_refused: stats.iter().map(|s| s.hints_refused).sum(),
         }
     }
 
@@ -400,6 +426,7 @@ impl World<'_> {
         let Some(reference) = nodes.first() else {
             return fin;
         };
+        let running: BTreeSet<NodeId> = self.running().into_iter().collect();
         let mut stranded = Vec::new();
         for key in keys {
             let owners = reference.ring().replicas_of(key);
@@ -410,6 +437,13 @@ impl World<'_> {
                     anywhere.merge(&s);
                     if owners.contains(n.id()) {
                         on_owners.merge(&s);
+                    }
+                }
+                // A hint for an owner that is gone for good (a departure whose announcement
+                // never arrived) is never delivered: stranded like data a ring change left.
+                for (owner, k, s) in n.hints_held() {
+                    if k == key.as_slice() && !running.contains(owner) {
+                        anywhere.merge(s);
                     }
                 }
             }

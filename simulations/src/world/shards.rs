@@ -38,6 +38,7 @@ impl Shards {
                 node.log_evictions();
                 node.log_writes();
                 node.log_abandoned();
+                node.log_hints_given_up();
                 if let Some(bug) = plant {
                     node.plant(bug);
                 }
@@ -70,6 +71,18 @@ impl Shards {
     /// Every key held, with its state, over all shards.
     pub fn iter_store(&self) -> impl Iterator<Item = (&[u8], Siblings)> + '_ {
         self.nodes.iter().flat_map(|n| n.store().iter())
+    }
+
+    /// Every hint held, over all shards: (intended owner, key, state).
+    pub fn hints_held(&self) -> impl Iterator<Item = (&NodeId, &[u8], &Siblings)> {
+        self.nodes.iter().flat_map(|n| n.hints_held())
+    }
+
+    pub fn take_hints_given_up(&mut self) -> Vec<(NodeId, Vec<u8>, Siblings)> {
+        self.nodes
+            .iter_mut()
+            .flat_map(|n| n.take_hints_given_up())
+            .collect()
     }
 
     pub fn states_in_flight(&self) -> impl Iterator<Item = (&[u8], &Siblings)> {

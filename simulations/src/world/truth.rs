@@ -11,10 +11,16 @@
 //! - **Losses.** A [`Loss`] is recorded exactly when the last thing covering a dot goes away
 //!   through a legitimate loss of memory — a crash, a departure, an eviction at the memory
 //!   limit, a regained partition's stale copies dropped, a message carrying a state lost or
-//!   refused. What covers a dot: every running peer's store and in-flight reads, every message
-//!   in flight (counting those sent in the same step) or held by a paused peer, and the clocks
-//!   of collected tombstones (a collected delete is retired, not lost: its absence must never
-//!   excuse a resurrection).
+//!   refused, a hint its owner's full store refused. What covers a dot: every running peer's
+//!   store, in-flight reads and hints, every message in flight (counting those sent in the
+//!   same step) or held by a paused peer, and the clocks of collected tombstones (a collected
+//!   delete is retired, not lost: its absence must never excuse a resurrection).
+//! - **Hints.** A hint is a copy from the moment its holder keeps it until its owner's store
+//!   took the delivered state (then the owner's copy stands for it, and that copy's own loss
+//!   is judged when it happens), or until the holder loses its memory. A delivery in flight
+//!   is not a copy of its own: the holder must keep the hint until the owner acknowledges it,
+//!   so a hint that vanishes any other way (dropped when sent, or acknowledged by an owner
+//!   that did not store it) loses its writes unexcused.
 //! - **Pending losses.** An in-flight read's merged state is only a passing copy. The dots a
 //!   legitimate loss leaves covered by reads alone are pending ([`PendingLoss`]); they are
 //!   judged again after every step of a peer whose read holds them (only such a step can end
@@ -33,7 +39,7 @@ use super::*;
 use ringcache::core::message::AntiEntropyMessage;
 use ringcache::core::node::HandedOff;
 use ringcache::core::version_vector::Dot;
-use ringcache::history::check::{Loss, LossCause, WriteRun};
+use ringcache::history::check::{Loss, LossCause, Violation, ViolationKind, WriteRun};
 
 /// A legitimate loss some of whose dots only in-flight reads still held: the dots of `held`
 /// that `elsewhere` (every store, message and collected clock that has covered them since the
@@ -118,6 +124,9 @@ impl World<'_> {
                 })
             });
             let replaced = self.entitlements.remove(&op).unwrap_or_default();
+            if ran.hinted {
+                self.sloppy_writes.insert(op);
+            }
             self.writes_ran += 1;
             self.writes_run.insert(
                 op,
@@ -156,9 +165,9 @@ impl World<'_> {
         message: &'m PeerMessage,
     ) -> Vec<(&'m [u8], &'m Siblings)> {
         match message {
-            PeerMessage::Store { key, state, .. } | PeerMessage::Repair { key, state, .. } => {
-                vec![(key.as_slice(), state)]
-            }
+            PeerMessage::Store { key, state, .. }
+            | PeerMessage::Repair { key, state, .. }
+            | PeerMessage::HintStore { key, state, .. } => vec![(key.as_slice(), state)],
             PeerMessage::FetchReply {
                 req,
                 state: Some(state),
@@ -218,6 +227,11 @@ impl World<'_> {
             }
             for (k, s) in n.states_in_flight().filter(|_| with_reads) {
                 if k == key {
+                    clock.merge(s.context());
+                }
+            }
+            for (owner, k, s) in n.hints_held() {
+                if k == key && self.hint_is_copy(owner, k, s) {
                     clock.merge(s.context());
                 }
             }
@@ -323,6 +337,116 @@ impl World<'_> {
         }
     }
 
+    /// Whether a hint held for `owner` is still a copy of its own: not once the owner's store
+    /// took every dot of it (see the module doc).
+    fn hint_is_copy(&self, owner: &NodeId, key: &[u8], state: &Siblings) -> bool {
+        !self
+            .handed_over
+            .get(&(owner.clone(), key.to_vec()))
+            .is_some_and(|taken| taken.descends_from(state.context()))
+    }
+
+    /// After `owner` handled a `HintDeliver` of `key` carrying `clock` (and dropped `dropped`
+    /// in that step): if its store took the state, the owner's copy stands for the hint from
+    /// now on. Called before the step's drops are judged, so a state the owner took and
+    /// evicted at once is judged as that eviction.
+    pub(super) fn note_hint_taken(
+        &mut self,
+        owner: &NodeId,
+        delivered: Option<(Vec<u8>, VersionVector)>,
+        dropped: &[(Vec<u8>, Siblings)],
+    ) {
+        let Some((key, clock)) = delivered else {
+            return;
+        };
+        let in_store = self.peers[owner]
+            .node
+            .as_ref()
+            .and_then(|n| n.peek(&key))
+            .is_some_and(|s| s.context().descends_from(&clock));
+        let evicted = dropped
+            .iter()
+            .any(|(k, s)| *k == key && s.context().descends_from(&clock));
+        if in_store || evicted {
+            self.handed_over
+                .entry((owner.clone(), key))
+                .or_default()
+                .merge(&clock);
+        }
+    }
+
+    /// Hints `holder` gave up in its last step because their owner's full store refused them:
+    /// like a `Store` a full replica refused, that copy is gone. Returns them, by key.
+    pub(super) fn note_hints_given_up(&mut self, holder: &NodeId) -> Vec<(Vec<u8>, VersionVector)> {
+        let Some(n) = self.peers.get_mut(holder).and_then(|p| p.node.as_mut()) else {
+            return Vec::new();
+        };
+        let given_up = n.take_hints_given_up();
+        let mut clocks = Vec::new();
+        for (owner, key, state) in given_up {
+            if self.hint_is_copy(&owner, &key, &state) {
+                self.lose_copy(None, &key, state.context(), LossCause::Message);
+            }
+            clocks.push((key, state.context().clone()));
+        }
+        clocks
+    }
+
+    /// The hints `holder` holds now: (owner, key) → clock.
+    pub(super) fn hints_of(&self, holder: &NodeId) -> BTreeMap<(NodeId, Vec<u8>), VersionVector> {
+        let Some(n) = self.peers.get(holder).and_then(|p| p.node.as_ref()) else {
+            return BTreeMap::new();
+        };
+        n.hints_held()
+            .map(|(o, k, s)| ((o.clone(), k.to_vec()), s.context().clone()))
+            .collect()
+    }
+
+    /// After a step of `holder`, which held `before`: a hinted write is never lost while its
+    /// holder keeps its memory. Every hint it held is still held (or grew), or went where the
+    /// protocol lets it go: into its owner's store (which took it), to another owner's hint
+    /// or this peer's store (an owner that left), or given up (`given_up`: a full owner
+    /// refused it). Anything else is a `HintLost` violation.
+    pub(super) fn check_hints_kept(
+        &mut self,
+        holder: &NodeId,
+        before: BTreeMap<(NodeId, Vec<u8>), VersionVector>,
+        given_up: &[(Vec<u8>, VersionVector)],
+    ) {
+        if before.is_empty() {
+            return;
+        }
+        let after = self.hints_of(holder);
+        for ((owner, key), clock) in before {
+            let mut covered = self
+                .handed_over
+                .get(&(owner.clone(), key.clone()))
+                .cloned()
+                .unwrap_or_default();
+            for ((_, k), c) in after.iter().filter(|((_, k), _)| *k == key) {
+                debug_assert_eq!(k, &key);
+                covered.merge(c);
+            }
+            for (_, c) in given_up.iter().filter(|(k, _)| *k == key) {
+                covered.merge(c);
+            }
+            if let Some(s) = self.peers[holder].node.as_ref().and_then(|n| n.peek(&key)) {
+                covered.merge(s.context());
+            }
+            if !covered.descends_from(&clock) {
+                self.hints_lost.push(Violation {
+                    kind: ViolationKind::HintLost,
+                    key: key.clone(),
+                    detail: format!(
+                        "{holder} at {} no longer holds its hint for {owner} ({clock}), which {owner}'s store never took",
+                        self.now
+                    ),
+                    ops: Vec::new(),
+                });
+            }
+        }
+    }
+
     /// A message that will never be applied: if it carried a state, it was a copy.
     pub(super) fn lose_message(&mut self, message: &PeerMessage) {
         let carried: Vec<(Vec<u8>, VersionVector)> = self
@@ -349,6 +473,11 @@ impl World<'_> {
         held.extend(
             node.states_in_flight()
                 .map(|(k, s)| (k.to_vec(), s.context().clone())),
+        );
+        held.extend(
+            node.hints_held()
+                .filter(|(owner, k, s)| self.hint_is_copy(owner, k, s))
+                .map(|(_, k, s)| (k.to_vec(), s.context().clone())),
         );
         let waiting: Vec<PeerMessage> = self.peers[victim]
             .held

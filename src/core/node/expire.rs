@@ -76,6 +76,7 @@ impl Node {
                     payload,
                     context,
                     needed,
+                    sloppy: false,
                 };
                 self.store_and_replicate(now, origin, write, deadline, out);
             }

@@ -70,7 +70,7 @@ impl Node {
 
     /// Joins a state another replica sent into the local store; false if the store is full
     /// and may not evict.
-    fn apply_replicated(&mut self, key: &[u8], state: &Siblings, now: Millis) -> bool {
+    pub(super) fn apply_replicated(&mut self, key: &[u8], state: &Siblings, now: Millis) -> bool {
         #[cfg(feature = "planted-bugs")]
         match self.planted {
             Some(PlantedBug::LastWriteWins) => {

@@ -42,6 +42,18 @@ pub struct NodeStats {
     pub anti_entropy_skipped: u64,
     /// Bytes of the hash trees (a fixed cost per partition held, outside the memory limit).
     pub hash_tree_bytes: u64,
+    /// Hints this peer holds for replicas believed down (sloppy quorum), waiting for delivery.
+    #[serde(default)]
+    pub hints_pending: u64,
+    /// Hints handed over to their owners and acknowledged.
+    #[serde(default)]
+    pub hints_delivered: u64,
+    /// Hints refused because this peer's bound for their owner was reached.
+    #[serde(default)]
+    pub hints_dropped: u64,
+    /// Hints given up because their owner's full store refused them.
+    #[serde(default)]
+    pub hints_refused: u64,
 }
 
 impl NodeStats {
@@ -73,6 +85,10 @@ impl NodeStats {
         self.anti_entropy_declined += other.anti_entropy_declined;
         self.anti_entropy_skipped += other.anti_entropy_skipped;
         self.hash_tree_bytes += other.hash_tree_bytes;
+        self.hints_pending += other.hints_pending;
+        self.hints_delivered += other.hints_delivered;
+        self.hints_dropped += other.hints_dropped;
+        self.hints_refused += other.hints_refused;
     }
 }
 
@@ -119,6 +135,10 @@ impl Node {
             anti_entropy_declined: ae.declined,
             anti_entropy_skipped: ae.skipped,
             hash_tree_bytes: self.store.trees().heap_bytes(),
+            hints_pending: self.hints.len() as u64,
+            hints_delivered: self.hints.counters.delivered,
+            hints_dropped: self.hints.counters.dropped,
+            hints_refused: self.hints.counters.refused,
         }
     }
 

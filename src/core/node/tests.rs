@@ -63,6 +63,55 @@ impl Net {
         let id = ClientRequestId(self.next_client);
         let mut queue: VecDeque<(NodeId, Input)> = VecDeque::new();
         queue.push_back((nid(at), Input::Client { id, request }));
+        self.run(queue, Some(id))
+    }
+
+    /// Ticks every node at `now` and delivers what the ticks send, to completion.
+    fn tick_and_run(&mut self, now: Millis) {
+        self.now = now;
+        let mut sent = Vec::new();
+        for (name, n) in self.nodes.iter_mut() {
+            let mut out = Outputs::default();
+            n.tick(now, &mut out);
+            sent.extend(out.messages.into_iter().map(|m| (name.clone(), m)));
+        }
+        let mut queue: VecDeque<(NodeId, Input)> = VecDeque::new();
+        for (from, msg) in sent {
+            self.route(&mut queue, from, msg);
+        }
+        self.run(queue, None);
+    }
+
+    fn route(&mut self, queue: &mut VecDeque<(NodeId, Input)>, from: NodeId, msg: Outgoing) {
+        if self.cut.contains(&msg.to) {
+            if !self.drop_silently {
+                let req = msg.message.req();
+                queue.push_back((
+                    from.clone(),
+                    Input::Undeliverable {
+                        to: msg.to.clone(),
+                        req,
+                    },
+                ));
+            }
+            self.held.push((from, msg));
+        } else {
+            queue.push_back((
+                msg.to.clone(),
+                Input::Peer {
+                    from,
+                    message: msg.message,
+                },
+            ));
+        }
+    }
+
+    /// Delivers `queue` and everything it causes; returns the reply to client `id`, if any.
+    fn run(
+        &mut self,
+        mut queue: VecDeque<(NodeId, Input)>,
+        id: Option<ClientRequestId>,
+    ) -> Option<ClientReply> {
         let mut reply = None;
         while let Some((target, input)) = queue.pop_front() {
             let mut out = Outputs::default();
@@ -71,33 +120,12 @@ impl Net {
                 .expect("known node")
                 .handle(self.now, input, &mut out);
             for (rid, r) in out.replies {
-                if rid == id {
+                if Some(rid) == id {
                     reply = Some(r);
                 }
             }
             for msg in out.messages {
-                if self.cut.contains(&msg.to) {
-                    if !self.drop_silently {
-                        let req = msg.message.req();
-                        queue.push_back((
-                            target.clone(),
-                            Input::Undeliverable {
-                                to: msg.to.clone(),
-                                req,
-                            },
-                        ));
-                    }
-                    self.held.push((target.clone(), msg));
-                } else {
-                    let from = target.clone();
-                    queue.push_back((
-                        msg.to.clone(),
-                        Input::Peer {
-                            from,
-                            message: msg.message,
-                        },
-                    ));
-                }
+                self.route(&mut queue, target.clone(), msg);
             }
         }
         reply
@@ -132,6 +160,7 @@ fn put(key: &str, value: &str, context: Option<VersionVector>, w: Quorum) -> Cli
         },
         context,
         w,
+        sloppy: None,
     })
 }
 
@@ -148,6 +177,7 @@ fn delete(key: &str, context: Option<VersionVector>, w: Quorum) -> ClientRequest
         write: WriteKind::Delete,
         context,
         w,
+        sloppy: None,
     })
 }
 
@@ -351,6 +381,7 @@ fn ttl_values_vanish_at_their_expiry_on_every_replica() {
         },
         context: None,
         w: Quorum::All,
+        sloppy: None,
     });
     let start = net.now;
     net.request("A", req).unwrap();
@@ -506,6 +537,7 @@ fn a_duplicated_forward_is_coordinated_once() {
         },
         context: None,
         w: Quorum::One,
+        sloppy: None,
     };
     let mut first = Outputs::default();
     let b = net.nodes.get_mut(&nid("B")).unwrap();
@@ -529,6 +561,7 @@ fn expire(key: &str, ttl_ms: Option<Millis>) -> ClientRequest {
         write: WriteKind::Expire { ttl_ms },
         context: None,
         w: Quorum::All,
+        sloppy: None,
     })
 }
 
@@ -541,6 +574,7 @@ fn put_ttl(key: &str, value: &str, ttl_ms: Millis) -> ClientRequest {
         },
         context: None,
         w: Quorum::All,
+        sloppy: None,
     })
 }
 
@@ -1236,4 +1270,435 @@ fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
     assert!(net.nodes[&nid("D")].store().peek(key.as_bytes()).is_none());
     let reply = net.request("D", get(key, Quorum::One)).unwrap();
     assert_eq!(values(&reply), vec!["v"], "an old replica answered");
+}
+
+// Sloppy quorum and hinted handoff (see `hints`).
+
+fn sloppy_put(key: &str, value: &str, w: Quorum) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Put {
+            value: value.as_bytes().to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w,
+        sloppy: Some(true),
+    })
+}
+
+/// Five peers, N = 3: the replicas of `key` and the two peers past its preference list.
+fn five_peers(key: &str, config: CoreConfig) -> (Net, Vec<String>, Vec<String>) {
+    let net = Net::new(&["A", "B", "C", "D", "E"], config);
+    let ring = net.nodes[&nid("A")].ring().clone();
+    let partition = ring.partition_of(key.as_bytes());
+    let replicas = ring
+        .preference_list(partition)
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let others = ring.fallbacks(partition).map(|n| n.to_string()).collect();
+    (net, replicas, others)
+}
+
+fn hints_at(net: &Net, node: &str) -> Vec<(String, Vec<u8>)> {
+    net.nodes[&nid(node)]
+        .hints_held()
+        .map(|(owner, key, _)| (owner.to_string(), key.to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_sloppy_write_with_two_replicas_down_succeeds_through_hint_holders() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    let (live, down) = (replicas[0].as_str(), [&replicas[1], &replicas[2]]);
+    for d in down {
+        net.take_down(d);
+    }
+    // Strict: fails at once, as it always did.
+    let strict = net.request(live, put("k", "strict", None, Quorum::Exactly(2)));
+    assert!(
+        matches!(
+            strict,
+            Some(ClientReply::Failed(RequestError::Unavailable {
+                needed: 2,
+                got: 1
+            }))
+        ),
+        "{strict:?}"
+    );
+    // Sloppy: the coordinator and a hint holder make W = 2.
+    let reply = net.request(live, sloppy_put("k", "v", Quorum::Exactly(2)));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    // Each replica down has its stand-in, in ring order past the preference list, holding
+    // the hint apart from its own store.
+    let mut owners: Vec<String> = Vec::new();
+    for holder in &others {
+        let held = hints_at(&net, holder);
+        assert_eq!(held.len(), 1, "{holder} holds one hint: {held:?}");
+        assert_eq!(held[0].1, b"k".to_vec());
+        assert!(net.nodes[&nid(holder)].store().peek(b"k").is_none());
+        assert_eq!(net.nodes[&nid(holder)].stats().hints_pending, 1);
+        owners.push(held[0].0.clone());
+    }
+    owners.sort();
+    let mut expected: Vec<String> = down.iter().map(|d| d.to_string()).collect();
+    expected.sort();
+    assert_eq!(owners, expected, "one hint per replica down");
+    // Nothing is delivered while the owners are down.
+    net.tick_and_run(net.now + 10);
+    for d in down {
+        assert_eq!(net.local_values(d, b"k"), 0);
+    }
+    // The owners come back: the hints are delivered, merged, acknowledged and dropped.
+    for d in down {
+        net.cut.remove(&nid(d));
+        net.set_view_liveness(d, Liveness::Up);
+    }
+    net.tick_and_run(net.now + 10);
+    for d in down {
+        assert_eq!(net.local_values(d, b"k"), 1, "{d} holds the write");
+    }
+    for holder in &others {
+        assert!(
+            hints_at(&net, holder).is_empty(),
+            "{holder} dropped its hint"
+        );
+        let stats = net.nodes[&nid(holder)].stats();
+        assert_eq!((stats.hints_pending, stats.hints_delivered), (0, 1));
+    }
+    let read = net.request(&replicas[1], get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&read), vec!["v"]);
+}
+
+#[test]
+fn a_strict_write_sends_no_hints_and_the_peer_default_makes_writes_sloppy() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    net.take_down(&replicas[1]);
+    let reply = net.request(&replicas[0], put("k", "v", None, Quorum::Exactly(2)));
+    assert!(matches!(reply, Some(ClientReply::Written { .. })));
+    assert!(others.iter().all(|o| hints_at(&net, o).is_empty()));
+    // A peer whose default is sloppy makes a write that does not say sloppy.
+    let config = CoreConfig {
+        sloppy_quorum: true,
+        ..CoreConfig::for_test()
+    };
+    let (mut net, replicas, others) = five_peers("k", config);
+    net.take_down(&replicas[1]);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&replicas[0], put("k", "v", None, Quorum::Exactly(2)));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(hints_at(&net, &others[0]).len(), 1);
+}
+
+#[test]
+fn an_unacknowledged_delivery_is_kept_and_retried() {
+    // Anti-entropy off: it would repair the owner on its own when it comes back.
+    let config = CoreConfig {
+        anti_entropy_interval_ms: 0,
+        ..CoreConfig::for_test()
+    };
+    let (mut net, replicas, others) = five_peers("k", config);
+    let owner = replicas[1].clone();
+    net.take_down(&owner);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&replicas[0], sloppy_put("k", "v", Quorum::Exactly(2)));
+    assert!(matches!(reply, Some(ClientReply::Written { .. })));
+    // The owner looks up but its messages vanish: the delivery is never answered.
+    net.drop_silently = true;
+    net.set_view_liveness(&owner, Liveness::Up);
+    net.tick_and_run(net.now + 10);
+    let holder = others
+        .iter()
+        .find(|h| hints_at(&net, h).iter().any(|(o, _)| *o == owner))
+        .expect("a holder for the owner")
+        .clone();
+    assert_eq!(hints_at(&net, &holder).len(), 1, "kept until acknowledged");
+    // Not sent again before a request timeout has passed, then sent again.
+    net.drop_silently = false;
+    net.cut.remove(&nid(&owner));
+    net.tick_and_run(net.now + 10);
+    assert_eq!(net.local_values(&owner, b"k"), 0, "no retry yet");
+    net.tick_and_run(net.now + CoreConfig::for_test().request_timeout_ms);
+    assert_eq!(net.local_values(&owner, b"k"), 1, "retried and merged");
+    assert!(hints_at(&net, &holder).is_empty());
+}
+
+#[test]
+fn a_delivered_hint_is_joined_with_what_the_owner_holds() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    let owner = nid(&replicas[0]);
+    let holder = nid(&others[0]);
+    // The owner holds one value; the hint carries a concurrent one.
+    let mine = ClientRequest::Write(WriteRequest {
+        key: b"k".to_vec(),
+        write: WriteKind::Put {
+            value: b"mine".to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::One,
+        sloppy: None,
+    });
+    net.request(owner.as_str(), mine);
+    let mut concurrent = Siblings::new();
+    concurrent.update(
+        &Actor("Z.1".into()),
+        &VersionVector::new(),
+        Payload::Value {
+            data: b"hinted".to_vec(),
+            expires_at_ms: None,
+        },
+        8,
+    );
+    let d = net.nodes.get_mut(&holder).unwrap();
+    let mut out = Outputs::default();
+    let hint = PeerMessage::HintStore {
+        req: 1,
+        key: b"k".to_vec(),
+        owner: owner.clone(),
+        state: concurrent,
+    };
+    let from = nid(&replicas[1]);
+    d.handle(
+        net.now,
+        Input::Peer {
+            from,
+            message: hint,
+        },
+        &mut out,
+    );
+    assert_eq!(out.messages[0].message, PeerMessage::StoreAck { req: 1 });
+    net.tick_and_run(net.now + 10);
+    let state = net.nodes[&owner].store().peek(b"k").unwrap();
+    assert_eq!(state.len(), 2, "both values kept as siblings: {state:?}");
+    assert!(hints_at(&net, holder.as_str()).is_empty());
+}
+
+#[test]
+fn hints_over_the_bound_are_refused_and_counted() {
+    let config = CoreConfig {
+        max_hints_per_peer: 2,
+        ..CoreConfig::for_test()
+    };
+    let mut node = Node::new(nid("D"), 1, config);
+    let view = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Down)
+        .with("D", Liveness::Up);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    let mut answers = Vec::new();
+    for (req, key) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")] {
+        let mut state = Siblings::new();
+        state.update(
+            &Actor("A.1".into()),
+            &VersionVector::new(),
+            Payload::Value {
+                data: key.as_bytes().to_vec(),
+                expires_at_ms: None,
+            },
+            8,
+        );
+        let mut out = Outputs::default();
+        let message = PeerMessage::HintStore {
+            req,
+            key: key.as_bytes().to_vec(),
+            owner: nid("C"),
+            state,
+        };
+        node.handle(
+            5,
+            Input::Peer {
+                from: nid("A"),
+                message,
+            },
+            &mut out,
+        );
+        answers.push(out.messages[0].message.clone());
+    }
+    assert_eq!(
+        answers,
+        vec![
+            PeerMessage::StoreAck { req: 1 },
+            PeerMessage::StoreAck { req: 2 },
+            PeerMessage::StoreRefused { req: 3 },
+            // The same key again merges into its hint: within the bound.
+            PeerMessage::StoreAck { req: 4 },
+        ]
+    );
+    let stats = node.stats();
+    assert_eq!((stats.hints_pending, stats.hints_dropped), (2, 1));
+    // The owner is down: no hint is sent.
+    let mut out = Outputs::default();
+    node.tick(10, &mut out);
+    assert!(!out
+        .messages
+        .iter()
+        .any(|m| matches!(m.message, PeerMessage::HintDeliver { .. })));
+}
+
+#[test]
+fn a_forwarded_write_keeps_the_receiving_peers_sloppy_default() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    // The receiving peer, not a replica, is sloppy by default; the coordinator is not.
+    let receiver = others[0].clone();
+    let sloppy = CoreConfig {
+        sloppy_quorum: true,
+        ..CoreConfig::for_test()
+    };
+    let view = net.nodes[&nid(&receiver)].view().clone();
+    let mut node = Node::new(nid(&receiver), 99, sloppy);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    net.nodes.insert(nid(&receiver), node);
+    net.take_down(&replicas[1]);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&receiver, put("k", "v", None, Quorum::Exactly(2)));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    let held: usize = others.iter().map(|o| hints_at(&net, o).len()).sum();
+    assert_eq!(held, 2, "the coordinator made the forwarded write sloppy");
+    // The same write asked strict, through the same peer, fails as strict writes do.
+    let strict = ClientRequest::Write(WriteRequest {
+        key: b"k".to_vec(),
+        write: WriteKind::Put {
+            value: b"s".to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::Exactly(2),
+        sloppy: Some(false),
+    });
+    let reply = net.request(&receiver, strict);
+    assert!(
+        matches!(
+            reply,
+            Some(ClientReply::Failed(RequestError::Unavailable { .. }))
+        ),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn a_hint_for_an_owner_that_left_goes_to_the_keys_first_replica() {
+    let (mut net, replicas, others) = five_peers("k", CoreConfig::for_test());
+    net.take_down(&replicas[1]);
+    net.take_down(&replicas[2]);
+    let reply = net.request(&replicas[0], sloppy_put("k", "v", Quorum::All));
+    assert!(
+        matches!(reply, Some(ClientReply::Written { .. })),
+        "{reply:?}"
+    );
+    // Both owners leave the cluster for good: every view drops them.
+    for gone in [&replicas[1], &replicas[2]] {
+        for n in net.nodes.values_mut() {
+            let mut view = MembershipView::new();
+            for (m, l) in n.view().iter() {
+                if m.as_str() != gone.as_str() {
+                    view.set(m.clone(), l);
+                }
+            }
+            n.handle(0, Input::Membership(view), &mut Outputs::default());
+        }
+    }
+    net.tick_and_run(net.now + 10);
+    net.tick_and_run(net.now + 10);
+    for holder in &others {
+        assert!(
+            hints_at(&net, holder).is_empty(),
+            "{holder} let its hint go"
+        );
+    }
+    // They went to the key's first replica on the new ring (possibly a holder itself).
+    let ring = net.nodes[&nid(&replicas[0])].ring().clone();
+    let first = ring.replicas_of(b"k")[0].clone();
+    assert_eq!(
+        net.local_values(first.as_str(), b"k"),
+        1,
+        "{first} holds the write"
+    );
+    let delivered: u64 = others
+        .iter()
+        .map(|o| net.nodes[&nid(o)].stats().hints_delivered)
+        .sum();
+    let merged_locally = others.contains(&first.to_string());
+    assert!(delivered + u64::from(merged_locally) >= 1);
+}
+
+#[test]
+fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
+    let mut node = Node::new(nid("D"), 1, CoreConfig::for_test());
+    let view = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    let hint = |req: u64, value: &str, actor: &str| {
+        let mut state = Siblings::new();
+        state.update(
+            &Actor(actor.into()),
+            &VersionVector::new(),
+            Payload::Value {
+                data: value.as_bytes().to_vec(),
+                expires_at_ms: None,
+            },
+            8,
+        );
+        Input::Peer {
+            from: nid("A"),
+            message: PeerMessage::HintStore {
+                req,
+                key: b"k".to_vec(),
+                owner: nid("C"),
+                state,
+            },
+        }
+    };
+    node.handle(5, hint(1, "first", "A.1"), &mut Outputs::default());
+    let mut out = Outputs::default();
+    node.tick(10, &mut out);
+    let sent = out
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            PeerMessage::HintDeliver { req, .. } => Some(*req),
+            _ => None,
+        })
+        .expect("delivered to C, which is up");
+    // A newer write for the same key joins the hint before C's ack for the first arrives.
+    node.handle(11, hint(2, "second", "B.1"), &mut Outputs::default());
+    let ack = Input::Peer {
+        from: nid("C"),
+        message: PeerMessage::HintAck { req: sent },
+    };
+    node.handle(12, ack, &mut Outputs::default());
+    let held: Vec<usize> = node.hints_held().map(|(_, _, s)| s.len()).collect();
+    assert_eq!(held, vec![2], "kept, with both values");
+    // It goes out again at once, whole, and its own ack drops it.
+    let mut out = Outputs::default();
+    node.tick(20, &mut out);
+    let (req, state) = out
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            PeerMessage::HintDeliver { req, state, .. } => Some((*req, state.clone())),
+            _ => None,
+        })
+        .expect("sent again");
+    assert_eq!(state.len(), 2);
+    let ack = Input::Peer {
+        from: nid("C"),
+        message: PeerMessage::HintAck { req },
+    };
+    node.handle(21, ack, &mut Outputs::default());
+    assert_eq!(node.hints_held().count(), 0);
+    assert_eq!(node.stats().hints_delivered, 1);
 }

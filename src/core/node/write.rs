@@ -5,6 +5,12 @@
 //! to its own store (new dot, context applied), sends the resulting state to the other
 //! replicas (`Store`), and replies once W distinct replicas hold it. An expire is coordinated
 //! here too, but reads first (see `expire`).
+//!
+//! A sloppy write (`WriteRequest::sloppy`, puts and deletes) does not give up on a replica
+//! believed down: the state goes, with a hint naming that replica, to the next healthy peer
+//! clockwise past the preference list, whose ack counts toward W (see `hints`). It still needs
+//! a live replica to coordinate it; a strict write with fewer than W live replicas fails at
+//! once with `Unavailable`, as it always did.
 
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
 use super::{Node, Outgoing, Outputs};
@@ -31,6 +37,8 @@ pub(super) struct CoordinatedWrite {
     pub(super) payload: Payload,
     pub(super) context: VersionVector,
     pub(super) needed: usize,
+    /// Whether replicas believed down are stood in for by hint holders.
+    pub(super) sloppy: bool,
 }
 
 /// A write this node coordinated and stored: who asked for it, and the dot it minted.
@@ -42,6 +50,9 @@ pub struct WriteRan {
     pub forwarded_by: Option<(NodeId, u64)>,
     pub key: Vec<u8>,
     pub dot: Dot,
+    /// Whether hint holders stood in for replicas believed down (a sloppy write): its W acks
+    /// may not all come from the key's replicas.
+    pub hinted: bool,
 }
 
 /// When enabled, the writes this node coordinated since the last `take`, with the dot each
@@ -58,7 +69,7 @@ impl WriteLog {
         self.0.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    fn record(&mut self, waiter: &Waiter, key: &[u8], dot: Dot) {
+    fn record(&mut self, waiter: &Waiter, key: &[u8], dot: Dot, hinted: bool) {
         if let Some(log) = self.0.as_mut() {
             let (client, forwarded_by) = match waiter {
                 Waiter::Client(id) => (Some(*id), None),
@@ -70,6 +81,7 @@ impl WriteLog {
                 forwarded_by,
                 key: key.to_vec(),
                 dot,
+                hinted,
             });
         }
     }
@@ -97,6 +109,11 @@ impl Node {
         write: WriteRequest,
         out: &mut Outputs,
     ) {
+        let mut write = write;
+        if matches!(origin, Waiter::Client(_)) {
+            // Fixed here, so a forwarded write keeps this peer's default.
+            write.sloppy.get_or_insert(self.config.sloppy_quorum);
+        }
         let needed = match validate_write(&self.config, &write) {
             Ok(needed) => needed,
             Err(e) => return origin.fail(e, out),
@@ -124,7 +141,15 @@ impl Node {
         let replicas: Vec<NodeId> = self.ring.replicas_of(&write.key).to_vec();
         let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
         let self_counts = usize::from(!replicas.contains(&self.id));
-        if live + self_counts < needed {
+        // An expire reads first and is kept strict.
+        let sloppy = write.sloppy.unwrap_or(self.config.sloppy_quorum)
+            && !matches!(write.write, WriteKind::Expire { .. });
+        let stand_ins = if sloppy && live > 0 {
+            self.stand_ins(&write.key).len()
+        } else {
+            0
+        };
+        if live + self_counts + stand_ins < needed {
             let error = RequestError::Unavailable { needed, got: live };
             return origin.fail(error, out);
         }
@@ -166,6 +191,7 @@ impl Node {
             payload,
             context,
             needed,
+            sloppy,
         };
         self.store_and_replicate(now, origin, write, deadline, out);
     }
@@ -185,12 +211,20 @@ impl Node {
             payload,
             context,
             needed,
+            sloppy,
         } = write;
         let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
         let self_counts = usize::from(!replicas.contains(&self.id));
+        // Who holds a hint for which replica believed down (none for a strict write).
+        let stand_ins = if sloppy {
+            self.stand_ins(&key)
+        } else {
+            Vec::new()
+        };
         let state = match self.store.update(&key, &self.actor, &context, payload, now) {
             Ok((state, dot)) => {
-                self.write_log.record(&origin, &key, dot);
+                let hinted = !stand_ins.is_empty();
+                self.write_log.record(&origin, &key, dot, hinted);
                 state
             }
             Err(oom) => {
@@ -212,6 +246,17 @@ impl Node {
                     message: PeerMessage::Store {
                         req,
                         key: key.clone(),
+                        state: state.clone(),
+                    },
+                });
+            } else if let Some((_, holder)) = stand_ins.iter().find(|(owner, _)| owner == replica) {
+                // The holder takes the replica's place in the tracker: its ack counts.
+                out.messages.push(Outgoing {
+                    to: holder.clone(),
+                    message: PeerMessage::HintStore {
+                        req,
+                        key: key.clone(),
+                        owner: replica.clone(),
                         state: state.clone(),
                     },
                 });
