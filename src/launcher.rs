@@ -87,9 +87,10 @@ impl LaunchedPeer {
         Ok(())
     }
 
-    /// Stops the peer: SIGTERM, then SIGKILL if it has not exited within two seconds.
+    /// Stops the peer at once: SIGINT (SIGTERM would make it leave the cluster gracefully,
+    /// handing its data off first), then SIGKILL if it has not exited within two seconds.
     pub async fn stop(mut self) {
-        let _ = self.signal(libc::SIGTERM);
+        let _ = self.signal(libc::SIGINT);
         if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
             .await
             .is_err()

@@ -94,6 +94,15 @@ enum Commands {
         #[command(flatten)]
         target: Target,
     },
+    /// Make the peer leave the cluster: it hands every partition it holds to the new
+    /// replicas, showing progress, then exits (SIGTERM to a `serve` does the same).
+    Leave {
+        #[command(flatten)]
+        target: Target,
+        /// Stop waiting after this many seconds (the peer goes on handing off).
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+    },
     /// Give a key's value a new time to live (like Redis's EXPIRE).
     Expire {
         key: String,
@@ -220,6 +229,12 @@ struct ServeArgs {
     /// Gossip round interval, in milliseconds; failure detection scales with it.
     #[arg(long, default_value_t = 200)]
     gossip_interval_ms: u64,
+    /// How long a peer may stay down before the others take it off the ring, in seconds: the
+    /// remaining replicas and anti-entropy then restore N copies of what it held. A crashed
+    /// peer is never handed off from (its memory is gone); until this passes, it keeps its
+    /// place, so a restart does not move data twice.
+    #[arg(long, default_value_t = 3600)]
+    remove_down_after_secs: u64,
     /// Memory limit of the store (keys, values, versions and overhead): bytes, or with a
     /// unit: `512MiB`, `2GiB`, `100MB`. No limit by default.
     #[arg(long, value_parser = parse_size)]
@@ -311,6 +326,7 @@ impl ServeArgs {
             core,
             gossip: GossipTiming {
                 interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
+                dead_node_grace: Duration::from_secs(self.remove_down_after_secs.max(1)),
                 ..GossipTiming::default()
             },
             shards: match self.shards {
@@ -455,6 +471,32 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
+        Commands::Leave { target, wait_secs } => {
+            let client = target.client()?;
+            client.leave().await?;
+            println!("leaving: handing partitions off");
+            let started = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let Ok(status) = client.cluster().await else {
+                    println!("the peer has left");
+                    return Ok(());
+                };
+                let moving = status["handoff"].as_array().map_or(0, |a| a.len());
+                let keys_left: u64 = status["handoff"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|p| p["keys_left"].as_u64()).sum())
+                    .unwrap_or(0);
+                println!(
+                    "  {moving} partitions, {keys_left} keys left; {} keys handed off",
+                    status["keys_handed_off"]
+                );
+                anyhow::ensure!(
+                    started.elapsed().as_secs() < wait_secs,
+                    "still handing off after {wait_secs} s"
+                );
+            }
+        }
     }
 }
 
@@ -467,7 +509,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(stdout, "{}", launcher::ready_line(&peer.addresses))?;
         stdout.flush()?;
     }
-    stop.wait().await;
+    let mut leave_requested = peer.leave_requested();
+    let graceful = tokio::select! {
+        signal = stop.wait() => signal == Stop::Leave,
+        _ = leave_requested.wait_for(|leaving| *leaving) => true,
+    };
+    if graceful {
+        peer.hand_off_and_wait().await;
+    }
     tracing::info!("stopping");
     peer.shutdown().await;
     Ok(())
@@ -513,6 +562,14 @@ async fn up(
     Ok(())
 }
 
+/// Which signal arrived: SIGTERM asks a peer to leave the cluster gracefully (hand its data off,
+/// then exit); SIGINT (Ctrl-C) stops it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Leave,
+    Now,
+}
+
 /// SIGTERM and SIGINT (Ctrl-C), listened for from its creation on: create it before telling
 /// anyone the process is ready, or a signal sent right after the banner would be missed.
 struct StopSignal {
@@ -529,10 +586,10 @@ impl StopSignal {
         })
     }
 
-    async fn wait(&mut self) {
+    async fn wait(&mut self) -> Stop {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.interrupt.recv() => {}
+            _ = self.term.recv() => Stop::Leave,
+            _ = self.interrupt.recv() => Stop::Now,
         }
     }
 }

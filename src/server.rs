@@ -39,6 +39,8 @@ pub struct RunningPeer {
     pub addresses: PeerAddresses,
     pub driver: DriverHandle,
     shutdown: watch::Sender<bool>,
+    /// How long a graceful leave may wait for its handoff.
+    handoff_limit_ms: u64,
     gossip: Arc<Gossip>,
     transport: PeerTransport,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -151,6 +153,8 @@ impl RunningPeer {
             addresses,
             driver,
             shutdown: shutdown_tx,
+            handoff_limit_ms: config.core.tombstone_grace_ms / 4
+                + 4 * config.core.request_timeout_ms,
             gossip,
             transport,
             tasks: {
@@ -168,6 +172,48 @@ impl RunningPeer {
     /// This peer's QUIC transport: its counters.
     pub fn transport(&self) -> &PeerTransport {
         &self.transport
+    }
+
+    /// Turns true once this peer was asked to leave (`POST /v1/leave`).
+    pub fn leave_requested(&self) -> watch::Receiver<bool> {
+        self.driver.leaving()
+    }
+
+    /// Leaves the cluster: announces it, hands every partition to its new replicas, and waits
+    /// until done — bounded: a handoff abandons what it has not sent a quarter of the tombstone
+    /// grace after it began, so this waits that long and a few request timeouts more.
+    pub async fn hand_off_and_wait(&self) {
+        self.driver.leave().await;
+        let limit = std::time::Duration::from_millis(self.handoff_limit_ms);
+        let started = tokio::time::Instant::now();
+        let mut last_report = started;
+        loop {
+            let Some(status) = self.driver.status().await else {
+                return;
+            };
+            if status.handoff.is_empty() {
+                tracing::info!(keys = status.keys_handed_off, "handoff done");
+                return;
+            }
+            if started.elapsed() > limit {
+                tracing::warn!(
+                    partitions = status.handoff.len(),
+                    "handoff not done in time"
+                );
+                return;
+            }
+            if last_report.elapsed() > std::time::Duration::from_secs(1) {
+                last_report = tokio::time::Instant::now();
+                let keys_left: u64 = status.handoff.iter().map(|p| p.keys_left).sum();
+                tracing::info!(
+                    partitions = status.handoff.len(),
+                    keys_left,
+                    handed_off = status.keys_handed_off,
+                    "handing off"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops HTTP, the driver, QUIC and gossip, and waits for their tasks.

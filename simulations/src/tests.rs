@@ -171,6 +171,27 @@ fn the_checker_catches_a_ring_change_that_drops_data_no_one_else_holds() {
     );
 }
 
+// Self-healing: convergence comes from anti-entropy alone, and a handoff drops a copy only
+// once a new replica holds it.
+
+#[test]
+fn the_checker_catches_anti_entropy_that_skips_part_of_a_tree() {
+    let seed = caught_within(PlantedBug::AntiEntropySkipsLeaf, 100);
+    assert!(
+        seed.is_some(),
+        "anti-entropy skipping leaves went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_handoff_that_drops_copies_before_they_are_confirmed() {
+    let seed = caught_within(PlantedBug::HandoffDropsEarly, 100);
+    assert!(
+        seed.is_some(),
+        "handoffs dropping unconfirmed copies went unnoticed for 100 seeds"
+    );
+}
+
 // Hinted handoff: a hinted write is never lost while its holder keeps its memory.
 
 #[test]

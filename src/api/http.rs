@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,7 @@ pub fn router(
         .route("/v1/stats", get(stats))
         .route("/v1/kv/{*key}", any(kv))
         .route("/v1/local/{*key}", get(local))
+        .route("/v1/leave", post(leave))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
         .layer(middleware::from_fn_with_state(
@@ -112,6 +113,17 @@ async fn health_check(State(state): State<ApiState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `POST /v1/leave`: the peer hands every partition it holds to the new replicas, then exits
+/// (202 at once; watch `GET /v1/cluster`'s `handoff` for progress).
+async fn leave(State(driver): State<DriverHandle>) -> Response {
+    driver.leave().await;
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"leaving": true})),
+    )
+        .into_response()
 }
 
 async fn cluster(State(driver): State<DriverHandle>) -> Response {

@@ -220,6 +220,22 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// Asks the peer to leave the cluster: it hands its data off, then exits.
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/leave", self.base))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Status {
+                status: response.status().as_u16(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
     pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {
         let response = self
             .http

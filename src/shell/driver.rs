@@ -9,7 +9,7 @@
 //! deals client requests by key. This is the only place the wall clock reaches the core.
 
 use crate::core::message::PeerMessage;
-use crate::core::node::{Input, Node, NodeStats, Outputs};
+use crate::core::node::{HandoffProgress, Input, Node, NodeStats, Outputs};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
@@ -49,6 +49,8 @@ pub enum Command {
         key: Vec<u8>,
         reply: oneshot::Sender<LocalState>,
     },
+    /// Leave the cluster: take this peer off the ring and hand every partition off.
+    Leave,
 }
 
 /// One peer's own copy of a key, without coordination: what its store holds (tombstones and
@@ -72,6 +74,12 @@ pub struct Status {
     pub members: ClusterView,
     /// Per member: partitions held as first replica, and as any replica.
     pub ownership: Vec<Ownership>,
+    /// Whether this peer is leaving the cluster.
+    pub leaving: bool,
+    /// Partitions this peer is handing off to their new replicas, with progress.
+    pub handoff: Vec<HandoffProgress>,
+    /// Keys this peer has handed off since start.
+    pub keys_handed_off: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,6 +94,9 @@ pub struct Ownership {
 pub struct DriverHandle {
     shards: Vec<mpsc::Sender<Command>>,
     partitions: u32,
+    gossip: Arc<Gossip>,
+    /// Turns true once this peer was asked to leave.
+    leaving: watch::Sender<bool>,
 }
 
 impl DriverHandle {
@@ -131,10 +142,30 @@ impl DriverHandle {
                 Some(m) => {
                     m.keys += status.keys;
                     m.stats.add(&status.stats);
+                    m.handoff.extend(status.handoff);
+                    m.keys_handed_off += status.keys_handed_off;
                 }
             }
         }
         merged
+    }
+
+    /// Starts leaving the cluster: gossip tells the other peers, which take this one off their
+    /// rings, and every shard hands its partitions to their new replicas. Idempotent.
+    pub async fn leave(&self) {
+        if self.leaving.send_replace(true) {
+            return;
+        }
+        tracing::info!("leaving the cluster: handing every partition off");
+        self.gossip.announce_leaving().await;
+        for shard in &self.shards {
+            let _ = shard.send(Command::Leave).await;
+        }
+    }
+
+    /// Whether this peer was asked to leave.
+    pub fn leaving(&self) -> watch::Receiver<bool> {
+        self.leaving.subscribe()
     }
 }
 
@@ -154,6 +185,7 @@ pub fn spawn_shards(
     // One poller reads gossip's view and publishes it, so every shard sees the same view.
     let (view_tx, view_rx) = watch::channel(ClusterView::default());
     let mut poll_stop = shutdown.clone();
+    let handle_gossip = gossip.clone();
     tasks.push(tokio::spawn(async move {
         let mut poll = tokio::time::interval(VIEW_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -211,7 +243,16 @@ pub fn spawn_shards(
             }
         }
     }));
-    (DriverHandle { shards, partitions }, tasks)
+    let (leaving, _) = watch::channel(false);
+    (
+        DriverHandle {
+            shards,
+            partitions,
+            gossip: handle_gossip,
+            leaving,
+        },
+        tasks,
+    )
 }
 
 pub struct Driver {
@@ -274,6 +315,7 @@ impl Driver {
                     Some(Command::Status { reply }) => {
                         let _ = reply.send(self.status());
                     }
+                    Some(Command::Leave) => self.node.leave(wall_clock_ms()),
                     Some(Command::Local { key, reply }) => {
                         // `peek`: no access is counted and nothing is repaired, so looking
                         // does not change what is looked at.
@@ -356,6 +398,9 @@ impl Driver {
                     replica_partitions: any,
                 })
                 .collect(),
+            leaving: self.node.is_leaving(),
+            handoff: self.node.handoff_progress(),
+            keys_handed_off: self.node.keys_handed_off(),
         }
     }
 }

@@ -44,6 +44,8 @@ use thiserror::Error;
 pub const KEY_PEER_ADDR: &str = "peer_addr";
 pub const KEY_HTTP_ADDR: &str = "http_addr";
 pub const KEY_TAG: &str = "member_tag";
+/// Published by a peer that is leaving the cluster: the others take it off their rings.
+pub const KEY_LEAVING: &str = "leaving";
 
 /// The MAC a member publishes to prove it holds the cluster secret.
 pub fn member_tag(
@@ -84,6 +86,8 @@ fn tag_is_valid(gossip_key: &[u8; 32], id: &ChitchatId, state: &chitchat::NodeSt
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {
     pub up: bool,
+    /// The peer announced it is leaving (it holds no place on the ring).
+    pub leaving: bool,
     pub generation: u64,
     pub gossip_addr: SocketAddr,
     pub peer_addr: Option<SocketAddr>,
@@ -100,7 +104,9 @@ impl ClusterView {
     pub fn membership(&self) -> MembershipView {
         let mut view = MembershipView::new();
         for (id, info) in &self.members {
-            let liveness = if info.up {
+            let liveness = if info.leaving {
+                Liveness::Leaving
+            } else if info.up {
                 Liveness::Up
             } else {
                 Liveness::Down
@@ -176,7 +182,7 @@ pub struct Gossip {
     self_name: NodeId,
     gossip_key: [u8; 32],
     /// This peer's own key-values, as it published them.
-    own: Vec<(String, String)>,
+    own: std::sync::Mutex<Vec<(String, String)>>,
     max_members: usize,
     /// The last view handed out: members whose entry stops verifying keep theirs from it, and
     /// its members are kept first when there are more than `max_members`.
@@ -264,7 +270,7 @@ impl Gossip {
             handle,
             self_name: node.clone(),
             gossip_key,
-            own,
+            own: own.into(),
             max_members: timing.max_members.max(1),
             last_view: Mutex::new(ClusterView::default()),
             over_cap_logged: AtomicUsize::new(0),
@@ -297,6 +303,7 @@ impl Gossip {
             let info = if tag_is_valid(&self.gossip_key, id, state) {
                 MemberInfo {
                     up,
+                    leaving: state.get(KEY_LEAVING).is_some(),
                     generation: id.generation_id,
                     gossip_addr: id.gossip_advertise_addr,
                     peer_addr: state.get(KEY_PEER_ADDR).and_then(|a| a.parse().ok()),
@@ -362,14 +369,25 @@ impl Gossip {
     /// Puts this peer's own key-values back if another member's delta changed them, and drops
     /// keys it never published. chitchat gives the re-published value a version above the
     /// forged one, so it wins on every peer.
+    /// Tells the cluster this peer is leaving (see [`KEY_LEAVING`]).
+    pub async fn announce_leaving(&self) {
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((KEY_LEAVING.to_string(), "1".to_string()));
+        let chitchat = self.handle.chitchat();
+        let mut guard = chitchat.lock().await;
+        guard.self_node_state().set(KEY_LEAVING, "1");
+    }
+
     fn restore_own_entry(&self, state: &mut chitchat::NodeState) {
+        let own = self.own.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let forged: Vec<String> = state
             .key_values()
-            .filter(|(key, _)| !self.own.iter().any(|(own, _)| own == key))
+            .filter(|(key, _)| !own.iter().any(|(own, _)| own == key))
             .map(|(key, _)| key.to_string())
             .collect();
-        let changed: Vec<&(String, String)> = self
-            .own
+        let changed: Vec<&(String, String)> = own
             .iter()
             .filter(|(key, value)| state.get(key) != Some(value.as_str()))
             .collect();

@@ -1,0 +1,117 @@
+//! Data follows the ring with real peers: a fourth peer joins a cluster holding 30,000 keys
+//! and the partitions it now replicates stream to it while the ex-owners drop their copies;
+//! then a peer leaves gracefully and hands everything off. No key is lost either way.
+
+#![allow(clippy::disallowed_methods)] // the test waits in wall-clock time
+
+mod common;
+
+use common::{client, with_cluster_args};
+use ringcache::client::{Client, WriteOptions};
+use ringcache::launcher::spawn_peer;
+use std::time::{Duration, Instant};
+
+const KEYS: usize = 30_000;
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i}").into_bytes()
+}
+
+/// Writes every key with W = all, 64 at a time.
+async fn fill(client: &Client) {
+    let options = WriteOptions {
+        w: Some("all".into()),
+        ..WriteOptions::default()
+    };
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(64) {
+        let mut writes = tokio::task::JoinSet::new();
+        for i in chunk.iter().copied() {
+            let (client, options) = (client.clone(), options.clone());
+            writes.spawn(async move {
+                client
+                    .put(&key(i), b"v".to_vec(), &options)
+                    .await
+                    .unwrap_or_else(|e| panic!("write {i}: {e}"));
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap();
+        }
+    }
+}
+
+/// Keys held by each peer, once no peer is handing anything off (bounded wait).
+async fn settled_key_counts(clients: &[Client]) -> Vec<u64> {
+    let started = Instant::now();
+    loop {
+        let mut counts = Vec::new();
+        let mut moving = 0;
+        for c in clients {
+            let status = c.cluster().await.unwrap();
+            moving += status["handoff"].as_array().map_or(0, |a| a.len());
+            counts.push(status["keys"].as_u64().unwrap());
+        }
+        if moving == 0 && counts.iter().sum::<u64>() == 3 * KEYS as u64 {
+            return counts;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still moving after a minute: {moving} partitions, keys per peer {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn every_sampled_key_reads_at_r_all(c: &Client) {
+    for i in (0..KEYS).step_by(100) {
+        let read = c.get(&key(i), Some("all")).await.unwrap();
+        assert_eq!(read.values(), &[b"v".to_vec()], "key-{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_moves_a_quarter_of_the_data_and_a_graceful_leave_loses_nothing() {
+    // Anti-entropy often, so a copy a slow handoff abandons is restored well within the wait.
+    let args = ["--anti-entropy-interval-ms", "1000"];
+    with_cluster_args(3, &args, |mut cluster| async move {
+        fill(&client(&cluster, 0)).await;
+        // D joins: it takes its share, and the ex-owners drop theirs.
+        let d = spawn_peer(&cluster.options, "D", &[cluster.seed()])
+            .await
+            .unwrap();
+        cluster.peers.push(d);
+        for p in &cluster.peers {
+            common::wait_for_live(&p.url(), 4).await;
+        }
+        let clients: Vec<Client> = (0..4).map(|i| client(&cluster, i)).collect();
+        let counts = settled_key_counts(&clients).await;
+        // Exactly N copies in all (checked above), and D holds about a quarter of them.
+        let ideal = 3 * KEYS as u64 / 4;
+        assert!(
+            counts[3] > ideal / 2 && counts[3] < ideal * 3 / 2,
+            "D holds {} keys, ideally about {ideal}: {counts:?}",
+            counts[3]
+        );
+        every_sampled_key_reads_at_r_all(&clients[3]).await;
+
+        // B leaves gracefully: it hands everything off, then exits.
+        clients[1].leave().await.unwrap();
+        let started = Instant::now();
+        while clients[1].cluster().await.is_ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "B never exited"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.peers.remove(1).stop().await;
+        let remaining = [clients[0].clone(), clients[2].clone(), clients[3].clone()];
+        for p in &cluster.peers {
+            common::wait_for_live(&p.url(), 3).await;
+        }
+        settled_key_counts(&remaining).await;
+        every_sampled_key_reads_at_r_all(&remaining[0]).await;
+        cluster
+    })
+    .await;
+}
