@@ -482,6 +482,7 @@ mod tests {
     fn the_view_cap_keeps_self_then_known_members() {
         let info = MemberInfo {
             up: true,
+            leaving: false,
             generation: 1,
             gossip_addr: ([127, 0, 0, 1], 1).into(),
             peer_addr: None,
