@@ -52,7 +52,7 @@ impl Node {
                     .drop_where(|key| moved.contains(&new.partition_of(key)));
             }
             self.drop_regained_partitions(&ring);
-            self.note_gained_partitions(now, &ring);
+            self.note_gained_partitions(now, &ring, &view);
             self.ring = ring;
             // What this peer holds but no longer replicates follows the ring.
             self.plan_handoffs(now);
@@ -89,11 +89,16 @@ impl Node {
     /// until their data has had time to arrive (the handoff deadline, then a request timeout),
     /// this peer's answers for them do not count toward a read's R, so a read right after a
     /// join or a leave is answered by replicas that hold the data.
-    fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring) {
+    fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring, view: &MembershipView) {
         let until = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
         self.warming.retain(|_, t| *t > now);
-        // A peer that just started (alone on its ring, holding nothing) gains all it replicates.
-        let just_started = self.ring.members().len() == 1 && self.store.is_empty();
+        // A peer that just started (alone on its ring, holding nothing) and now meets others
+        // that are up gains all it replicates: they may hold data it lacks.
+        let others_up = new_ring
+            .members()
+            .iter()
+            .any(|m| *m != self.id && view.is_up(m));
+        let just_started = self.ring.members().len() == 1 && self.store.is_empty() && others_up;
         for p in 0..self.config.partitions {
             if new_ring.preference_list(p).contains(&self.id)
                 && (just_started || !self.ring.preference_list(p).contains(&self.id))

@@ -245,6 +245,18 @@ impl Node {
             // The waiter has its answer; repair whoever answered in time.
             return self.read_repair(now, &read.key, &read.merged, read.answers, out);
         }
+        // Warming replicas answered but a silent one kept them from counting: at the
+        // deadline they count after all, so warming costs a read latency, never its answer.
+        if read.expire.is_none()
+            && read.tracker.successes() + read.deferred.len() >= read.tracker.needed()
+        {
+            let reply = read_reply(&read.merged, now);
+            if matches!(waiter, Waiter::Client(_)) {
+                self.counters.count_read(&reply);
+            }
+            waiter.reply(reply, out);
+            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+        }
         let error = RequestError::Timeout {
             needed: read.tracker.needed(),
             got: read.tracker.successes(),

@@ -1702,3 +1702,54 @@ fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
     assert_eq!(node.hints_held().count(), 0);
     assert_eq!(node.stats().hints_delivered, 1);
 }
+
+#[test]
+fn a_warming_answer_counts_at_the_deadline_when_the_others_are_silent() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let timeout = config.request_timeout_ms;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let mut d = Node::new(nid("D"), 4, config);
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    d.handle(
+        net.now,
+        Input::Membership(four.clone()),
+        &mut Outputs::default(),
+    );
+    net.nodes.insert(nid("D"), d);
+    set_view(&mut net, &four);
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            net.nodes[&nid("D")]
+                .ring()
+                .replicas_of(k.as_bytes())
+                .contains(&nid("D"))
+        })
+        .unwrap();
+    // Every other replica is silent: D's own (warming) answer is all there is.
+    net.drop_silently = true;
+    for n in ["A", "B", "C"] {
+        net.cut.insert(nid(n));
+    }
+    let start = net.now;
+    assert_eq!(
+        net.request("D", get(&key, Quorum::One)),
+        None,
+        "waits for the others"
+    );
+    let mut out = Outputs::default();
+    net.nodes
+        .get_mut(&nid("D"))
+        .unwrap()
+        .tick(start + timeout, &mut out);
+    assert!(
+        matches!(out.replies.as_slice(), [(_, ClientReply::NotFound { .. })]),
+        "answered, not failed: {:?}",
+        out.replies
+    );
+}

@@ -1,0 +1,178 @@
+//! What self-healing costs with real peers (release build, loopback): a 3-peer cluster
+//! holding `KEYS` keys (N = 3, so each peer holds all of them).
+//! 1. Recovery: one peer is killed and restarted empty; how long until it holds every key
+//!    again with no client read, and client read latency (p50, p99) meanwhile against idle.
+//! 2. Join: a fourth peer joins; the share of copies that moved (ideal: a quarter), how long
+//!    until no partition is moving and every key has exactly N copies, and client latency
+//!    meanwhile.
+//!
+//! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
+//! 300,000). Prints figures; asserts nothing.
+
+#![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
+
+use hdrhistogram::Histogram;
+use ringcache::client::{Client, WriteOptions};
+use ringcache::launcher::{spawn_peer, LaunchOptions, LocalCluster};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key:{i:012}").into_bytes()
+}
+
+async fn fill(client: &Client, keys: usize) {
+    let options = WriteOptions {
+        w: Some("all".into()),
+        ..WriteOptions::default()
+    };
+    let value = vec![b'v'; 100];
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(128) {
+        let mut writes = tokio::task::JoinSet::new();
+        for i in chunk.iter().copied() {
+            let (client, options, value) = (client.clone(), options.clone(), value.clone());
+            writes.spawn(async move { client.put(&key(i), value, &options).await.is_ok() });
+        }
+        while writes.join_next().await.is_some() {}
+    }
+}
+
+/// Reads with `r=one` from four clients until `stop`, recording latency in microseconds.
+fn read_load(
+    clients: Vec<Client>,
+    keys: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Histogram<u64>> {
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (t, c) in clients.into_iter().enumerate() {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let mut h = Histogram::<u64>::new(3).expect("histogram");
+                let mut i = t * 7_919;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7_919) % keys;
+                    let started = Instant::now();
+                    let _ = c.get(&key(i), Some("one")).await;
+                    let _ = h.record(started.elapsed().as_micros() as u64);
+                }
+                h
+            });
+        }
+        let mut all = Histogram::<u64>::new(3).expect("histogram");
+        while let Some(Ok(h)) = tasks.join_next().await {
+            all.add(&h).expect("same bounds");
+        }
+        all
+    })
+}
+
+fn describe(h: &Histogram<u64>) -> String {
+    format!(
+        "{} reads, p50 {:.2} ms, p99 {:.2} ms",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    )
+}
+
+async fn keys_of(c: &Client) -> (u64, usize) {
+    let status = c.cluster().await.expect("status");
+    (
+        status["keys"].as_u64().unwrap_or(0),
+        status["handoff"].as_array().map_or(0, |a| a.len()),
+    )
+}
+
+async fn idle_latency(clients: &[Client], keys: usize) -> Histogram<u64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = read_load(clients.to_vec(), keys, stop.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let keys: usize = std::env::var("RINGCACHE_REBALANCE_KEYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(300_000);
+    let mut options = LaunchOptions::new(env!("CARGO_BIN_EXE_ringcache"));
+    options.serve_args = vec!["--anti-entropy-interval-ms".into(), "2000".into()];
+    let mut cluster = LocalCluster::start(options, 3).await?;
+    let clients: Vec<Client> = cluster
+        .peers
+        .iter()
+        .map(|p| Client::new(&p.url()))
+        .collect();
+    let started = Instant::now();
+    fill(&clients[0], keys).await;
+    println!(
+        "loaded {keys} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let loaders = vec![clients[0].clone(), clients[1].clone()];
+    println!("idle: {}", describe(&idle_latency(&loaders, keys).await));
+
+    // 1. Recovery of a peer restarted empty.
+    let name = cluster.peers[2].addresses.id.clone();
+    cluster.peers.pop().expect("three peers").kill().await;
+    let restarted = spawn_peer(&cluster.options, &name, &[cluster.seed()]).await?;
+    let c = Client::new(&restarted.url());
+    cluster.peers.push(restarted);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = read_load(loaders.clone(), keys, stop.clone());
+    let started = Instant::now();
+    while keys_of(&c).await.0 < keys as u64 && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    println!(
+        "recovery: restarted peer holds {} of {keys} keys after {:.1} s; during: {}",
+        keys_of(&c).await.0,
+        took.as_secs_f64(),
+        describe(&load.await?)
+    );
+
+    // 2. A fourth peer joins.
+    let d = spawn_peer(&cluster.options, "P4", &[cluster.seed()]).await?;
+    let dc = Client::new(&d.url());
+    cluster.peers.push(d);
+    let all: Vec<Client> = cluster
+        .peers
+        .iter()
+        .map(|p| Client::new(&p.url()))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = read_load(loaders.clone(), keys, stop.clone());
+    let started = Instant::now();
+    loop {
+        let mut total = 0;
+        let mut moving = 0;
+        for c in &all {
+            let (k, m) = keys_of(c).await;
+            total += k;
+            moving += m;
+        }
+        if (moving == 0 && total == 3 * keys as u64) || started.elapsed() > Duration::from_secs(600)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let moved = keys_of(&dc).await.0;
+    println!(
+        "join: the new peer holds {moved} of {} copies ({:.3} of them; ideal 0.250) after {:.1} s; during: {}",
+        3 * keys,
+        moved as f64 / (3 * keys) as f64,
+        took.as_secs_f64(),
+        describe(&load.await?)
+    );
+    cluster.stop().await;
+    Ok(())
+}
