@@ -1,6 +1,8 @@
 //! Real-process chaos: three real peers started by the launcher, clients driving the real HTTP
-//! API, and faults injected from outside — `kill -9` and restart, SIGSTOP/SIGCONT pauses, and
-//! network partitions between peers made with nftables. The history it records is judged by
+//! API, and faults injected from outside — `kill -9` and restart (the peer comes back empty and
+//! anti-entropy, not reads, fills it), SIGSTOP/SIGCONT pauses, network partitions between peers
+//! made with nftables, and a fourth peer that joins (partitions stream to it) and then leaves
+//! gracefully (SIGTERM: it hands everything back before exiting). The history it records is judged by
 //! the same checker as the deterministic simulator (`ringcache::history::check`). Some puts
 //! carry a TTL of a few seconds, so expiry is judged too. At the end, after healing, every
 //! replica's own copy of every key touched is compared (`GET /v1/local/{key}`): replicas that
@@ -50,9 +52,12 @@ const NFT_TABLE: &str = "ringcache_chaos";
 /// is left is rounding: each clock is truncated to whole milliseconds, so a span measured on
 /// one can read up to 1 ms shorter than on the other.
 const CLOCK_UNCERTAINTY_MS: Millis = 1;
-/// From the end of the last fault, how long the replicas of every key may take to agree:
-/// membership settles in a few seconds and the repair sweep reads each key once.
+/// From the end of the last fault, how long the replicas of every key may take to agree by
+/// anti-entropy alone (no reads): membership settles in a few seconds, then a round every
+/// `ANTI_ENTROPY_MS` compares every pair of peers.
 const CONVERGENCE_BOUND_MS: Millis = 20_000;
+/// The peers' anti-entropy interval here.
+const ANTI_ENTROPY_MS: &str = "500";
 
 /// xorshift64*: the fault schedule and workload choices, reproducible from the printed seed.
 struct Rng(u64);
@@ -294,20 +299,25 @@ fn is_connect(e: &ClientError) -> bool {
 
 /// Reads every key with R = all until each read succeeds: read repair then brings every
 /// replica up to date.
-async fn repair_sweep(run: &Run) {
+/// Waits (at most `limit`) until the replicas of every key touched so far agree, with no read:
+/// anti-entropy does it.
+async fn await_agreement(run: &Run, limit: Duration) {
     let keys = touched_keys(run);
-    let url = run.urls.borrow()[0].clone();
-    let http = Client::new(&url);
-    for key in keys {
-        for _ in 0..50 {
-            if http.get(&key, Some("all")).await.is_ok() {
+    let peers: Vec<Client> = run.urls.borrow().iter().map(|u| Client::new(u)).collect();
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let mut agree = true;
+        for key in &keys {
+            if !replicas_agree(&peers, key).await {
+                agree = false;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        if agree {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Repairs are sent after the reply; let them land.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 fn touched_keys(run: &Run) -> BTreeSet<Vec<u8>> {
@@ -402,14 +412,14 @@ async fn converge(run: &Run, cluster: &LocalCluster) {
 async fn nemesis(run: &Run, cluster: &mut LocalCluster, seed: u64) {
     let mut rng = Rng(seed | 1);
     // The kinds take turns (from a seeded start), so even a short run sees each of them.
-    let first_kind = rng.below(4);
+    let first_kind = rng.below(5);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for round in 0.. {
         if Instant::now() + Duration::from_secs(4) >= run.stop_at {
             break;
         }
         let victim = rng.below(PEERS as u64) as usize;
-        let kind = (first_kind + round) % 4;
+        let kind = (first_kind + round) % 5;
         let began = run.now();
         let name = match kind {
             0 => {
@@ -443,19 +453,49 @@ async fn nemesis(run: &Run, cluster: &mut LocalCluster, seed: u64) {
                 heal_network();
                 "partition-isolate"
             }
-            _ => {
+            3 => {
                 let other = (victim + 1) % PEERS;
                 cut(&cluster.peers[victim], &cluster.peers[other]);
                 tokio::time::sleep(Duration::from_millis(2_500)).await;
                 heal_network();
                 "partition-one-way"
             }
+            _ => {
+                // A fourth peer joins (partitions stream to it), then leaves gracefully.
+                let seed_addr = cluster.peers[0].addresses.gossip;
+                let joiner = spawn_peer(&cluster.options, &format!("J{round}"), &[seed_addr])
+                    .await
+                    .expect("the joiner starts");
+                let url = joiner.url();
+                cluster.peers.push(joiner);
+                cluster
+                    .wait_until_converged(PEERS + 1, Duration::from_secs(30))
+                    .await
+                    .expect("the joiner is seen");
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                let joiner = cluster.peers.pop().expect("the joiner");
+                joiner.signal(libc::SIGTERM).expect("SIGTERM");
+                let probe = Client::new(&url);
+                let left_by = Instant::now() + Duration::from_secs(30);
+                while probe.cluster().await.is_ok() {
+                    assert!(Instant::now() < left_by, "the joiner never left");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                joiner.stop().await;
+                "join-then-graceful-leave"
+            }
         };
         *run.faults.borrow_mut().entry(name).or_insert(0) += 1;
         converge(run, cluster).await;
         if kind == 0 {
-            // The restarted peer came back empty: repair before the next fault.
-            repair_sweep(run).await;
+            // The restarted peer came back empty: let anti-entropy fill it (no reads) before
+            // the next fault.
+            await_agreement(run, Duration::from_secs(10)).await;
+            run.disruptions.borrow_mut().push((began, run.now()));
+        }
+        if kind == 4 {
+            // Peers placed keys on different rings while gossip spread the join and the leave:
+            // read-your-writes is not promised across that (as in the simulator).
             run.disruptions.borrow_mut().push((began, run.now()));
         }
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
@@ -491,7 +531,12 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut cluster = LocalCluster::start(common::options(), PEERS)
+        let mut options = common::options();
+        options.serve_args.extend([
+            "--anti-entropy-interval-ms".to_string(),
+            ANTI_ENTROPY_MS.to_string(),
+        ]);
+        let mut cluster = LocalCluster::start(options, PEERS)
             .await
             .expect("cluster starts");
         let run = Run {
@@ -520,13 +565,13 @@ fn real_peers_keep_their_promises_under_kills_pauses_and_partitions() {
         tokio::time::timeout(limit, work)
             .await
             .expect("the chaos run ends within its time limit");
-        // Heal, converge, repair, read the final state, then compare the replicas.
+        // Heal, converge, let anti-entropy make the replicas agree (nobody reads), then read
+        // the final state.
         heal_network();
         let healed_at = run.now();
         converge(&run, &cluster).await;
-        repair_sweep(&run).await;
-        let final_state = final_state(&run).await;
         let convergence = check_convergence(&run, healed_at).await;
+        let final_state = final_state(&run).await;
         eprintln!(
             "chaos: replicas of all keys agreed {} ms after healing (bound {} ms); {} keys differ",
             convergence
