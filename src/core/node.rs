@@ -340,6 +340,15 @@ impl Node {
         self.leaving
     }
 
+    /// Partitions this peer gained in a ring change and is still filling (moving in).
+    pub fn partitions_moving_in(&self, now: Millis) -> Vec<crate::core::ring::PartitionId> {
+        self.warming
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Whether this peer's answers for `partition` do not count toward R yet.
     fn is_warming(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
         self.warming

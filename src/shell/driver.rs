@@ -80,6 +80,11 @@ pub struct Status {
     pub handoff: Vec<HandoffProgress>,
     /// Keys this peer has handed off since start.
     pub keys_handed_off: u64,
+    /// Partitions this peer gained in a ring change and is still filling (moving in): its
+    /// answers for them count toward a read's R only once every replica answered.
+    pub partitions_moving_in: Vec<PartitionId>,
+    /// Seconds until the handoff is done at the anti-entropy budget, if one is going on.
+    pub handoff_eta_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -144,6 +149,11 @@ impl DriverHandle {
                     m.stats.add(&status.stats);
                     m.handoff.extend(status.handoff);
                     m.keys_handed_off += status.keys_handed_off;
+                    m.partitions_moving_in.extend(status.partitions_moving_in);
+                    m.handoff_eta_secs = match (m.handoff_eta_secs, status.handoff_eta_secs) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
             }
         }
@@ -399,8 +409,20 @@ impl Driver {
                 })
                 .collect(),
             leaving: self.node.is_leaving(),
+            handoff_eta_secs: {
+                let progress = self.node.handoff_progress();
+                let keys_left: u64 = progress.iter().map(|p| p.keys_left).sum();
+                let bytes_left: u64 = progress.iter().map(|p| p.bytes_left).sum();
+                (!progress.is_empty()).then(|| {
+                    let by_keys = keys_left as f64 / config.anti_entropy_keys_per_sec.max(1) as f64;
+                    let by_bytes =
+                        bytes_left as f64 / config.anti_entropy_bytes_per_sec.max(1) as f64;
+                    by_keys.max(by_bytes)
+                })
+            },
             handoff: self.node.handoff_progress(),
             keys_handed_off: self.node.keys_handed_off(),
+            partitions_moving_in: self.node.partitions_moving_in(wall_clock_ms()),
         }
     }
 }
