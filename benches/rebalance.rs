@@ -99,8 +99,17 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(300_000);
+    // `RINGCACHE_REBALANCE_BUDGET`: anti-entropy keys per second per shard (the default's).
+    let budget = std::env::var("RINGCACHE_REBALANCE_BUDGET").ok();
     let mut options = LaunchOptions::new(env!("CARGO_BIN_EXE_ringcache"));
     options.serve_args = vec!["--anti-entropy-interval-ms".into(), "2000".into()];
+    if let Some(budget) = &budget {
+        options.serve_args.push(format!("--anti-entropy-keys-per-sec={budget}"));
+    }
+    println!(
+        "anti-entropy budget: {} keys/s per shard",
+        budget.as_deref().unwrap_or("default")
+    );
     let mut cluster = LocalCluster::start(options, 3).await?;
     let clients: Vec<Client> = cluster
         .peers
@@ -149,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = read_load(loaders.clone(), keys, stop.clone());
     let started = Instant::now();
+    cluster
+        .wait_until_converged(4, Duration::from_secs(60))
+        .await?;
     loop {
         let mut total = 0;
         let mut moving = 0;
@@ -157,8 +169,9 @@ async fn main() -> anyhow::Result<()> {
             total += k;
             moving += m;
         }
-        if (moving == 0 && total == 3 * keys as u64) || started.elapsed() > Duration::from_secs(600)
-        {
+        let newcomer = keys_of(&dc).await.0;
+        let done = moving == 0 && total == 3 * keys as u64 && newcomer > 0;
+        if done || started.elapsed() > Duration::from_secs(600) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
