@@ -104,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
     let mut options = LaunchOptions::new(env!("CARGO_BIN_EXE_ringcache"));
     options.serve_args = vec!["--anti-entropy-interval-ms".into(), "2000".into()];
     if let Some(budget) = &budget {
-        options.serve_args.push(format!("--anti-entropy-keys-per-sec={budget}"));
+        options
+            .serve_args
+            .push(format!("--anti-entropy-keys-per-sec={budget}"));
     }
     println!(
         "anti-entropy budget: {} keys/s per shard",

@@ -43,7 +43,7 @@ use crate::core::types::{Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Keys a `Keys` step lists at most (it takes whole leaves, at least one).
-const KEYS_PER_STEP: usize = 256;
+const KEYS_PER_STEP: usize = 128;
 /// How far the budget may be saved up: this many seconds of it.
 const BURST_SECS: u64 = 1;
 /// How many intervals a settled partition counts as equal: a peer that was full may have
@@ -136,6 +136,14 @@ impl AntiEntropy {
     /// Makes every peer due at once (a peer came back, the ring changed).
     pub(super) fn all_due_now(&mut self) {
         self.due.clear();
+    }
+
+    /// Makes every peer in `peers` due at `at` (after a ring change, once handoffs had their
+    /// time: anti-entropy then fills in what they did not move, instead of moving it twice).
+    pub(super) fn all_due_at<'a>(&mut self, peers: impl Iterator<Item = &'a NodeId>, at: Millis) {
+        for peer in peers {
+            self.due.insert(peer.clone(), at);
+        }
     }
 
     /// Whether `req` is the step in flight.

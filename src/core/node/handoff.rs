@@ -25,7 +25,7 @@ use crate::core::types::{Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Keys per handoff batch.
-const BATCH_KEYS: usize = 256;
+const BATCH_KEYS: usize = 128;
 
 /// A batch waiting for the new replicas' acknowledgements.
 #[derive(Debug)]

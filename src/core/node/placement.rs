@@ -22,12 +22,19 @@ impl Node {
             Liveness::Up
         };
         view.set(self.id.clone(), me);
-        // A peer back up, or a new ring, may hold or need what changed meanwhile: compare
-        // trees with everyone at once.
-        let returned = view
-            .iter()
-            .any(|(m, l)| l == Liveness::Up && !self.view.is_up(m));
-        if returned || view.ring_members() != *self.ring.members() {
+        // A peer back up may hold or need what changed meanwhile: compare trees with everyone
+        // at once. After a ring change, handoffs move the partitions that changed hands first;
+        // anti-entropy follows once they had their time (the warming period).
+        let returned = view.iter().any(|(m, l)| {
+            l == Liveness::Up && !self.view.is_up(m) && self.view.members().contains(m)
+        });
+        let ring_changed = view.ring_members() != *self.ring.members();
+        if ring_changed {
+            let at = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+            let members = view.ring_members();
+            self.anti_entropy.all_due_at(members.iter(), at);
+        }
+        if returned {
             self.anti_entropy.all_due_now();
         }
         #[cfg(feature = "planted-bugs")]
