@@ -64,7 +64,7 @@ pub struct HandoffProgress {
     pub keys_done: u64,
     /// Keys still held here.
     pub keys_left: u64,
-    /// Bytes still held here (their footprint).
+    /// Bytes still held here (estimated from the store's mean entry size).
     pub bytes_left: u64,
 }
 
@@ -159,22 +159,20 @@ impl Node {
         self.handoff.is_idle()
     }
 
-    /// What this peer is handing off, per partition.
+    /// What this peer is handing off, per partition. Cheap (no key is visited): keys left come
+    /// from the partition's tree, bytes left from the store's mean entry size.
     pub fn handoff_progress(&self) -> Vec<HandoffProgress> {
+        let mean_entry = self.store.used_bytes() / (self.store.len() as u64).max(1);
         self.handoff
             .moves
             .iter()
             .map(|(p, m)| {
-                let (mut keys_left, mut bytes_left) = (0, 0);
-                for (key, _) in self.store.keys_in_partition(*p) {
-                    keys_left += 1;
-                    bytes_left += self.store.peek(key).map_or(0, |s| footprint(key, &s));
-                }
+                let keys_left = self.store.trees().keys_in(*p);
                 HandoffProgress {
                     partition: *p,
                     keys_done: m.handed_off,
                     keys_left,
-                    bytes_left,
+                    bytes_left: keys_left * mean_entry,
                 }
             })
             .collect()
