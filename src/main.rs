@@ -2,6 +2,14 @@
 
 #![allow(clippy::disallowed_methods)] // the binary is shell: it may spawn and read clocks
 
+// The simulator's planted bugs live in the `ringcache-planted` package; a peer binary built
+// with them would be a peer that loses data on purpose.
+#[cfg(feature = "planted-bugs")]
+compile_error!(
+    "the ringcache peer binary must not be built with `planted-bugs` \
+     (the simulator depends on `ringcache-planted` for that)"
+);
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
