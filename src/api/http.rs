@@ -33,6 +33,13 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
 pub const TTL_HEADER: &str = "x-ttl-ms";
 
+/// The routers of one peer's HTTP API: the whole API, and `GET /health` alone for the
+/// connections past the cap (see `http_server`).
+pub struct Routers {
+    pub app: Router,
+    pub health_only: Router,
+}
+
 /// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
 /// and accepts (the same on every peer of a cluster: see `causal_context`). With a
 /// `client_token`, every request but `GET /health` must carry it (see [`auth`]). `GET /health`
@@ -43,14 +50,18 @@ pub fn router(
     context_key: ContextKey,
     client_token: Option<ClientToken>,
     health: Health,
-) -> Router {
+) -> Routers {
     let state = ApiState {
         driver,
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
         health,
     };
-    Router::new()
+    let health_only = Router::new()
+        .route("/health", get(health_check))
+        .fallback(too_many_connections)
+        .with_state(state.clone());
+    let app = Router::new()
         .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
@@ -61,7 +72,18 @@ pub fn router(
         .layer(middleware::from_fn_with_state(
             client_token,
             auth::require_token,
-        ))
+        ));
+    Routers { app, health_only }
+}
+
+/// Anything but `GET /health` on a connection past the cap.
+async fn too_many_connections() -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections: this one may only ask GET /health; retry later",
+    );
+    set_header(&mut response, "retry-after", "1");
+    response
 }
 
 /// What the handlers share: the driver, and the key of causal context tokens.

@@ -1,0 +1,233 @@
+//! Serving the HTTP API: accepting connections, bounding what each may cost, and TLS.
+//!
+//! `axum::serve` holds every connection it accepts for as long as the client likes: 5,000
+//! idle and 2,000 slowloris connections were all kept, and at ~20,000 the peer ran out of file
+//! descriptors and stopped answering `/health`. This accept loop adds what it lacks.
+//!
+//! # Promises
+//! - Every connection runs under the deadlines of [`ConnGuard`] (header, body, idle).
+//! - At most `max_connections` connections are served the whole API at once.
+//! - Past that, [`HEALTH_RESERVE`] more connections are accepted and served `GET /health`
+//!   alone (anything else: `503` with `Retry-After`), one request each, under deadlines of at
+//!   most [`RESERVE_DEADLINE`]: a load balancer or an operator can still tell a peer that is
+//!   busy from one that is dead. The reserve cannot be held long by a slow client: its deadlines
+//!   are short.
+//! - Past both, a new connection is closed as soon as it is accepted (refused, not queued):
+//!   the peer never holds more than `max_connections + HEALTH_RESERVE` client sockets.
+//! - With TLS, the handshake counts as part of the first request's headers (same deadline).
+//!
+//! # Why one listener
+//! A second port for health would have to be configured, advertised and opened in every
+//! firewall; a reserve on the same port needs none of that, and the health probe that already
+//! points at the API keeps working.
+
+use crate::api::conn_guard::{ConnGuard, Deadlines, GuardedIo};
+use crate::config::{HttpConfig, TlsFiles};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+
+/// Connections kept for `GET /health` once `max_connections` are busy.
+pub const HEALTH_RESERVE: usize = 8;
+/// The longest any deadline of a reserve connection may be.
+pub const RESERVE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long stopping waits for connections to finish the request they are answering.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the HTTP API could not be set up.
+#[derive(Debug, Error)]
+pub enum HttpServerError {
+    #[error("reading the TLS {what} {path}: {source}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the TLS certificate file {0} holds no certificate")]
+    NoCertificate(PathBuf),
+    #[error("the TLS certificate and key do not make a server configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The HTTP API's listener settings, ready to serve.
+pub struct HttpServer {
+    config: HttpConfig,
+    tls: Option<TlsAcceptor>,
+}
+
+impl HttpServer {
+    /// Reads the TLS certificate and key, if any: a bad file fails here, at start-up.
+    pub fn new(config: HttpConfig) -> Result<HttpServer, HttpServerError> {
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        Ok(HttpServer { config, tls })
+    }
+
+    /// Whether clients must speak HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves `app` on `listener` (and `health_only` on the reserve) until `shutdown` turns
+    /// true, then lets the connections finish what they are answering, for a short while.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        health_only: Router,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let full = Arc::new(Semaphore::new(self.config.max_connections));
+        let reserve = Arc::new(Semaphore::new(HEALTH_RESERVE));
+        let deadlines = Deadlines {
+            header: self.config.header_timeout,
+            body: self.config.body_timeout,
+            idle: self.config.idle_timeout,
+        };
+        let reserve_deadlines = Deadlines {
+            header: deadlines.header.min(RESERVE_DEADLINE),
+            body: deadlines.body.min(RESERVE_DEADLINE),
+            idle: deadlines.idle.min(RESERVE_DEADLINE),
+        };
+        let mut connections = JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped(&mut shutdown) => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for connections to close
+                    // rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (permit, router, deadlines, keep_alive) =
+                if let Ok(p) = full.clone().try_acquire_owned() {
+                    (p, app.clone(), deadlines, true)
+                } else if let Ok(p) = reserve.clone().try_acquire_owned() {
+                    (p, health_only.clone(), reserve_deadlines, false)
+                } else {
+                    // Refused: closing at once frees the descriptor and tells the client.
+                    drop(stream);
+                    continue;
+                };
+            let tls = self.tls.clone();
+            let stop = shutdown.clone();
+            connections.spawn(async move {
+                let guard = ConnGuard::new(deadlines);
+                let io = GuardedIo::new(stream, guard.clone());
+                match tls {
+                    None => serve_connection(io, guard, router, keep_alive, stop, permit).await,
+                    Some(acceptor) => match acceptor.accept(io).await {
+                        Ok(io) => {
+                            serve_connection(io, guard, router, keep_alive, stop, permit).await
+                        }
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    },
+                }
+            });
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        connections.abort_all();
+    }
+}
+
+/// Serves one connection until it closes, times out or the peer stops; `_permit` is its
+/// place under the cap, given back when it ends.
+async fn serve_connection<S>(
+    io: S,
+    guard: ConnGuard,
+    router: Router,
+    keep_alive: bool,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let inner = TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        // The service is called once the headers are in: the body's clock starts.
+        guard.headers_read();
+        let guard = guard.clone();
+        let answer = inner.call(request);
+        async move {
+            let response = answer.await;
+            guard.answered();
+            response
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(keep_alive)
+        // The deadlines are ConnGuard's: hyper's own header timeout would also close idle
+        // keep-alive connections after the header timeout.
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Resolves once the peer is stopping (or whoever could stop it is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, HttpServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    fn pem<'a>(
+        what: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl Fn(rustls::pki_types::pem::Error) -> HttpServerError + 'a {
+        move |source| HttpServerError::Pem {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(pem("certificate", &files.cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem("certificate", &files.cert))?;
+    if chain.is_empty() {
+        return Err(HttpServerError::NoCertificate(files.cert.clone()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem("key", &files.key))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
