@@ -146,11 +146,22 @@ struct Target {
     /// variable.
     #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
     client_token: Option<String>,
+    /// For an `https://` URL: trust this PEM certificate (the peer's own, or its CA's).
+    #[arg(long = "tls-ca", env = "RINGCACHE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Target {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::with_token(&self.url, self.client_token.as_deref())?)
+        let token = self.client_token.as_deref();
+        Ok(match &self.tls_ca {
+            None => Client::with_token(&self.url, token)?,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading --tls-ca {}", path.display()))?;
+                Client::with_tls(&self.url, token, &pem)?
+            }
+        })
     }
 }
 

@@ -133,13 +133,21 @@ impl RunningPeer {
             inbound_rx,
             shutdown_rx.clone(),
         );
+        // Peers ask each other for stats over HTTPS, trusting the certificates this one serves.
+        let peer_tls = match &config.http.tls {
+            Some(files) => Some(std::fs::read(&files.cert).with_context(|| {
+                format!("reading the TLS certificate {}", files.cert.display())
+            })?),
+            None => None,
+        };
         let routers = http::router(
             driver.clone(),
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
             client_token,
             health,
-        );
+            peer_tls.as_deref(),
+        )?;
         let http_tls = http_server.is_tls();
         let http_task = tokio::spawn(http_server.run(
             http_listener,
