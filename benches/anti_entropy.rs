@@ -7,6 +7,8 @@
 //! `cargo bench --bench anti_entropy` (`RINGCACHE_AE_KEYS` sets the key count; default
 //! 1,000,000).
 
+#![allow(clippy::disallowed_methods)] // a benchmark times itself on the wall clock
+
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::{encoded_len, KeyState, PeerMessage};

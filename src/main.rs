@@ -39,6 +39,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Serve` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Commands {
     /// Run one peer.
     Serve(ServeArgs),

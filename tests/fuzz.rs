@@ -19,6 +19,7 @@
 //! shrunk input; `RINGCACHE_FUZZ_SEED=N` replays a seed. Each crash found becomes a test in
 //! the `regressions` module below.
 
+#![allow(clippy::disallowed_methods)] // a time budget for `just fuzz`
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use ringcache::api::causal_context::{self, ContextKey};
@@ -203,20 +204,24 @@ fn gossip_datagram_verifier() {
                 (datagram, !flipped)
             }),
     ];
-    fuzz("gossip_datagram_verifier", datagrams, |(datagram, valid)| {
-        let mut receiver = DatagramSeal::new(KEY, 0, 30_000, 16);
-        match receiver.open(NOW, &datagram) {
-            Ok(payload) => {
-                prop_assert!(valid, "a corrupted or stranger's datagram was accepted");
-                prop_assert_eq!(payload, &datagram[SEAL_OVERHEAD..]);
-                // Accepted once only.
-                prop_assert!(receiver.open(NOW, &datagram).is_err());
+    fuzz(
+        "gossip_datagram_verifier",
+        datagrams,
+        |(datagram, valid)| {
+            let mut receiver = DatagramSeal::new(KEY, 0, 30_000, 16);
+            match receiver.open(NOW, &datagram) {
+                Ok(payload) => {
+                    prop_assert!(valid, "a corrupted or stranger's datagram was accepted");
+                    prop_assert_eq!(payload, &datagram[SEAL_OVERHEAD..]);
+                    // Accepted once only.
+                    prop_assert!(receiver.open(NOW, &datagram).is_err());
+                }
+                Err(e) => prop_assert!(!valid, "a validly sealed datagram was refused: {e}"),
             }
-            Err(e) => prop_assert!(!valid, "a validly sealed datagram was refused: {e}"),
-        }
-        prop_assert_eq!(receiver.senders(), usize::from(valid));
-        Ok(())
-    });
+            prop_assert_eq!(receiver.senders(), usize::from(valid));
+            Ok(())
+        },
+    );
 }
 
 /// Inputs a fuzz target once failed on (or that once misbehaved in production), kept so they

@@ -5,6 +5,7 @@
 //! One in-process peer per test on 127.0.0.1 (replicas 1), with short HTTP timeouts so each
 //! test runs in a second or two; every peer is shut down at the end.
 
+#![allow(clippy::disallowed_methods)] // wall-clock deadlines
 use ringcache::api::http_server::HEALTH_RESERVE;
 use ringcache::client::{Client, ReadResult, WriteOptions};
 use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};

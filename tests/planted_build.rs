@@ -6,6 +6,8 @@
 //! `cargo build --release --workspace` and looks for a planted bug's code in the binary.
 
 #[test]
+// A test rather than a `const` assertion, so a failure names itself in the test report.
+#[allow(clippy::assertions_on_constants)]
 fn the_peer_package_is_built_without_planted_bugs() {
     assert!(
         !cfg!(feature = "planted-bugs"),

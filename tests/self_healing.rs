@@ -1,6 +1,8 @@
 //! Replicas heal themselves with real peers: a peer restarted empty gets its data back from
 //! the other replicas by Merkle anti-entropy over QUIC, without any client read.
 
+#![allow(clippy::disallowed_methods)] // waits measured on the wall clock
+
 mod common;
 
 use common::{client, with_cluster_args};

@@ -167,13 +167,12 @@ impl World<'_> {
                 .map(|k| (k.as_slice(), state))
                 .into_iter()
                 .collect(),
-            PeerMessage::AntiEntropy { message, .. } => match message {
-                AntiEntropyMessage::KeysReply { states, .. }
-                | AntiEntropyMessage::Push { states, .. } => {
-                    states.iter().map(|(k, s)| (k.as_slice(), s)).collect()
-                }
-                _ => Vec::new(),
-            },
+            PeerMessage::AntiEntropy {
+                message:
+                    AntiEntropyMessage::KeysReply { states, .. }
+                    | AntiEntropyMessage::Push { states, .. },
+                ..
+            } => states.iter().map(|(k, s)| (k.as_slice(), s)).collect(),
             _ => Vec::new(),
         }
     }
