@@ -21,7 +21,8 @@ sim-plant bug="last-write-wins" k="30":
     cargo run --release -p simulations -- sweep --seeds {{k}} --plant {{bug}}
 
 # Fuzz the decoders that read untrusted bytes (peer frames, causal contexts, keys, gossip
-# datagrams) for SECS seconds in all, seed after seed; a failure prints its seed (tests/fuzz.rs).
+# datagrams), each target for SECS/4 seconds, seed after seed (they run side by side, so the
+# wall time is shorter on several cores); a failure prints its seed (tests/fuzz.rs).
 fuzz secs="300":
     RINGCACHE_FUZZ_SECS={{secs}} cargo test --release --test fuzz -- --nocapture
 
