@@ -16,6 +16,8 @@
 //! - *Headers*: the first byte of a request starts a clock; its headers must be complete within
 //!   `header`, however slowly the bytes come.
 //! - *Body*: from the end of the headers, the whole request must be read within `body`.
+//!   Once it is (`ConnGuard::body_read`), nothing is timed until the answer is ready: how long
+//!   a request may take is the core's request timeout.
 //!
 //! The deadline is checked whenever the connection reads or writes, and a timer wakes the
 //! connection at the deadline, so a client that sends nothing at all is also cut off.
@@ -54,6 +56,9 @@ enum Phase {
     Headers { due: Instant },
     /// The headers are in: the body is due by the instant held.
     Body { due: Instant },
+    /// The whole request is in and is being answered: no deadline (the core bounds a
+    /// request's time; a slow quorum must not cut the connection before its answer).
+    Handling,
 }
 
 impl ConnGuard {
@@ -73,6 +78,14 @@ impl ConnGuard {
         };
     }
 
+    /// The request's body has been read to its end: it is being answered.
+    pub fn body_read(&self) {
+        let mut phase = self.lock();
+        if let Phase::Body { .. } = *phase {
+            *phase = Phase::Handling;
+        }
+    }
+
     /// The request was answered: the connection is idle until the next one begins.
     pub fn answered(&self) {
         *self.lock() = Phase::Idle {
@@ -85,10 +98,11 @@ impl ConnGuard {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn deadline(&self) -> Instant {
+    fn deadline(&self) -> Option<Instant> {
         match *self.lock() {
-            Phase::Idle { last_activity } => last_activity + self.deadlines.idle,
-            Phase::Headers { due } | Phase::Body { due } => due,
+            Phase::Idle { last_activity } => Some(last_activity + self.deadlines.idle),
+            Phase::Headers { due } | Phase::Body { due } => Some(due),
+            Phase::Handling => None,
         }
     }
 
@@ -124,7 +138,9 @@ pub struct GuardedIo<S> {
 
 impl<S> GuardedIo<S> {
     pub fn new(io: S, guard: ConnGuard) -> GuardedIo<S> {
-        let deadline = guard.deadline();
+        let deadline = guard
+            .deadline()
+            .unwrap_or_else(|| Instant::now() + guard.deadlines.idle);
         GuardedIo {
             io,
             guard,
@@ -135,7 +151,9 @@ impl<S> GuardedIo<S> {
     /// `Err(TimedOut)` once the deadline has passed; otherwise arms the timer to wake this
     /// task at the deadline.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let deadline = self.guard.deadline();
+        let Some(deadline) = self.guard.deadline() else {
+            return Ok(());
+        };
         if self.timer.deadline() != deadline {
             self.timer.as_mut().reset(deadline);
         }
@@ -254,5 +272,22 @@ mod tests {
         let start = Instant::now();
         assert!(io.read(&mut buf).await.is_err());
         assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_being_answered_has_no_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let guard = ConnGuard::new(deadlines());
+        let mut io = GuardedIo::new(server, guard.clone());
+        let mut buf = [0u8; 8];
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        guard.headers_read();
+        guard.body_read();
+        // A slow answer: the socket is polled meanwhile, and must not time out.
+        let read = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
+        assert!(read.is_err(), "a request being answered was cut off");
+        guard.answered();
+        assert!(io.read(&mut buf).await.is_err());
     }
 }

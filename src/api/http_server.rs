@@ -24,7 +24,7 @@
 use crate::api::conn_guard::{ConnGuard, Deadlines, GuardedIo};
 use crate::config::{HttpConfig, TlsFiles};
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -166,10 +166,18 @@ async fn serve_connection<S>(
 {
     let inner = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        // The service is called once the headers are in: the body's clock starts.
+        // The service is called once the headers are in: the body's clock starts, and stops
+        // when the body has been read to its end.
         guard.headers_read();
+        if request.body().is_end_stream() {
+            guard.body_read();
+        }
         let guard = guard.clone();
-        let answer = inner.call(request);
+        let watched = guard.clone();
+        let answer = inner.call(request.map(|body| WatchedBody {
+            body,
+            guard: watched,
+        }));
         async move {
             let response = answer.await;
             guard.answered();
@@ -193,6 +201,39 @@ async fn serve_connection<S>(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+/// A request body that tells its connection's guard when it has been read to its end.
+struct WatchedBody {
+    body: Incoming,
+    guard: ConnGuard,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(frame) = &polled {
+            if frame.is_none() || this.body.is_end_stream() {
+                this.guard.body_read();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
