@@ -7,13 +7,15 @@
 //! # Promises
 //! - Every connection runs under the deadlines of [`ConnGuard`] (header, body, idle).
 //! - At most `max_connections` connections are served the whole API at once.
-//! - Past that, [`HEALTH_RESERVE`] more connections are accepted and served `GET /health`
-//!   alone (anything else: `503` with `Retry-After`), one request each, under deadlines of at
-//!   most [`RESERVE_DEADLINE`]: a load balancer or an operator can still tell a peer that is
-//!   busy from one that is dead. The reserve cannot be held long by a slow client: its deadlines
-//!   are short.
-//! - Past both, a new connection is closed as soon as it is accepted (refused, not queued):
-//!   the peer never holds more than `max_connections + HEALTH_RESERVE` client sockets.
+//! - Past that, every new connection is accepted into a reserve of [`HEALTH_RESERVE`] places
+//!   and served `GET /health` alone (anything else: `503` with `Retry-After`), one request
+//!   each, under deadlines of at most [`RESERVE_DEADLINE`]: a load balancer or an operator can
+//!   still tell a peer that is busy from one that is dead.
+//! - When the reserve is full, a new connection takes the place of the oldest reserve
+//!   connection, which is closed: a flood of slow connections cannot hold the reserve, and a
+//!   probe is answered unless `HEALTH_RESERVE` more connections arrive between its connecting
+//!   and its answer (a fraction of a millisecond on a LAN). The peer never holds more than
+//!   `max_connections + HEALTH_RESERVE` client sockets.
 //! - With TLS, the handshake counts as part of the first request's headers (same deadline).
 //!
 //! # Why one listener
@@ -28,6 +30,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +38,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
@@ -89,7 +92,8 @@ impl HttpServer {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let full = Arc::new(Semaphore::new(self.config.max_connections));
-        let reserve = Arc::new(Semaphore::new(HEALTH_RESERVE));
+        // The reserve's connections, oldest first (finished ones are pruned as it fills).
+        let mut reserve: VecDeque<AbortHandle> = VecDeque::with_capacity(HEALTH_RESERVE + 1);
         let deadlines = Deadlines {
             header: self.config.header_timeout,
             body: self.config.body_timeout,
@@ -118,19 +122,25 @@ impl HttpServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (permit, router, deadlines, keep_alive) =
-                if let Ok(p) = full.clone().try_acquire_owned() {
-                    (p, app.clone(), deadlines, true)
-                } else if let Ok(p) = reserve.clone().try_acquire_owned() {
-                    (p, health_only.clone(), reserve_deadlines, false)
-                } else {
-                    // Refused: closing at once frees the descriptor and tells the client.
-                    drop(stream);
-                    continue;
-                };
+            let (permit, router, deadlines, keep_alive) = match full.clone().try_acquire_owned() {
+                Ok(p) => (Some(p), app.clone(), deadlines, true),
+                Err(_) => {
+                    // Past the cap: a reserve place, taken from the oldest reserve connection
+                    // if they are all busy, so a flood of slow connections cannot keep a health
+                    // probe out for longer than it takes to open HEALTH_RESERVE more.
+                    reserve.retain(|c| !c.is_finished());
+                    if reserve.len() >= HEALTH_RESERVE {
+                        if let Some(oldest) = reserve.pop_front() {
+                            oldest.abort();
+                        }
+                    }
+                    (None, health_only.clone(), reserve_deadlines, false)
+                }
+            };
+            let in_reserve = permit.is_none();
             let tls = self.tls.clone();
             let stop = shutdown.clone();
-            connections.spawn(async move {
+            let handle = connections.spawn(async move {
                 let guard = ConnGuard::new(deadlines);
                 let io = GuardedIo::new(stream, guard.clone());
                 match tls {
@@ -143,6 +153,9 @@ impl HttpServer {
                     },
                 }
             });
+            if in_reserve {
+                reserve.push_back(handle);
+            }
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while connections.join_next().await.is_some() {}
@@ -153,14 +166,14 @@ impl HttpServer {
 }
 
 /// Serves one connection until it closes, times out or the peer stops; `_permit` is its
-/// place under the cap, given back when it ends.
+/// place under the cap (none for a reserve connection), given back when it ends.
 async fn serve_connection<S>(
     io: S,
     guard: ConnGuard,
     router: Router,
     keep_alive: bool,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
