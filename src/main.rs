@@ -579,6 +579,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let config = args.into_config()?;
     let mut stop = StopSignal::listen()?;
     let peer = RunningPeer::start(config).await?;
@@ -591,6 +592,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     peer.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go and many servers do): the
+/// default soft limit (often 1,024) is below the default HTTP connection cap.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one `rlimit` through valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 async fn up(

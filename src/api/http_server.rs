@@ -46,6 +46,9 @@ use tokio_rustls::TlsAcceptor;
 pub const HEALTH_RESERVE: usize = 8;
 /// The longest any deadline of a reserve connection may be.
 pub const RESERVE_DEADLINE: Duration = Duration::from_secs(2);
+/// File descriptors kept for everything but client connections (sockets to peers, gossip,
+/// files) when the connection cap is checked against the open-files limit.
+const FDS_FOR_THE_REST: u64 = 256;
 /// How long stopping waits for connections to finish the request they are answering.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -72,8 +75,22 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Reads the TLS certificate and key, if any: a bad file fails here, at start-up.
-    pub fn new(config: HttpConfig) -> Result<HttpServer, HttpServerError> {
+    pub fn new(mut config: HttpConfig) -> Result<HttpServer, HttpServerError> {
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        // A cap above what the file-descriptor limit allows would never be reached: the peer
+        // would run out of descriptors first, and stop answering /health.
+        if let Some(open_files) = open_files_limit() {
+            let fits = open_files.saturating_sub(FDS_FOR_THE_REST + HEALTH_RESERVE as u64);
+            if (config.max_connections as u64) > fits {
+                let clamped = fits.max(1) as usize;
+                tracing::warn!(
+                    "--http-max-connections {} lowered to {clamped}: the open-files limit is \
+                     {open_files} (raise it with `ulimit -n`)",
+                    config.max_connections
+                );
+                config.max_connections = clamped;
+            }
+        }
         Ok(HttpServer { config, tls })
     }
 
@@ -248,6 +265,17 @@ impl hyper::body::Body for WatchedBody {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// This process's soft limit on open files, if it can be read.
+fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a valid pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Resolves once the peer is stopping (or whoever could stop it is gone).
