@@ -20,6 +20,12 @@ sim-sweep k="1000" first="1":
 sim-plant bug="last-write-wins" k="30":
     cargo run --release -p simulations -- sweep --seeds {{k}} --plant {{bug}}
 
+# Fuzz the decoders that read untrusted bytes (peer frames, causal contexts, keys, gossip
+# datagrams), each target for SECS/4 seconds, seed after seed (they run side by side, so the
+# wall time is shorter on several cores); a failure prints its seed (tests/fuzz.rs).
+fuzz secs="300":
+    RINGCACHE_FUZZ_SECS={{secs}} cargo test --release --test fuzz -- --nocapture
+
 # Real-process chaos for SECS seconds (root; needs nftables: apt-get install nftables).
 chaos secs="300":
     RINGCACHE_CHAOS_SECS={{secs}} cargo test --release --test chaos -- --nocapture

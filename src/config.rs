@@ -8,6 +8,8 @@ use crate::core::types::NodeId;
 use crate::shell::auth::ClusterSecret;
 use crate::shell::gossip::GossipTiming;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
@@ -37,6 +39,61 @@ pub struct PeerConfig {
     /// The host other peers reach this one at, in place of an unspecified bind address
     /// (`0.0.0.0`, `::`), which cannot be gossiped.
     pub advertise: Option<IpAddr>,
+    /// Timeouts, the connection cap and TLS of the HTTP API.
+    pub http: HttpConfig,
+}
+
+/// How the HTTP API holds its connections: what a slow, idle or greedy client can cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// From a request's first byte to the end of its headers (`--http-header-timeout-ms`).
+    pub header_timeout: Duration,
+    /// From the end of a request's headers to the end of its body (`--http-body-timeout-ms`).
+    pub body_timeout: Duration,
+    /// A connection between requests, or one on which no byte moves while it answers, is
+    /// closed after this long (`--http-idle-timeout-ms`).
+    pub idle_timeout: Duration,
+    /// Connections served at once (`--http-max-connections`); a few more are kept for
+    /// `GET /health` alone (see `api::http_server`).
+    pub max_connections: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM), or plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key (`--http-tls-cert`, `--http-tls-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            tls: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, d) in [
+            ("--http-header-timeout-ms", self.header_timeout),
+            ("--http-body-timeout-ms", self.body_timeout),
+            ("--http-idle-timeout-ms", self.idle_timeout),
+        ] {
+            anyhow::ensure!(!d.is_zero(), "{name} must be at least 1");
+        }
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--http-max-connections must be at least 1"
+        );
+        Ok(())
+    }
 }
 
 /// One shard per available core.
@@ -54,6 +111,7 @@ impl PeerConfig {
             "the peer id must not be empty"
         );
         self.core.validate()?;
+        self.http.validate()?;
         if let Some(host) = self.advertise {
             anyhow::ensure!(
                 !host.is_unspecified(),
@@ -107,6 +165,7 @@ impl PeerConfig {
             client_token: None,
             insecure_no_auth: false,
             advertise: None,
+            http: HttpConfig::default(),
         }
     }
 }

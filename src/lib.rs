@@ -13,7 +13,8 @@
 //!   randomness come in as inputs.
 //! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
 //!   gossip membership over sealed datagrams, the driver task that owns a node, peer health.
-//! - [`api`] — the HTTP API (axum) and its wire formats (causal-context tokens, key encoding).
+//! - [`api`] — the HTTP API (axum routes, served by its own accept loop with read deadlines, a
+//!   connection cap and optional TLS) and its wire formats (causal-context tokens, key encoding).
 //! - [`client`] — a Rust HTTP client used by the CLI and the tests.
 //! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.

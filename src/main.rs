@@ -2,11 +2,19 @@
 
 #![allow(clippy::disallowed_methods)] // the binary is shell: it may spawn and read clocks
 
+// The simulator's planted bugs live in the `ringcache-planted` package; a peer binary built
+// with them would be a peer that loses data on purpose.
+#[cfg(feature = "planted-bugs")]
+compile_error!(
+    "the ringcache peer binary must not be built with `planted-bugs` \
+     (the simulator depends on `ringcache-planted` for that)"
+);
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
 use ringcache::client::{Client, ReadResult, Ttl, WriteOptions};
-use ringcache::config::PeerConfig;
+use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
 use ringcache::core::types::NodeId;
@@ -16,6 +24,7 @@ use ringcache::shell::auth::ClusterSecret;
 use ringcache::shell::gossip::GossipTiming;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -30,6 +39,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `Serve` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Commands {
     /// Run one peer.
     Serve(ServeArgs),
@@ -43,7 +54,8 @@ enum Commands {
         /// Extra arguments passed to every peer's `serve`, e.g. `--serve-arg=--replicas=2`.
         #[arg(long = "serve-arg", allow_hyphen_values = true)]
         serve_args: Vec<String>,
-        /// Memory limit of every peer's store, e.g. `512MiB` (passed to each `serve`).
+        /// Memory limit of every peer's store, e.g. `512MiB` or `none` (passed to each
+        /// `serve`). By default the peers share half of the machine's memory equally.
         #[arg(long)]
         max_memory: Option<String>,
         /// Eviction policy of every peer (passed to each `serve`).
@@ -148,11 +160,22 @@ struct Target {
     /// variable.
     #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
     client_token: Option<String>,
+    /// For an `https://` URL: trust this PEM certificate (the peer's own, or its CA's).
+    #[arg(long = "tls-ca", env = "RINGCACHE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Target {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::with_token(&self.url, self.client_token.as_deref())?)
+        let token = self.client_token.as_deref();
+        Ok(match &self.tls_ca {
+            None => Client::with_token(&self.url, token)?,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading --tls-ca {}", path.display()))?;
+                Client::with_tls(&self.url, token, &pem)?
+            }
+        })
     }
 }
 
@@ -236,9 +259,32 @@ struct ServeArgs {
     #[arg(long, default_value_t = 3600)]
     remove_down_after_secs: u64,
     /// Memory limit of the store (keys, values, versions and overhead): bytes, or with a
-    /// unit: `512MiB`, `2GiB`, `100MB`. No limit by default.
-    #[arg(long, value_parser = parse_size)]
-    max_memory: Option<u64>,
+    /// unit: `512MiB`, `2GiB`, `100MB`; `none` (or `0`) for no limit. By default half of the
+    /// machine's memory (or of the cgroup's limit, if lower).
+    #[arg(long, value_parser = parse_memory_limit)]
+    max_memory: Option<MemoryLimit>,
+    /// How long a client may take to send a request's headers, from its first byte, in
+    /// milliseconds.
+    #[arg(long, default_value_t = HttpConfig::default().header_timeout.as_millis() as u64)]
+    http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, from the end of its headers, in
+    /// milliseconds.
+    #[arg(long, default_value_t = HttpConfig::default().body_timeout.as_millis() as u64)]
+    http_body_timeout_ms: u64,
+    /// How long an HTTP connection may sit with no request and nothing moving, in
+    /// milliseconds.
+    #[arg(long, default_value_t = HttpConfig::default().idle_timeout.as_millis() as u64)]
+    http_idle_timeout_ms: u64,
+    /// HTTP connections served at once; past it a few more are served `GET /health` alone and
+    /// the rest are refused.
+    #[arg(long, default_value_t = HttpConfig::default().max_connections)]
+    http_max_connections: usize,
+    /// Serve the HTTP API over TLS with this PEM certificate chain (needs --http-tls-key).
+    #[arg(long, requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --http-tls-cert.
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
     /// Engine shards, each served by its own task (0: one per core).
     #[arg(long, default_value_t = 0)]
     shards: u32,
@@ -296,6 +342,81 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a usable size"))
 }
 
+/// `--max-memory`: a size, or no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemoryLimit {
+    Unlimited,
+    Bytes(u64),
+}
+
+/// Parses a `--max-memory`: `none`, `unlimited` or `0` for no limit, else a size.
+fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "none" | "unlimited" | "0" => Ok(MemoryLimit::Unlimited),
+        _ => parse_size(s).map(MemoryLimit::Bytes),
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal` of /proc/meminfo), or its
+/// cgroup's limit when lower. `None` when neither can be read.
+fn machine_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let total = total_kib.checked_mul(1024)?;
+    // cgroup v2 says `max` for no limit; v1's "no limit" is a huge number, which min() drops.
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
+/// The share of the machine's memory a peer's store takes by default.
+const DEFAULT_MEMORY_SHARE: u64 = 2;
+
+/// The store's memory limit: the one given, or by default half of what the machine has, and a
+/// line saying which and how to change it.
+fn memory_limit(given: Option<MemoryLimit>) -> Option<u64> {
+    match given {
+        Some(MemoryLimit::Bytes(b)) => {
+            tracing::info!("store memory limit: {b} bytes (--max-memory)");
+            Some(b)
+        }
+        Some(MemoryLimit::Unlimited) => {
+            tracing::info!("store memory limit: none (--max-memory none)");
+            None
+        }
+        None => match machine_memory_bytes() {
+            Some(machine) => {
+                let limit = machine / DEFAULT_MEMORY_SHARE;
+                tracing::info!(
+                    "store memory limit: {} MiB, half of this machine's {} MiB; change it with \
+                     --max-memory SIZE (e.g. 2GiB) or --max-memory none",
+                    limit >> 20,
+                    machine >> 20
+                );
+                Some(limit)
+            }
+            None => {
+                tracing::warn!(
+                    "store memory limit: none (the machine's memory could not be read from \
+                     /proc/meminfo); set one with --max-memory SIZE"
+                );
+                None
+            }
+        },
+    }
+}
+
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<PeerConfig> {
         let core = CoreConfig {
@@ -305,7 +426,7 @@ impl ServeArgs {
             request_timeout_ms: self.request_timeout_ms,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
-            max_memory_bytes: self.max_memory,
+            max_memory_bytes: memory_limit(self.max_memory),
             eviction: self.eviction,
             tombstone_grace_ms: self.tombstone_grace_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
@@ -336,6 +457,16 @@ impl ServeArgs {
             client_token: self.client_token,
             insecure_no_auth: self.insecure_no_auth,
             advertise: self.advertise,
+            http: HttpConfig {
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+                body_timeout: Duration::from_millis(self.http_body_timeout_ms),
+                idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+                max_connections: self.http_max_connections,
+                tls: match (self.http_tls_cert, self.http_tls_key) {
+                    (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                    _ => None,
+                },
+            },
         })
     }
 }
@@ -365,9 +496,19 @@ async fn main() -> anyhow::Result<()> {
             if sloppy_quorum {
                 serve_args.push("--sloppy-quorum".into());
             }
-            if let Some(m) = max_memory {
-                parse_size(&m).map_err(|e| anyhow::anyhow!(e))?;
-                serve_args.push(format!("--max-memory={m}"));
+            match max_memory {
+                Some(m) => {
+                    parse_memory_limit(&m).map_err(|e| anyhow::anyhow!(e))?;
+                    serve_args.push(format!("--max-memory={m}"));
+                }
+                // N peers on one machine share it: each takes its share of the default.
+                None if !serve_args.iter().any(|a| a.starts_with("--max-memory")) => {
+                    if let Some(machine) = machine_memory_bytes() {
+                        let each = machine / DEFAULT_MEMORY_SHARE / peers.max(1) as u64;
+                        serve_args.push(format!("--max-memory={}", each.max(1 << 20)));
+                    }
+                }
+                None => {}
             }
             if let Some(e) = eviction {
                 serve_args.push(format!("--eviction={e}"));
@@ -501,6 +642,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let config = args.into_config()?;
     let mut stop = StopSignal::listen()?;
     let peer = RunningPeer::start(config).await?;
@@ -520,6 +662,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     peer.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go and many servers do): the
+/// default soft limit (often 1,024) is below the default HTTP connection cap.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one `rlimit` through valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 async fn up(
@@ -608,5 +767,15 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn a_memory_limit_is_a_size_or_none() {
+        use super::{parse_memory_limit, MemoryLimit};
+        assert_eq!(parse_memory_limit("none"), Ok(MemoryLimit::Unlimited));
+        assert_eq!(parse_memory_limit("0"), Ok(MemoryLimit::Unlimited));
+        assert_eq!(parse_memory_limit("1GiB"), Ok(MemoryLimit::Bytes(1 << 30)));
+        assert!(parse_memory_limit("lots").is_err());
+        assert!(super::machine_memory_bytes().is_some_and(|m| m > 0));
     }
 }

@@ -12,6 +12,7 @@
 use crate::api::auth::ClientToken;
 use crate::api::causal_context::ContextKey;
 use crate::api::http;
+use crate::api::http_server::HttpServer;
 use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
@@ -70,6 +71,8 @@ impl RunningPeer {
         ] {
             config.advertised(what, addr)?;
         }
+        // A bad certificate or key fails start-up before anything is bound.
+        let http_server = HttpServer::new(config.http.clone())?;
         let quic_socket = std::net::UdpSocket::bind(config.peer_addr)
             .with_context(|| format!("binding peer traffic on {}", config.peer_addr))?;
         let http_listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -132,23 +135,29 @@ impl RunningPeer {
             inbound_rx,
             shutdown_rx.clone(),
         );
-        let router = http::router(
+        // Peers ask each other for stats over HTTPS, trusting the certificates this one serves.
+        let peer_tls = match &config.http.tls {
+            Some(files) => Some(std::fs::read(&files.cert).with_context(|| {
+                format!("reading the TLS certificate {}", files.cert.display())
+            })?),
+            None => None,
+        };
+        let routers = http::router(
             driver.clone(),
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
             client_token,
             health,
-        );
-        let mut http_shutdown = shutdown_rx;
-        let http_task = tokio::spawn(async move {
-            let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-        tracing::info!(?addresses, "peer started");
+            peer_tls.as_deref(),
+        )?;
+        let http_tls = http_server.is_tls();
+        let http_task = tokio::spawn(http_server.run(
+            http_listener,
+            routers.app,
+            routers.health_only,
+            shutdown_rx,
+        ));
+        tracing::info!(?addresses, http_tls, "peer started");
         Ok(RunningPeer {
             addresses,
             driver,

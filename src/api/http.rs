@@ -33,36 +33,71 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
 pub const TTL_HEADER: &str = "x-ttl-ms";
 
+/// The routers of one peer's HTTP API: the whole API, and `GET /health` alone for the
+/// connections past the cap (see `http_server`).
+pub struct Routers {
+    pub app: Router,
+    pub health_only: Router,
+}
+
 /// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
 /// and accepts (the same on every peer of a cluster: see `causal_context`). With a
 /// `client_token`, every request but `GET /health` must carry it (see [`auth`]). `GET /health`
-/// answers 503 once `health` has failed.
+/// answers 503 once `health` has failed. With `peer_tls` (the PEM certificates this peer
+/// serves HTTPS with), the other peers are asked over HTTPS, trusting those certificates.
 pub fn router(
     driver: DriverHandle,
     max_value_bytes: usize,
     context_key: ContextKey,
     client_token: Option<ClientToken>,
     health: Health,
-) -> Router {
+    peer_tls: Option<&[u8]>,
+) -> Result<Routers, reqwest::Error> {
+    let mut peers = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2));
+    if let Some(pem) = peer_tls {
+        for root in reqwest::Certificate::from_pem_bundle(pem)? {
+            peers = peers.add_root_certificate(root);
+        }
+    }
     let state = ApiState {
         driver,
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
         health,
+        peers: peers.build()?,
+        peer_scheme: if peer_tls.is_some() { "https" } else { "http" },
     };
-    Router::new()
+    let health_only = Router::new()
+        .route("/health", get(health_check))
+        .fallback(too_many_connections)
+        .with_state(state.clone());
+    let app = Router::new()
         .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
         .route("/v1/kv/{*key}", any(kv))
+        // A key too long for a URL comes in the `x-key` header (see `keys`).
+        .route("/v1/kv", any(kv))
         .route("/v1/local/{*key}", get(local))
         .route("/v1/leave", post(leave))
+        .route("/v1/local", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
         .layer(middleware::from_fn_with_state(
             client_token,
             auth::require_token,
-        ))
+        ));
+    Ok(Routers { app, health_only })
+}
+
+/// Anything but `GET /health` on a connection past the cap.
+async fn too_many_connections() -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections: this one may only ask GET /health; retry later",
+    );
+    set_header(&mut response, "retry-after", "1");
+    response
 }
 
 /// What the handlers share: the driver, and the key of causal context tokens.
@@ -74,6 +109,10 @@ struct ApiState {
     client_token: Option<ClientToken>,
     /// Failed when a task the peer cannot live without has ended.
     health: Health,
+    /// Asks the other peers for their stats.
+    peers: reqwest::Client,
+    /// `http`, or `https` when this peer (and so every peer) serves TLS.
+    peer_scheme: &'static str,
 }
 
 impl FromRef<ApiState> for DriverHandle {
@@ -155,12 +194,13 @@ pub struct StatsBody {
 /// One other peer's own figures, from its HTTP API (bounded: a slow peer is left out, not
 /// waited for).
 async fn peer_stats(
+    state: &ApiState,
     addr: std::net::SocketAddr,
-    token: Option<&ClientToken>,
 ) -> Result<StatsBody, reqwest::Error> {
-    let mut request = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/stats"))
-        .timeout(std::time::Duration::from_secs(2));
+    let token = state.client_token.as_ref();
+    let mut request = state
+        .peers
+        .get(format!("{}://{addr}/v1/stats", state.peer_scheme));
     if let Some(token) = token {
         request = request.bearer_auth(token.secret());
     }
@@ -183,7 +223,7 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
             .filter(|(id, m)| **id != status.id && m.up)
             .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)));
         for (id, addr) in others {
-            match peer_stats(addr, state.client_token.as_ref()).await {
+            match peer_stats(&state, addr).await {
                 Ok(body) => {
                     total.add(&body.stats);
                     peers.push(id.to_string());
@@ -230,11 +270,10 @@ pub struct LocalVersionBody {
 }
 
 /// For tests and operators comparing replicas: what this peer alone stores for the key.
-async fn local(State(driver): State<DriverHandle>, uri: Uri) -> Response {
-    let raw_key = uri.path().strip_prefix(LOCAL_PREFIX).unwrap_or_default();
-    let key = match keys::percent_decode(raw_key) {
+async fn local(State(driver): State<DriverHandle>, uri: Uri, headers: HeaderMap) -> Response {
+    let key = match request_key(&uri, &headers, LOCAL_PREFIX) {
         Ok(key) => key,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Some(local) = driver.local(key).await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
@@ -314,8 +353,7 @@ fn kv_request(
     body: Bytes,
     context_key: &ContextKey,
 ) -> Result<ClientRequest, ApiError> {
-    let raw_key = uri.path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    let key = keys::percent_decode(raw_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = request_key(uri, headers, KV_PREFIX)?;
     let quorum = |name: &str| -> Result<Quorum, ApiError> {
         match query.get(name) {
             None => Ok(Quorum::Quorum),
@@ -398,6 +436,26 @@ fn kv_request(
             "use GET, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
         )),
     }
+}
+
+/// The key of a request: from the path after `prefix`, or when the path has none, from the
+/// `x-key` header (for keys too long for a URL); never from both.
+fn request_key(uri: &Uri, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>, ApiError> {
+    let in_path = uri.path().strip_prefix(prefix).filter(|k| !k.is_empty());
+    let in_header = headers.get(keys::KEY_HEADER);
+    let raw = match (in_path, in_header) {
+        (Some(path), None) => path,
+        (None, Some(header)) => header
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the x-key header must be percent-encoded ASCII"))?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "send the key in the path or in the x-key header, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::bad_request("no key: /v1/kv/{key}")),
+    };
+    keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Parses a TTL in seconds (fractions allowed) into milliseconds.

@@ -90,6 +90,31 @@ impl Client {
     /// `token` is set (peers started with `--client-token` require it). Fails only for a
     /// token that cannot be an HTTP header value.
     pub fn with_token(base: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        Self::build(base, token, None)
+    }
+
+    /// Like [`Client::with_token`], for an `https://` peer whose certificate is signed by (or
+    /// is) one of the PEM certificates in `trusted_pem`: the only roots trusted, so a peer with
+    /// a self-signed certificate can be reached by handing the client that certificate.
+    pub fn with_tls(
+        base: &str,
+        token: Option<&str>,
+        trusted_pem: &[u8],
+    ) -> Result<Client, ClientError> {
+        let roots = reqwest::Certificate::from_pem_bundle(trusted_pem)?;
+        if roots.is_empty() {
+            return Err(ClientError::Protocol(
+                "no PEM certificate to trust for TLS".into(),
+            ));
+        }
+        Self::build(base, token, Some(roots))
+    }
+
+    fn build(
+        base: &str,
+        token: Option<&str>,
+        roots: Option<Vec<reqwest::Certificate>>,
+    ) -> Result<Client, ClientError> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -99,22 +124,40 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .default_headers(headers)
-            .build()?;
+            .default_headers(headers);
+        for root in roots.into_iter().flatten() {
+            builder = builder.add_root_certificate(root);
+        }
+        let http = builder.build()?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             http,
         })
     }
 
-    fn key_url(&self, key: &[u8]) -> String {
-        format!("{}/v1/kv/{}", self.base, keys::percent_encode(key))
+    /// A request about `key` under `prefix` (`/v1/kv`, `/v1/local`): the key in the path, or
+    /// for a key too long for a URL in the `x-key` header (see `api::keys`).
+    fn key_request(
+        &self,
+        method: reqwest::Method,
+        prefix: &str,
+        key: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let encoded = keys::percent_encode(key);
+        if keys::fits_in_url(&encoded) {
+            self.http
+                .request(method, format!("{}{prefix}/{encoded}", self.base))
+        } else {
+            self.http
+                .request(method, format!("{}{prefix}", self.base))
+                .header(keys::KEY_HEADER, encoded)
+        }
     }
 
     pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
-        let mut req = self.http.get(self.key_url(key));
+        let mut req = self.key_request(reqwest::Method::GET, "/v1/kv", key);
         if let Some(r) = r {
             req = req.query(&[("r", r)]);
         }
@@ -154,7 +197,9 @@ impl Client {
         value: Vec<u8>,
         options: &WriteOptions,
     ) -> Result<String, ClientError> {
-        let mut req = self.http.put(self.key_url(key)).body(value);
+        let mut req = self
+            .key_request(reqwest::Method::PUT, "/v1/kv", key)
+            .body(value);
         req = apply_options(req, options);
         if let Some(ttl) = options.ttl_secs {
             req = req.query(&[("ttl", ttl.to_string())]);
@@ -163,7 +208,10 @@ impl Client {
     }
 
     pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
-        let req = apply_options(self.http.delete(self.key_url(key)), options);
+        let req = apply_options(
+            self.key_request(reqwest::Method::DELETE, "/v1/kv", key),
+            options,
+        );
         expect_written(req.send().await?).await
     }
 
@@ -174,7 +222,10 @@ impl Client {
         ttl_secs: Option<f64>,
         options: &WriteOptions,
     ) -> Result<String, ClientError> {
-        let mut req = apply_options(self.http.patch(self.key_url(key)), options);
+        let mut req = apply_options(
+            self.key_request(reqwest::Method::PATCH, "/v1/kv", key),
+            options,
+        );
         req = match ttl_secs {
             Some(ttl) => req.query(&[("ttl", ttl.to_string())]),
             None => req.query(&[("persist", "")]),
@@ -184,7 +235,7 @@ impl Client {
 
     /// How long the key's value has left, read with quorum `r`.
     pub async fn ttl(&self, key: &[u8], r: Option<&str>) -> Result<Ttl, ClientError> {
-        let mut req = self.http.get(self.key_url(key));
+        let mut req = self.key_request(reqwest::Method::GET, "/v1/kv", key);
         if let Some(r) = r {
             req = req.query(&[("r", r)]);
         }
@@ -209,8 +260,10 @@ impl Client {
     /// The answering peer's own stored state of `key` (`GET /v1/local/{key}`): no quorum, no
     /// read repair.
     pub async fn local_state(&self, key: &[u8]) -> Result<LocalStateBody, ClientError> {
-        let url = format!("{}/v1/local/{}", self.base, keys::percent_encode(key));
-        let response = self.http.get(url).send().await?;
+        let response = self
+            .key_request(reqwest::Method::GET, "/v1/local", key)
+            .send()
+            .await?;
         if !response.status().is_success() {
             return Err(ClientError::Status {
                 status: response.status().as_u16(),
