@@ -243,11 +243,13 @@ fn shrinking_keeps_the_failure_and_makes_the_run_smaller() {
 /// without any replica taking them: each loss is recorded when the last read ends, and the
 /// writes are excused by it. Before, a loss part of which was covered only by a read was
 /// recorded without that part, and the part was never recorded when the read ended (seed 1333
-/// through an eviction, seed 1700 through a refused store): false lost-writes.
+/// through an eviction, seed 1700 through a refused store): false lost-writes. Since
+/// anti-entropy and handoff changed what runs, seed 1700 has no message loss left; 1753 is the
+/// nearest seed with one excused (not necessarily through a read).
 #[test]
 fn values_lost_while_only_reads_held_them_are_excused() {
     use ringcache::history::check::{Excuse, LossCause};
-    for (seed, cause) in [(1333, LossCause::Eviction), (1700, LossCause::Message)] {
+    for (seed, cause) in [(1333, LossCause::Eviction), (1753, LossCause::Message)] {
         let result = run(&Scenario::generate(seed, OPS), None);
         assert!(
             result.check.violations.is_empty(),

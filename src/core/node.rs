@@ -135,6 +135,9 @@ pub struct Node {
     /// Partitions this peer gained in a ring change, until when its answers for them do not
     /// count toward a read's R (the handoff deadline and a request timeout after the change).
     warming: std::collections::BTreeMap<crate::core::ring::PartitionId, Millis>,
+    /// For a peer that just started empty: the peers it has finished an anti-entropy exchange
+    /// with since; every partition warms until that is every other live ring member.
+    startup_warming: Option<(std::collections::BTreeSet<NodeId>, Millis)>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
@@ -193,6 +196,7 @@ impl Node {
             handoff: Handoff::default(),
             leaving: false,
             warming: std::collections::BTreeMap::new(),
+            startup_warming: None,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -340,8 +344,35 @@ impl Node {
         self.leaving
     }
 
+    /// Notes a finished anti-entropy exchange with `peer`; a peer that just started stops
+    /// warming once it has one with every other live ring member.
+    fn startup_synced(&mut self, peer: &NodeId) {
+        let Some((synced, _)) = self.startup_warming.as_mut() else {
+            return;
+        };
+        synced.insert(peer.clone());
+        let done = self
+            .ring
+            .members()
+            .iter()
+            .filter(|m| **m != self.id && self.view.is_up(m))
+            .all(|m| synced.contains(m));
+        if done {
+            self.startup_warming = None;
+        }
+    }
+
     /// Partitions this peer gained in a ring change and is still filling (moving in).
     pub fn partitions_moving_in(&self, now: Millis) -> Vec<crate::core::ring::PartitionId> {
+        if self
+            .startup_warming
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until)
+        {
+            return (0..self.config.partitions)
+                .filter(|p| self.ring.preference_list(*p).contains(&self.id))
+                .collect();
+        }
         self.warming
             .iter()
             .filter(|(_, until)| now < **until)
@@ -351,9 +382,13 @@ impl Node {
 
     /// Whether this peer's answers for `partition` do not count toward R yet.
     fn is_warming(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
-        self.warming
-            .get(&partition)
-            .is_some_and(|until| now < *until)
+        self.startup_warming
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until)
+            || self
+                .warming
+                .get(&partition)
+                .is_some_and(|until| now < *until)
     }
 
     fn on_peer_message(

@@ -334,6 +334,7 @@ impl Node {
         let interval = self.config.anti_entropy_interval_ms;
         let next = if finished {
             self.anti_entropy.stats.exchanges += 1;
+            self.startup_synced(&exchange.peer);
             now + interval
         } else {
             now + interval / 4 + 1

@@ -29,12 +29,13 @@ impl Node {
             l == Liveness::Up && !self.view.is_up(m) && self.view.members().contains(m)
         });
         let ring_changed = view.ring_members() != *self.ring.members();
-        if ring_changed {
+        let starting = self.ring.members().len() == 1 && self.store.is_empty();
+        if ring_changed && !starting {
             let at = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
             let members = view.ring_members();
             self.anti_entropy.all_due_at(members.iter(), at);
         }
-        if returned {
+        if returned || starting {
             self.anti_entropy.all_due_now();
         }
         #[cfg(feature = "planted-bugs")]
@@ -91,11 +92,14 @@ impl Node {
         }
     }
 
-    /// Partitions this peer replicates in `new_ring` but not in its current ring (all of them,
-    /// for a peer that just started empty) are warming:
+    /// Partitions this peer replicates in `new_ring` but not in its current ring are warming:
     /// until their data has had time to arrive (the handoff deadline, then a request timeout),
     /// this peer's answers for them do not count toward a read's R, so a read right after a
-    /// join or a leave is answered by replicas that hold the data.
+    /// join or a leave is answered by replicas that hold the data. A peer that just started
+    /// empty and meets peers that are up warms every partition until it has finished an
+    /// anti-entropy exchange with each of them (see `Node::startup_synced`), or the same
+    /// deadline passed: in a new cluster that takes a round trip, for a restarted peer as long
+    /// as filling it takes.
     fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring, view: &MembershipView) {
         let until = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
         self.warming.retain(|_, t| *t > now);
@@ -106,9 +110,13 @@ impl Node {
             .iter()
             .any(|m| *m != self.id && view.is_up(m));
         let just_started = self.ring.members().len() == 1 && self.store.is_empty() && others_up;
+        if just_started {
+            self.startup_warming = Some((std::collections::BTreeSet::new(), until));
+            return;
+        }
         for p in 0..self.config.partitions {
             if new_ring.preference_list(p).contains(&self.id)
-                && (just_started || !self.ring.preference_list(p).contains(&self.id))
+                && !self.ring.preference_list(p).contains(&self.id)
             {
                 self.warming.insert(p, until);
             }
