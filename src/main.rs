@@ -258,6 +258,13 @@ struct ServeArgs {
     /// place, so a restart does not move data twice.
     #[arg(long, default_value_t = 3600)]
     remove_down_after_secs: u64,
+    /// Most concurrent values (siblings) a key may have after a write: a blind write past it
+    /// is refused with 409 (read the key and write back with its context to resolve them).
+    #[arg(long, default_value_t = CoreConfig::default().max_siblings)]
+    max_siblings: usize,
+    /// Most bytes a key's concurrent values may take in all after a write, e.g. `64MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    max_state_bytes: u64,
     /// Memory limit of the store (keys, values, versions and overhead): bytes, or with a
     /// unit: `512MiB`, `2GiB`, `100MB`; `none` (or `0`) for no limit. By default half of the
     /// machine's memory (or of the cgroup's limit, if lower).
@@ -432,6 +439,8 @@ impl ServeArgs {
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
             anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec,
+            max_siblings: self.max_siblings,
+            max_state_bytes: self.max_state_bytes as usize,
             sloppy_quorum: self.sloppy_quorum,
             max_hints_per_peer: self.max_hints_per_peer,
             max_hint_bytes_per_peer: self.max_hint_bytes_per_peer,

@@ -547,6 +547,14 @@ fn request_error_response(error: &RequestError) -> Response {
         RequestError::Conflict { siblings } => {
             (StatusCode::CONFLICT, json!({"siblings": siblings}))
         }
+        RequestError::TooManySiblings { siblings, limit } => (
+            StatusCode::CONFLICT,
+            json!({"siblings": siblings, "limit": limit}),
+        ),
+        RequestError::StateTooLarge { bytes, limit } => (
+            StatusCode::CONFLICT,
+            json!({"state_bytes": bytes, "limit": limit}),
+        ),
         RequestError::NothingToExpire => (StatusCode::NOT_FOUND, json!({})),
         // Redis answers OOM; HTTP's nearest is 507: the write was refused, nothing changed.
         RequestError::OutOfMemory {

@@ -54,6 +54,12 @@ pub struct CoreConfig {
     /// Hints handed to their owners per tick, over all owners: delivery is paced so a
     /// returning peer is not flooded.
     pub hint_deliveries_per_tick: usize,
+    /// Most concurrent values (siblings) a key may hold after a write this peer coordinates; a
+    /// blind write past it is refused (409), never a sibling dropped.
+    pub max_siblings: usize,
+    /// Most bytes a key's concurrent values may take in all after a write this peer
+    /// coordinates; a write past it is refused (409).
+    pub max_state_bytes: usize,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -66,6 +72,8 @@ pub enum ConfigError {
     NoLimit,
     #[error("max clock entries must be at least 2")]
     ClockTooSmall,
+    #[error("a key must be allowed at least one value (max siblings and max state bytes must be positive)")]
+    NoSiblingRoom,
     #[error("anti-entropy needs a positive budget (keys and bytes per second) when it is on")]
     NoAntiEntropyBudget,
     #[error("hint bounds and delivery pace must be positive")]
@@ -97,6 +105,8 @@ impl Default for CoreConfig {
             max_hints_per_peer: 10_000,
             max_hint_bytes_per_peer: 64 * 1024 * 1024,
             hint_deliveries_per_tick: 64,
+            max_siblings: 64,
+            max_state_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -120,6 +130,9 @@ impl CoreConfig {
         }
         if self.max_clock_entries < 2 {
             return Err(ConfigError::ClockTooSmall);
+        }
+        if self.max_siblings == 0 || self.max_state_bytes < self.max_value_bytes {
+            return Err(ConfigError::NoSiblingRoom);
         }
         if self.anti_entropy_interval_ms > 0
             && (self.anti_entropy_keys_per_sec == 0 || self.anti_entropy_bytes_per_sec == 0)

@@ -113,4 +113,10 @@ pub enum RequestError {
     NothingToExpire,
     #[error("out of memory: the write needs {needed} bytes, {used} of {limit} are in use and nothing more can be evicted")]
     OutOfMemory { needed: u64, used: u64, limit: u64 },
+    /// A blind write would give the key more concurrent values than the cap allows.
+    #[error("the key would have {siblings} concurrent values, more than the limit of {limit}: read it and write back with its causal context to resolve them")]
+    TooManySiblings { siblings: usize, limit: usize },
+    /// A write would make the key's concurrent values larger in all than the cap allows.
+    #[error("the key's concurrent values would take {bytes} bytes, more than the limit of {limit}: read it and write back with its causal context to resolve them")]
+    StateTooLarge { bytes: usize, limit: usize },
 }

@@ -42,6 +42,16 @@ pub struct NodeStats {
     pub anti_entropy_skipped: u64,
     /// Bytes of the hash trees (a fixed cost per partition held, outside the memory limit).
     pub hash_tree_bytes: u64,
+    /// Writes this peer coordinated that left their key with concurrent values (siblings).
+    #[serde(default)]
+    pub siblings_created: u64,
+    /// The most siblings a key held after a write this peer coordinated.
+    #[serde(default)]
+    pub largest_sibling_set: u64,
+    /// Blind writes refused because the key would pass `--max-siblings` or
+    /// `--max-state-bytes` (409).
+    #[serde(default)]
+    pub writes_refused_by_sibling_cap: u64,
     /// Hints this peer holds for replicas believed down (sloppy quorum), waiting for delivery.
     #[serde(default)]
     pub hints_pending: u64,
@@ -85,6 +95,9 @@ impl NodeStats {
         self.anti_entropy_declined += other.anti_entropy_declined;
         self.anti_entropy_skipped += other.anti_entropy_skipped;
         self.hash_tree_bytes += other.hash_tree_bytes;
+        self.siblings_created += other.siblings_created;
+        self.largest_sibling_set = self.largest_sibling_set.max(other.largest_sibling_set);
+        self.writes_refused_by_sibling_cap += other.writes_refused_by_sibling_cap;
         self.hints_pending += other.hints_pending;
         self.hints_delivered += other.hints_delivered;
         self.hints_dropped += other.hints_dropped;
@@ -100,9 +113,23 @@ pub(super) struct Counters {
     pub(super) misses: u64,
     /// Replicas sent a merged state by read repair.
     pub(super) read_repairs: u64,
+    /// Writes this node coordinated that left their key with more than one sibling.
+    pub(super) siblings_created: u64,
+    /// The most siblings a key held after a write this node coordinated.
+    pub(super) largest_sibling_set: u64,
+    /// Writes refused by the sibling or state-size cap.
+    pub(super) refused_by_sibling_cap: u64,
 }
 
 impl Counters {
+    /// Notes the sibling count a coordinated write left its key with.
+    pub(super) fn note_siblings(&mut self, siblings: usize) {
+        if siblings > 1 {
+            self.siblings_created += 1;
+        }
+        self.largest_sibling_set = self.largest_sibling_set.max(siblings as u64);
+    }
+
     /// Counts a client read's reply as a hit or a miss (a failure is neither).
     pub(super) fn count_read(&mut self, reply: &ClientReply) {
         match reply {
@@ -135,6 +162,9 @@ impl Node {
             anti_entropy_declined: ae.declined,
             anti_entropy_skipped: ae.skipped,
             hash_tree_bytes: self.store.trees().heap_bytes(),
+            siblings_created: self.counters.siblings_created,
+            largest_sibling_set: self.counters.largest_sibling_set,
+            writes_refused_by_sibling_cap: self.counters.refused_by_sibling_cap,
             hints_pending: self.hints.len() as u64,
             hints_delivered: self.hints.counters.delivered,
             hints_dropped: self.hints.counters.dropped,

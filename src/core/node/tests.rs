@@ -1753,3 +1753,67 @@ fn a_warming_answer_counts_at_the_deadline_when_the_others_are_silent() {
         out.replies
     );
 }
+
+#[test]
+fn a_blind_write_past_the_sibling_cap_is_refused_and_a_contextual_one_resolves() {
+    let config = CoreConfig {
+        max_siblings: 3,
+        ..CoreConfig::for_test()
+    };
+    let mut net = Net::new(&["A", "B", "C"], config);
+    for i in 0..3 {
+        let reply = net.request("A", put("k", &format!("v{i}"), None, Quorum::All));
+        assert!(
+            matches!(reply, Some(ClientReply::Written { .. })),
+            "{reply:?}"
+        );
+    }
+    let refused = net.request("A", put("k", "v3", None, Quorum::All)).unwrap();
+    assert_eq!(
+        refused,
+        ClientReply::Failed(RequestError::TooManySiblings {
+            siblings: 4,
+            limit: 3
+        })
+    );
+    let read = net.request("B", get("k", Quorum::All)).unwrap();
+    assert_eq!(
+        values(&read).len(),
+        3,
+        "no acknowledged sibling was dropped"
+    );
+    let stats = net.nodes[&nid("A")].stats();
+    assert_eq!(stats.writes_refused_by_sibling_cap, 1);
+    assert_eq!(stats.largest_sibling_set, 3);
+    assert_eq!(stats.siblings_created, 2);
+    // Writing back with the context read replaces them all.
+    let resolved = net
+        .request("A", put("k", "one", Some(context(&read)), Quorum::All))
+        .unwrap();
+    assert!(matches!(resolved, ClientReply::Written { .. }));
+    let read = net.request("C", get("k", Quorum::All)).unwrap();
+    assert_eq!(values(&read), vec!["one"]);
+}
+
+#[test]
+fn a_write_past_the_state_byte_cap_is_refused() {
+    let config = CoreConfig {
+        max_value_bytes: 100,
+        max_state_bytes: 150,
+        ..CoreConfig::for_test()
+    };
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let big = "x".repeat(100);
+    assert!(matches!(
+        net.request("A", put("k", &big, None, Quorum::All)),
+        Some(ClientReply::Written { .. })
+    ));
+    let refused = net.request("A", put("k", &big, None, Quorum::All)).unwrap();
+    assert_eq!(
+        refused,
+        ClientReply::Failed(RequestError::StateTooLarge {
+            bytes: 200,
+            limit: 150
+        })
+    );
+}

@@ -186,6 +186,10 @@ impl Node {
             .write
             .into_payload(now)
             .expect("puts and deletes carry a payload");
+        if let Err(refused) = self.check_sibling_caps(&write.key, &context, &payload) {
+            self.counters.refused_by_sibling_cap += 1;
+            return origin.fail(refused, out);
+        }
         let write = CoordinatedWrite {
             key: write.key,
             payload,
@@ -194,6 +198,45 @@ impl Node {
             sloppy,
         };
         self.store_and_replicate(now, origin, write, deadline, out);
+    }
+
+    /// Refuses a put that would leave the key with more siblings, or more sibling bytes, than
+    /// the caps allow, judged on this coordinator's state: the siblings its context does not
+    /// cover stay, and the put adds one. Deletes are never refused (they only shrink a key).
+    /// Replicas merging states from other coordinators may still go past the cap: a merge
+    /// never drops an acknowledged sibling.
+    fn check_sibling_caps(
+        &self,
+        key: &[u8],
+        context: &VersionVector,
+        payload: &Payload,
+    ) -> Result<(), RequestError> {
+        let Payload::Value { data, .. } = payload else {
+            return Ok(());
+        };
+        let Some(local) = self.store.peek(key) else {
+            return Ok(());
+        };
+        let (mut siblings, mut bytes) = (1, data.len());
+        for (_, kept) in local.versions().filter(|(d, _)| !context.covers(d)) {
+            siblings += 1;
+            if let Payload::Value { data, .. } = kept {
+                bytes += data.len();
+            }
+        }
+        if siblings > self.config.max_siblings {
+            return Err(RequestError::TooManySiblings {
+                siblings,
+                limit: self.config.max_siblings,
+            });
+        }
+        if bytes > self.config.max_state_bytes {
+            return Err(RequestError::StateTooLarge {
+                bytes,
+                limit: self.config.max_state_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Applies a write here and sends the key's new state to the other replicas; the write is
@@ -223,6 +266,7 @@ impl Node {
         };
         let state = match self.store.update(&key, &self.actor, &context, payload, now) {
             Ok((state, dot)) => {
+                self.counters.note_siblings(state.len());
                 let hinted = !stand_ins.is_empty();
                 self.write_log.record(&origin, &key, dot, hinted);
                 state
