@@ -47,6 +47,11 @@ impl Summary {
             let name = match &op.outcome {
                 Outcome::Read { .. } => "read ok",
                 Outcome::Written { .. } => "write ok",
+                Outcome::Failed { error, .. }
+                    if error.contains("concurrent values, more than the limit") =>
+                {
+                    "refused by the sibling cap"
+                }
                 Outcome::Failed { .. } => "failed",
                 Outcome::Unknown => "unknown",
             };

@@ -192,6 +192,15 @@ fn the_checker_catches_a_handoff_that_drops_copies_before_they_are_confirmed() {
     );
 }
 
+#[test]
+fn the_checker_catches_a_sibling_cap_that_drops_siblings() {
+    let seed = caught_within(PlantedBug::SiblingCapDropsSiblings, 100);
+    assert!(
+        seed.is_some(),
+        "a sibling cap dropping siblings went unnoticed for 100 seeds"
+    );
+}
+
 // Hinted handoff: a hinted write is never lost while its holder keeps its memory.
 
 #[test]

@@ -283,6 +283,9 @@ impl<'s> World<'s> {
             anti_entropy_interval_ms: 1_000,
             anti_entropy_keys_per_sec: 2_000,
             anti_entropy_bytes_per_sec: 256 * 1024,
+            // Low enough that hot keys written blind reach it: refused writes must never cost
+            // an acknowledged sibling.
+            max_siblings: 6,
             ..CoreConfig::default()
         };
         let mut work = Rng::stream(s.seed, WORKLOAD_STREAM);

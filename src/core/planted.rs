@@ -36,6 +36,9 @@ pub enum PlantedBug {
     /// A peer handing a partition off drops each batch as it sends it, before any new replica
     /// confirmed it: aimed at the handoff's drop rule.
     HandoffDropsEarly,
+    /// A write past the sibling cap makes room by dropping the key's older siblings instead
+    /// of being refused: aimed at the cap, which must never cost an acknowledged sibling.
+    SiblingCapDropsSiblings,
     /// A hint holder drops a hint when it sends it to the owner rather than when the owner
     /// acknowledges it, so a delivery lost on the way takes the hint with it.
     HintDroppedBeforeAck,
@@ -44,7 +47,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 11] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -54,6 +57,7 @@ impl PlantedBug {
         PlantedBug::RingChangeDropsHeld,
         PlantedBug::AntiEntropySkipsLeaf,
         PlantedBug::HandoffDropsEarly,
+        PlantedBug::SiblingCapDropsSiblings,
         PlantedBug::HintDroppedBeforeAck,
         PlantedBug::HintAckWithoutStoring,
     ];
@@ -69,6 +73,7 @@ impl PlantedBug {
             PlantedBug::RingChangeDropsHeld => "ring-change-drops-held",
             PlantedBug::AntiEntropySkipsLeaf => "anti-entropy-skips-leaf",
             PlantedBug::HandoffDropsEarly => "handoff-drops-early",
+            PlantedBug::SiblingCapDropsSiblings => "sibling-cap-drops-siblings",
             PlantedBug::HintDroppedBeforeAck => "hint-dropped-before-ack",
             PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
         }

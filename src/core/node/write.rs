@@ -187,8 +187,14 @@ impl Node {
             .into_payload(now)
             .expect("puts and deletes carry a payload");
         if let Err(refused) = self.check_sibling_caps(&write.key, &context, &payload) {
-            self.counters.refused_by_sibling_cap += 1;
-            return origin.fail(refused, out);
+            if self.has_bug(PlantedBug::SiblingCapDropsSiblings) {
+                // The planted bug: make room by dropping the key's older siblings.
+                #[cfg(feature = "planted-bugs")]
+                self.store.keep_only_newest_sibling(&write.key, now);
+            } else {
+                self.counters.refused_by_sibling_cap += 1;
+                return origin.fail(refused, out);
+            }
         }
         let write = CoordinatedWrite {
             key: write.key,
