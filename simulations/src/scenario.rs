@@ -16,6 +16,9 @@ pub const NETWORK_STREAM: u64 = 3;
 /// Sloppy-quorum choices (the seed's share, then each write's), apart from the other streams
 /// so that adding them left every seed's cluster, faults and workload as they were.
 pub const SLOPPY_STREAM: u64 = 4;
+/// The stream that picks which writes carry a foreign or corrupted causal context (its own,
+/// so adding it changed no other draw).
+pub const FORGED_CONTEXT_STREAM: u64 = 6;
 
 /// Peer names: the first `nodes` start the run, later ones can join.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];

@@ -13,7 +13,9 @@
 //! to the checker.
 
 use crate::rng::Rng;
-use crate::scenario::{Fault, Scenario, NAMES, NETWORK_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM};
+use crate::scenario::{
+    Fault, Scenario, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
+};
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::PeerMessage;
@@ -202,6 +204,8 @@ struct World<'s> {
     net: Rng,
     /// Which writes are sloppy (its own stream: see `SLOPPY_STREAM`).
     sloppy: Rng,
+    /// Which writes send a foreign or corrupted context (see `forge_context`).
+    forged: Rng,
     /// Faults currently in force (by index), and whether a flapping cut is on right now.
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
@@ -313,6 +317,7 @@ impl<'s> World<'s> {
             work,
             net: Rng::stream(s.seed, NETWORK_STREAM),
             sloppy: Rng::stream(s.seed, SLOPPY_STREAM + 1),
+            forged: Rng::stream(s.seed, FORGED_CONTEXT_STREAM),
             active: BTreeMap::new(),
             faults_injected: BTreeMap::new(),
             healed_at: None,
@@ -792,6 +797,32 @@ impl<'s> World<'s> {
         self.schedule(self.now + TICK_MS, Event::Tick);
     }
 
+    /// One write in twenty sends a context this cluster never issued: one from a foreign
+    /// cluster (actors no peer here has), or a stale one corrupted with a foreign actor at a
+    /// counter near the top. The API refuses both (they carry no valid MAC); the core must
+    /// take them without losing an acknowledged write or wrapping a counter, since they name
+    /// no event that happened here.
+    fn forge_context(&mut self, context: Option<VersionVector>) -> Option<VersionVector> {
+        if !self.forged.chance(500) {
+            return context;
+        }
+        let foreign = ringcache::core::version_vector::Actor(
+            format!("Z.{}", self.forged.below(1_000)).into(),
+        );
+        let counter = if self.forged.chance(5_000) {
+            u64::MAX / 2 + self.forged.below(1_000)
+        } else {
+            1 + self.forged.below(100)
+        };
+        let mut forged = if self.forged.chance(5_000) {
+            context.unwrap_or_default()
+        } else {
+            VersionVector::new()
+        };
+        forged.merge(&VersionVector::from(vec![(foreign, counter)]));
+        Some(forged)
+    }
+
     fn next_request_id(&mut self) -> ClientRequestId {
         self.next_request += 1;
         ClientRequestId(self.next_request)
@@ -839,6 +870,11 @@ impl<'s> World<'s> {
             client.contexts.get(&key).cloned()
         } else {
             None
+        };
+        let context_in = if kind.is_write() {
+            self.forge_context(context_in)
+        } else {
+            context_in
         };
         let targets: Vec<NodeId> = self
             .peers
