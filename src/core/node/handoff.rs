@@ -5,8 +5,8 @@
 //! Promises:
 //! - One partition at a time, in ring order, in batches of [`BATCH_KEYS`], paced by the same
 //!   budget as anti-entropy; per-partition progress (keys handed off, keys left) is reported.
-//! - A copy is dropped only after every live new replica acknowledged the batch and at least
-//!   one stored all of it, and only if the key's state is still the one sent (a write that
+//! - A copy is dropped only after every live new replica acknowledged the batch as stored in
+//!   full, and only if the key's state is still the one sent (a write that
 //!   arrived meanwhile is sent again with the next round). A batch that is not acknowledged is
 //!   sent again after a request timeout.
 //! - Bounded in time: a copy still here `tombstone_grace_ms / 4` after the ring change is
@@ -37,6 +37,9 @@ struct Batch {
     waiting: BTreeSet<NodeId>,
     /// The new replicas that hold every state of the batch.
     stored_by: Vec<NodeId>,
+    /// Whether a replica answered that it could not take all of it (full, or its ring does
+    /// not make it a replica yet): the batch is then sent again.
+    refused: bool,
 }
 
 /// One partition being handed off.
@@ -283,6 +286,7 @@ impl Node {
                 keys,
                 waiting: targets,
                 stored_by: Vec::new(),
+                refused: false,
             });
         }
         true
@@ -352,13 +356,17 @@ impl Node {
         }
         if stored {
             batch.stored_by.push(from.clone());
+        } else {
+            batch.refused = true;
         }
         if !batch.waiting.is_empty() {
             return;
         }
         let batch = m.batch.take().expect("checked above");
-        if batch.stored_by.is_empty() {
-            return; // nobody could take it: sent again next round, abandoned at the deadline
+        if batch.stored_by.is_empty() || batch.refused {
+            // A replica could not take it (full, or not yet seeing itself as one): sent again
+            // after a request timeout, abandoned at the deadline.
+            return;
         }
         let mut dropped = 0;
         for (key, digest) in batch.keys {

@@ -31,7 +31,8 @@ impl Node {
         let ring_changed = view.ring_members() != *self.ring.members();
         let starting = self.ring.members().len() == 1 && self.store.is_empty();
         if ring_changed && !starting {
-            let at = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+            let window = self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+            let at = now + window.min(self.config.anti_entropy_interval_ms);
             let members = view.ring_members();
             self.anti_entropy.all_due_at(members.iter(), at);
         }
