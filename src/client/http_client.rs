@@ -264,12 +264,7 @@ impl Client {
             .key_request(reqwest::Method::GET, "/v1/local", key)
             .send()
             .await?;
-        if !response.status().is_success() {
-            return Err(ClientError::Status {
-                status: response.status().as_u16(),
-                body: response.text().await.unwrap_or_default(),
-            });
-        }
+        let response = expect_success(response).await?;
         Ok(response.json().await?)
     }
 
@@ -280,12 +275,7 @@ impl Client {
             .post(format!("{}/v1/leave", self.base))
             .send()
             .await?;
-        if !response.status().is_success() {
-            return Err(ClientError::Status {
-                status: response.status().as_u16(),
-                body: response.text().await.unwrap_or_default(),
-            });
-        }
+        expect_success(response).await?;
         Ok(())
     }
 
@@ -295,12 +285,7 @@ impl Client {
             .get(format!("{}/v1/cluster", self.base))
             .send()
             .await?;
-        if !response.status().is_success() {
-            return Err(ClientError::Status {
-                status: response.status().as_u16(),
-                body: response.text().await.unwrap_or_default(),
-            });
-        }
+        let response = expect_success(response).await?;
         Ok(response.json().await?)
     }
 
@@ -311,12 +296,7 @@ impl Client {
             req = req.query(&[("scope", "cluster")]);
         }
         let response = req.send().await?;
-        if !response.status().is_success() {
-            return Err(ClientError::Status {
-                status: response.status().as_u16(),
-                body: response.text().await.unwrap_or_default(),
-            });
-        }
+        let response = expect_success(response).await?;
         Ok(response.json().await?)
     }
 
@@ -353,6 +333,17 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// The response if its status is a success, else its status and body as an error.
+async fn expect_success(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    Err(ClientError::Status {
+        status: response.status().as_u16(),
+        body: response.text().await.unwrap_or_default(),
+    })
 }
 
 async fn expect_written(response: reqwest::Response) -> Result<String, ClientError> {

@@ -384,7 +384,7 @@ impl Node {
                 leaves,
                 keys,
             } => {
-                let reply = self.answer_keys(now, &from, partition, &leaves, keys);
+                let reply = self.answer_keys(now, partition, &leaves, keys);
                 self.send_anti_entropy(from, req, reply, out);
             }
             M::Push { partition, states } => {
@@ -441,7 +441,6 @@ impl Node {
     fn answer_keys(
         &mut self,
         now: Millis,
-        from: &NodeId,
         partition: PartitionId,
         leaves: &[u8],
         keys: Vec<(u64, u64)>,
@@ -486,7 +485,6 @@ impl Node {
         self.count_sent(&states);
         self.anti_entropy.stats.skipped += skipped as u64;
         self.anti_entropy.stats.declined += declined as u64;
-        let _ = from;
         AntiEntropyMessage::KeysReply {
             partition,
             root: self.store.trees().root(partition),

@@ -1115,6 +1115,23 @@ fn assert_placed_by_ring(net: &Net, keys: &[String]) {
     }
 }
 
+/// A fresh peer D joins the cluster of A, B and C: every node gets the four-member view.
+fn join_fourth_peer(net: &mut Net, config: CoreConfig) {
+    let mut d = Node::new(nid("D"), 4, config);
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    d.handle(
+        net.now,
+        Input::Membership(four.clone()),
+        &mut Outputs::default(),
+    );
+    net.nodes.insert(nid("D"), d);
+    set_view(net, &four);
+}
+
 fn set_view(net: &mut Net, view: &MembershipView) {
     let now = net.now;
     for n in net.nodes.values_mut() {
@@ -1135,19 +1152,7 @@ fn a_join_moves_partitions_to_the_newcomer_and_the_ex_owners_drop_them() {
     for k in &keys {
         net.request("A", put(k, "v", None, Quorum::All)).unwrap();
     }
-    let mut d = Node::new(nid("D"), 4, config);
-    let four = MembershipView::new()
-        .with("A", Liveness::Up)
-        .with("B", Liveness::Up)
-        .with("C", Liveness::Up)
-        .with("D", Liveness::Up);
-    d.handle(
-        net.now,
-        Input::Membership(four.clone()),
-        &mut Outputs::default(),
-    );
-    net.nodes.insert(nid("D"), d);
-    set_view(&mut net, &four);
+    join_fourth_peer(&mut net, config);
     let moving: usize = net.nodes.values().map(|n| n.handoff_progress().len()).sum();
     assert!(moving > 0, "the join moved partitions");
     let start = net.now;
@@ -1244,19 +1249,7 @@ fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
     for k in &keys {
         net.request("A", put(k, "v", None, Quorum::All)).unwrap();
     }
-    let mut d = Node::new(nid("D"), 4, config);
-    let four = MembershipView::new()
-        .with("A", Liveness::Up)
-        .with("B", Liveness::Up)
-        .with("C", Liveness::Up)
-        .with("D", Liveness::Up);
-    d.handle(
-        net.now,
-        Input::Membership(four.clone()),
-        &mut Outputs::default(),
-    );
-    net.nodes.insert(nid("D"), d);
-    set_view(&mut net, &four);
+    join_fourth_peer(&mut net, config);
     // A key D now replicates but holds nothing of yet (no tick: no handoff has run).
     let key = keys
         .iter()
@@ -1709,19 +1702,7 @@ fn a_warming_answer_counts_at_the_deadline_when_the_others_are_silent() {
     config.anti_entropy_interval_ms = 0;
     let timeout = config.request_timeout_ms;
     let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let mut d = Node::new(nid("D"), 4, config);
-    let four = MembershipView::new()
-        .with("A", Liveness::Up)
-        .with("B", Liveness::Up)
-        .with("C", Liveness::Up)
-        .with("D", Liveness::Up);
-    d.handle(
-        net.now,
-        Input::Membership(four.clone()),
-        &mut Outputs::default(),
-    );
-    net.nodes.insert(nid("D"), d);
-    set_view(&mut net, &four);
+    join_fourth_peer(&mut net, config);
     let key = (0..)
         .map(|i| format!("k{i}"))
         .find(|k| {
