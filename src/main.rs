@@ -304,7 +304,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = CoreConfig::default().tombstone_grace_ms)]
     tombstone_grace_ms: u64,
     /// How often each peer compares its hash trees with every other replica, in milliseconds
-    /// (0 turns anti-entropy off; a peer coming back or a ring change starts a round at once).
+    /// (0 turns anti-entropy off; a peer coming back starts a round at once, a ring change
+    /// within one interval).
     #[arg(long, default_value_t = CoreConfig::default().anti_entropy_interval_ms)]
     anti_entropy_interval_ms: u64,
     /// Anti-entropy budget of each engine shard: key states moved per second.

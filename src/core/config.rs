@@ -38,7 +38,8 @@ pub struct CoreConfig {
     /// stay in flight.
     pub tombstone_grace_ms: Millis,
     /// How often a peer compares its partitions' hash trees with each other replica (0 turns
-    /// anti-entropy off). A peer coming back up or a ring change starts a round at once.
+    /// anti-entropy off). A peer coming back up starts a round at once, a ring change within one
+    /// interval.
     pub anti_entropy_interval_ms: Millis,
     /// Anti-entropy budget per peer: states moved per second (sent and received).
     pub anti_entropy_keys_per_sec: u64,

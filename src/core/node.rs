@@ -19,6 +19,8 @@
 //! - `collection`: active expiry and tombstone collection (pending forgets);
 //! - `placement`: membership and ring changes;
 //! - `hints`: hinted handoff, the states kept for replicas believed down (sloppy quorum);
+//! - `anti_entropy`: Merkle anti-entropy exchanges with the other replicas;
+//! - `handoff`: streaming partitions this peer no longer replicates to their new replicas;
 //! - `stats`: [`NodeStats`] and the node's counters.
 
 mod anti_entropy;

@@ -1,7 +1,8 @@
 //! Merkle anti-entropy: replicas find and exchange what differs between them, with no client
 //! read and no operator.
 //!
-//! Every `anti_entropy_interval_ms`, and at once when a peer comes back up or the ring changes,
+//! Every `anti_entropy_interval_ms`, at once when a peer comes back up or this peer just started,
+//! and within one interval after a ring change (handoffs move what changed hands first),
 //! a node compares the partitions it replicates with each peer that replicates them too, one
 //! peer at a time. An exchange descends the peers' hash trees (see
 //! [`crate::core::hash_tree`]) only where they differ:
@@ -133,7 +134,7 @@ impl AntiEntropy {
         self.stats
     }
 
-    /// Makes every peer due at once (a peer came back, the ring changed).
+    /// Makes every peer due at once (a peer came back, this peer just started).
     pub(super) fn all_due_now(&mut self) {
         self.due.clear();
     }
