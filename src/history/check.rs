@@ -488,12 +488,19 @@ impl<'h> Checker<'h> {
     }
 
     /// Whether a delete superseded `target` before `before`.
-    fn deleted_after(&self, key: &[u8], target: OpId, before: Millis) -> bool {
-        // Follow the chain of writes that replaced one another: a value replaced by a put
-        // that a delete then replaced is deleted too (and its tombstone may be collected).
+    /// Whether the value `target` wrote may be gone by `before`, its context with it: deleted
+    /// or expired, itself or through the chain of writes that replaced one another (a value an
+    /// expire rewrote with a TTL expires too, and its tombstone may then be collected).
+    fn gone_after(&self, key: &[u8], target: OpId, before: Millis) -> bool {
         let mut current = target;
         let mut seen = BTreeSet::new();
-        while let Some(q) = self.superseder(key, current, before) {
+        loop {
+            if self.may_have_expired(self.history.get(current), before) {
+                return true;
+            }
+            let Some(q) = self.superseder(key, current, before) else {
+                return false;
+            };
             if matches!(self.history.get(q).kind, OpKind::Delete { .. }) {
                 return true;
             }
@@ -502,7 +509,6 @@ impl<'h> Checker<'h> {
             }
             current = q;
         }
-        false
     }
 
     /// The loss that took every copy of `op`'s write, if one did.
@@ -862,8 +868,7 @@ impl<'h> Checker<'h> {
         // fresh history. Reading the write's aftermath is then finding nothing, or only values
         // nothing superseded (written after the collection); an older value the write replaced
         // is still a miss.
-        let gone = self.may_have_expired(write, read_done)
-            || self.deleted_after(&write.key, write_id, read_done);
+        let gone = self.gone_after(&write.key, write_id, read_done);
         let aftermath = gone
             && values.iter().all(|x| {
                 self.put_of_value

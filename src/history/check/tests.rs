@@ -672,3 +672,45 @@ fn a_write_replaced_by_a_put_that_was_then_deleted_and_collected_is_gone_not_mis
     let report = check(&build(false), &FinalState::default(), &circumstances());
     assert!(kinds(&report).contains(&ViolationKind::ReadYourWrites));
 }
+
+#[test]
+fn a_write_an_expire_rewrote_with_a_ttl_is_gone_once_the_ttl_passed() {
+    // Client 1 writes "a"; client 2's expire rewrites it with a 100 ms TTL; the value expires
+    // and its tombstone is collected, so client 1 later reads nothing with an empty context
+    // (seed 1795766142). Before the TTL has passed, the same read is a miss.
+    let build = |read_at: Millis| {
+        let mut h = History::new();
+        let p = put(&mut h, 1, "a", None, 10);
+        written(&mut h, p, 20, vv(&[("A", 1)]));
+        let e = h.invoke(
+            2,
+            b"k".to_vec(),
+            OpKind::Expire {
+                ttl_ms: Some(100),
+                w: Quorum::Quorum,
+            },
+            None,
+            30,
+        );
+        written(&mut h, e, 40, vv(&[("A", 2)]));
+        let r = get(&mut h, 1, read_at);
+        read(&mut h, r, read_at + 2, &[], VersionVector::new());
+        let mut c = circumstances();
+        c.writes_run = Some(runs(&[
+            (p, 15, ("A", 1), &[], Some("a")),
+            (e, 35, ("A", 2), &[], Some("a")),
+        ]));
+        (h, c)
+    };
+    let ryw = |report: &CheckReport| {
+        report
+            .violations
+            .iter()
+            .filter(|v| v.kind == ViolationKind::ReadYourWrites)
+            .count()
+    };
+    let (h, c) = build(1_000);
+    assert_eq!(ryw(&check(&h, &FinalState::default(), &c)), 0);
+    let (h, c) = build(60);
+    assert_eq!(ryw(&check(&h, &FinalState::default(), &c)), 1);
+}
