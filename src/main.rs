@@ -185,6 +185,7 @@ impl WriteArgs {
             w: self.w,
             ttl_secs,
             context: self.context,
+            overwrite: self.overwrite,
         }
     }
 }
@@ -197,6 +198,10 @@ struct WriteArgs {
     /// The causal context from a previous read.
     #[arg(long)]
     context: Option<String>,
+    /// `put` without `--context`: replace what the coordinating replica has seen (like
+    /// Redis's SET) instead of adding a sibling beside it.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]

@@ -61,6 +61,7 @@ async fn a_key_with_a_ttl_is_gone_once_it_passes_on_every_replica() {
                 w: Some("all".into()),
                 ttl_secs: Some(ttl_ms as f64 / 1_000.0),
                 context: None,
+                overwrite: false,
             };
             let sent = Instant::now();
             client(&cluster, 0)
@@ -268,6 +269,7 @@ async fn expire_and_persist_change_a_keys_ttl_over_http() {
             w: Some("all".into()),
             ttl_secs: Some(5.0),
             context: None,
+            overwrite: false,
         };
         let sent = Instant::now();
         a.put(b"session", b"s".to_vec(), &options).await.unwrap();

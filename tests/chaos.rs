@@ -217,6 +217,7 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
                     value: format!("c{client}.{n}").into_bytes(),
                     ttl_ms: ttl_secs.map(|s| (s * 1000.0) as Millis),
                     w: Quorum::Quorum,
+                    overwrite: false,
                 },
                 context.clone(),
             ),
@@ -235,6 +236,7 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
             w: Some("quorum".into()),
             ttl_secs,
             context: context_in,
+            overwrite: false,
         };
         let outcome = match kind {
             OpKind::Get { .. } => match http.get(&key, Some("quorum")).await {

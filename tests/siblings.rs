@@ -12,6 +12,45 @@ use common::{client, with_cluster_args};
 use ringcache::client::{ClientError, WriteOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_from_every_peer_never_pile_up_siblings() {
+    let args = ["--max-siblings", "8"];
+    with_cluster_args(3, &args, |cluster| async move {
+        let overwrite = WriteOptions {
+            w: Some("all".into()),
+            overwrite: true,
+            ..WriteOptions::default()
+        };
+        // Two blind writes make siblings; Redis-style overwrites through any peer replace
+        // them and each other, and never reach the cap.
+        let blind = WriteOptions {
+            w: Some("all".into()),
+            ..WriteOptions::default()
+        };
+        client(&cluster, 0)
+            .put(b"k", b"x".to_vec(), &blind)
+            .await
+            .unwrap();
+        client(&cluster, 1)
+            .put(b"k", b"y".to_vec(), &blind)
+            .await
+            .unwrap();
+        for i in 0..30 {
+            let peer = client(&cluster, i % 3);
+            peer.put(b"k", format!("v{i}").into_bytes(), &overwrite)
+                .await
+                .unwrap();
+            let read = client(&cluster, (i + 1) % 3)
+                .get(b"k", Some("all"))
+                .await
+                .unwrap();
+            assert_eq!(read.values(), &[format!("v{i}").into_bytes()]);
+        }
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_writes_past_the_sibling_cap_get_409_and_the_context_resolves_them() {
     let args = ["--max-siblings", "8"];
     with_cluster_args(3, &args, |cluster| async move {

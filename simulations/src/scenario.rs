@@ -19,6 +19,9 @@ pub const SLOPPY_STREAM: u64 = 4;
 /// The stream that picks which writes carry a foreign or corrupted causal context (its own,
 /// so adding it changed no other draw).
 pub const FORGED_CONTEXT_STREAM: u64 = 6;
+/// Overwrite choices (the seed's share, then each blind put's): Redis-style puts that replace
+/// what their coordinator has seen. Its own stream, so adding it changed no other draw.
+pub const OVERWRITE_STREAM: u64 = 7;
 
 /// Peer names: the first `nodes` start the run, later ones can join.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
@@ -88,6 +91,8 @@ pub struct OpMix {
     pub expire_per_10k: u64,
     /// Share of puts and deletes sent with a sloppy quorum (`?sloppy=true`).
     pub sloppy_per_10k: u64,
+    /// Blind puts sent as overwrites (`WriteRequest::overwrite`), per 10,000.
+    pub overwrite_per_10k: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -265,6 +270,8 @@ impl Scenario {
                 ttl_per_10k: *rng.pick(&[0, 1_000, 5_000]),
                 expire_per_10k: *rng.pick(&[0, 300, 1_000]),
                 sloppy_per_10k: *Rng::stream(seed, SLOPPY_STREAM).pick(&[0, 2_000, 5_000, 10_000]),
+                overwrite_per_10k: *Rng::stream(seed, OVERWRITE_STREAM)
+                    .pick(&[0, 3_000, 7_000, 10_000]),
             },
             net,
             clocks,

@@ -201,6 +201,17 @@ fn the_checker_catches_a_sibling_cap_that_drops_siblings() {
     );
 }
 
+// Overwrites (Redis's SET): a put without context replaces only what its coordinator saw.
+
+#[test]
+fn the_checker_catches_an_overwrite_that_replaces_writes_its_coordinator_never_saw() {
+    let seed = caught_within(PlantedBug::OverwriteCoversNextDot, 100);
+    assert!(
+        seed.is_some(),
+        "an overwrite covering unseen writes went unnoticed for 100 seeds"
+    );
+}
+
 // Hinted handoff: a hinted write is never lost while its holder keeps its memory.
 
 #[test]

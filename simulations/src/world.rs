@@ -14,7 +14,8 @@
 
 use crate::rng::Rng;
 use crate::scenario::{
-    Fault, Scenario, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
+    Fault, Scenario, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM,
+    WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
@@ -206,6 +207,8 @@ struct World<'s> {
     sloppy: Rng,
     /// Which writes send a foreign or corrupted context (see `forge_context`).
     forged: Rng,
+    /// Which blind puts are overwrites (its own stream: see `OVERWRITE_STREAM`).
+    overwrites: Rng,
     /// Faults currently in force (by index), and whether a flapping cut is on right now.
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
@@ -318,6 +321,7 @@ impl<'s> World<'s> {
             net: Rng::stream(s.seed, NETWORK_STREAM),
             sloppy: Rng::stream(s.seed, SLOPPY_STREAM + 1),
             forged: Rng::stream(s.seed, FORGED_CONTEXT_STREAM),
+            overwrites: Rng::stream(s.seed, OVERWRITE_STREAM + 1),
             active: BTreeMap::new(),
             faults_injected: BTreeMap::new(),
             healed_at: None,
@@ -863,6 +867,7 @@ impl<'s> World<'s> {
                 value: format!("v{}.{}", c, self.issued).into_bytes(),
                 ttl_ms,
                 w,
+                overwrite: false,
             }
         };
         let client = &self.clients[c];
@@ -875,6 +880,18 @@ impl<'s> World<'s> {
             self.forge_context(context_in)
         } else {
             context_in
+        };
+        // A blind put may be an overwrite (what a Redis client's SET sends).
+        let kind = match kind {
+            OpKind::Put {
+                value, ttl_ms, w, ..
+            } => OpKind::Put {
+                value,
+                ttl_ms,
+                w,
+                overwrite: context_in.is_none() && self.overwrites.chance(s.mix.overwrite_per_10k),
+            },
+            other => other,
         };
         let targets: Vec<NodeId> = self
             .peers
@@ -904,12 +921,18 @@ impl<'s> World<'s> {
         let sloppy = Some(self.sloppy.chance(s.mix.sloppy_per_10k));
         let request = match kind {
             OpKind::Get { r } => ClientRequest::Get { key, r },
-            OpKind::Put { value, ttl_ms, w } => ClientRequest::Write(WriteRequest {
+            OpKind::Put {
+                value,
+                ttl_ms,
+                w,
+                overwrite,
+            } => ClientRequest::Write(WriteRequest {
                 key,
                 write: WriteKind::Put { value, ttl_ms },
                 context: context_in,
                 w,
                 sloppy,
+                overwrite,
             }),
             OpKind::Delete { w } => ClientRequest::Write(WriteRequest {
                 key,
@@ -917,6 +940,7 @@ impl<'s> World<'s> {
                 context: context_in,
                 w,
                 sloppy,
+                overwrite: false,
             }),
             OpKind::Expire { ttl_ms, w } => ClientRequest::Write(WriteRequest {
                 key,
@@ -924,6 +948,7 @@ impl<'s> World<'s> {
                 context: context_in,
                 w,
                 sloppy,
+                overwrite: false,
             }),
         };
         let id = self.next_request_id();

@@ -364,16 +364,10 @@ fn kv_request(
     };
     // `?sloppy=true` (or a bare `?sloppy`) asks for a sloppy quorum, `?sloppy=false` for a
     // strict one; absent, the peer's default (`--sloppy-quorum`) applies.
-    let sloppy = match query.get("sloppy").map(String::as_str) {
-        None => None,
-        Some("" | "true" | "1") => Some(true),
-        Some("false" | "0") => Some(false),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "sloppy must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let sloppy = flag(query, "sloppy")?;
+    // `?overwrite=true` on a PUT without context: replace what the coordinating replica has
+    // seen (Redis's SET) rather than stand beside it as a sibling.
+    let overwrite = flag(query, "overwrite")?.unwrap_or(false);
     let context = match headers.get(causal_context::HEADER) {
         None => None,
         Some(v) => {
@@ -403,6 +397,7 @@ fn kv_request(
                 context,
                 w: quorum("w")?,
                 sloppy,
+                overwrite,
             }))
         }
         Method::DELETE => Ok(ClientRequest::Write(WriteRequest {
@@ -411,6 +406,7 @@ fn kv_request(
             context,
             w: quorum("w")?,
             sloppy,
+            overwrite: false,
         })),
         // Change the TTL: `?ttl=SECS` (expire/touch) or `?persist` (no expiry).
         Method::PATCH => {
@@ -429,12 +425,26 @@ fn kv_request(
                 context,
                 w: quorum("w")?,
                 sloppy,
+                overwrite: false,
             }))
         }
         _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
             "use GET, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
         )),
+    }
+}
+
+/// A boolean query parameter: `true`, `1` or bare for yes; `false` or `0` for no; absent,
+/// `None`.
+fn flag(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("" | "true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
     }
 }
 

@@ -72,6 +72,9 @@ pub struct WriteOptions {
     pub w: Option<String>,
     pub ttl_secs: Option<f64>,
     pub context: Option<String>,
+    /// Without a context: replace what the coordinating replica has seen (Redis's `SET`)
+    /// instead of adding a sibling (`?overwrite=true`).
+    pub overwrite: bool,
 }
 
 #[derive(Clone)]
@@ -201,6 +204,9 @@ impl Client {
             .key_request(reqwest::Method::PUT, "/v1/kv", key)
             .body(value);
         req = apply_options(req, options);
+        if options.overwrite {
+            req = req.query(&[("overwrite", "true")]);
+        }
         if let Some(ttl) = options.ttl_secs {
             req = req.query(&[("ttl", ttl.to_string())]);
         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;

@@ -44,10 +44,14 @@ pub enum PlantedBug {
     HintDroppedBeforeAck,
     /// An owner acknowledges a delivered hint without merging it into its store.
     HintAckWithoutStoring,
+    /// An overwrite (a put without context that replaces what its coordinator has seen)
+    /// also covers each actor's next counter: a concurrent write the coordinator never saw is
+    /// dropped when the states merge.
+    OverwriteCoversNextDot,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -60,6 +64,7 @@ impl PlantedBug {
         PlantedBug::SiblingCapDropsSiblings,
         PlantedBug::HintDroppedBeforeAck,
         PlantedBug::HintAckWithoutStoring,
+        PlantedBug::OverwriteCoversNextDot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +81,7 @@ impl PlantedBug {
             PlantedBug::SiblingCapDropsSiblings => "sibling-cap-drops-siblings",
             PlantedBug::HintDroppedBeforeAck => "hint-dropped-before-ack",
             PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
+            PlantedBug::OverwriteCoversNextDot => "overwrite-covers-next-dot",
         }
     }
 }

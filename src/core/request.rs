@@ -30,6 +30,14 @@ pub struct WriteRequest {
     /// peers clockwise, whose acks (hints) count toward W. `None`: the receiving peer's default
     /// (`--sloppy-quorum`), which it fixes before forwarding, so a forwarded write keeps it.
     pub sloppy: Option<bool>,
+    /// For a put without a context: replace every version the coordinating replica holds of
+    /// the key (Redis's `SET`: the last of the writes that saw one another wins) instead of
+    /// standing beside them as a sibling. Writes the coordinator has not seen, concurrent
+    /// ones, still stand beside it: nothing acknowledged is dropped unseen. Ignored when a
+    /// context is given (the context says what is replaced) and for deletes (a blind delete
+    /// already removes what its coordinator has seen).
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -476,7 +476,16 @@ impl<'h> Checker<'h> {
                 // A blind delete removes what its coordinator had seen when it ran, which
                 // was no later than its client last heard of it, plus the slack for a late
                 // forward.
-                None => matches!(q.kind, OpKind::Delete { .. }) && self.latest_run(q) >= v_invoked,
+                None => {
+                    matches!(
+                        q.kind,
+                        OpKind::Delete { .. }
+                            | OpKind::Put {
+                                overwrite: true,
+                                ..
+                            }
+                    ) && self.latest_run(q) >= v_invoked
+                }
             })
             .map(|(id, _)| *id)
     }

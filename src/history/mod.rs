@@ -31,6 +31,8 @@ pub enum OpKind {
         value: Vec<u8>,
         ttl_ms: Option<Millis>,
         w: Quorum,
+        /// Sent without a context as an overwrite: replaces what its coordinator had seen.
+        overwrite: bool,
     },
     Delete {
         w: Quorum,
@@ -123,8 +125,14 @@ impl fmt::Display for Operation {
         write!(f, "[{}..{}] c{} ", self.invoked_at, done, self.client)?;
         match &self.kind {
             OpKind::Get { r } => write!(f, "get {key} r={r}")?,
-            OpKind::Put { value, ttl_ms, w } => {
-                write!(f, "put {key}={} w={w}", String::from_utf8_lossy(value))?;
+            OpKind::Put {
+                value,
+                ttl_ms,
+                w,
+                overwrite,
+            } => {
+                let verb = if *overwrite { "set" } else { "put" };
+                write!(f, "{verb} {key}={} w={w}", String::from_utf8_lossy(value))?;
                 if let Some(ttl) = ttl_ms {
                     write!(f, " ttl={ttl}ms")?;
                 }

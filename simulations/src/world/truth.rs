@@ -62,6 +62,11 @@ fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
     out
 }
 
+/// Whether a context-less write replaces what its coordinator has seen.
+fn overwrites(write: &WriteRequest) -> bool {
+    matches!(write.write, WriteKind::Delete) || write.overwrite
+}
+
 impl World<'_> {
     /// Before `input` reaches `node`: if it is a write, fix what it is entitled to replace
     /// (read off this peer's store now, in case this peer runs it in this step).
@@ -85,14 +90,16 @@ impl World<'_> {
             // An expire replaces the one value its read finds; the checker matches it by bytes.
             (WriteKind::Expire { .. }, _) => VersionVector::new(),
             (_, Some(ctx)) => ctx.clone(),
-            // A delete without context removes what its coordinator has seen when it runs.
-            (WriteKind::Delete, None) => self.peers[node]
+            // A delete without context, or an overwrite, removes what its coordinator has seen
+            // when it runs.
+            (WriteKind::Delete, None) | (WriteKind::Put { .. }, None) if overwrites(write) => self
+                .peers[node]
                 .node
                 .as_ref()
                 .and_then(|n| n.peek(&write.key))
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
-            (WriteKind::Put { .. }, None) => VersionVector::new(),
+            (WriteKind::Delete | WriteKind::Put { .. }, None) => VersionVector::new(),
         };
         Some((op, replaced))
     }

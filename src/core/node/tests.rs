@@ -161,6 +161,7 @@ fn put(key: &str, value: &str, context: Option<VersionVector>, w: Quorum) -> Cli
         context,
         w,
         sloppy: None,
+        overwrite: false,
     })
 }
 
@@ -178,6 +179,7 @@ fn delete(key: &str, context: Option<VersionVector>, w: Quorum) -> ClientRequest
         context,
         w,
         sloppy: None,
+        overwrite: false,
     })
 }
 
@@ -340,6 +342,63 @@ fn a_retried_write_through_the_same_coordinator_adds_no_sibling() {
     assert_eq!(values(&r), vec!["v2"]);
 }
 
+fn overwrite(key: &str, value: &str) -> ClientRequest {
+    match put(key, value, None, Quorum::All) {
+        ClientRequest::Write(mut write) => {
+            write.overwrite = true;
+            ClientRequest::Write(write)
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn overwrites_replace_what_the_coordinator_saw_and_pile_up_no_siblings() {
+    // Redis-style SET again and again, through every peer: one value, never siblings.
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put("k", "blind", None, Quorum::All))
+        .unwrap();
+    net.request("B", put("k", "blind too", None, Quorum::All))
+        .unwrap();
+    for (i, at) in ["A", "B", "C", "A", "C", "B"].iter().enumerate() {
+        let w = net.request(at, overwrite("k", &format!("v{i}"))).unwrap();
+        assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
+        let r = net.request("C", get("k", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec![format!("v{i}")]);
+    }
+}
+
+#[test]
+fn an_overwrite_keeps_a_concurrent_write_its_coordinator_never_saw() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put("k", "old", None, Quorum::All))
+        .unwrap();
+    let replicas = net.nodes[&nid("A")].ring().replicas_of(b"k").to_vec();
+    let (first, second) = (replicas[0].clone(), replicas[1].clone());
+    // The second replica writes while cut off from the first: the first never sees it.
+    net.cut.insert(first.clone());
+    let unseen = net
+        .request(second.as_str(), put("k", "unseen", None, Quorum::One))
+        .unwrap();
+    assert!(matches!(unseen, ClientReply::Written { .. }), "{unseen:?}");
+    net.cut.clear();
+    net.cut.insert(second.clone());
+    let w = net.request(first.as_str(), overwrite("k", "set")).unwrap();
+    assert!(matches!(
+        w,
+        ClientReply::Failed(_) | ClientReply::Written { .. }
+    ));
+    net.cut.clear();
+    let r = net.request(first.as_str(), get("k", Quorum::All)).unwrap();
+    let mut got = values(&r);
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["set", "unseen"],
+        "the overwrite replaced only \"old\""
+    );
+}
+
 #[test]
 fn a_delete_missed_by_one_replica_still_reads_as_absent() {
     let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
@@ -382,6 +441,7 @@ fn ttl_values_vanish_at_their_expiry_on_every_replica() {
         context: None,
         w: Quorum::All,
         sloppy: None,
+        overwrite: false,
     });
     let start = net.now;
     net.request("A", req).unwrap();
@@ -538,6 +598,7 @@ fn a_duplicated_forward_is_coordinated_once() {
         context: None,
         w: Quorum::One,
         sloppy: None,
+        overwrite: false,
     };
     let mut first = Outputs::default();
     let b = net.nodes.get_mut(&nid("B")).unwrap();
@@ -562,6 +623,7 @@ fn expire(key: &str, ttl_ms: Option<Millis>) -> ClientRequest {
         context: None,
         w: Quorum::All,
         sloppy: None,
+        overwrite: false,
     })
 }
 
@@ -575,6 +637,7 @@ fn put_ttl(key: &str, value: &str, ttl_ms: Millis) -> ClientRequest {
         context: None,
         w: Quorum::All,
         sloppy: None,
+        overwrite: false,
     })
 }
 
@@ -1277,6 +1340,7 @@ fn sloppy_put(key: &str, value: &str, w: Quorum) -> ClientRequest {
         context: None,
         w,
         sloppy: Some(true),
+        overwrite: false,
     })
 }
 
@@ -1438,6 +1502,7 @@ fn a_delivered_hint_is_joined_with_what_the_owner_holds() {
         context: None,
         w: Quorum::One,
         sloppy: None,
+        overwrite: false,
     });
     net.request(owner.as_str(), mine);
     let mut concurrent = Siblings::new();
@@ -1569,6 +1634,7 @@ fn a_forwarded_write_keeps_the_receiving_peers_sloppy_default() {
         context: None,
         w: Quorum::Exactly(2),
         sloppy: Some(false),
+        overwrite: false,
     });
     let reply = net.request(&receiver, strict);
     assert!(

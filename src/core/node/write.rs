@@ -169,6 +169,30 @@ impl Node {
                 .peek(&write.key)
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
+            // An overwrite replaces what this coordinator has seen, like a blind delete.
+            (None, WriteKind::Put { .. }) if write.overwrite => {
+                let mut seen = self
+                    .store
+                    .peek(&write.key)
+                    .map(|s| s.context().clone())
+                    .unwrap_or_default();
+                if self.has_bug(PlantedBug::OverwriteCoversNextDot) {
+                    // The planted bug: an off-by-one that also covers each actor's next write,
+                    // which this coordinator has not seen.
+                    let next: Vec<Dot> = seen
+                        .iter()
+                        .filter(|(actor, _)| **actor != self.actor)
+                        .map(|(actor, counter)| Dot {
+                            actor: actor.clone(),
+                            counter: counter + 1,
+                        })
+                        .collect();
+                    for dot in &next {
+                        seen.add(dot);
+                    }
+                }
+                seen
+            }
             (None, WriteKind::Put { .. }) => VersionVector::new(),
             (None, WriteKind::Expire { .. }) => unreachable!("expires read first, above"),
         };
