@@ -19,6 +19,7 @@ use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
 use crate::shell::gossip::{Gossip, GossipSetup};
 use crate::shell::health::Health;
+use crate::shell::pubsub::PubSub;
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
 use serde::Serialize;
@@ -44,6 +45,7 @@ pub struct RunningPeer {
     handoff_limit_ms: u64,
     gossip: Arc<Gossip>,
     transport: PeerTransport,
+    pubsub: PubSub,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -128,12 +130,14 @@ impl RunningPeer {
             })
             .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let pubsub = PubSub::new();
         let (driver, mut tasks) = spawn_shards(
             nodes,
             gossip.clone(),
             transport.clone(),
             inbound_rx,
             shutdown_rx.clone(),
+            pubsub.clone(),
         );
         // Peers ask each other for stats over HTTPS, trusting the certificates this one serves.
         let peer_tls = match &config.http.tls {
@@ -144,6 +148,7 @@ impl RunningPeer {
         };
         let routers = http::router(
             driver.clone(),
+            pubsub.clone(),
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
             client_token,
@@ -166,6 +171,7 @@ impl RunningPeer {
                 + 4 * config.core.request_timeout_ms,
             gossip,
             transport,
+            pubsub,
             tasks: {
                 tasks.push(http_task);
                 tasks
@@ -176,6 +182,11 @@ impl RunningPeer {
     /// This peer's gossip: its view, its datagram counters.
     pub fn gossip(&self) -> &Gossip {
         &self.gossip
+    }
+
+    /// This peer's pub/sub hub (published messages reach every live peer's subscribers).
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
     }
 
     /// This peer's QUIC transport: its counters.

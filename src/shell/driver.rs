@@ -15,6 +15,7 @@ use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
+use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -180,12 +181,16 @@ impl DriverHandle {
 }
 
 /// Starts one driver per node (shard) and the router that deals inbound messages to them.
+///
+/// Pub/sub messages from other peers skip the shards: the router hands them to `pubsub`, and
+/// a fan-out task carries what is published here to the other live peers.
 pub fn spawn_shards(
     nodes: Vec<Node>,
     gossip: Arc<Gossip>,
     transport: PeerTransport,
     mut inbound: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
+    pubsub: PubSub,
 ) -> (DriverHandle, Vec<tokio::task::JoinHandle<()>>) {
     let partitions = nodes.first().map(|n| n.config().partitions).unwrap_or(1);
     let count = nodes.len() as u32;
@@ -220,6 +225,9 @@ pub fn spawn_shards(
             }
         }
     }));
+    if let Some(first) = nodes.first() {
+        tasks.push(pubsub.start_fan_out(first.id().clone(), transport.clone(), view_rx.clone()));
+    }
     for node in nodes {
         let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
         let (commands, task) = Driver::spawn(
@@ -239,6 +247,10 @@ pub fn spawn_shards(
             tokio::select! {
                 received = inbound.recv() => {
                     let Some((from, message)) = received else { break };
+                    if let PeerMessage::Publish { stream, seq, channel, payload } = message {
+                        pubsub.deliver_from_peer(&from, (stream, seq), channel, payload);
+                        continue;
+                    }
                     let shard = message.shard(partitions, count) as usize;
                     if inboxes[shard].send((from, message)).await.is_err() {
                         break;

@@ -13,4 +13,5 @@ pub mod gossip;
 pub mod gossip_seal;
 pub mod gossip_transport;
 pub mod health;
+pub mod pubsub;
 pub mod transport;
