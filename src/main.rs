@@ -13,7 +13,7 @@ compile_error!(
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
-use ringcache::client::{Client, ReadResult, Ttl, WriteOptions};
+use ringcache::client::{Client, ClusterClient, ReadResult, Ttl, WriteOptions};
 use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
@@ -176,6 +176,15 @@ impl Target {
                 Client::with_tls(&self.url, token, &pem)?
             }
         })
+    }
+}
+
+impl Target {
+    /// A client that routes each key to a live replica, learning the ring from `--url`.
+    async fn cluster_client(&self) -> anyhow::Result<ClusterClient> {
+        ClusterClient::connect(self.client()?)
+            .await
+            .with_context(|| format!("reading the ring from {}", self.url))
     }
 }
 
@@ -541,7 +550,7 @@ async fn main() -> anyhow::Result<()> {
             up(peers, logs, serve_args, client_token).await
         }
         Commands::Get { key, target, r } => {
-            let client = target.client()?;
+            let client = target.cluster_client().await?;
             match client.get(key.as_bytes(), r.as_deref()).await? {
                 ReadResult::Found { values, context } => {
                     for v in &values {
@@ -571,7 +580,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let options = write.options(ttl);
             let context = target
-                .client()?
+                .cluster_client()
+                .await?
                 .put(key.as_bytes(), value.into_bytes(), &options)
                 .await?;
             eprintln!("ok, context: {context}");
@@ -579,7 +589,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Del { key, target, write } => {
             let options = write.options(None);
-            let context = target.client()?.delete(key.as_bytes(), &options).await?;
+            let context = target
+                .cluster_client()
+                .await?
+                .delete(key.as_bytes(), &options)
+                .await?;
             eprintln!("deleted, context: {context}");
             Ok(())
         }

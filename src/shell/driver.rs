@@ -69,6 +69,9 @@ pub struct Status {
     pub id: NodeId,
     pub replicas: usize,
     pub partitions: u32,
+    /// Virtual nodes per peer: with `partitions`, `replicas` and the members, what a client
+    /// needs to place keys on the ring itself (`client::ClusterClient`).
+    pub vnodes: u32,
     pub keys: usize,
     /// Reads, store and repair counters for `GET /v1/stats`.
     pub stats: NodeStats,
@@ -406,6 +409,7 @@ impl Driver {
             id: self.node.id().clone(),
             replicas: config.replicas,
             partitions: config.partitions,
+            vnodes: config.vnodes,
             keys: self.node.store().len(),
             stats: self.node.stats(),
             members: self.view.clone(),
