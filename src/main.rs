@@ -665,6 +665,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let graceful = tokio::select! {
         signal = stop.wait() => signal == Stop::Leave,
         _ = leave_requested.wait_for(|leaving| *leaving) => true,
+        gave_up = peer.gossip_gave_up() => {
+            // Serving on with a view that can no longer change would make a zombie peer.
+            tracing::error!(error = %gave_up, "stopping: gossip cannot be restarted");
+            peer.shutdown().await;
+            return Err(anyhow::Error::new(gave_up).context("the peer stopped"));
+        }
     };
     if graceful {
         peer.hand_off_and_wait().await;

@@ -17,7 +17,7 @@ use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
-use crate::shell::gossip::{Gossip, GossipSetup};
+use crate::shell::gossip::{Gossip, GossipError, GossipSetup};
 use crate::shell::health::Health;
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
@@ -92,7 +92,7 @@ impl RunningPeer {
             PeerTransport::start(quic_socket, &identity, config.id.clone(), inbound_tx)?;
 
         let incarnation = wall_clock_ms();
-        // Failed by any task the peer cannot live without (gossip); `/health` answers 503 then.
+        // Down while gossip restarts, failed if it gives up; `/health` answers 503 then.
         let health = Health::new();
         let gossip = Arc::new(
             Gossip::start(GossipSetup {
@@ -178,6 +178,13 @@ impl RunningPeer {
         &self.gossip
     }
 
+    /// Resolves if gossip ended more often than its restart budget allows and was given up:
+    /// the peer's view of the cluster can no longer change, so it must stop (`serve` exits
+    /// with this error).
+    pub async fn gossip_gave_up(&self) -> GossipError {
+        self.gossip.gave_up().await
+    }
+
     /// This peer's QUIC transport: its counters.
     pub fn transport(&self) -> &PeerTransport {
         &self.transport
@@ -232,9 +239,7 @@ impl RunningPeer {
             let _ = task.await;
         }
         self.transport.close();
-        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
-            gossip.shutdown().await;
-        }
+        self.gossip.shutdown().await;
     }
 }
 
