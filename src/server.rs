@@ -34,6 +34,17 @@ pub struct PeerAddresses {
     pub gossip: SocketAddr,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    /// The HTTP API is served over TLS (`--http-tls-cert`): its URL is `https://`.
+    #[serde(default)]
+    pub http_tls: bool,
+}
+
+impl PeerAddresses {
+    /// The base URL of this peer's HTTP API: `https://` when it serves TLS, else `http://`.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.http_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
 }
 
 pub struct RunningPeer {
@@ -84,6 +95,7 @@ impl RunningPeer {
             gossip: config.advertised("gossip", gossip_bound)?,
             peer: config.advertised("peer traffic", quic_socket.local_addr()?)?,
             http: config.advertised("HTTP", http_listener.local_addr()?)?,
+            http_tls: http_server.is_tls(),
         };
 
         let identity = PeerIdentity::new(&config.secret, config.id.as_str())?;
@@ -150,14 +162,13 @@ impl RunningPeer {
             health,
             peer_tls.as_deref(),
         )?;
-        let http_tls = http_server.is_tls();
         let http_task = tokio::spawn(http_server.run(
             http_listener,
             routers.app,
             routers.health_only,
             shutdown_rx,
         ));
-        tracing::info!(?addresses, http_tls, "peer started");
+        tracing::info!(?addresses, "peer started");
         Ok(RunningPeer {
             addresses,
             driver,
@@ -253,4 +264,29 @@ fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {
     let probe = std::net::UdpSocket::bind(requested)
         .with_context(|| format!("finding a free gossip port on {}", requested.ip()))?;
     Ok(probe.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_url_says_https_when_the_api_serves_tls() {
+        let mut addresses = PeerAddresses {
+            id: "A".into(),
+            gossip: "127.0.0.1:7000".parse().unwrap(),
+            peer: "127.0.0.1:7100".parse().unwrap(),
+            http: "127.0.0.1:7070".parse().unwrap(),
+            http_tls: false,
+        };
+        assert_eq!(addresses.http_url(), "http://127.0.0.1:7070");
+        addresses.http_tls = true;
+        assert_eq!(addresses.http_url(), "https://127.0.0.1:7070");
+        addresses.http = "[::1]:7070".parse().unwrap();
+        assert_eq!(addresses.http_url(), "https://[::1]:7070");
+        // A READY line from a peer that predates the field reads as plain HTTP.
+        let old = r#"{"id":"A","gossip":"127.0.0.1:7000","peer":"127.0.0.1:7100","http":"127.0.0.1:7070"}"#;
+        let parsed: PeerAddresses = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.http_url(), "http://127.0.0.1:7070");
+    }
 }
