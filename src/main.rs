@@ -684,6 +684,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let graceful = tokio::select! {
         signal = stop.wait() => signal == Stop::Leave,
         _ = leave_requested.wait_for(|leaving| *leaving) => true,
+        gave_up = peer.gossip_gave_up() => {
+            // Serving on with a view that can no longer change would make a zombie peer.
+            tracing::error!(error = %gave_up, "stopping: gossip cannot be restarted");
+            peer.shutdown().await;
+            return Err(anyhow::Error::new(gave_up).context("the peer stopped"));
+        }
     };
     if graceful {
         peer.hand_off_and_wait().await;
@@ -721,6 +727,12 @@ async fn up(
     options.show_logs = logs;
     options.serve_args = serve_args;
     options.client_token = client_token.clone();
+    // Peers serving HTTPS with a certificate of their own: the launcher trusts that one.
+    options.tls_ca = launcher::http_tls_cert(&options.serve_args);
+    let cacert = match &options.tls_ca {
+        Some(cert) => format!(" --cacert {}", cert.display()),
+        None => String::new(),
+    };
     let mut stop = StopSignal::listen()?;
     let cluster = tokio::select! {
         c = LocalCluster::start(options, count) => c?,
@@ -740,9 +752,9 @@ async fn up(
         None => String::new(),
     };
     println!("try:");
-    println!("  curl{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
-    println!("  curl{auth} -i {url}/v1/kv/hello");
-    println!("  curl{auth} -s {url}/v1/cluster");
+    println!("  curl{cacert}{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
+    println!("  curl{cacert}{auth} -i {url}/v1/kv/hello");
+    println!("  curl{cacert}{auth} -s {url}/v1/cluster");
     println!("Ctrl-C stops the cluster.");
     stop.wait().await;
     println!("stopping {count} peers");

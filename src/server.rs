@@ -17,7 +17,7 @@ use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
-use crate::shell::gossip::{Gossip, GossipSetup};
+use crate::shell::gossip::{Gossip, GossipError, GossipSetup};
 use crate::shell::health::Health;
 use crate::shell::pubsub::PubSub;
 use crate::shell::transport::PeerTransport;
@@ -35,6 +35,17 @@ pub struct PeerAddresses {
     pub gossip: SocketAddr,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    /// The HTTP API is served over TLS (`--http-tls-cert`): its URL is `https://`.
+    #[serde(default)]
+    pub http_tls: bool,
+}
+
+impl PeerAddresses {
+    /// The base URL of this peer's HTTP API: `https://` when it serves TLS, else `http://`.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.http_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
 }
 
 pub struct RunningPeer {
@@ -86,6 +97,7 @@ impl RunningPeer {
             gossip: config.advertised("gossip", gossip_bound)?,
             peer: config.advertised("peer traffic", quic_socket.local_addr()?)?,
             http: config.advertised("HTTP", http_listener.local_addr()?)?,
+            http_tls: http_server.is_tls(),
         };
 
         let identity = PeerIdentity::new(&config.secret, config.id.as_str())?;
@@ -94,7 +106,7 @@ impl RunningPeer {
             PeerTransport::start(quic_socket, &identity, config.id.clone(), inbound_tx)?;
 
         let incarnation = wall_clock_ms();
-        // Failed by any task the peer cannot live without (gossip); `/health` answers 503 then.
+        // Down while gossip restarts, failed if it gives up; `/health` answers 503 then.
         let health = Health::new();
         let gossip = Arc::new(
             Gossip::start(GossipSetup {
@@ -155,14 +167,13 @@ impl RunningPeer {
             health,
             peer_tls.as_deref(),
         )?;
-        let http_tls = http_server.is_tls();
         let http_task = tokio::spawn(http_server.run(
             http_listener,
             routers.app,
             routers.health_only,
             shutdown_rx,
         ));
-        tracing::info!(?addresses, http_tls, "peer started");
+        tracing::info!(?addresses, "peer started");
         Ok(RunningPeer {
             addresses,
             driver,
@@ -187,6 +198,13 @@ impl RunningPeer {
     /// This peer's pub/sub hub (published messages reach every live peer's subscribers).
     pub fn pubsub(&self) -> &PubSub {
         &self.pubsub
+    }
+
+    /// Resolves if gossip ended more often than its restart budget allows and was given up:
+    /// the peer's view of the cluster can no longer change, so it must stop (`serve` exits
+    /// with this error).
+    pub async fn gossip_gave_up(&self) -> GossipError {
+        self.gossip.gave_up().await
     }
 
     /// This peer's QUIC transport: its counters.
@@ -243,9 +261,7 @@ impl RunningPeer {
             let _ = task.await;
         }
         self.transport.close();
-        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
-            gossip.shutdown().await;
-        }
+        self.gossip.shutdown().await;
     }
 }
 
@@ -259,4 +275,29 @@ fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {
     let probe = std::net::UdpSocket::bind(requested)
         .with_context(|| format!("finding a free gossip port on {}", requested.ip()))?;
     Ok(probe.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_url_says_https_when_the_api_serves_tls() {
+        let mut addresses = PeerAddresses {
+            id: "A".into(),
+            gossip: "127.0.0.1:7000".parse().unwrap(),
+            peer: "127.0.0.1:7100".parse().unwrap(),
+            http: "127.0.0.1:7070".parse().unwrap(),
+            http_tls: false,
+        };
+        assert_eq!(addresses.http_url(), "http://127.0.0.1:7070");
+        addresses.http_tls = true;
+        assert_eq!(addresses.http_url(), "https://127.0.0.1:7070");
+        addresses.http = "[::1]:7070".parse().unwrap();
+        assert_eq!(addresses.http_url(), "https://[::1]:7070");
+        // A READY line from a peer that predates the field reads as plain HTTP.
+        let old = r#"{"id":"A","gossip":"127.0.0.1:7000","peer":"127.0.0.1:7100","http":"127.0.0.1:7070"}"#;
+        let parsed: PeerAddresses = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.http_url(), "http://127.0.0.1:7070");
+    }
 }
