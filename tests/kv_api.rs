@@ -254,3 +254,48 @@ async fn a_message_published_on_one_peer_reaches_subscribers_on_every_peer() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_are_reported_per_peer_and_summed_for_the_cluster() {
+    with_cluster(3, |cluster| async move {
+        let http = http();
+        // 60 reads of "hot" spread over the three peers, 2 writes of each of 20 cold keys.
+        for i in 0..60 {
+            let url = format!("{}/v1/kv/hot", cluster.peers[i % 3].url());
+            http.get(url).send().await.unwrap();
+        }
+        for i in 0..20 {
+            let url = format!("{}/v1/kv/cold-{i}", cluster.peers[i % 3].url());
+            for _ in 0..2 {
+                http.put(&url).body("x").send().await.unwrap();
+            }
+        }
+        let body: ringcache::api::http::HotKeysBody = http
+            .get(format!(
+                "{}/v1/hotkeys?scope=cluster&limit=5",
+                cluster.peers[0].url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body.peers.len(), 3);
+        assert_eq!(body.keys.len(), 5);
+        assert_eq!(body.keys[0].key.as_deref(), Some("hot"));
+        assert_eq!(body.keys[0].reads, 60, "exact: the sketches never filled");
+        assert_eq!(body.keys[1].writes, 2);
+        let one: ringcache::api::http::HotKeysBody = http
+            .get(format!("{}/v1/hotkeys", cluster.peers[1].url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one.keys[0].reads, 20, "one peer saw a third of the reads");
+        cluster
+    })
+    .await;
+}

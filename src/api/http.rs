@@ -14,6 +14,7 @@ use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use crate::shell::health::Health;
+use crate::shell::hot_keys::{self, HotKey};
 use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
@@ -79,6 +80,7 @@ pub fn router(
         .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
+        .route("/v1/hotkeys", get(hot_keys))
         .route("/v1/kv/{*key}", any(kv))
         // A key too long for a URL comes in the `x-key` header (see `keys`).
         .route("/v1/kv", any(kv))
@@ -236,13 +238,7 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
     let mut peers = vec![status.id.to_string()];
     let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
-        let others = status
-            .members
-            .members
-            .iter()
-            .filter(|(id, m)| **id != status.id && m.up)
-            .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)));
-        for (id, addr) in others {
+        for (id, addr) in other_live_peers(&status) {
             match peer_stats(&state, addr).await {
                 Ok(body) => {
                     total.add(&body.stats);
@@ -263,6 +259,80 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
         stats: total,
     };
     Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct HotKeysQuery {
+    /// `cluster` sums every live member's sketch; anything else is this peer's.
+    scope: Option<String>,
+    /// How many keys (default 20, at most the sketch's capacity).
+    limit: Option<usize>,
+}
+
+/// The body of `GET /v1/hotkeys`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct HotKeysBody {
+    pub scope: String,
+    pub peers: Vec<String>,
+    /// The span the counts cover: between one and two windows of this many seconds.
+    pub window_secs: u64,
+    pub keys: Vec<HotKey>,
+}
+
+/// `GET /v1/hotkeys[?scope=cluster][&limit=N]`: the keys clients ask about most.
+async fn hot_keys(State(state): State<ApiState>, Query(q): Query<HotKeysQuery>) -> Response {
+    let limit = q.limit.unwrap_or(20).min(hot_keys::CAPACITY);
+    let Some(status) = state.driver.status().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let mut reports = vec![state.driver.hot_keys(hot_keys::CAPACITY)];
+    let mut peers = vec![status.id.to_string()];
+    let cluster = q.scope.as_deref() == Some("cluster");
+    if cluster {
+        for (id, addr) in other_live_peers(&status) {
+            let mut request = state.peers.get(format!(
+                "{}://{addr}/v1/hotkeys?limit={}",
+                state.peer_scheme,
+                hot_keys::CAPACITY
+            ));
+            if let Some(token) = &state.client_token {
+                request = request.bearer_auth(token.secret());
+            }
+            let body: Result<HotKeysBody, reqwest::Error> =
+                async { request.send().await?.error_for_status()?.json().await }.await;
+            match body {
+                Ok(body) => {
+                    reports.push(body.keys);
+                    peers.push(id.to_string());
+                }
+                Err(e) => tracing::warn!(peer = %id, error = %e, "hot keys unavailable"),
+            }
+        }
+    }
+    Json(HotKeysBody {
+        scope: if cluster {
+            "cluster".into()
+        } else {
+            status.id.to_string()
+        },
+        peers,
+        window_secs: hot_keys::WINDOW.as_secs(),
+        keys: hot_keys::merge_reports(&reports, limit),
+    })
+    .into_response()
+}
+
+/// Every other live member with an HTTP address.
+fn other_live_peers(
+    status: &crate::shell::driver::Status,
+) -> Vec<(crate::core::types::NodeId, std::net::SocketAddr)> {
+    status
+        .members
+        .members
+        .iter()
+        .filter(|(id, m)| **id != status.id && m.up)
+        .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)))
+        .collect()
 }
 
 /// The body of `GET /v1/local/{key}`: one peer's own stored state of a key, as its store

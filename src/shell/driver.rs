@@ -15,6 +15,7 @@ use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
+use crate::shell::hot_keys::{Access, HotKey, HotKeys};
 use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
@@ -106,14 +107,18 @@ pub struct DriverHandle {
     gossip: Arc<Gossip>,
     /// Turns true once this peer was asked to leave.
     leaving: watch::Sender<bool>,
+    /// The keys clients ask this peer about most.
+    hot_keys: HotKeys,
 }
 
 impl DriverHandle {
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let key = match &request {
-            ClientRequest::Get { key, .. } => key,
-            ClientRequest::Write(w) => &w.key,
+        let (key, access) = match &request {
+            ClientRequest::Get { key, .. } => (key, Access::Read),
+            ClientRequest::Write(w) => (&w.key, Access::Write),
         };
+        self.hot_keys
+            .observe(key, access, std::time::Instant::now());
         let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
         if self.shards[shard]
@@ -125,6 +130,11 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// The keys clients asked this peer about most, over the last one to two minutes.
+    pub fn hot_keys(&self, limit: usize) -> Vec<HotKey> {
+        self.hot_keys.top(limit)
     }
 
     /// This peer's own state of `key`, from the shard that holds it; `None` while stopping.
@@ -280,6 +290,7 @@ pub fn spawn_shards(
             partitions,
             gossip: handle_gossip,
             leaving,
+            hot_keys: HotKeys::new(std::time::Instant::now()),
         },
         tasks,
     )
