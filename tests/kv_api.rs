@@ -299,3 +299,78 @@ async fn hot_keys_are_reported_per_peer_and_summed_for_the_cluster() {
     })
     .await;
 }
+
+/// The value of the sample `name{labels}` (labels as written in the exposition), if present.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload() {
+    with_cluster(3, |cluster| async move {
+        let http = http();
+        let base = cluster.peers[0].url();
+        for i in 0..7 {
+            let r = http
+                .put(format!("{base}/v1/kv/m{i}?w=all"))
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204);
+        }
+        for i in 0..10 {
+            http.get(format!("{base}/v1/kv/m{i}?r=one"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let bad = http
+            .get(format!("{base}/v1/kv/m1?r=9"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = response.text().await.unwrap();
+        let count = |labels: &str| sample(&text, &format!("ringcache_requests_total{{{labels}}}"));
+        assert_eq!(
+            count(r#"op="put",consistency="all",outcome="ok""#),
+            Some(7.0),
+            "{text}"
+        );
+        assert_eq!(
+            count(r#"op="get",consistency="one",outcome="ok""#),
+            Some(7.0)
+        );
+        assert_eq!(
+            count(r#"op="get",consistency="one",outcome="not_found""#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"ringcache_request_duration_seconds_count{op="get",consistency="one"}"#
+            ),
+            Some(10.0)
+        );
+        assert_eq!(sample(&text, "ringcache_hits_total"), Some(7.0));
+        assert_eq!(sample(&text, "ringcache_misses_total"), Some(3.0));
+        assert_eq!(sample(&text, "ringcache_members_up"), Some(3.0));
+        assert_eq!(
+            sample(&text, "ringcache_keys"),
+            Some(7.0),
+            "N=3 of 3 peers: every key here"
+        );
+        cluster
+    })
+    .await;
+}

@@ -7,6 +7,7 @@
 use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
+use crate::api::metrics::{self, RequestMetrics};
 use crate::api::{batch, pubsub_http};
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
@@ -66,6 +67,7 @@ pub fn router(
     let state = ApiState {
         driver,
         pubsub,
+        metrics: RequestMetrics::default(),
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
         health,
@@ -81,6 +83,7 @@ pub fn router(
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
         .route("/v1/hotkeys", get(hot_keys))
+        .route("/metrics", get(prometheus_metrics))
         .route("/v1/kv/{*key}", any(kv))
         // A key too long for a URL comes in the `x-key` header (see `keys`).
         .route("/v1/kv", any(kv))
@@ -120,6 +123,8 @@ async fn too_many_connections() -> Response {
 struct ApiState {
     driver: DriverHandle,
     pubsub: PubSub,
+    /// Request counters and latencies for `GET /metrics`.
+    metrics: RequestMetrics,
     context_key: Arc<ContextKey>,
     /// Sent to the other peers when summing the cluster's stats.
     client_token: Option<ClientToken>,
@@ -417,11 +422,41 @@ async fn kv(
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
         Ok(request) if get_and_set => get_and_set_response(&state, request, &query).await,
         Ok(request) => {
-            let reply = state.driver.request(request).await;
+            let reply = timed(&state.metrics, &state.driver, request).await;
             reply_response(reply, &state.context_key)
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// Runs a key request, recording its kind, outcome and latency for `/metrics`.
+#[allow(clippy::disallowed_methods)] // the API layer times requests on the wall clock
+async fn timed(
+    metrics: &RequestMetrics,
+    driver: &DriverHandle,
+    request: ClientRequest,
+) -> ClientReply {
+    let started = std::time::Instant::now();
+    let labels = RequestMetrics::labels(&request);
+    let reply = driver.request(request).await;
+    metrics.observe(labels, &reply, started.elapsed());
+    reply
+}
+
+/// `GET /metrics`: Prometheus text format (see `api::metrics`).
+async fn prometheus_metrics(State(state): State<ApiState>) -> Response {
+    let Some(status) = state.driver.status().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let body = metrics::render(&state.metrics, &status, state.pubsub.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `PUT …?return=old`: reads the key (quorum `r`), writes the new value replacing what the

@@ -6,4 +6,5 @@ pub mod conn_guard;
 pub mod http;
 pub mod http_server;
 pub mod keys;
+pub mod metrics;
 pub mod pubsub_http;
