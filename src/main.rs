@@ -105,10 +105,13 @@ enum Commands {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Show the peer's view of the cluster.
+    /// Show every peer: liveness, keys, memory, data moving in and out, hints, anti-entropy.
     Cluster {
         #[command(flatten)]
         target: Target,
+        /// The asked peer's own `/v1/cluster` as JSON, instead of the table of every peer.
+        #[arg(long)]
+        json: bool,
     },
     /// Make the peer leave the cluster: it hands every partition it holds to the new
     /// replicas, showing progress, then exits (SIGTERM to a `serve` does the same).
@@ -655,9 +658,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(())
         }
-        Commands::Cluster { target } => {
-            let status = target.client()?.cluster().await?;
-            println!("{}", serde_json::to_string_pretty(&status)?);
+        Commands::Cluster { target, json } => {
+            let client = target.client()?;
+            if json {
+                let status = client.cluster().await?;
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let rows = ringcache::client::cluster_table::gather(&client).await?;
+                print!("{}", ringcache::client::cluster_table::render(&rows));
+            }
             Ok(())
         }
         Commands::Leave { target, wait_secs } => {
