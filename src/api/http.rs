@@ -438,9 +438,34 @@ async fn timed(
 ) -> ClientReply {
     let started = std::time::Instant::now();
     let labels = RequestMetrics::labels(&request);
+    let key_shown = slow_request_key(&request);
     let reply = driver.request(request).await;
-    metrics.observe(labels, &reply, started.elapsed());
+    let took = started.elapsed();
+    if took >= SLOW_REQUEST {
+        tracing::warn!(
+            op = labels.op,
+            consistency = %labels.consistency,
+            key = %key_shown,
+            outcome = metrics::outcome_of(&reply),
+            took_ms = took.as_millis() as u64,
+            "slow request"
+        );
+    }
+    metrics.observe(labels, &reply, took);
     reply
+}
+
+/// Requests slower than this are logged (`slow request`, with operation, level, key and
+/// outcome).
+pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A key as a slow-request log line shows it: at most 64 bytes, lossy UTF-8.
+fn slow_request_key(request: &ClientRequest) -> String {
+    let key = match request {
+        ClientRequest::Get { key, .. } => key,
+        ClientRequest::Write(w) => &w.key,
+    };
+    String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
 }
 
 /// `GET /metrics`: Prometheus text format (see `api::metrics`).

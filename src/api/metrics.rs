@@ -83,11 +83,7 @@ impl RequestMetrics {
     /// Records one key request: its kind, how long it took and how it ended.
     pub fn observe(&self, labels: RequestLabels, reply: &ClientReply, took: Duration) {
         let RequestLabels { op, consistency } = labels;
-        let outcome = match reply {
-            ClientReply::Found { .. } | ClientReply::Written { .. } => "ok",
-            ClientReply::NotFound { .. } => "not_found",
-            ClientReply::Failed(e) => error_kind(e),
-        };
+        let outcome = outcome_of(reply);
         self.requests
             .get_or_create(&OutcomeLabels {
                 op,
@@ -98,6 +94,15 @@ impl RequestMetrics {
         self.latency
             .get_or_create(&RequestLabels { op, consistency })
             .observe(took.as_secs_f64());
+    }
+}
+
+/// A reply's outcome label: `ok`, `not_found` or the error's kind.
+pub fn outcome_of(reply: &ClientReply) -> &'static str {
+    match reply {
+        ClientReply::Found { .. } | ClientReply::Written { .. } => "ok",
+        ClientReply::NotFound { .. } => "not_found",
+        ClientReply::Failed(e) => error_kind(e),
     }
 }
 
