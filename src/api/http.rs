@@ -8,7 +8,7 @@ use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
 use crate::api::metrics::{self, RequestMetrics};
-use crate::api::{batch, pubsub_http};
+use crate::api::{batch, pubsub_http, ui};
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use crate::core::siblings::Payload;
@@ -84,6 +84,8 @@ pub fn router(
         .route("/v1/stats", get(stats))
         .route("/v1/hotkeys", get(hot_keys))
         .route("/metrics", get(prometheus_metrics))
+        .route("/ui", get(ui_page))
+        .route("/v1/ring", get(ring))
         .route("/v1/kv/{*key}", any(kv))
         // A key too long for a URL comes in the `x-key` header (see `keys`).
         .route("/v1/kv", any(kv))
@@ -325,6 +327,100 @@ async fn hot_keys(State(state): State<ApiState>, Query(q): Query<HotKeysQuery>) 
         keys: hot_keys::merge_reports(&reports, limit),
     })
     .into_response()
+}
+
+/// `GET /ui`: the ring page (see `api::ui`).
+async fn ui_page() -> Response {
+    axum::response::Html(ui::PAGE).into_response()
+}
+
+/// `GET /v1/ring`: the ring and every peer's figures, for the ring page.
+async fn ring(State(state): State<ApiState>) -> Response {
+    let (Some(status), Some(owners)) = (state.driver.status().await, state.driver.ring().await)
+    else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let primary: HashMap<String, u32> = status
+        .ownership
+        .iter()
+        .map(|o| (o.node.to_string(), o.primary_partitions))
+        .collect();
+    let mut peers = Vec::new();
+    for (id, member) in &status.members.members {
+        let mut peer = ui::RingPeer {
+            id: id.to_string(),
+            state: if !member.up {
+                "down"
+            } else if member.leaving {
+                "leaving"
+            } else {
+                "up"
+            }
+            .into(),
+            primary_partitions: primary.get(id.as_str()).copied(),
+            ..ui::RingPeer::default()
+        };
+        let figures = if *id == status.id {
+            Some((
+                status.stats,
+                status.handoff.clone(),
+                status.partitions_moving_in.len(),
+            ))
+        } else if let (true, Some(addr)) = (member.up, member.http_addr) {
+            peer_figures(&state, addr).await
+        } else {
+            None
+        };
+        match figures {
+            Some((stats, handoff, moving_in)) => {
+                peer.keys = Some(stats.keys);
+                peer.memory_used_bytes = Some(stats.memory_used_bytes);
+                peer.requests = Some(stats.hits + stats.misses + stats.client_writes);
+                peer.moving_out = Some(handoff.len() as u64);
+                peer.keys_left = Some(handoff.iter().map(|h| h.keys_left).sum());
+                peer.moving_in = Some(moving_in as u64);
+            }
+            None if member.up => peer.state = "unreachable".into(),
+            None => {}
+        }
+        peers.push(peer);
+    }
+    Json(ui::RingBody {
+        id: status.id.to_string(),
+        replicas: status.replicas,
+        owners: owners
+            .into_iter()
+            .map(|list| list.into_iter().map(|n| n.to_string()).collect())
+            .collect(),
+        peers,
+    })
+    .into_response()
+}
+
+/// Another peer's stats, handoffs and partitions moving in, from its `/v1/cluster`.
+async fn peer_figures(
+    state: &ApiState,
+    addr: std::net::SocketAddr,
+) -> Option<(NodeStats, Vec<crate::core::node::HandoffProgress>, usize)> {
+    let mut request = state
+        .peers
+        .get(format!("{}://{addr}/v1/cluster", state.peer_scheme));
+    if let Some(token) = &state.client_token {
+        request = request.bearer_auth(token.secret());
+    }
+    let body: serde_json::Value = request
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let stats: NodeStats = serde_json::from_value(body["stats"].clone()).ok()?;
+    let handoff = serde_json::from_value(body["handoff"].clone()).unwrap_or_default();
+    let moving_in = body["partitions_moving_in"].as_array().map_or(0, Vec::len);
+    Some((stats, handoff, moving_in))
 }
 
 /// Every other live member with an HTTP address.

@@ -8,3 +8,4 @@ pub mod http_server;
 pub mod keys;
 pub mod metrics;
 pub mod pubsub_http;
+pub mod ui;

@@ -53,6 +53,10 @@ pub enum Command {
     },
     /// Leave the cluster: take this peer off the ring and hand every partition off.
     Leave,
+    /// Every partition's preference list, in partition order (for `GET /v1/ring`).
+    Ring {
+        reply: oneshot::Sender<Vec<Vec<NodeId>>>,
+    },
 }
 
 /// One peer's own copy of a key, without coordination: what its store holds (tombstones and
@@ -130,6 +134,17 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// Every partition's preference list as this peer's ring has it; `None` while stopping.
+    pub async fn ring(&self) -> Option<Vec<Vec<NodeId>>> {
+        let (tx, rx) = oneshot::channel();
+        self.shards
+            .first()?
+            .send(Command::Ring { reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok()
     }
 
     /// The keys clients asked this peer about most, over the last one to two minutes.
@@ -357,6 +372,13 @@ impl Driver {
                         let _ = reply.send(self.status());
                     }
                     Some(Command::Leave) => self.node.leave(wall_clock_ms()),
+                    Some(Command::Ring { reply }) => {
+                        let ring = self.node.ring();
+                        let lists = (0..ring.params().partitions)
+                            .map(|p| ring.preference_list(p).to_vec())
+                            .collect();
+                        let _ = reply.send(lists);
+                    }
                     Some(Command::Local { key, reply }) => {
                         // `peek`: no access is counted and nothing is repaired, so looking
                         // does not change what is looked at.
