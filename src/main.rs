@@ -27,10 +27,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The release and the peer protocol it speaks: peers of different protocol versions cannot
+/// talk, so an operator rolling an upgrade needs both.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (peer protocol ",
+    // Kept equal to core::message::PROTOCOL_VERSION by a test (tests/cli.rs).
+    "4",
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "ringcache",
-    version,
+    version = VERSION,
     about = "A leaderless, Dynamo-style distributed cache"
 )]
 struct Cli {
@@ -121,6 +131,9 @@ enum Commands {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Print a shell completion script: `ringcache completions bash > /etc/bash_completion.d/ringcache`
+    /// (or zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Show every peer: liveness, keys, memory, data moving in and out, hints, anti-entropy.
     Cluster {
         #[command(flatten)]
@@ -675,6 +688,11 @@ async fn main() -> anyhow::Result<()> {
         Commands::Stats { target, cluster } => {
             let stats = target.client()?.stats(cluster).await?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(())
+        }
+        Commands::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ringcache", &mut std::io::stdout());
             Ok(())
         }
         Commands::Cluster { target, json } => {
