@@ -13,7 +13,7 @@ compile_error!(
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
-use ringcache::client::{Client, ClusterClient, ReadResult, Ttl, WriteOptions};
+use ringcache::client::{Client, ClientError, ClusterClient, ReadResult, Ttl, WriteOptions};
 use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
@@ -531,9 +531,74 @@ impl ServeArgs {
     }
 }
 
+/// Exit codes (documented in README.md): 0 done or found; 1 not found; 2 a usage error (clap);
+/// 3 the cluster could not serve the request (unreachable peer, too few replicas, timeout);
+/// 4 any other failure.
+const EXIT_UNAVAILABLE: i32 = 3;
+const EXIT_FAILED: i32 = 4;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
+    let target_url = cli.command.target_url();
+    if let Err(error) = run(cli).await {
+        // One readable line (and a hint), never a backtrace.
+        // What was being done, and the innermost cause (reqwest's own chain repeats itself).
+        let root = error.root_cause();
+        if error.chain().count() > 1 && root.to_string() != error.to_string() {
+            eprintln!("ringcache: {error}: {root}");
+        } else {
+            eprintln!("ringcache: {error}");
+        }
+        let unavailable = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<ClientError>()
+                .is_some_and(|e| match e {
+                    ClientError::Transport(t) => t.is_connect() || t.is_timeout(),
+                    ClientError::Status { status, .. } => *status == 503,
+                    ClientError::Protocol(_) => false,
+                })
+        });
+        let refused = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<ClientError>()
+                .is_some_and(|e| matches!(e, ClientError::Transport(t) if t.is_connect()))
+        });
+        if refused {
+            if let Some(url) = target_url {
+                eprintln!(
+                    "  no peer answers at {url}: is a cluster running? start one with \
+                     `ringcache up`, or name a peer with --url or RINGCACHE_URL"
+                );
+            }
+        }
+        std::process::exit(if unavailable {
+            EXIT_UNAVAILABLE
+        } else {
+            EXIT_FAILED
+        });
+    }
+}
+
+impl Commands {
+    /// The peer a client command talks to, for error hints.
+    fn target_url(&self) -> Option<String> {
+        match self {
+            Commands::Get { target, .. }
+            | Commands::Put { target, .. }
+            | Commands::Del { target, .. }
+            | Commands::Expire { target, .. }
+            | Commands::Persist { target, .. }
+            | Commands::Ttl { target, .. }
+            | Commands::Stats { target, .. }
+            | Commands::Cluster { target, .. }
+            | Commands::Leave { target, .. } => Some(target.url.clone()),
+            _ => None,
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -32,3 +32,22 @@ fn completion_scripts_cover_the_subcommands() {
         }
     }
 }
+
+#[test]
+fn a_missing_cluster_is_one_readable_line_with_a_hint_and_exit_code_3() {
+    // Port 1 on loopback: nothing listens there.
+    let output = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["get", "hello", "--url", "http://127.0.0.1:1"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("ringcache: "), "{stderr}");
+    assert!(stderr.contains("ringcache up"), "{stderr}");
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("Stack"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() <= 2, "{stderr}");
+}
