@@ -74,6 +74,11 @@ impl LaunchedPeer {
         format!("http://{}", self.addresses.http)
     }
 
+    /// The port of the peer's Redis protocol endpoint (`redis-cli -p PORT`).
+    pub fn resp_port(&self) -> Option<u16> {
+        self.addresses.resp.map(|a| a.port())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -121,6 +126,8 @@ pub async fn spawn_peer(
             "--peer-addr",
             "127.0.0.1:0",
             "--http",
+            "127.0.0.1:0",
+            "--resp",
             "127.0.0.1:0",
         ])
         .args(

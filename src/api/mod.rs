@@ -1,7 +1,8 @@
-//! Client-facing protocols. Today: HTTP ([`http`]); the Redis protocol comes later.
+//! Client-facing protocols: HTTP ([`http`]) and the Redis protocol ([`resp`]).
 pub mod auth;
 pub mod causal_context;
 pub mod conn_guard;
 pub mod http;
 pub mod http_server;
 pub mod keys;
+pub mod resp;

@@ -1,0 +1,172 @@
+//! One client's session: what a connection remembers between commands (protocol version,
+//! authentication, name, consistency levels) and the dispatch of each request to its command.
+//!
+//! # Promises
+//! - Every request is checked in Redis's order: a known command (else `ERR unknown
+//!   command`), its arity (else `ERR wrong number of arguments`), then authentication: on a
+//!   peer with a client token, every command but AUTH, HELLO, QUIT and RESET answers
+//!   `-NOAUTH Authentication required.` until the session has authenticated, and reads or
+//!   changes nothing.
+//! - A session's consistency levels apply to its own reads and writes only; they start at
+//!   the defaults below and are changed with `RC.CONSISTENCY`.
+
+use crate::api::resp::args;
+use crate::api::resp::command_table::{self, CommandSpec};
+use crate::api::resp::frame::{Frame, Protocol};
+use crate::api::resp::keyspace::Keyspace;
+use crate::api::resp::shared::RespShared;
+use crate::api::resp::{
+    conn_commands, key_commands, ringcache_commands, server_commands, string_commands,
+};
+use crate::core::types::Quorum;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A session's read quorum until `RC.CONSISTENCY` changes it.
+pub const DEFAULT_READ_QUORUM: Quorum = Quorum::Quorum;
+/// A session's write quorum until `RC.CONSISTENCY` changes it.
+pub const DEFAULT_WRITE_QUORUM: Quorum = Quorum::Quorum;
+
+/// What the connection does after answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Answer, flush, close (QUIT).
+    Close,
+}
+
+pub struct Session {
+    pub shared: Arc<RespShared>,
+    pub id: u64,
+    pub peer_addr: SocketAddr,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub protocol: Protocol,
+    pub authenticated: bool,
+    pub r: Quorum,
+    pub w: Quorum,
+    pub created: tokio::time::Instant,
+    /// The last command run, for `CLIENT INFO`.
+    pub last_command: &'static str,
+}
+
+impl Session {
+    // Sessions are created on the shell's clock (see clippy.toml: only the core must not).
+    #[allow(clippy::disallowed_methods)]
+    pub fn new(shared: Arc<RespShared>, peer_addr: SocketAddr) -> Session {
+        let id = shared.counters.next_client_id();
+        let authenticated = shared.client_token.is_none();
+        Session {
+            shared,
+            id,
+            peer_addr,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            protocol: Protocol::Resp2,
+            authenticated,
+            r: DEFAULT_READ_QUORUM,
+            w: DEFAULT_WRITE_QUORUM,
+            created: tokio::time::Instant::now(),
+            last_command: "NULL",
+        }
+    }
+
+    /// Back to a fresh connection's state (RESET), keeping the id.
+    pub fn reset(&mut self) {
+        self.name = None;
+        self.protocol = Protocol::Resp2;
+        self.authenticated = self.shared.client_token.is_none();
+        self.r = DEFAULT_READ_QUORUM;
+        self.w = DEFAULT_WRITE_QUORUM;
+    }
+
+    pub fn keyspace(&self) -> Keyspace {
+        Keyspace {
+            driver: self.shared.driver.clone(),
+            r: self.r,
+            w: self.w,
+        }
+    }
+
+    /// Runs one request (`args[0]` is the command name) and says what to answer.
+    pub async fn execute(&mut self, args: Vec<Bytes>) -> (Frame, After) {
+        self.shared
+            .counters
+            .commands_processed
+            .fetch_add(1, Ordering::Relaxed);
+        let Some(spec) = command_table::lookup(&args[0]) else {
+            return (args::unknown_command(&args), After::Continue);
+        };
+        if !spec.arity_ok(args.len()) {
+            return (args::wrong_arity(spec.name), After::Continue);
+        }
+        if !self.authenticated && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
+            return (
+                Frame::error("NOAUTH Authentication required."),
+                After::Continue,
+            );
+        }
+        self.last_command = spec.name;
+        if spec.name == "quit" {
+            return (Frame::ok(), After::Close);
+        }
+        (self.run(spec, &args).await, After::Continue)
+    }
+
+    async fn run(&mut self, spec: &CommandSpec, args: &[Bytes]) -> Frame {
+        match spec.name {
+            "ping" => conn_commands::ping(args),
+            "echo" => Frame::bulk(args[1].clone()),
+            "hello" => conn_commands::hello(self, args),
+            "auth" => conn_commands::auth(self, args),
+            "select" => conn_commands::select(args),
+            "reset" => {
+                self.reset();
+                Frame::Simple("RESET".into())
+            }
+            "client" => conn_commands::client(self, args),
+            "command" => server_commands::command(self, args),
+            "config" => server_commands::config(self, args),
+            "info" => server_commands::info(self, args).await,
+            "dbsize" => server_commands::dbsize(self).await,
+            "flushall" | "flushdb" => server_commands::flushall(self, args).await,
+            "get" => string_commands::get(self, args).await,
+            "set" => string_commands::set(self, args).await,
+            "setnx" => string_commands::setnx(self, args).await,
+            "setex" | "psetex" => string_commands::setex(self, spec.name, args).await,
+            "getset" => string_commands::getset(self, args).await,
+            "getdel" => string_commands::getdel(self, args).await,
+            "getex" => string_commands::getex(self, args).await,
+            "mget" => string_commands::mget(self, args).await,
+            "mset" => string_commands::mset(self, args).await,
+            "msetnx" => string_commands::msetnx(self, args).await,
+            "append" => string_commands::append(self, args).await,
+            "strlen" => string_commands::strlen(self, args).await,
+            "getrange" => string_commands::getrange(self, args).await,
+            "setrange" => string_commands::setrange(self, args).await,
+            "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" => {
+                string_commands::counter(spec.name)
+            }
+            "del" | "unlink" => key_commands::del(self, args).await,
+            "exists" | "touch" => key_commands::exists(self, args).await,
+            "type" => key_commands::key_type(self, args).await,
+            "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                key_commands::expire(self, spec.name, args).await
+            }
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+                key_commands::ttl(self, spec.name, args).await
+            }
+            "persist" => key_commands::persist(self, args).await,
+            "scan" => key_commands::scan(self, args).await,
+            "randomkey" => key_commands::randomkey(self).await,
+            "rc.consistency" => ringcache_commands::consistency(self, args),
+            "rc.getall" => ringcache_commands::getall(self, args).await,
+            "rc.set" => ringcache_commands::set(self, args).await,
+            other => Frame::error(format!("ERR command '{other}' is listed but not served")),
+        }
+    }
+}
