@@ -38,6 +38,9 @@ pub struct LaunchOptions {
     pub show_logs: bool,
     /// The client token every peer requires (and the launcher sends); `None`: open peers.
     pub client_token: Option<String>,
+    /// For peers serving HTTPS: the PEM certificate the launcher trusts to reach them (their
+    /// own `--http-tls-cert`, or its CA's). `None`: the system's roots, or plain HTTP.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl LaunchOptions {
@@ -48,13 +51,39 @@ impl LaunchOptions {
             serve_args: Vec::new(),
             show_logs: false,
             client_token: None,
+            tls_ca: None,
         }
     }
 
-    /// A client of `url` that sends this cluster's client token, if any.
+    /// A client of `url` that sends this cluster's client token, if any, and trusts
+    /// `tls_ca`, if set.
     pub fn client(&self, url: &str) -> anyhow::Result<Client> {
-        Ok(Client::with_token(url, self.client_token.as_deref())?)
+        let token = self.client_token.as_deref();
+        Ok(match &self.tls_ca {
+            None => Client::with_token(url, token)?,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the TLS CA {}", path.display()))?;
+                Client::with_tls(url, token, &pem)?
+            }
+        })
     }
+}
+
+/// The certificate file given to `serve` as `--http-tls-cert` in `serve_args` (either as
+/// `--http-tls-cert=PATH` or as two arguments), if any: the peers serve HTTPS with it.
+pub fn http_tls_cert(serve_args: &[String]) -> Option<PathBuf> {
+    const FLAG: &str = "--http-tls-cert";
+    let mut args = serve_args.iter();
+    let mut found = None;
+    while let Some(arg) = args.next() {
+        if arg == FLAG {
+            found = args.next().map(PathBuf::from);
+        } else if let Some(path) = arg.strip_prefix(FLAG).and_then(|a| a.strip_prefix('=')) {
+            found = Some(PathBuf::from(path));
+        }
+    }
+    found
 }
 
 /// A fresh random client token: 32 bytes, hex.
@@ -70,8 +99,9 @@ pub struct LaunchedPeer {
 }
 
 impl LaunchedPeer {
+    /// The peer's HTTP API: `https://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addresses.http)
+        self.addresses.http_url()
     }
 
     /// The port of the peer's Redis protocol endpoint (`redis-cli -p PORT`).
@@ -224,8 +254,12 @@ impl LocalCluster {
 
     /// Waits until every running peer sees exactly `up` members up.
     pub async fn wait_until_converged(&self, up: usize, limit: Duration) -> anyhow::Result<()> {
-        let urls: Vec<String> = self.peers.iter().map(|p| p.url()).collect();
-        wait_for_live_members(&urls, up, limit, self.options.client_token.as_deref()).await
+        let clients = self
+            .peers
+            .iter()
+            .map(|p| Ok((p.url(), self.options.client(&p.url())?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        wait_for_clients(&clients, up, limit).await
     }
 
     pub async fn stop(self) {
@@ -243,9 +277,21 @@ pub async fn wait_for_live_members(
     limit: Duration,
     token: Option<&str>,
 ) -> anyhow::Result<()> {
+    let clients = urls
+        .iter()
+        .map(|url| Ok((url.clone(), Client::with_token(url, token)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_for_clients(&clients, up, limit).await
+}
+
+/// Polls each client's `/v1/cluster` until it reports exactly `up` live members.
+async fn wait_for_clients(
+    clients: &[(String, Client)],
+    up: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
-    for url in urls {
-        let client = Client::with_token(url, token)?;
+    for (url, client) in clients {
         loop {
             if let Ok(live) = client.live_members().await {
                 if live.len() == up {
@@ -259,4 +305,24 @@ pub async fn wait_for_live_members(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_certificate_is_found_in_either_spelling() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(http_tls_cert(&args(&["--replicas", "2"])), None);
+        assert_eq!(
+            http_tls_cert(&args(&["--http-tls-cert=/tmp/c.pem", "--http-tls-key=k"])),
+            Some(PathBuf::from("/tmp/c.pem"))
+        );
+        assert_eq!(
+            http_tls_cert(&args(&["--http-tls-cert", "c.pem", "--http-tls-key", "k"])),
+            Some(PathBuf::from("c.pem"))
+        );
+        assert_eq!(http_tls_cert(&args(&["--http-tls-certx=c.pem"])), None);
+    }
 }

@@ -27,6 +27,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod glob;
 pub mod history;
 pub mod launcher;
 pub mod server;

@@ -13,7 +13,7 @@ compile_error!(
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
-use ringcache::client::{Client, ReadResult, Ttl, WriteOptions};
+use ringcache::client::{Client, ClusterClient, ReadResult, Ttl, WriteOptions};
 use ringcache::config::{HttpConfig, PeerConfig, RespConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
@@ -176,6 +176,15 @@ impl Target {
                 Client::with_tls(&self.url, token, &pem)?
             }
         })
+    }
+}
+
+impl Target {
+    /// A client that routes each key to a live replica, learning the ring from `--url`.
+    async fn cluster_client(&self) -> anyhow::Result<ClusterClient> {
+        ClusterClient::connect(self.client()?)
+            .await
+            .with_context(|| format!("reading the ring from {}", self.url))
     }
 }
 
@@ -569,7 +578,7 @@ async fn main() -> anyhow::Result<()> {
             up(peers, logs, serve_args, client_token).await
         }
         Commands::Get { key, target, r } => {
-            let client = target.client()?;
+            let client = target.cluster_client().await?;
             match client.get(key.as_bytes(), r.as_deref()).await? {
                 ReadResult::Found { values, context } => {
                     for v in &values {
@@ -599,7 +608,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let options = write.options(ttl);
             let context = target
-                .client()?
+                .cluster_client()
+                .await?
                 .put(key.as_bytes(), value.into_bytes(), &options)
                 .await?;
             eprintln!("ok, context: {context}");
@@ -607,7 +617,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Del { key, target, write } => {
             let options = write.options(None);
-            let context = target.client()?.delete(key.as_bytes(), &options).await?;
+            let context = target
+                .cluster_client()
+                .await?
+                .delete(key.as_bytes(), &options)
+                .await?;
             eprintln!("deleted, context: {context}");
             Ok(())
         }
@@ -698,6 +712,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let graceful = tokio::select! {
         signal = stop.wait() => signal == Stop::Leave,
         _ = leave_requested.wait_for(|leaving| *leaving) => true,
+        gave_up = peer.gossip_gave_up() => {
+            // Serving on with a view that can no longer change would make a zombie peer.
+            tracing::error!(error = %gave_up, "stopping: gossip cannot be restarted");
+            peer.shutdown().await;
+            return Err(anyhow::Error::new(gave_up).context("the peer stopped"));
+        }
     };
     if graceful {
         peer.hand_off_and_wait().await;
@@ -735,6 +755,12 @@ async fn up(
     options.show_logs = logs;
     options.serve_args = serve_args;
     options.client_token = client_token.clone();
+    // Peers serving HTTPS with a certificate of their own: the launcher trusts that one.
+    options.tls_ca = launcher::http_tls_cert(&options.serve_args);
+    let cacert = match &options.tls_ca {
+        Some(cert) => format!(" --cacert {}", cert.display()),
+        None => String::new(),
+    };
     let mut stop = StopSignal::listen()?;
     let cluster = tokio::select! {
         c = LocalCluster::start(options, count) => c?,
@@ -762,9 +788,9 @@ async fn up(
         None => String::new(),
     };
     println!("try:");
-    println!("  curl{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
-    println!("  curl{auth} -i {url}/v1/kv/hello");
-    println!("  curl{auth} -s {url}/v1/cluster");
+    println!("  curl{cacert}{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
+    println!("  curl{cacert}{auth} -i {url}/v1/kv/hello");
+    println!("  curl{cacert}{auth} -s {url}/v1/cluster");
     if let Some(resp) = cluster.peers[0].addresses.resp {
         let redis_auth = match &client_token {
             Some(_) => format!(" --user default --pass \"${TOKEN_ENV}\""),

@@ -20,8 +20,9 @@ use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
-use crate::shell::gossip::{Gossip, GossipSetup};
+use crate::shell::gossip::{Gossip, GossipError, GossipSetup};
 use crate::shell::health::Health;
+use crate::shell::pubsub::PubSub;
 use crate::shell::transport::PeerTransport;
 use anyhow::Context;
 use serde::Serialize;
@@ -40,6 +41,17 @@ pub struct PeerAddresses {
     /// The Redis protocol endpoint, when the peer serves one.
     #[serde(default)]
     pub resp: Option<SocketAddr>,
+    /// The HTTP API is served over TLS (`--http-tls-cert`): its URL is `https://`.
+    #[serde(default)]
+    pub http_tls: bool,
+}
+
+impl PeerAddresses {
+    /// The base URL of this peer's HTTP API: `https://` when it serves TLS, else `http://`.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.http_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
 }
 
 pub struct RunningPeer {
@@ -50,6 +62,7 @@ pub struct RunningPeer {
     handoff_limit_ms: u64,
     gossip: Arc<Gossip>,
     transport: PeerTransport,
+    pubsub: PubSub,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -105,6 +118,7 @@ impl RunningPeer {
                 Some(l) => Some(config.advertised("RESP", l.local_addr()?)?),
                 None => None,
             },
+            http_tls: http_server.is_tls(),
         };
 
         let identity = PeerIdentity::new(&config.secret, config.id.as_str())?;
@@ -113,7 +127,7 @@ impl RunningPeer {
             PeerTransport::start(quic_socket, &identity, config.id.clone(), inbound_tx)?;
 
         let incarnation = wall_clock_ms();
-        // Failed by any task the peer cannot live without (gossip); `/health` answers 503 then.
+        // Down while gossip restarts, failed if it gives up; `/health` answers 503 then.
         let health = Health::new();
         let gossip = Arc::new(
             Gossip::start(GossipSetup {
@@ -149,12 +163,14 @@ impl RunningPeer {
             })
             .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let pubsub = PubSub::new();
         let (driver, mut tasks) = spawn_shards(
             nodes,
             gossip.clone(),
             transport.clone(),
             inbound_rx,
             shutdown_rx.clone(),
+            pubsub.clone(),
         );
         // Peers ask each other for stats over HTTPS, trusting the certificates this one serves.
         let peer_tls = match &config.http.tls {
@@ -186,20 +202,20 @@ impl RunningPeer {
         });
         let routers = http::router(
             driver.clone(),
+            pubsub.clone(),
             config.core.max_value_bytes,
             ContextKey::new(config.secret.context_key()),
             client_token,
             health,
             peer_tls.as_deref(),
         )?;
-        let http_tls = http_server.is_tls();
         let http_task = tokio::spawn(http_server.run(
             http_listener,
             routers.app,
             routers.health_only,
             shutdown_rx,
         ));
-        tracing::info!(?addresses, http_tls, "peer started");
+        tracing::info!(?addresses, "peer started");
         Ok(RunningPeer {
             addresses,
             driver,
@@ -208,6 +224,7 @@ impl RunningPeer {
                 + 4 * config.core.request_timeout_ms,
             gossip,
             transport,
+            pubsub,
             tasks: {
                 tasks.push(http_task);
                 tasks.extend(resp_task);
@@ -219,6 +236,18 @@ impl RunningPeer {
     /// This peer's gossip: its view, its datagram counters.
     pub fn gossip(&self) -> &Gossip {
         &self.gossip
+    }
+
+    /// This peer's pub/sub hub (published messages reach every live peer's subscribers).
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
+    }
+
+    /// Resolves if gossip ended more often than its restart budget allows and was given up:
+    /// the peer's view of the cluster can no longer change, so it must stop (`serve` exits
+    /// with this error).
+    pub async fn gossip_gave_up(&self) -> GossipError {
+        self.gossip.gave_up().await
     }
 
     /// This peer's QUIC transport: its counters.
@@ -275,9 +304,7 @@ impl RunningPeer {
             let _ = task.await;
         }
         self.transport.close();
-        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
-            gossip.shutdown().await;
-        }
+        self.gossip.shutdown().await;
     }
 }
 
@@ -291,4 +318,31 @@ fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {
     let probe = std::net::UdpSocket::bind(requested)
         .with_context(|| format!("finding a free gossip port on {}", requested.ip()))?;
     Ok(probe.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_url_says_https_when_the_api_serves_tls() {
+        let mut addresses = PeerAddresses {
+            id: "A".into(),
+            gossip: "127.0.0.1:7000".parse().unwrap(),
+            peer: "127.0.0.1:7100".parse().unwrap(),
+            http: "127.0.0.1:7070".parse().unwrap(),
+            resp: None,
+            http_tls: false,
+        };
+        assert_eq!(addresses.http_url(), "http://127.0.0.1:7070");
+        addresses.http_tls = true;
+        assert_eq!(addresses.http_url(), "https://127.0.0.1:7070");
+        addresses.http = "[::1]:7070".parse().unwrap();
+        assert_eq!(addresses.http_url(), "https://[::1]:7070");
+        // A READY line from a peer that predates the field reads as plain HTTP.
+        let old = r#"{"id":"A","gossip":"127.0.0.1:7000","peer":"127.0.0.1:7100","http":"127.0.0.1:7070"}"#;
+        let parsed: PeerAddresses = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.http_url(), "http://127.0.0.1:7070");
+        assert_eq!(parsed.resp, None);
+    }
 }

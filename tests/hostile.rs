@@ -202,31 +202,163 @@ async fn a_stranger_s_gossip_datagrams_change_nothing() {
     .expect("the test finished within its time limit");
 }
 
+/// Waits until `check` holds, polling every 20 ms, or panics saying `what` after `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `observer`'s gossip sees `name` up at `generation` (any generation if `None`).
+async fn sees_up(observer: &RunningPeer, name: &str, generation: Option<u64>) -> bool {
+    let view = observer.gossip().view().await;
+    view.members
+        .get(&NodeId::from(name))
+        .is_some_and(|m| m.up && generation.is_none_or(|g| m.generation == g))
+}
+
 /// A peer whose gossip task ended (a crash in chitchat, as a crafted SynAck used to cause)
-/// must not answer `/health` with 200 while its view stays frozen.
+/// must not stay a zombie with a frozen view: `/health` answers 503 while gossip is down, a
+/// new chitchat starts on the same address at a higher generation, the other peer sees it up
+/// again and it sees the other, `/health` is 200 again, and the driver follows the restarted
+/// gossip (a third peer that joins afterwards shows in its `/v1/cluster`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_whose_gossip_ended_reports_unhealthy() {
+async fn a_peer_whose_gossip_ended_restarts_it_and_rejoins() {
     let _one = common::ONE_CLUSTER_AT_A_TIME.lock().await;
     tokio::time::timeout(LIMIT, async {
-        let peer = RunningPeer::start(PeerConfig::for_test("A", SECRET, vec![]))
+        let (a, b) = two_peers().await;
+        assert_eq!(health(&a).await.0, 200);
+        let first_generation = a.gossip().generation();
+
+        // Watch /health from before the crash, and remember every answer that was not 200.
+        let url = format!("http://{}/health", a.addresses.http);
+        let (stop_watch, mut stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut unhealthy = Vec::new();
+            while !*stopped.borrow_and_update() {
+                if let Ok(response) = http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                    if response.status() != 200 {
+                        let status = response.status().as_u16();
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        unhealthy.push((status, body));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            unhealthy
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a.gossip().abort();
+
+        eventually(
+            "gossip was not restarted",
+            Duration::from_secs(10),
+            || async { a.gossip().generation() > first_generation },
+        )
+        .await;
+        let generation = a.gossip().generation();
+        assert_eq!(a.gossip().view_stats().restarts.load(Ordering::Relaxed), 1);
+        eventually(
+            "B never saw A's new life up",
+            Duration::from_secs(30),
+            || sees_up(&b, "A", Some(generation)),
+        )
+        .await;
+        eventually("A never saw B up again", Duration::from_secs(30), || {
+            sees_up(&a, "B", None)
+        })
+        .await;
+        eventually(
+            "/health never answered 200 again",
+            Duration::from_secs(10),
+            || async { health(&a).await.0 == 200 },
+        )
+        .await;
+        stop_watch.send_replace(true);
+        let unhealthy = watcher.await.unwrap();
+        assert!(
+            !unhealthy.is_empty(),
+            "/health never answered 503 while gossip was down"
+        );
+        for (status, body) in &unhealthy {
+            assert_eq!(*status, 503, "{body}");
+            assert_eq!(body["status"], "unhealthy", "{body}");
+            assert!(
+                body["reason"].as_str().unwrap().contains("gossip"),
+                "{body}"
+            );
+        }
+
+        // The driver reads the restarted gossip: a peer that joins now reaches A's cluster view.
+        let c = RunningPeer::start(PeerConfig::for_test("C", SECRET, vec![b.addresses.gossip]))
             .await
             .unwrap();
-        assert_eq!(health(&peer).await.0, 200);
+        common::wait_for_live(&format!("http://{}", a.addresses.http), 3).await;
+        assert_eq!(health(&a).await.0, 200);
+        for peer in [c, b, a] {
+            peer.shutdown().await;
+        }
+    })
+    .await
+    .expect("the test finished within its time limit");
+}
+
+/// Gossip that keeps dying is not restarted forever: past its budget (here two restarts in a
+/// minute) the peer gives up — `/health` answers 503 for good and `gossip_gave_up` resolves,
+/// on which `serve` exits with that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_gossip_keeps_dying_gives_up() {
+    let _one = common::ONE_CLUSTER_AT_A_TIME.lock().await;
+    tokio::time::timeout(LIMIT, async {
+        let mut config = PeerConfig::for_test("A", SECRET, vec![]);
+        config.gossip.max_restarts = 2;
+        config.gossip.restart_window = Duration::from_secs(60);
+        let peer = RunningPeer::start(config).await.unwrap();
+        for restart in 1..=2u64 {
+            let generation = peer.gossip().generation();
+            peer.gossip().abort();
+            eventually(
+                "gossip was not restarted",
+                Duration::from_secs(10),
+                || async { peer.gossip().generation() > generation },
+            )
+            .await;
+            assert_eq!(
+                peer.gossip().view_stats().restarts.load(Ordering::Relaxed),
+                restart
+            );
+            eventually(
+                "/health never answered 200 again",
+                Duration::from_secs(10),
+                || async { health(&peer).await.0 == 200 },
+            )
+            .await;
+        }
+        // The third death within the minute is one too many.
+        let generation = peer.gossip().generation();
         peer.gossip().abort();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let (status, body) = loop {
-            let (status, body) = health(&peer).await;
-            if status != 200 || tokio::time::Instant::now() > deadline {
-                break (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let error = tokio::time::timeout(Duration::from_secs(10), peer.gossip_gave_up())
+            .await
+            .expect("the peer gave gossip up");
+        let message = error.to_string();
+        assert!(message.contains("not restarting"), "{message}");
+        assert_eq!(peer.gossip().generation(), generation, "no third restart");
+        let (status, body) = health(&peer).await;
         assert_eq!(status, 503, "{body}");
-        assert_eq!(body["status"], "unhealthy");
         assert!(
-            body["reason"].as_str().unwrap().contains("gossip"),
+            body["reason"].as_str().unwrap().contains("not restarting"),
             "{body}"
         );
+        // And it stays so.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(health(&peer).await.0, 503);
         peer.shutdown().await;
     })
     .await

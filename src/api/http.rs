@@ -7,12 +7,14 @@
 use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
+use crate::api::{batch, pubsub_http};
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use crate::shell::health::Health;
+use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -47,6 +49,7 @@ pub struct Routers {
 /// serves HTTPS with), the other peers are asked over HTTPS, trusting those certificates.
 pub fn router(
     driver: DriverHandle,
+    pubsub: PubSub,
     max_value_bytes: usize,
     context_key: ContextKey,
     client_token: Option<ClientToken>,
@@ -61,6 +64,7 @@ pub fn router(
     }
     let state = ApiState {
         driver,
+        pubsub,
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
         health,
@@ -80,6 +84,15 @@ pub fn router(
         .route("/v1/kv", any(kv))
         .route("/v1/local/{*key}", get(local))
         .route("/v1/leave", post(leave))
+        // A batch carries many values: its own body limit (each value is still checked).
+        .route(
+            "/v1/batch",
+            post(batch).layer(DefaultBodyLimit::max(batch::max_body_bytes(
+                max_value_bytes,
+            ))),
+        )
+        .route("/v1/publish", post(pubsub_http::publish))
+        .route("/v1/subscribe", get(pubsub_http::subscribe))
         .route("/v1/local", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
@@ -104,6 +117,7 @@ async fn too_many_connections() -> Response {
 #[derive(Clone)]
 struct ApiState {
     driver: DriverHandle,
+    pubsub: PubSub,
     context_key: Arc<ContextKey>,
     /// Sent to the other peers when summing the cluster's stats.
     client_token: Option<ClientToken>,
@@ -113,6 +127,12 @@ struct ApiState {
     peers: reqwest::Client,
     /// `http`, or `https` when this peer (and so every peer) serves TLS.
     peer_scheme: &'static str,
+}
+
+impl FromRef<ApiState> for PubSub {
+    fn from_ref(state: &ApiState) -> PubSub {
+        state.pubsub.clone()
+    }
 }
 
 impl FromRef<ApiState> for DriverHandle {
@@ -320,12 +340,77 @@ async fn kv(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let get_and_set = method == Method::PUT && query.contains_key("return");
+    if get_and_set && query.get("return").map(String::as_str) != Some("old") {
+        return ApiError::bad_request("return takes one value: ?return=old").into_response();
+    }
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
+        Ok(request) if get_and_set => get_and_set_response(&state, request, &query).await,
         Ok(request) => {
             let reply = state.driver.request(request).await;
             reply_response(reply, &state.context_key)
         }
         Err(error) => error.into_response(),
+    }
+}
+
+/// `PUT …?return=old`: reads the key (quorum `r`), writes the new value replacing what the
+/// read saw (or what the request's context names), and answers the old value: 200 with it,
+/// 300 with the siblings it replaced, or 404 when there was none. `X-Causal-Context` covers
+/// the new write. The read and the write are two quorum operations, not one atomic step: a
+/// write that lands between them stays beside the new value as a sibling, never lost.
+async fn get_and_set_response(
+    state: &ApiState,
+    request: ClientRequest,
+    query: &HashMap<String, String>,
+) -> Response {
+    let ClientRequest::Write(mut write) = request else {
+        return ApiError::bad_request("return=old goes with PUT").into_response();
+    };
+    let r = match query.get("r").map(|v| v.parse::<Quorum>()) {
+        None => Quorum::Quorum,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let old = state
+        .driver
+        .request(ClientRequest::Get {
+            key: write.key.clone(),
+            r,
+        })
+        .await;
+    let read_context = match &old {
+        ClientReply::Found { context, .. } | ClientReply::NotFound { context } => context.clone(),
+        _ => return reply_response(old, &state.context_key),
+    };
+    if write.context.is_none() {
+        write.context = Some(read_context);
+    }
+    let written = state.driver.request(ClientRequest::Write(write)).await;
+    let ClientReply::Written { context } = written else {
+        return reply_response(written, &state.context_key);
+    };
+    // The old value's response, carrying the new write's context.
+    let mut response = match old {
+        ClientReply::NotFound { .. } => error_response(StatusCode::NOT_FOUND, "no old value"),
+        found => reply_response(found, &state.context_key),
+    };
+    set_header(
+        &mut response,
+        causal_context::HEADER,
+        &causal_context::encode(&context, &state.context_key),
+    );
+    response
+}
+
+/// `POST /v1/batch`: see [`batch`].
+async fn batch(
+    State(state): State<ApiState>,
+    Json(request): Json<batch::BatchRequest>,
+) -> Response {
+    match batch::run(&state.driver, &state.context_key, request).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -382,7 +467,8 @@ fn kv_request(
         }
     };
     match method {
-        Method::GET => Ok(ClientRequest::Get {
+        // HEAD answers like GET without the body: whether the key exists, and its context.
+        Method::GET | Method::HEAD => Ok(ClientRequest::Get {
             key,
             r: quorum("r")?,
         }),
@@ -430,7 +516,7 @@ fn kv_request(
         }
         _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
+            "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
         )),
     }
 }
@@ -536,8 +622,22 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
     }
 }
 
+/// The status a failed request answers with (also each failed operation of a batch).
+pub(crate) fn request_error_status(error: &RequestError) -> StatusCode {
+    request_error_parts(error).0
+}
+
 fn request_error_response(error: &RequestError) -> Response {
-    let (status, extra) = match error {
+    let (status, extra) = request_error_parts(error);
+    let mut body = json!({"error": error.to_string()});
+    if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    (status, Json(body)).into_response()
+}
+
+fn request_error_parts(error: &RequestError) -> (StatusCode, serde_json::Value) {
+    match error {
         RequestError::Unavailable { needed, got } | RequestError::Timeout { needed, got } => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"needed": needed, "got": got}),
@@ -575,12 +675,7 @@ fn request_error_response(error: &RequestError) -> Response {
             StatusCode::INSUFFICIENT_STORAGE,
             json!({"needed_bytes": needed, "used_bytes": used, "limit_bytes": limit}),
         ),
-    };
-    let mut body = json!({"error": error.to_string()});
-    if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        obj.extend(extra.clone());
     }
-    (status, Json(body)).into_response()
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

@@ -1,8 +1,10 @@
 //! Client-facing protocols: HTTP ([`http`]) and the Redis protocol ([`resp`]).
 pub mod auth;
+pub mod batch;
 pub mod causal_context;
 pub mod conn_guard;
 pub mod http;
 pub mod http_server;
 pub mod keys;
+pub mod pubsub_http;
 pub mod resp;

@@ -1,5 +1,6 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
+use crate::api::batch::{BatchOp, BatchRequest, BatchResponse, BatchResult};
 use crate::api::http::{LocalStateBody, SiblingsBody, StatsBody, TTL_HEADER};
 use crate::api::{causal_context, keys};
 use base64::Engine;
@@ -283,6 +284,33 @@ impl Client {
             .await?;
         expect_success(response).await?;
         Ok(())
+    }
+
+    /// The peer this client talks to, as given (`http://127.0.0.1:7070`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A client for another peer at `base`, sharing this one's connection pool, token and
+    /// trusted certificates.
+    pub fn for_peer(&self, base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Runs a batch of operations on this peer (`POST /v1/batch`): one result per operation,
+    /// in order.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/batch", self.base))
+            .json(&BatchRequest { ops })
+            .send()
+            .await?;
+        let body: BatchResponse = expect_success(response).await?.json().await?;
+        Ok(body.results)
     }
 
     pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {

@@ -1,7 +1,10 @@
-//! A Rust client for the HTTP API, used by the CLI and the integration tests.
+//! Rust clients for the HTTP API, used by the CLI and the integration tests: [`Client`] talks
+//! to one peer; [`ClusterClient`] knows the ring and sends each key to a live replica.
 //!
 //! It speaks only the documented wire contract (`docs/http.md`), so it doubles as a check that
 //! the contract is what the server does.
 
+mod cluster_client;
 mod http_client;
+pub use cluster_client::{ClusterClient, REFRESH_EVERY};
 pub use http_client::{Client, ClientError, ReadResult, Ttl, WriteOptions};

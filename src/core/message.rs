@@ -108,6 +108,17 @@ pub enum PeerMessage {
     HintRefused {
         req: u64,
     },
+    /// Pub/sub: a message a client published on the sender, for this peer's subscribers. The
+    /// shell hands it to its pub/sub hub (`shell::pubsub`); no core ever sees it, and it is
+    /// never forwarded further.
+    /// `stream` names the sender's run and `seq` numbers its messages to this peer, so the
+    /// receiver can hand them to subscribers in the order they were published.
+    Publish {
+        stream: u64,
+        seq: u64,
+        channel: Vec<u8>,
+        payload: Vec<u8>,
+    },
 }
 
 /// A state of one key, as anti-entropy ships it.
@@ -202,6 +213,8 @@ impl PeerMessage {
             | PeerMessage::CoordinateReply { req, .. }
             | PeerMessage::HintAck { req }
             | PeerMessage::HintRefused { req } => (*req % shards.max(1) as u64) as u32,
+            // Never dealt to a shard: the router gives it to the pub/sub hub.
+            PeerMessage::Publish { .. } => 0,
         }
     }
 
@@ -224,6 +237,7 @@ impl PeerMessage {
             | PeerMessage::HintDeliver { req, .. }
             | PeerMessage::HintAck { req }
             | PeerMessage::HintRefused { req } => *req,
+            PeerMessage::Publish { .. } => 0,
         }
     }
 }

@@ -442,6 +442,8 @@ impl Node {
             }
             PeerMessage::HintAck { req } => self.on_hint_answer(&from, req, true),
             PeerMessage::HintRefused { req } => self.on_hint_answer(&from, req, false),
+            // Pub/sub lives in the shell; a core handed one has nothing to do with it.
+            PeerMessage::Publish { .. } => {}
         }
     }
 

@@ -15,6 +15,7 @@ use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
+use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -97,6 +98,9 @@ pub struct Status {
     pub id: NodeId,
     pub replicas: usize,
     pub partitions: u32,
+    /// Virtual nodes per peer: with `partitions`, `replicas` and the members, what a client
+    /// needs to place keys on the ring itself (`client::ClusterClient`).
+    pub vnodes: u32,
     pub keys: usize,
     /// Reads, store and repair counters for `GET /v1/stats`.
     pub stats: NodeStats,
@@ -263,12 +267,16 @@ impl DriverHandle {
 }
 
 /// Starts one driver per node (shard) and the router that deals inbound messages to them.
+///
+/// Pub/sub messages from other peers skip the shards: the router hands them to `pubsub`, and
+/// a fan-out task carries what is published here to the other live peers.
 pub fn spawn_shards(
     nodes: Vec<Node>,
     gossip: Arc<Gossip>,
     transport: PeerTransport,
     mut inbound: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
+    pubsub: PubSub,
 ) -> (DriverHandle, Vec<tokio::task::JoinHandle<()>>) {
     let partitions = nodes.first().map(|n| n.config().partitions).unwrap_or(1);
     let count = nodes.len() as u32;
@@ -303,6 +311,9 @@ pub fn spawn_shards(
             }
         }
     }));
+    if let Some(first) = nodes.first() {
+        tasks.push(pubsub.start_fan_out(first.id().clone(), transport.clone(), view_rx.clone()));
+    }
     for node in nodes {
         let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
         let (commands, task) = Driver::spawn(
@@ -322,6 +333,10 @@ pub fn spawn_shards(
             tokio::select! {
                 received = inbound.recv() => {
                     let Some((from, message)) = received else { break };
+                    if let PeerMessage::Publish { stream, seq, channel, payload } = message {
+                        pubsub.deliver_from_peer(&from, (stream, seq), channel, payload);
+                        continue;
+                    }
                     let shard = message.shard(partitions, count) as usize;
                     if inboxes[shard].send((from, message)).await.is_err() {
                         break;
@@ -496,6 +511,7 @@ impl Driver {
             id: self.node.id().clone(),
             replicas: config.replicas,
             partitions: config.partitions,
+            vnodes: config.vnodes,
             keys: self.node.store().len(),
             stats: self.node.stats(),
             members: self.view.clone(),

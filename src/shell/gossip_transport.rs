@@ -224,7 +224,8 @@ fn is_transient(err: &io::Error) -> bool {
     )
 }
 
-fn wall_clock_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -8,9 +8,9 @@
 
 use crate::api::resp::args::{self, is};
 use crate::api::resp::frame::Frame;
-use crate::api::resp::glob::glob_match;
 use crate::api::resp::keyspace::{Expired, Read, Ttl};
 use crate::api::resp::session::Session;
+use crate::glob::glob_match;
 use crate::shell::driver::wall_clock_ms;
 use bytes::Bytes;
 use futures_util::future::join_all;

@@ -15,13 +15,12 @@
 //!   lists every command with its arity.
 //! - [`keyspace`]: reads and writes through the quorum core, siblings and errors.
 //! - [`conn_commands`], [`server_commands`], [`string_commands`], [`key_commands`],
-//!   [`ringcache_commands`]: the commands, by family; [`args`] and [`glob`] help them.
+//!   [`ringcache_commands`]: the commands, by family; [`args`] helps them read arguments.
 pub mod args;
 pub mod command_table;
 pub mod conn_commands;
 pub mod connection;
 pub mod frame;
-pub mod glob;
 pub mod key_commands;
 pub mod keyspace;
 pub mod request;

@@ -62,6 +62,7 @@ impl Node {
             return out.replies.push((client, ClientReply::Failed(error)));
         };
         let req = self.requests.fresh();
+        self.counters.writes_forwarded += 1;
         out.messages.push(Outgoing {
             to: target,
             message: PeerMessage::Coordinate { req, write },

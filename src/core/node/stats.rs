@@ -64,6 +64,10 @@ pub struct NodeStats {
     /// Hints given up because their owner's full store refused them.
     #[serde(default)]
     pub hints_refused: u64,
+    /// Client writes this peer forwarded to a replica because it is not one of the key's
+    /// replicas (the hop a ring-aware client saves).
+    #[serde(default)]
+    pub writes_forwarded: u64,
 }
 
 impl NodeStats {
@@ -102,6 +106,7 @@ impl NodeStats {
         self.hints_delivered += other.hints_delivered;
         self.hints_dropped += other.hints_dropped;
         self.hints_refused += other.hints_refused;
+        self.writes_forwarded += other.writes_forwarded;
     }
 }
 
@@ -119,6 +124,8 @@ pub(super) struct Counters {
     pub(super) largest_sibling_set: u64,
     /// Writes refused by the sibling or state-size cap.
     pub(super) refused_by_sibling_cap: u64,
+    /// Client writes forwarded to a replica to coordinate.
+    pub(super) writes_forwarded: u64,
 }
 
 impl Counters {
@@ -169,6 +176,7 @@ impl Node {
             hints_delivered: self.hints.counters.delivered,
             hints_dropped: self.hints.counters.dropped,
             hints_refused: self.hints.counters.refused,
+            writes_forwarded: self.counters.writes_forwarded,
         }
     }
 

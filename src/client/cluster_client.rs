@@ -1,0 +1,319 @@
+//! [`ClusterClient`]: a client that knows the ring, so each request goes straight to a live
+//! replica of its key.
+//!
+//! Why: any peer coordinates any request, but a peer that is not one of the key's replicas
+//! must forward the write (one more hop) and fetch every copy of a read from elsewhere. A client
+//! that places keys itself — the same SHA-1 ring, built from the members, partitions, virtual
+//! nodes and replication factor any peer reports at `GET /v1/cluster` — saves that hop, and
+//! splits a many-key request into one batch per peer, sent side by side.
+//!
+//! Promises:
+//! - Routing is only an optimisation: a stale ring sends a request to a peer that still
+//!   coordinates it correctly, so answers never depend on the client's view being current.
+//! - The view is refreshed every [`REFRESH_EVERY`] and at once after a routing failure.
+//! - A request is retried on the next candidate peer only when it is known not to have
+//!   happened: the connection was refused (nothing was sent), or the peer answered `503` at once
+//!   because too few replicas were reachable (it wrote nothing). A timeout is never retried
+//!   for a write: it may have been applied.
+//! - One connection pool serves every peer (the seed client's: same token, same trusted
+//!   certificates).
+
+// A client is outside the deterministic core: it reads the clock to age its view.
+#![allow(clippy::disallowed_methods)]
+
+use crate::api::batch::{BatchOp, BatchResult};
+use crate::client::http_client::{Client, ClientError, ReadResult, WriteOptions};
+use crate::core::ring::{Ring, RingParams};
+use crate::core::types::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the ring is fetched again without a failure prompting it.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// The ring as one peer described it, with a client per live peer.
+struct Topology {
+    ring: Ring,
+    /// Live peers (up, not leaving) by name, each with a client at its HTTP address.
+    live: BTreeMap<NodeId, Client>,
+    fetched_at: Instant,
+}
+
+/// A client routing each key to a live replica (see the module comment).
+pub struct ClusterClient {
+    seed: Client,
+    topology: Mutex<Option<Topology>>,
+}
+
+impl ClusterClient {
+    /// Fetches the ring through `seed` (any peer) and returns a client ready to route.
+    pub async fn connect(seed: Client) -> Result<ClusterClient, ClientError> {
+        let client = ClusterClient {
+            seed,
+            topology: Mutex::new(None),
+        };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// Fetches the ring again: from the seed, or from any live peer when the seed is down.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        let mut sources = vec![self.seed.clone()];
+        sources.extend(self.live_clients());
+        let mut last_error = None;
+        for source in sources {
+            match source.cluster().await {
+                Ok(status) => {
+                    let topology = self.topology_from(&status)?;
+                    *self.topology.lock().expect("topology lock") = Some(topology);
+                    return Ok(());
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Protocol("no peer to ask".into())))
+    }
+
+    fn live_clients(&self) -> Vec<Client> {
+        self.topology
+            .lock()
+            .expect("topology lock")
+            .as_ref()
+            .map(|t| t.live.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Builds the ring from a `GET /v1/cluster` body.
+    fn topology_from(&self, status: &serde_json::Value) -> Result<Topology, ClientError> {
+        let bad = |what: &str| ClientError::Protocol(format!("/v1/cluster: {what}"));
+        let number = |name: &str| {
+            status[name]
+                .as_u64()
+                .ok_or_else(|| bad(&format!("no {name}")))
+        };
+        let params = RingParams {
+            partitions: number("partitions")? as u32,
+            vnodes: number("vnodes")? as u32,
+            replicas: number("replicas")? as usize,
+        };
+        let members = status["members"]["members"]
+            .as_object()
+            .ok_or_else(|| bad("no members"))?;
+        // The scheme the seed was reached with (http or https) is every peer's.
+        let scheme = self.seed.base().split("://").next().unwrap_or("http");
+        let mut on_ring = BTreeSet::new();
+        let mut live = BTreeMap::new();
+        for (name, info) in members {
+            let id = NodeId::from(name.as_str());
+            if info["leaving"].as_bool() == Some(true) {
+                continue; // off the ring, as every peer's core sees it
+            }
+            on_ring.insert(id.clone());
+            let addr = info["http_addr"].as_str();
+            if let (Some(true), Some(addr)) = (info["up"].as_bool(), addr) {
+                live.insert(id, self.seed.for_peer(&format!("{scheme}://{addr}")));
+            }
+        }
+        let ring = Ring::new(params, on_ring).map_err(|e| bad(&e.to_string()))?;
+        Ok(Topology {
+            ring,
+            live,
+            fetched_at: Instant::now(),
+        })
+    }
+
+    async fn refresh_if_old(&self) {
+        let old = self
+            .topology
+            .lock()
+            .expect("topology lock")
+            .as_ref()
+            .is_none_or(|t| t.fetched_at.elapsed() >= REFRESH_EVERY);
+        if old {
+            // A failed refresh keeps the old view: routing stays correct, only less direct.
+            let _ = self.refresh().await;
+        }
+    }
+
+    /// Where to send a request about `key`, best first: its live replicas in ring order, then
+    /// the other live peers (any peer can coordinate), then the seed.
+    pub fn candidates(&self, key: &[u8]) -> Vec<Client> {
+        let guard = self.topology.lock().expect("topology lock");
+        let mut out = Vec::new();
+        if let Some(t) = guard.as_ref() {
+            let replicas = t.ring.replicas_of(key);
+            out.extend(replicas.iter().filter_map(|r| t.live.get(r).cloned()));
+            out.extend(
+                t.live
+                    .iter()
+                    .filter(|(id, _)| !replicas.contains(id))
+                    .map(|(_, c)| c.clone()),
+            );
+        }
+        if out.is_empty() {
+            out.push(self.seed.clone());
+        }
+        out
+    }
+
+    /// The peer a request about `key` goes to first.
+    pub fn route(&self, key: &[u8]) -> Client {
+        self.candidates(key)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.seed.clone())
+    }
+
+    /// Runs `call` on the key's best peer, moving to the next only when the request is known
+    /// not to have happened there (`may_retry`).
+    async fn with_routing<T, F, Fut>(
+        &self,
+        key: &[u8],
+        may_retry: fn(&ClientError) -> bool,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        self.refresh_if_old().await;
+        let candidates = self.candidates(key);
+        let mut last = None;
+        for (n, peer) in candidates.into_iter().enumerate() {
+            match call(peer).await {
+                Err(e) if may_retry(&e) && n < 2 => {
+                    // The view may be stale: refresh before trying the next peer.
+                    let _ = self.refresh().await;
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Protocol("no peer to ask".into())))
+    }
+
+    pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
+        self.with_routing(key, safe_to_retry_read, |peer| async move {
+            peer.get(key, r).await
+        })
+        .await
+    }
+
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        options: &WriteOptions,
+    ) -> Result<String, ClientError> {
+        self.with_routing(key, safe_to_retry_write, |peer| {
+            let value = value.clone();
+            async move { peer.put(key, value, options).await }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
+        self.with_routing(key, safe_to_retry_write, |peer| async move {
+            peer.delete(key, options).await
+        })
+        .await
+    }
+
+    /// Reads many keys: one batch per peer (each key to a live replica), sent side by side;
+    /// results in the order of `keys`.
+    pub async fn get_many(
+        &self,
+        keys: &[Vec<u8>],
+        r: Option<&str>,
+    ) -> Result<Vec<BatchResult>, ClientError> {
+        let ops = keys
+            .iter()
+            .map(|k| BatchOp {
+                op: "get".into(),
+                key_base64: Some(base64_of(k)),
+                r: r.map(str::to_string),
+                ..BatchOp::default()
+            })
+            .collect();
+        self.batch_by_peer(keys, ops).await
+    }
+
+    /// Writes many keys: one batch per peer, side by side; results in the order given.
+    pub async fn put_many(
+        &self,
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+        options: &WriteOptions,
+    ) -> Result<Vec<BatchResult>, ClientError> {
+        let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
+        let ops = items
+            .into_iter()
+            .map(|(k, v)| BatchOp {
+                op: "put".into(),
+                key_base64: Some(base64_of(&k)),
+                value_base64: Some(base64_of(&v)),
+                w: options.w.clone(),
+                ttl: options.ttl_secs,
+                context: options.context.clone(),
+                overwrite: options.overwrite,
+                ..BatchOp::default()
+            })
+            .collect();
+        self.batch_by_peer(&keys, ops).await
+    }
+
+    async fn batch_by_peer(
+        &self,
+        keys: &[Vec<u8>],
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>, ClientError> {
+        self.refresh_if_old().await;
+        // Group the operations by the peer each key goes to, remembering their places.
+        let mut groups: BTreeMap<String, (Client, Vec<usize>, Vec<BatchOp>)> = BTreeMap::new();
+        for (i, (key, op)) in keys.iter().zip(ops).enumerate() {
+            let peer = self.route(key);
+            let group = groups
+                .entry(peer.base().to_string())
+                .or_insert_with(|| (peer, Vec::new(), Vec::new()));
+            group.1.push(i);
+            group.2.push(op);
+        }
+        let sent = groups
+            .into_values()
+            .map(|(peer, places, ops)| async move { (places, peer.batch(ops).await) });
+        let mut results: Vec<Option<BatchResult>> = (0..keys.len()).map(|_| None).collect();
+        for (places, answer) in futures_util::future::join_all(sent).await {
+            for (place, result) in places.into_iter().zip(answer?) {
+                results[place] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| ClientError::Protocol("a batch answered too few".into())))
+            .collect()
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A read can be asked again anywhere unless the request itself was bad.
+fn safe_to_retry_read(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport(_) => true,
+        ClientError::Status { status, .. } => *status == 503,
+        ClientError::Protocol(_) => false,
+    }
+}
+
+/// A write is asked again only when it cannot have happened: nothing reached the peer, or the
+/// peer refused at once for lack of replicas (its body says "not enough replicas").
+fn safe_to_retry_write(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport(t) => t.is_connect(),
+        ClientError::Status { status: 503, body } => body.contains("not enough replicas"),
+        _ => false,
+    }
+}
