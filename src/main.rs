@@ -80,6 +80,10 @@ enum Commands {
         /// Read quorum: one, quorum, all or a number.
         #[arg(long)]
         r: Option<String>,
+        /// A causal context from an earlier read or write of the key: a session read, never
+        /// answering older than it (read-your-writes at any --r).
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Write a key.
     Put {
@@ -577,9 +581,24 @@ async fn main() -> anyhow::Result<()> {
             });
             up(peers, logs, serve_args, client_token).await
         }
-        Commands::Get { key, target, r } => {
+        Commands::Get {
+            key,
+            target,
+            r,
+            context,
+        } => {
             let client = target.cluster_client().await?;
-            match client.get(key.as_bytes(), r.as_deref()).await? {
+            let read = match &context {
+                // One process, one read: the context comes from the command line.
+                Some(context) => {
+                    client
+                        .route(key.as_bytes())
+                        .session_get(key.as_bytes(), r.as_deref(), Some(context))
+                        .await?
+                }
+                None => client.get(key.as_bytes(), r.as_deref()).await?,
+            };
+            match read {
                 ReadResult::Found { values, context } => {
                     for v in &values {
                         println!("{}", String::from_utf8_lossy(v));

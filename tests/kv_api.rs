@@ -50,6 +50,23 @@ async fn head_tells_whether_a_key_exists_and_return_old_gets_and_sets() {
         let got = http.get(kv("k") + "?r=all").send().await.unwrap();
         assert_eq!(got.status(), 200);
         assert_eq!(got.text().await.unwrap(), "two");
+        // A read carrying a context is a session read: it answers (never older than it).
+        let token = got_context(&http, &kv("k")).await;
+        let session = http
+            .get(kv("k") + "?r=one")
+            .header("x-causal-context", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(session.status(), 200);
+        assert_eq!(session.text().await.unwrap(), "two");
+        let forged = http
+            .get(kv("k") + "?r=one")
+            .header("x-causal-context", "not-a-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 400);
         let bad = http
             .put(kv("k") + "?return=new")
             .body("x")
@@ -60,6 +77,14 @@ async fn head_tells_whether_a_key_exists_and_return_old_gets_and_sets() {
         cluster
     })
     .await;
+}
+
+async fn got_context(http: &reqwest::Client, url: &str) -> String {
+    let got = http.get(url).send().await.unwrap();
+    got.headers()["x-causal-context"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn op(kind: &str, key: &str) -> BatchOp {

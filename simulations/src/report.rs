@@ -21,6 +21,7 @@ pub struct Summary {
     pub writes_excused: BTreeMap<&'static str, usize>,
     pub resurrections_excused: usize,
     pub ryw_strict_checked: usize,
+    pub monotonic_checked: usize,
     pub ryw_weak_checked: usize,
     pub ryw_weak_misses: usize,
     pub false_siblings_after_pruning: usize,
@@ -73,6 +74,7 @@ impl Summary {
         }
         self.resurrections_excused += r.check.resurrections_excused;
         self.ryw_strict_checked += r.check.ryw_strict_checked;
+        self.monotonic_checked += r.check.monotonic_checked;
         self.ryw_weak_checked += r.check.ryw_weak_checked;
         self.ryw_weak_misses += r.check.ryw_weak_misses;
         self.false_siblings_after_pruning += r.check.false_siblings_after_pruning;
@@ -122,8 +124,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "read-your-writes: {} checked strictly; {} unguaranteed pairs (R+W<=N or a crash/ring change between) of which {} missed",
-            self.ryw_strict_checked, self.ryw_weak_checked, self.ryw_weak_misses
+            "read-your-writes: {} checked strictly; {} unguaranteed pairs (R+W<=N without a session context, or a crash/ring change between) of which {} missed; monotonic reads: {} session read pairs checked",
+            self.ryw_strict_checked, self.ryw_weak_checked, self.ryw_weak_misses, self.monotonic_checked
         );
         let _ = writeln!(
             out,

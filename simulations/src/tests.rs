@@ -212,6 +212,17 @@ fn the_checker_catches_an_overwrite_that_replaces_writes_its_coordinator_never_s
     );
 }
 
+// Session guarantees: a read carrying a context never answers older than it.
+
+#[test]
+fn the_checker_catches_session_reads_that_ignore_their_context() {
+    let seed = caught_within(PlantedBug::SessionIgnored, 100);
+    assert!(
+        seed.is_some(),
+        "session reads answering after R whatever their context went unnoticed for 100 seeds"
+    );
+}
+
 // Hinted handoff: a hinted write is never lost while its holder keeps its memory.
 
 #[test]

@@ -871,7 +871,11 @@ impl<'s> World<'s> {
             }
         };
         let client = &self.clients[c];
-        let context_in = if kind.is_write() && (client.session || self.work.chance(2_000)) {
+        // Session clients send the context they last saw with every write and read (a read
+        // with one is a session read); the others, with a fifth of their writes.
+        let context_in = if (kind.is_write() && (client.session || self.work.chance(2_000)))
+            || (!kind.is_write() && client.session)
+        {
             client.contexts.get(&key).cloned()
         } else {
             None
@@ -920,7 +924,12 @@ impl<'s> World<'s> {
         }
         let sloppy = Some(self.sloppy.chance(s.mix.sloppy_per_10k));
         let request = match kind {
-            OpKind::Get { r } => ClientRequest::Get { key, r },
+            // A session client's read carries the context it last saw: a session read.
+            OpKind::Get { r } => ClientRequest::Get {
+                key,
+                r,
+                session: context_in,
+            },
             OpKind::Put {
                 value,
                 ttl_ms,

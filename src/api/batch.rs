@@ -167,9 +167,11 @@ fn to_request(op: BatchOp, context_key: &ContextKey) -> Result<ClientRequest, St
         }))
     };
     match op.op.as_str() {
+        // A get with a context is a session read, as over `GET /v1/kv`.
         "get" => Ok(ClientRequest::Get {
             key: key.clone(),
             r: quorum(op.r)?,
+            session: context,
         }),
         "put" => {
             let value =

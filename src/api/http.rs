@@ -377,6 +377,7 @@ async fn get_and_set_response(
         .request(ClientRequest::Get {
             key: write.key.clone(),
             r,
+            session: None,
         })
         .await;
     let read_context = match &old {
@@ -468,9 +469,11 @@ fn kv_request(
     };
     match method {
         // HEAD answers like GET without the body: whether the key exists, and its context.
+        // With a context, a session read: never older than what the context saw.
         Method::GET | Method::HEAD => Ok(ClientRequest::Get {
             key,
             r: quorum("r")?,
+            session: context,
         }),
         Method::PUT => {
             let ttl_ms = query.get("ttl").map(|v| ttl_ms(v)).transpose()?;
@@ -643,6 +646,10 @@ fn request_error_parts(error: &RequestError) -> (StatusCode, serde_json::Value) 
             json!({"needed": needed, "got": got}),
         ),
         RequestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, json!({})),
+        RequestError::SessionBehind => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"session_behind": true}),
+        ),
         RequestError::ValueTooLarge { size, limit } => (
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"size": size, "limit": limit}),

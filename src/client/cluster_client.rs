@@ -40,10 +40,42 @@ struct Topology {
     fetched_at: Instant,
 }
 
-/// A client routing each key to a live replica (see the module comment).
+/// Keys whose session context a client remembers; past this, the oldest are forgotten (a
+/// forgotten key's next read is a plain one).
+pub const SESSION_KEYS: usize = 100_000;
+
+/// The causal context this client last saw per key, for session reads.
+#[derive(Default)]
+struct Session {
+    contexts: std::collections::HashMap<Vec<u8>, String>,
+    order: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Session {
+    fn remember(&mut self, key: &[u8], context: &str) {
+        if self
+            .contexts
+            .insert(key.to_vec(), context.to_string())
+            .is_none()
+        {
+            self.order.push_back(key.to_vec());
+            if self.order.len() > SESSION_KEYS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.contexts.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+/// A client routing each key to a live replica (see the module comment). By default it is a
+/// session: it remembers the context of every key it read or wrote and sends it with the next
+/// read of that key, so it always reads its own writes and never reads older than it read
+/// before, at any R ([`ClusterClient::without_session`] turns this off).
 pub struct ClusterClient {
     seed: Client,
     topology: Mutex<Option<Topology>>,
+    session: Option<Mutex<Session>>,
 }
 
 impl ClusterClient {
@@ -52,9 +84,27 @@ impl ClusterClient {
         let client = ClusterClient {
             seed,
             topology: Mutex::new(None),
+            session: Some(Mutex::new(Session::default())),
         };
         client.refresh().await?;
         Ok(client)
+    }
+
+    /// Stops keeping session contexts: every read is a plain quorum read.
+    pub fn without_session(mut self) -> ClusterClient {
+        self.session = None;
+        self
+    }
+
+    fn session_context(&self, key: &[u8]) -> Option<String> {
+        let session = self.session.as_ref()?.lock().expect("session lock");
+        session.contexts.get(key).cloned()
+    }
+
+    fn remember(&self, key: &[u8], context: Option<&str>) {
+        if let (Some(session), Some(context)) = (&self.session, context) {
+            session.lock().expect("session lock").remember(key, context);
+        }
     }
 
     /// Fetches the ring again: from the seed, or from any live peer when the seed is down.
@@ -194,10 +244,15 @@ impl ClusterClient {
     }
 
     pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
-        self.with_routing(key, safe_to_retry_read, |peer| async move {
-            peer.get(key, r).await
-        })
-        .await
+        let context = self.session_context(key);
+        let result = self
+            .with_routing(key, safe_to_retry_read, |peer| {
+                let context = context.clone();
+                async move { peer.session_get(key, r, context.as_deref()).await }
+            })
+            .await?;
+        self.remember(key, result.context());
+        Ok(result)
     }
 
     pub async fn put(
@@ -206,18 +261,24 @@ impl ClusterClient {
         value: Vec<u8>,
         options: &WriteOptions,
     ) -> Result<String, ClientError> {
-        self.with_routing(key, safe_to_retry_write, |peer| {
-            let value = value.clone();
-            async move { peer.put(key, value, options).await }
-        })
-        .await
+        let context = self
+            .with_routing(key, safe_to_retry_write, |peer| {
+                let value = value.clone();
+                async move { peer.put(key, value, options).await }
+            })
+            .await?;
+        self.remember(key, Some(&context));
+        Ok(context)
     }
 
     pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
-        self.with_routing(key, safe_to_retry_write, |peer| async move {
-            peer.delete(key, options).await
-        })
-        .await
+        let context = self
+            .with_routing(key, safe_to_retry_write, |peer| async move {
+                peer.delete(key, options).await
+            })
+            .await?;
+        self.remember(key, Some(&context));
+        Ok(context)
     }
 
     /// Reads many keys: one batch per peer (each key to a live replica), sent side by side;

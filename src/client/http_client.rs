@@ -161,9 +161,24 @@ impl Client {
     }
 
     pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
+        self.session_get(key, r, None).await
+    }
+
+    /// A read that, given the `context` this client last saw for the key, never answers
+    /// older than it (read-your-writes and monotonic reads at any `r`): the peer waits for a
+    /// replica that covers it, or answers 503 if none can in time.
+    pub async fn session_get(
+        &self,
+        key: &[u8],
+        r: Option<&str>,
+        context: Option<&str>,
+    ) -> Result<ReadResult, ClientError> {
         let mut req = self.key_request(reqwest::Method::GET, "/v1/kv", key);
         if let Some(r) = r {
             req = req.query(&[("r", r)]);
+        }
+        if let Some(context) = context {
+            req = req.header(causal_context::HEADER, context);
         }
         let response = req.send().await?;
         let context = header(&response, causal_context::HEADER);

@@ -58,6 +58,7 @@ use collection::Collection;
 use forward::RecentForwards;
 use handoff::Handoff;
 use hints::Hints;
+use read::ReadSpec;
 use requests::{first_request_number, Flight, Requests, Waiter};
 use stats::Counters;
 use write::WriteLog;
@@ -297,8 +298,9 @@ impl Node {
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
         match input {
             Input::Client { id, request } => match request {
-                ClientRequest::Get { key, r } => {
-                    self.start_read(now, Waiter::Client(id), None, key, r, out)
+                ClientRequest::Get { key, r, session } => {
+                    let read = ReadSpec { key, r, session };
+                    self.start_read(now, Waiter::Client(id), None, read, out)
                 }
                 ClientRequest::Write(write) => {
                     self.start_write(now, Waiter::Client(id), write, out)

@@ -48,10 +48,12 @@ pub enum PlantedBug {
     /// also covers each actor's next counter: a concurrent write the coordinator never saw is
     /// dropped when the states merge.
     OverwriteCoversNextDot,
+    /// A session read answers after R replicas like any other, whatever its context.
+    SessionIgnored,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 13] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -65,6 +67,7 @@ impl PlantedBug {
         PlantedBug::HintDroppedBeforeAck,
         PlantedBug::HintAckWithoutStoring,
         PlantedBug::OverwriteCoversNextDot,
+        PlantedBug::SessionIgnored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl PlantedBug {
             PlantedBug::HintDroppedBeforeAck => "hint-dropped-before-ack",
             PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
             PlantedBug::OverwriteCoversNextDot => "overwrite-covers-next-dot",
+            PlantedBug::SessionIgnored => "session-ignored",
         }
     }
 }

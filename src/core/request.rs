@@ -14,6 +14,12 @@ pub enum ClientRequest {
     Get {
         key: Vec<u8>,
         r: Quorum,
+        /// A session read: the causal context the client last saw for the key (read or
+        /// written). The answer never covers less: the coordinator waits past R for a replica
+        /// that covers it, and fails with [`RequestError::SessionBehind`] if none does in time.
+        /// Read-your-writes and monotonic reads at any R.
+        #[serde(default)]
+        session: Option<VersionVector>,
     },
     /// A write of a value, or (with `Payload::Tombstone`) a delete.
     Write(WriteRequest),
@@ -124,6 +130,9 @@ pub enum RequestError {
     /// A blind write would give the key more concurrent values than the cap allows.
     #[error("the key would have {siblings} concurrent values, more than the limit of {limit}: read it and write back with its causal context to resolve them")]
     TooManySiblings { siblings: usize, limit: usize },
+    /// A session read found no reachable replica covering its context before the deadline.
+    #[error("no reachable replica has caught up with the causal context this session saw: retry shortly")]
+    SessionBehind,
     /// A write would make the key's concurrent values larger in all than the cap allows.
     #[error("the key's concurrent values would take {bytes} bytes, more than the limit of {limit}: read it and write back with its causal context to resolve them")]
     StateTooLarge { bytes: usize, limit: usize },

@@ -63,6 +63,9 @@ pub enum ViolationKind {
     /// A hint holder let go of a hint its owner's store never took, while keeping its memory
     /// (judged by the recorder, after every step).
     HintLost,
+    /// A session read (one carrying the context of the client's previous read) lost a value
+    /// that read saw, though nothing replaced, deleted, expired or lost it.
+    MonotonicReads,
 }
 
 impl ViolationKind {
@@ -78,6 +81,7 @@ impl ViolationKind {
             ViolationKind::OverMemoryLimit => "over-memory-limit",
             ViolationKind::HandoffUnconfirmed => "handoff-unconfirmed",
             ViolationKind::HintLost => "hint-lost",
+            ViolationKind::MonotonicReads => "monotonic-reads",
         }
     }
 }
@@ -272,8 +276,10 @@ pub struct CheckReport {
     pub writes_excused: BTreeMap<Excuse, usize>,
     /// Final values superseded by an acknowledged write whose every copy was lost.
     pub resurrections_excused: usize,
-    /// Read-your-writes pairs checked strictly (R + W > N, undisturbed).
+    /// Read-your-writes pairs checked strictly (R + W > N or a session read, undisturbed).
     pub ryw_strict_checked: usize,
+    /// Session reads that carried their client's previous read's context (monotonic reads).
+    pub monotonic_checked: usize,
     /// Read-your-writes misses where the guarantee does not apply (R + W <= N, or a crash or
     /// ring change in between): counted, not failed.
     pub ryw_weak_misses: usize,
@@ -321,6 +327,7 @@ pub fn check(history: &History, final_state: &FinalState, c: &Circumstances) -> 
     checker.lost_writes(final_state);
     checker.resurrections(final_state);
     checker.read_your_writes();
+    checker.monotonic_reads();
     if let Some(conv) = &c.convergence {
         checker.convergence(conv);
     }
@@ -889,18 +896,15 @@ impl<'h> Checker<'h> {
         let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
             return;
         };
-        let overlapping =
-            r.resolve(n) + w.resolve(n) > n && !self.c.sloppy_writes.contains(&write_id);
-        let disturbed = self
-            .c
-            .disruptions
-            .iter()
-            .any(|(from, to)| *to >= write.invoked_at && *from <= read_done)
-            || self
-                .c
-                .key_disruptions
-                .get(&read.key)
-                .is_some_and(|ts| ts.iter().any(|t| *t >= write.invoked_at && *t <= read_done));
+        // A session read that carried a context covering the write is held to read-your-writes
+        // at any R (the coordinator waits for a replica that covers it).
+        let session = read
+            .context_in
+            .as_ref()
+            .is_some_and(|c| c.descends_from(write_ctx));
+        let overlapping = (r.resolve(n) + w.resolve(n) > n || session)
+            && !self.c.sloppy_writes.contains(&write_id);
+        let disturbed = self.disturbed(&read.key, write.invoked_at, read_done);
         if overlapping && !disturbed {
             self.report.ryw_strict_checked += 1;
             if !ok {
@@ -924,6 +928,87 @@ impl<'h> Checker<'h> {
             self.report.ryw_weak_checked += 1;
             if !ok {
                 self.report.ryw_weak_misses += 1;
+            }
+        }
+    }
+
+    /// Whether a crash or ring change (anywhere, or on `key`) fell between `from` and `to`.
+    fn disturbed(&self, key: &[u8], from: Millis, to: Millis) -> bool {
+        self.c
+            .disruptions
+            .iter()
+            .any(|(a, b)| *b >= from && *a <= to)
+            || self
+                .c
+                .key_disruptions
+                .get(key)
+                .is_some_and(|ts| ts.iter().any(|t| *t >= from && *t <= to))
+    }
+
+    /// Monotonic reads for sessions: a read that carries the context its client's previous
+    /// read returned must not lose a value that read saw, unless a write replaced it, it
+    /// expired or was deleted, or every copy of it was lost (or a crash or ring change fell
+    /// between, which may take data without a trace in the history).
+    fn monotonic_reads(&mut self) {
+        let history = self.history;
+        let mut per_client_key: BTreeMap<(u32, &[u8]), Vec<OpId>> = BTreeMap::new();
+        for (i, op) in history.ops().iter().enumerate() {
+            per_client_key
+                .entry((op.client, op.key.as_slice()))
+                .or_default()
+                .push(OpId(i));
+        }
+        for ops in per_client_key.values() {
+            for pair in ops.windows(2) {
+                let (first, second) = (history.get(pair[0]), history.get(pair[1]));
+                let (
+                    Outcome::Read {
+                        values: seen,
+                        context: seen_ctx,
+                    },
+                    Outcome::Read { values, context },
+                    Some(passed),
+                ) = (&first.outcome, &second.outcome, &second.context_in)
+                else {
+                    continue;
+                };
+                if passed != seen_ctx {
+                    continue;
+                }
+                self.report.monotonic_checked += 1;
+                if context.descends_from(passed) {
+                    continue;
+                }
+                let done = second.completed_at.unwrap_or(Millis::MAX);
+                if self.disturbed(&second.key, first.invoked_at, done) {
+                    continue;
+                }
+                for v in seen {
+                    if values.iter().any(|x| x.data == v.data) {
+                        continue;
+                    }
+                    let Some(&put) = self.put_of_value.get(v.data.as_slice()) else {
+                        continue;
+                    };
+                    let excused = self.superseder(&second.key, put, done).is_some()
+                        || self.gone_after(&second.key, put, done)
+                        || self.lost(&second.key, put).is_some()
+                        || self.c.sloppy_writes.contains(&put);
+                    if !excused {
+                        self.violation(
+                            ViolationKind::MonotonicReads,
+                            &second.key,
+                            format!(
+                                "client {} read {:?}, then a session read with that context \
+                                 missed it",
+                                second.client,
+                                value_name(&v.data)
+                            ),
+                            vec![pair[0], pair[1]],
+                        );
+                        break;
+                    }
+                }
             }
         }
     }

@@ -312,7 +312,12 @@ pub fn spawn_shards(
         }
     }));
     if let Some(first) = nodes.first() {
-        tasks.push(pubsub.start_fan_out(first.id().clone(), transport.clone(), view_rx.clone()));
+        tasks.push(pubsub.start_fan_out(
+            first.id().clone(),
+            transport.clone(),
+            view_rx.clone(),
+            shutdown.clone(),
+        ));
     }
     for node in nodes {
         let (inbox_tx, inbox_rx) = mpsc::channel(65_536);

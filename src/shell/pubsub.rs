@@ -343,32 +343,41 @@ impl PubSub {
     }
 
     /// Starts carrying this peer's published messages to every other live peer: one sender
-    /// task per peer, each with a bounded queue, sending in publish order.
+    /// task per peer, each with a bounded queue, sending in publish order. Ends (and with it
+    /// every sender) when `shutdown` turns true.
     pub fn start_fan_out(
         &self,
         self_id: NodeId,
         transport: PeerTransport,
         views: watch::Receiver<ClusterView>,
+        mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Published>();
         *self.hub.outbox.lock().expect("outbox lock") = Some(tx);
-        let hub = Arc::clone(&self.hub);
-        // Messages that came early stop waiting for the ones before them after GAP_WAIT.
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(GAP_WAIT / 4);
-            loop {
-                tick.tick().await;
-                if Arc::strong_count(&this.hub) == 1 {
-                    break; // every other handle is gone: the peer stopped
-                }
-                this.deliver_overdue(Instant::now());
-            }
-        });
         let stream = self.hub.stream;
         tokio::spawn(async move {
             let mut queues: HashMap<NodeId, mpsc::Sender<Published>> = HashMap::new();
-            while let Some(message) = rx.recv().await {
+            // Messages that came early stop waiting for the ones before them after GAP_WAIT.
+            let mut overdue = tokio::time::interval(GAP_WAIT / 4);
+            overdue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let message = tokio::select! {
+                    received = rx.recv() => match received {
+                        Some(message) => message,
+                        None => break,
+                    },
+                    _ = overdue.tick() => {
+                        this.deliver_overdue(Instant::now());
+                        continue;
+                    }
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let view = views.borrow().clone();
                 for (id, member) in &view.members {
                     if *id == self_id || !member.up {
@@ -378,13 +387,17 @@ impl PubSub {
                         spawn_peer_sender(id.clone(), stream, transport.clone(), views.clone())
                     });
                     if queue.try_send(message.clone()).is_err() {
-                        hub.dropped_towards_peers.fetch_add(1, Ordering::Relaxed);
+                        this.hub
+                            .dropped_towards_peers
+                            .fetch_add(1, Ordering::Relaxed);
                         if queue.is_closed() {
                             queues.remove(id);
                         }
                     }
                 }
             }
+            // Dropping the queues ends every peer's sender task.
+            *this.hub.outbox.lock().expect("outbox lock") = None;
         })
     }
 }

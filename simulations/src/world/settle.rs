@@ -148,6 +148,7 @@ impl World<'_> {
             let request = ClientRequest::Get {
                 key,
                 r: Quorum::One,
+                session: None,
             };
             self.schedule(
                 self.now + 1,

@@ -8,6 +8,7 @@
 //! the other replicas to (`Forget { key, clock }`); each drops it only if its state is still
 //! exactly that one, so a write since keeps the key.
 
+use super::read::ReadSpec;
 use super::requests::{Requests, Waiter};
 use super::{Node, Outgoing, Outputs};
 use crate::core::message::PeerMessage;
@@ -88,7 +89,8 @@ impl Node {
                 .find(|r| self.view.is_up(r))
                 .cloned();
             if first_live.as_ref() == Some(&self.id) {
-                self.start_read(now, Waiter::Nobody, None, key, Quorum::All, out);
+                let read = ReadSpec::plain(key, Quorum::All);
+                self.start_read(now, Waiter::Nobody, None, read, out);
             }
         }
         self.collection

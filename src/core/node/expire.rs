@@ -6,6 +6,7 @@
 //! `write`) of the one live value found, with the new expiry, under the read's context, so it
 //! replaces that value; it fails if there is nothing to expire or the read found siblings.
 
+use super::read::ReadSpec;
 use super::requests::Waiter;
 use super::write::CoordinatedWrite;
 use super::{Node, Outputs};
@@ -45,8 +46,7 @@ impl Node {
             now,
             origin,
             Some(pending),
-            key,
-            Quorum::Exactly(needed),
+            ReadSpec::plain(key, Quorum::Exactly(needed)),
             out,
         );
     }

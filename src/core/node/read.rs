@@ -11,11 +11,32 @@ use super::expire::PendingExpire;
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
 use super::{Node, Outgoing, Outputs};
 use crate::core::message::PeerMessage;
+use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
 use crate::core::request::{ClientReply, ReadValue, RequestError};
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::{Millis, NodeId, Quorum};
+use crate::core::version_vector::VersionVector;
 use std::collections::BTreeMap;
+
+/// What to read: the key, how many replicas must answer, and for a session read the context
+/// the answer must cover.
+pub(super) struct ReadSpec {
+    pub(super) key: Vec<u8>,
+    pub(super) r: Quorum,
+    pub(super) session: Option<VersionVector>,
+}
+
+impl ReadSpec {
+    /// A plain read of `key` from `r` replicas.
+    pub(super) fn plain(key: Vec<u8>, r: Quorum) -> ReadSpec {
+        ReadSpec {
+            key,
+            r,
+            session: None,
+        }
+    }
+}
 
 /// A read waiting for its replicas' states.
 #[derive(Debug)]
@@ -36,6 +57,10 @@ pub(super) struct ReadFlight {
     replied: bool,
     /// The expire this read is the first half of, until the read has its answer.
     expire: Option<Box<PendingExpire>>,
+    /// A session read's context: the answer must cover it (see `ClientRequest::Get`).
+    session: Option<VersionVector>,
+    /// Replicas of the key this node believed down when the read started (not asked).
+    not_asked: usize,
 }
 
 impl ReadFlight {
@@ -48,6 +73,27 @@ impl ReadFlight {
             }
         }
     }
+
+    /// Whether a session read may answer with what it merged so far: it covers the session's
+    /// context, or every replica of the key answered (then the merge is all the cluster holds:
+    /// what the context names was evicted, collected or lost, and waiting changes nothing).
+    fn session_satisfied(&self) -> bool {
+        match &self.session {
+            None => true,
+            Some(context) => {
+                self.merged.context().descends_from(context)
+                    || (self.answers.len() >= self.asked
+                        && self.unreachable == 0
+                        && self.not_asked == 0)
+            }
+        }
+    }
+
+    /// Whether a session read can no longer be satisfied: every replica it asked answered
+    /// or failed, and none covers the context.
+    fn session_hopeless(&self) -> bool {
+        !self.session_satisfied() && self.answers.len() + self.unreachable >= self.asked
+    }
 }
 
 impl Node {
@@ -58,10 +104,12 @@ impl Node {
         now: Millis,
         waiter: Waiter,
         expire: Option<Box<PendingExpire>>,
-        key: Vec<u8>,
-        r: Quorum,
+        read: ReadSpec,
         out: &mut Outputs,
     ) {
+        let ReadSpec { key, r, session } = read;
+        // The planted bug: answer after R, whatever the session's context.
+        let session = session.filter(|_| !self.has_bug(PlantedBug::SessionIgnored));
         let needed =
             match validate_key(&self.config, &key).and_then(|_| resolve_quorum(&self.config, r)) {
                 Ok(needed) => needed,
@@ -81,6 +129,7 @@ impl Node {
         let mut merged = Siblings::new();
         let mut answers = BTreeMap::new();
         let mut asked = 0;
+        let mut not_asked = 0;
         let mut deferred = Vec::new();
         let req = self.requests.fresh();
         let warming = self.is_warming(self.ring.partition_of(&key), now);
@@ -108,6 +157,7 @@ impl Node {
                 });
             } else {
                 tracker.record_failure(replica);
+                not_asked += 1;
             }
         }
         let mut flight = ReadFlight {
@@ -120,6 +170,8 @@ impl Node {
             unreachable: 0,
             replied: false,
             expire,
+            session,
+            not_asked,
         };
         flight.count_deferred_once_all_answered();
         self.requests.insert(
@@ -188,12 +240,25 @@ impl Node {
         else {
             return;
         };
-        let outcome = read.tracker.outcome();
+        let mut outcome = read.tracker.outcome();
+        if outcome == QuorumOutcome::Met && !read.session_satisfied() {
+            // A session read waits past R for a replica that covers its context, and fails
+            // at once when none it asked does (a replica believed down may: retry later).
+            outcome = if read.session_hopeless() {
+                QuorumOutcome::Failed
+            } else {
+                QuorumOutcome::Pending
+            };
+        }
+        let session_behind =
+            outcome == QuorumOutcome::Failed && read.tracker.outcome() == QuorumOutcome::Met;
         let mut expire = None;
         if !read.replied && outcome != QuorumOutcome::Pending {
             read.replied = true;
             let found = if outcome == QuorumOutcome::Met {
                 Ok(&read.merged)
+            } else if session_behind {
+                Err(RequestError::SessionBehind)
             } else {
                 Err(RequestError::Unavailable {
                     needed: read.tracker.needed(),
@@ -245,10 +310,16 @@ impl Node {
             // The waiter has its answer; repair whoever answered in time.
             return self.read_repair(now, &read.key, &read.merged, read.answers, out);
         }
+        // A session read that found no replica covering its context in time.
+        if read.tracker.outcome() == QuorumOutcome::Met && !read.session_satisfied() {
+            waiter.fail(RequestError::SessionBehind, out);
+            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+        }
         // Warming replicas answered but a silent one kept them from counting: at the
         // deadline they count after all, so warming costs a read latency, never its answer.
         if read.expire.is_none()
             && read.tracker.successes() + read.deferred.len() >= read.tracker.needed()
+            && read.session_satisfied()
         {
             let reply = read_reply(&read.merged, now);
             if matches!(waiter, Waiter::Client(_)) {

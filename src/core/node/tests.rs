@@ -169,6 +169,7 @@ fn get(key: &str, r: Quorum) -> ClientRequest {
     ClientRequest::Get {
         key: key.as_bytes().to_vec(),
         r,
+        session: None,
     }
 }
 
@@ -397,6 +398,75 @@ fn an_overwrite_keeps_a_concurrent_write_its_coordinator_never_saw() {
         vec!["set", "unseen"],
         "the overwrite replaced only \"old\""
     );
+}
+
+fn session_get(key: &str, r: Quorum, session: VersionVector) -> ClientRequest {
+    ClientRequest::Get {
+        key: key.as_bytes().to_vec(),
+        r,
+        session: Some(session),
+    }
+}
+
+#[test]
+fn a_session_read_at_r_one_waits_for_a_replica_that_covers_its_context() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let replicas = net.nodes[&nid("A")].ring().replicas_of(b"k").to_vec();
+    let (holder, stale) = (replicas[0].clone(), replicas[1].clone());
+    // Only the holder takes the write.
+    for other in &replicas[1..] {
+        net.cut.insert(other.clone());
+    }
+    let w = net
+        .request(holder.as_str(), put("k", "mine", None, Quorum::One))
+        .unwrap();
+    let ctx = context(&w);
+    net.cut.clear();
+    // A plain R=1 read at a stale replica answers from its own store: nothing.
+    let plain = net.request(stale.as_str(), get("k", Quorum::One)).unwrap();
+    assert!(matches!(plain, ClientReply::NotFound { .. }), "{plain:?}");
+    // The same read carrying the writer's context waits for the holder's answer.
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    for other in &replicas[1..] {
+        net.cut.insert(other.clone());
+    }
+    net.request(holder.as_str(), put("k", "mine", None, Quorum::One))
+        .unwrap();
+    net.cut.clear();
+    let session = net
+        .request(stale.as_str(), session_get("k", Quorum::One, ctx.clone()))
+        .unwrap();
+    assert_eq!(values(&session), vec!["mine"]);
+    assert!(context(&session).descends_from(&ctx));
+    // With the holder unreachable, no replica can cover it: a clear error, at once.
+    let mut net2 = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    for other in &replicas[1..] {
+        net2.cut.insert(other.clone());
+    }
+    net2.request(holder.as_str(), put("k", "mine", None, Quorum::One))
+        .unwrap();
+    net2.cut.clear();
+    net2.cut.insert(holder.clone());
+    let behind = net2
+        .request(stale.as_str(), session_get("k", Quorum::One, ctx))
+        .unwrap();
+    assert_eq!(behind, ClientReply::Failed(RequestError::SessionBehind));
+}
+
+#[test]
+fn a_session_read_of_a_key_gone_from_every_replica_answers_what_there_is() {
+    // Every replica answered and none covers the context (the key was evicted, collected or
+    // lost everywhere): waiting would change nothing, so the read answers.
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let mut ctx = VersionVector::new();
+    ctx.add(&crate::core::version_vector::Dot {
+        actor: Actor("Z".into()),
+        counter: 3,
+    });
+    let r = net
+        .request("A", session_get("k", Quorum::One, ctx))
+        .unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
 }
 
 #[test]
@@ -835,6 +905,7 @@ fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
                 request: ClientRequest::Get {
                     key: key.clone(),
                     r: Quorum::All,
+                    session: None,
                 },
             },
             &mut out,

@@ -716,3 +716,41 @@ fn a_write_an_expire_rewrote_with_a_ttl_is_gone_once_the_ttl_passed() {
     let (h, c) = build(60);
     assert_eq!(ryw(&check(&h, &FinalState::default(), &c)), 1);
 }
+
+#[test]
+fn a_session_read_that_loses_a_value_its_previous_read_saw_breaks_monotonic_reads() {
+    // Client 1 reads "a" with context {A:1}, then reads again carrying that context and gets
+    // nothing older-looking: a miss, unless something replaced "a".
+    let build = |replaced: bool| {
+        let mut h = History::new();
+        let p = put(&mut h, 2, "a", None, 10);
+        written(&mut h, p, 20, vv(&[("A", 1)]));
+        let r1 = get(&mut h, 1, 30);
+        read(&mut h, r1, 40, &["a"], vv(&[("A", 1)]));
+        if replaced {
+            let q = put(&mut h, 2, "b", Some(vv(&[("A", 1)])), 45);
+            written(&mut h, q, 48, vv(&[("A", 2)]));
+        }
+        let r2 = h.invoke(
+            1,
+            b"k".to_vec(),
+            OpKind::Get { r: Quorum::One },
+            Some(vv(&[("A", 1)])),
+            50,
+        );
+        read(&mut h, r2, 60, &[], VersionVector::new());
+        h
+    };
+    let mr = |report: &CheckReport| {
+        report
+            .violations
+            .iter()
+            .filter(|v| v.kind == ViolationKind::MonotonicReads)
+            .count()
+    };
+    let report = check(&build(false), &FinalState::default(), &circumstances());
+    assert_eq!(mr(&report), 1, "{:?}", report.violations);
+    assert_eq!(report.monotonic_checked, 1);
+    let report = check(&build(true), &FinalState::default(), &circumstances());
+    assert_eq!(mr(&report), 0, "{:?}", report.violations);
+}
