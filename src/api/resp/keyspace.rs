@@ -71,9 +71,12 @@ pub struct Keyspace {
 
 impl Keyspace {
     pub async fn read(&self, key: &[u8]) -> Result<Read, Frame> {
+        // Not a session read: a connection keeps no per-key contexts (they would grow with
+        // every key it touches); its quorums give read-your-writes when R + W > N.
         let request = ClientRequest::Get {
             key: key.to_vec(),
             r: self.r,
+            session: None,
         };
         match self.driver.request(request).await {
             ClientReply::Found { values, context } => Ok(Read { values, context }),
