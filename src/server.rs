@@ -182,6 +182,7 @@ impl RunningPeer {
         let resp_task = resp_listener.map(|listener| {
             let shared = Arc::new(RespShared {
                 driver: driver.clone(),
+                pubsub: pubsub.clone(),
                 context_key: ContextKey::new(config.secret.context_key()),
                 client_token: client_token.clone(),
                 settings: RespSettings {

@@ -1,6 +1,6 @@
 //! The RESP endpoint against a real Redis client library (the `redis` crate), on a cluster of
 //! three peer processes (N=3): sync and async connections, RESP3, a pipeline, the same keys
-//! seen from every peer, SCAN returning every key exactly once, and siblings as RESP shows
+//! seen from every peer, SCAN returning every key exactly once, pub/sub across two peers, and siblings as RESP shows
 //! them (GET one, RC.GETALL all, RC.SET resolves, SET never piles them up).
 //!
 //! Loopback only, bounded in time, every peer stopped at the end (tests/common).
@@ -106,6 +106,48 @@ async fn redis_crate_sync_async_pipeline_and_scan_on_three_peers() {
                 assert!(users.keys().all(|k| k.starts_with("user:")));
                 assert_eq!(users.values().sum::<usize>(), 200);
             }
+            // Pub/sub across peers: a subscriber on the second peer hears what the first
+            // publishes, on its channel and through a pattern.
+            let mut sub_con = redis::Client::open(sync_urls[1].as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let mut sub = sub_con.as_pubsub();
+            sub.subscribe("news").unwrap();
+            sub.psubscribe("alerts.*").unwrap();
+            sub.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            // The subscription is live on the second peer before anything is published.
+            let mut check = redis::Client::open(sync_urls[1].as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let numsub: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("news")
+                .query(&mut check)
+                .unwrap();
+            assert_eq!(numsub, ("news".to_string(), 1));
+            let local: i64 = redis::cmd("PUBLISH")
+                .arg("news")
+                .arg("first")
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(local, 0, "no subscriber on the publishing peer");
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("alerts.fire")
+                .arg("second")
+                .query(&mut con)
+                .unwrap();
+            let first = sub.get_message().expect("the message crossed peers");
+            assert_eq!(first.get_channel_name(), "news");
+            assert_eq!(first.get_payload::<String>().unwrap(), "first");
+            let second = sub
+                .get_message()
+                .expect("the pattern message crossed peers");
+            assert_eq!(second.get_channel_name(), "alerts.fire");
+            assert_eq!(second.get_pattern::<String>().unwrap(), "alerts.*");
+            assert_eq!(second.get_payload::<String>().unwrap(), "second");
         })
         .await
         .expect("the sync client's checks pass");

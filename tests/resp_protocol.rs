@@ -1,6 +1,6 @@
 //! The RESP endpoint's connection layer against raw sockets: malformed frames, pipelining,
-//! inline commands, authentication, the connection cap, deadlines, RESP3, and every command
-//! of the table being served.
+//! inline commands, authentication, the connection cap, deadlines, RESP3, pub/sub shapes and
+//! the slow-subscriber cut-off, and every command of the table being served.
 //!
 //! One in-process peer per test on 127.0.0.1 (replicas 1), shut down at the end.
 
@@ -307,5 +307,102 @@ async fn flushall_is_refused_unless_enabled() {
     )
     .await;
     assert_eq!(answer, "+OK\r\n+OK\r\n*3\r\n$-1\r\n$-1\r\n$-1\r\n");
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribers_get_messages_in_redis_shapes_and_subscribed_mode_rules() {
+    let (peer, addr) = start(RespConfig::default(), None).await;
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let confirmations = "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+                         *3\r\n$10\r\npsubscribe\r\n$3\r\nb.*\r\n:2\r\n";
+    assert_eq!(
+        exchange(
+            &mut sub,
+            b"SUBSCRIBE a\r\nPSUBSCRIBE b.*\r\n",
+            confirmations.len()
+        )
+        .await,
+        confirmations
+    );
+    let refused = "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                   QUIT / RESET are allowed in this context\r\n";
+    assert_eq!(
+        exchange(&mut sub, b"GET k\r\n", refused.len()).await,
+        refused
+    );
+    let pong = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+    assert_eq!(exchange(&mut sub, b"PING\r\n", pong.len()).await, pong);
+    let mut publisher = TcpStream::connect(addr).await.unwrap();
+    let counts =
+        ":1\r\n:1\r\n:0\r\n*4\r\n$1\r\na\r\n:1\r\n$1\r\nz\r\n:0\r\n:1\r\n*1\r\n$1\r\na\r\n";
+    assert_eq!(
+        exchange(
+            &mut publisher,
+            b"PUBLISH a hi\r\nPUBLISH b.c yo\r\nPUBLISH c no\r\nPUBSUB NUMSUB a z\r\nPUBSUB NUMPAT\r\nPUBSUB CHANNELS\r\n",
+            counts.len()
+        )
+        .await,
+        counts
+    );
+    let messages = "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n\
+                    *4\r\n$8\r\npmessage\r\n$3\r\nb.*\r\n$3\r\nb.c\r\n$2\r\nyo\r\n";
+    assert_eq!(exchange(&mut sub, b"", messages.len()).await, messages);
+    let left = "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n\
+                *3\r\n$12\r\npunsubscribe\r\n$3\r\nb.*\r\n:0\r\n";
+    assert_eq!(
+        exchange(&mut sub, b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\n", left.len()).await,
+        left
+    );
+    // Out of subscribed mode, every command runs again.
+    assert_eq!(exchange(&mut sub, b"GET k\r\n", 5).await, "$-1\r\n");
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_disconnected_not_buffered_for_ever() {
+    let resp = RespConfig::default();
+    let mut config = config(resp, None);
+    config.core.max_value_bytes = 1 << 20;
+    let peer = RunningPeer::start(config).await.expect("peer starts");
+    let addr = peer.addresses.resp.unwrap();
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let _ = exchange(&mut sub, b"SUBSCRIBE firehose\r\n", 30).await;
+    // ~48 MiB published, more than the 32 MiB limit plus what the sockets buffer; the
+    // subscriber reads none of it.
+    let payload = vec![b'x'; 1 << 20];
+    let mut publisher = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n$8\r\nfirehose\r\n${}\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    request.extend_from_slice(b"\r\n");
+    for _ in 0..48 {
+        publisher.write_all(&request).await.unwrap();
+        let mut reply = [0u8; 4];
+        publisher.read_exact(&mut reply).await.unwrap();
+    }
+    // Reading now finds what was queued before the cut, then the end of the connection.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(2), sub.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => total += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed,
+        "a lagging subscriber kept its connection ({total} bytes read)"
+    );
+    assert!(total < 48 << 20, "everything was buffered: {total} bytes");
+    let mut check = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        exchange(&mut check, b"PUBSUB NUMSUB firehose\r\n", 26).await,
+        "*2\r\n$8\r\nfirehose\r\n:0\r\n"
+    );
     peer.shutdown().await;
 }

@@ -76,6 +76,7 @@ const W: &[&str] = &["write", "denyoom"];
 const WF: &[&str] = &["write", "fast"];
 const CONN: &[&str] = &["noscript", "loading", "stale", "fast"];
 const OPEN: &[&str] = &["noscript", "loading", "stale", "fast", "no_auth"];
+const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 const ADMIN: &[&str] = &["admin", "noscript", "loading", "stale"];
 
 /// Sorted by name (binary search).
@@ -115,7 +116,11 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("pexpiretime", 2, R, ONE),
     spec("ping", -1, CONN, NONE),
     spec("psetex", 4, W, ONE),
+    spec("psubscribe", -2, PUBSUB, NONE),
     spec("pttl", 2, R, ONE),
+    spec("publish", 3, PUBSUB, NONE),
+    spec("pubsub", -2, PUBSUB, NONE),
+    spec("punsubscribe", -1, PUBSUB, NONE),
     spec("quit", -1, OPEN, NONE),
     spec("randomkey", 1, &["readonly"], NONE),
     spec("rc.consistency", -1, CONN, NONE),
@@ -129,10 +134,12 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("setnx", 3, W, ONE),
     spec("setrange", 4, W, ONE),
     spec("strlen", 2, R, ONE),
+    spec("subscribe", -2, PUBSUB, NONE),
     spec("touch", -2, R, ALL),
     spec("ttl", 2, R, ONE),
     spec("type", 2, R, ONE),
     spec("unlink", -2, WF, ALL),
+    spec("unsubscribe", -1, PUBSUB, NONE),
 ];
 
 /// The command named `name` (any case).

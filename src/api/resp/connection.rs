@@ -12,8 +12,12 @@
 //!   a request's first byte has arrived, the whole request must arrive within the request
 //!   timeout, however slowly it trickles in (no slowloris).
 //! - *Malformed input*: answered `-ERR Protocol error: …`, then the connection is closed.
+//! - *Subscribers*: while subscribed, published messages are written as they arrive, between
+//!   requests; a subscriber has no idle timeout (as in Redis) and is disconnected once it
+//!   falls behind by more than its output limit.
 
 use crate::api::resp::frame::Frame;
+use crate::api::resp::pubsub_commands;
 use crate::api::resp::request::{Limits, RequestParser};
 use crate::api::resp::session::{After, Session};
 use bytes::BytesMut;
@@ -65,9 +69,11 @@ where
             match parser.parse(&mut input) {
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) => {
-                    let (reply, after) = session.execute(args).await;
+                    let (replies, after) = session.execute(args).await;
                     parser.set_unauthenticated(!session.authenticated);
-                    reply.encode(session.protocol, &mut output);
+                    for reply in replies {
+                        reply.encode(session.protocol, &mut output);
+                    }
                     if after == After::Close {
                         stream.write_all(&output).await?;
                         return stream.flush().await;
@@ -98,19 +104,47 @@ where
         };
         let deadline = match pending_since {
             Some(since) => Some(since + timeouts.request),
+            // A subscriber waits for messages, not requests: no idle timeout (as in Redis).
+            None if session.subscriber.is_some() => None,
             None => timeouts.idle.map(|idle| Instant::now() + idle),
         };
         input.reserve(READ_CHUNK);
-        let read = stream.read_buf(&mut input);
-        let n = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, read).await {
-                Ok(n) => n?,
-                Err(_) => return Ok(()),
-            },
-            None => read.await?,
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
         };
-        if n == 0 {
-            return Ok(());
+        let message = async {
+            match session.subscriber.as_mut() {
+                Some(subscriber) => subscriber.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = stream.read_buf(&mut input) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            delivery = message => {
+                // Fell behind by more than its output limit: disconnected, as Redis does.
+                let Ok(first) = delivery else { return Ok(()) };
+                pubsub_commands::message_frame(first).encode(session.protocol, &mut output);
+                // More that are already queued go out in the same write, up to FLUSH_AT.
+                while output.len() < FLUSH_AT {
+                    let Some(subscriber) = session.subscriber.as_mut() else { break };
+                    match subscriber.try_recv() {
+                        Ok(Some(next)) => {
+                            pubsub_commands::message_frame(next)
+                                .encode(session.protocol, &mut output);
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+            }
+            () = expired => return Ok(()),
         }
     }
 }

@@ -15,7 +15,8 @@
 //!   lists every command with its arity.
 //! - [`keyspace`]: reads and writes through the quorum core, siblings and errors.
 //! - [`conn_commands`], [`server_commands`], [`string_commands`], [`key_commands`],
-//!   [`ringcache_commands`]: the commands, by family; [`args`] helps them read arguments.
+//!   [`pubsub_commands`], [`ringcache_commands`]: the commands, by family; [`args`] helps
+//!   them read arguments.
 pub mod args;
 pub mod command_table;
 pub mod conn_commands;
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod frame;
 pub mod key_commands;
 pub mod keyspace;
+pub mod pubsub_commands;
 pub mod request;
 pub mod ringcache_commands;
 pub mod server;

@@ -16,9 +16,11 @@ use crate::api::resp::frame::{Frame, Protocol};
 use crate::api::resp::keyspace::Keyspace;
 use crate::api::resp::shared::RespShared;
 use crate::api::resp::{
-    conn_commands, key_commands, ringcache_commands, server_commands, string_commands,
+    conn_commands, key_commands, pubsub_commands, ringcache_commands, server_commands,
+    string_commands,
 };
 use crate::core::types::Quorum;
+use crate::shell::pubsub::Subscriber;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -51,6 +53,9 @@ pub struct Session {
     pub created: tokio::time::Instant,
     /// The last command run, for `CLIENT INFO`.
     pub last_command: &'static str,
+    /// This connection's subscriptions, from its first SUBSCRIBE or PSUBSCRIBE until it has
+    /// none left (or RESET).
+    pub subscriber: Option<Subscriber>,
 }
 
 impl Session {
@@ -72,6 +77,7 @@ impl Session {
             w: DEFAULT_WRITE_QUORUM,
             created: tokio::time::Instant::now(),
             last_command: "NULL",
+            subscriber: None,
         }
     }
 
@@ -82,6 +88,12 @@ impl Session {
         self.authenticated = self.shared.client_token.is_none();
         self.r = DEFAULT_READ_QUORUM;
         self.w = DEFAULT_WRITE_QUORUM;
+        self.subscriber = None;
+    }
+
+    /// Whether this is a RESP2 connection with subscriptions (Redis's "subscribed mode").
+    pub fn in_subscribed_mode(&self) -> bool {
+        self.protocol == Protocol::Resp2 && self.subscriber.is_some()
     }
 
     pub fn keyspace(&self) -> Keyspace {
@@ -92,29 +104,54 @@ impl Session {
         }
     }
 
-    /// Runs one request (`args[0]` is the command name) and says what to answer.
-    pub async fn execute(&mut self, args: Vec<Bytes>) -> (Frame, After) {
+    /// Runs one request (`args[0]` is the command name) and says what to answer: one frame,
+    /// or several for the pub/sub commands (a confirmation per channel).
+    pub async fn execute(&mut self, args: Vec<Bytes>) -> (Vec<Frame>, After) {
         self.shared
             .counters
             .commands_processed
             .fetch_add(1, Ordering::Relaxed);
         let Some(spec) = command_table::lookup(&args[0]) else {
-            return (args::unknown_command(&args), After::Continue);
+            return (vec![args::unknown_command(&args)], After::Continue);
         };
         if !spec.arity_ok(args.len()) {
-            return (args::wrong_arity(spec.name), After::Continue);
+            return (vec![args::wrong_arity(spec.name)], After::Continue);
         }
         if !self.authenticated && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
             return (
-                Frame::error("NOAUTH Authentication required."),
+                vec![Frame::error("NOAUTH Authentication required.")],
+                After::Continue,
+            );
+        }
+        let subscribed_mode_ok = matches!(
+            spec.name,
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+        );
+        if self.in_subscribed_mode() && !subscribed_mode_ok {
+            return (
+                vec![Frame::error(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                     QUIT / RESET are allowed in this context",
+                    spec.name
+                ))],
                 After::Continue,
             );
         }
         self.last_command = spec.name;
-        if spec.name == "quit" {
-            return (Frame::ok(), After::Close);
-        }
-        (self.run(spec, &args).await, After::Continue)
+        let frames = match spec.name {
+            "quit" => return (vec![Frame::ok()], After::Close),
+            "subscribe" => pubsub_commands::subscribe(self, false, &args),
+            "psubscribe" => pubsub_commands::subscribe(self, true, &args),
+            "unsubscribe" => pubsub_commands::unsubscribe(self, false, &args),
+            "punsubscribe" => pubsub_commands::unsubscribe(self, true, &args),
+            // In subscribed mode PING answers as a message would be shaped (Redis's rule).
+            "ping" if self.in_subscribed_mode() => vec![Frame::Array(vec![
+                Frame::bulk("pong"),
+                Frame::bulk(args.get(1).cloned().unwrap_or_default()),
+            ])],
+            _ => vec![self.run(spec, &args).await],
+        };
+        (frames, After::Continue)
     }
 
     async fn run(&mut self, spec: &CommandSpec, args: &[Bytes]) -> Frame {
@@ -163,6 +200,8 @@ impl Session {
             "persist" => key_commands::persist(self, args).await,
             "scan" => key_commands::scan(self, args).await,
             "randomkey" => key_commands::randomkey(self).await,
+            "publish" => pubsub_commands::publish(self, args),
+            "pubsub" => pubsub_commands::pubsub(self, args),
             "rc.consistency" => ringcache_commands::consistency(self, args),
             "rc.getall" => ringcache_commands::getall(self, args).await,
             "rc.set" => ringcache_commands::set(self, args).await,

@@ -1,9 +1,10 @@
-//! What every RESP connection of one peer shares: the driver, the keys that authenticate
-//! clients and causal contexts, the endpoint's settings and its counters (`INFO`).
+//! What every RESP connection of one peer shares: the driver and pub/sub hub, the keys that
+//! authenticate clients and causal contexts, the endpoint's settings and its counters (`INFO`).
 
 use crate::api::auth::ClientToken;
 use crate::api::causal_context::ContextKey;
 use crate::shell::driver::DriverHandle;
+use crate::shell::pubsub::PubSub;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -53,6 +54,8 @@ impl Counters {
 /// Shared by the accept loop and every connection of a peer.
 pub struct RespShared {
     pub driver: DriverHandle,
+    /// The peer's pub/sub hub (cross-peer fan-out included).
+    pub pubsub: PubSub,
     pub context_key: ContextKey,
     /// When set, a connection must `AUTH` (or `HELLO … AUTH`) with it before anything else.
     pub client_token: Option<ClientToken>,
