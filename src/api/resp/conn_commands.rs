@@ -187,13 +187,26 @@ fn client_line(session: &Session) -> String {
             .unwrap_or_default()
     };
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 \
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags={} db=0 sub={} psub={} ssub=0 \
          multi=-1 watch=0 cmd=client|info user=default lib-name={} lib-ver={} resp={}\n",
         session.id,
         session.peer_addr,
         session.shared.local_addr,
         text(&session.name),
         session.created.elapsed().as_secs(),
+        if session.subscriber.is_some() {
+            "P"
+        } else {
+            "N"
+        },
+        session
+            .subscriber
+            .as_ref()
+            .map_or(0, |s| s.channels().len()),
+        session
+            .subscriber
+            .as_ref()
+            .map_or(0, |s| s.patterns().len()),
         text(&session.lib_name),
         text(&session.lib_ver),
         session.protocol.version(),

@@ -166,7 +166,8 @@ pub async fn info(session: &Session, args: &[Bytes]) -> Frame {
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n\
-             keyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+             keyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\n\
+             pubsub_patterns:{}\r\n\r\n",
             Counters::get(&counters.connections_received),
             Counters::get(&counters.commands_processed),
             Counters::get(&counters.connections_rejected),
@@ -174,6 +175,8 @@ pub async fn info(session: &Session, args: &[Bytes]) -> Frame {
             stats.evicted,
             stats.hits,
             stats.misses,
+            shared.pubsub.channels(None).len(),
+            shared.pubsub.numpat(),
         );
     }
     if want("keyspace") {
