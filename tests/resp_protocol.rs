@@ -406,3 +406,36 @@ async fn a_subscriber_that_stops_reading_is_disconnected_not_buffered_for_ever()
     );
     peer.shutdown().await;
 }
+
+/// Key commands on distinct keys run side by side, yet every reply matches running the
+/// pipeline one request after another: a key named again waits for the one before it.
+#[tokio::test]
+async fn a_pipeline_run_side_by_side_answers_as_if_run_in_order() {
+    let (peer, addr) = start(RespConfig::default(), None).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = String::new();
+    let mut expected = String::new();
+    for round in 0..3 {
+        for key in 0..40 {
+            request.push_str(&format!(
+                "SET k{key} r{round}\r\nAPPEND k{key} +\r\nGET k{key}\r\n"
+            ));
+            let value = format!("r{round}+");
+            expected.push_str(&format!(
+                "+OK\r\n:{}\r\n${}\r\n{value}\r\n",
+                value.len(),
+                value.len()
+            ));
+        }
+        request
+            .push_str("RC.CONSISTENCY one one\r\nMGET k0 k39\r\nRC.CONSISTENCY quorum quorum\r\n");
+        expected.push_str(&format!(
+            "+OK\r\n*2\r\n$3\r\nr{round}+\r\n$3\r\nr{round}+\r\n+OK\r\n"
+        ));
+    }
+    assert_eq!(
+        exchange(&mut stream, request.as_bytes(), expected.len()).await,
+        expected
+    );
+    peer.shutdown().await;
+}

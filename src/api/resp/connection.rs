@@ -3,8 +3,9 @@
 //! # Promises
 //! - *Pipelining*: every complete request in the read buffer is answered, in order, before
 //!   the answers are flushed together (one write for a pipeline of small replies; output is
-//!   flushed early once [`FLUSH_AT`] bytes are waiting, so the output buffer stays bounded).
-//!   Requests run one after another: a pipelined `SET k v` then `GET k` reads the write.
+//!   flushed early once [`FLUSH_AT`] bytes are waiting). Key commands on distinct keys run
+//!   side by side, anything else one after another (`Session::execute_pipeline`): a
+//!   pipelined `SET k v` then `GET k` reads the write.
 //! - *Bounded input*: a request is bounded by the parser's [`Limits`]; the unparsed bytes of
 //!   a connection never exceed [`query_buffer_limit`] (Redis's `client-query-buffer-limit`
 //!   idea): past it the client is told `-ERR Protocol error: …` and the connection is closed.
@@ -28,6 +29,9 @@ use tokio::time::Instant;
 
 /// Replies waiting past this many bytes are written before the next request runs.
 pub const FLUSH_AT: usize = 64 * 1024;
+/// Requests taken off the buffer at once, to run as one pipeline (see
+/// `Session::execute_pipeline`).
+const MAX_PIPELINE_BATCH: usize = 256;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -66,27 +70,45 @@ where
     let mut pending_since: Option<Instant> = None;
     loop {
         loop {
-            match parser.parse(&mut input) {
-                Ok(Some(args)) if args.is_empty() => continue,
-                Ok(Some(args)) => {
-                    let (replies, after) = session.execute(args).await;
-                    parser.set_unauthenticated(!session.authenticated);
-                    for reply in replies {
-                        reply.encode(session.protocol, &mut output);
+            // Every complete request in the buffer (one at a time before authentication,
+            // whose limits AUTH lifts for the requests after it).
+            let mut requests = Vec::new();
+            let mut malformed = None;
+            while requests.len() < MAX_PIPELINE_BATCH {
+                match parser.parse(&mut input) {
+                    Ok(Some(args)) if args.is_empty() => continue,
+                    Ok(Some(args)) => {
+                        requests.push(args);
+                        if !session.authenticated {
+                            break;
+                        }
                     }
-                    if after == After::Close {
-                        stream.write_all(&output).await?;
-                        return stream.flush().await;
-                    }
-                    if output.len() >= FLUSH_AT {
-                        stream.write_all(&output).await?;
-                        output.clear();
+                    Ok(None) => break,
+                    Err(e) => {
+                        malformed = Some(e);
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return refuse(&mut stream, &mut output, &session, &format!("{e}")).await;
+            }
+            if requests.is_empty() && malformed.is_none() {
+                break;
+            }
+            for (replies, after) in session.execute_pipeline(requests).await {
+                for reply in replies {
+                    reply.encode(session.protocol, &mut output);
                 }
+                if after == After::Close {
+                    stream.write_all(&output).await?;
+                    return stream.flush().await;
+                }
+            }
+            parser.set_unauthenticated(!session.authenticated);
+            if let Some(e) = malformed {
+                return refuse(&mut stream, &mut output, &session, &format!("{e}")).await;
+            }
+            if output.len() >= FLUSH_AT {
+                stream.write_all(&output).await?;
+                output.clear();
             }
         }
         if !output.is_empty() {
