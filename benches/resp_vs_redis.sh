@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# redis-benchmark against one ringcache peer (N=1), a three-peer cluster (N=3, R=W=2, the
-# benchmark on one peer) and a stock redis-server, in the same run, on loopback; prints one CSV
-# row per (target, test, pipeline depth). Figures go in docs/performance.md.
+# redis-benchmark (keys drawn among 100,000: -r) against one ringcache peer (N=1), a three-peer
+# cluster (N=3, R=W=2, the benchmark on one peer) and a stock redis-server, in the same run, on
+# loopback; prints one CSV row per (target, test, pipeline depth). Figures go in
+# docs/performance.md.
 #
 # Usage: benches/resp_vs_redis.sh [REQUESTS]   (default 100000; needs redis-server and
 # redis-benchmark: apt-get install redis-server)
@@ -13,7 +14,8 @@ cargo build --release --bin ringcache -q
 bin="$target/release/ringcache"
 secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# SIGINT stops a peer at once (SIGTERM would make it hand its data off first).
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 start_peer() { # id resp_port http_port gossip_port quic_port replicas [seed]
@@ -29,8 +31,8 @@ wait_port() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && 
 
 bench() { # label port
     for pipeline in 1 16; do
-        redis-benchmark -p "$2" -t get,set,mset -n "$n" -P "$pipeline" --csv 2>/dev/null \
-            | tail -n +2 | sed "s/^/\"$1\",$pipeline,/"
+        redis-benchmark -p "$2" -t get,set,mset -n "$n" -r 100000 -P "$pipeline" --csv 2>/dev/null \
+            | tail -n +2 | sed "s/^/\"$1\",$pipeline,/" || echo "\"$1\",$pipeline,\"failed\""
     done
 }
 
@@ -43,7 +45,7 @@ bench "redis-server" 16379
 start_peer A 16380 17070 17000 17100 1
 wait_port 16380
 bench "ringcache N=1" 16380
-kill "${pids[-1]}"
+kill -INT "${pids[-1]}"
 
 start_peer A 16381 17071 17001 17101 3
 start_peer B 16382 17072 17002 17102 3 17001
