@@ -119,3 +119,39 @@ async fn a_stopped_peer_is_routed_around() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_table_lists_every_peer_with_its_figures() {
+    with_cluster_args(3, &[], |mut cluster| async move {
+        let seed = client(&cluster, 0);
+        for i in 0..20 {
+            seed.put(format!("t{i}").as_bytes(), b"v".to_vec(), &all())
+                .await
+                .unwrap();
+        }
+        let rows = ringcache::client::cluster_table::gather(&seed)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter().all(|r| r.state == "up" && r.keys == Some(20)),
+            "{rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.moving_out == Some((0, 0))));
+        // A stopped peer is listed as down once gossip sees it, without being asked.
+        let gone = cluster.peers.remove(2);
+        let gone_id = gone.addresses.id.to_string();
+        gone.stop().await;
+        common::wait_for_live(&cluster.peers[0].url(), 2).await;
+        let rows = ringcache::client::cluster_table::gather(&seed)
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r.id == gone_id).expect("listed");
+        assert_eq!(row.state, "down");
+        assert_eq!(row.keys, None);
+        let table = ringcache::client::cluster_table::render(&rows);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        cluster
+    })
+    .await;
+}

@@ -6,5 +6,7 @@ pub mod conn_guard;
 pub mod http;
 pub mod http_server;
 pub mod keys;
+pub mod metrics;
 pub mod pubsub_http;
 pub mod resp;
+pub mod ui;

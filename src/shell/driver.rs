@@ -15,6 +15,7 @@ use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
+use crate::shell::hot_keys::{Access, HotKey, HotKeys};
 use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
@@ -60,6 +61,10 @@ pub enum Command {
         to: u64,
         limit: usize,
         reply: oneshot::Sender<Vec<(u64, Vec<u8>)>>,
+    },
+    /// Every partition's preference list, in partition order (for `GET /v1/ring`).
+    Ring {
+        reply: oneshot::Sender<Vec<Vec<NodeId>>>,
     },
 }
 
@@ -149,14 +154,18 @@ pub struct DriverHandle {
     gossip: Arc<Gossip>,
     /// Turns true once this peer was asked to leave.
     leaving: watch::Sender<bool>,
+    /// The keys clients ask this peer about most.
+    hot_keys: HotKeys,
 }
 
 impl DriverHandle {
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let key = match &request {
-            ClientRequest::Get { key, .. } => key,
-            ClientRequest::Write(w) => &w.key,
+        let (key, access) = match &request {
+            ClientRequest::Get { key, .. } => (key, Access::Read),
+            ClientRequest::Write(w) => (&w.key, Access::Write),
         };
+        self.hot_keys
+            .observe(key, access, std::time::Instant::now());
         let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
         if self.shards[shard]
@@ -168,6 +177,22 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// Every partition's preference list as this peer's ring has it; `None` while stopping.
+    pub async fn ring(&self) -> Option<Vec<Vec<NodeId>>> {
+        let (tx, rx) = oneshot::channel();
+        self.shards
+            .first()?
+            .send(Command::Ring { reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// The keys clients asked this peer about most, over the last one to two minutes.
+    pub fn hot_keys(&self, limit: usize) -> Vec<HotKey> {
+        self.hot_keys.top(limit)
     }
 
     /// This peer's own state of `key`, from the shard that holds it; `None` while stopping.
@@ -363,6 +388,7 @@ pub fn spawn_shards(
             partitions,
             gossip: handle_gossip,
             leaving,
+            hot_keys: HotKeys::new(std::time::Instant::now()),
         },
         tasks,
     )
@@ -431,6 +457,13 @@ impl Driver {
                     Some(Command::Leave) => self.node.leave(wall_clock_ms()),
                     Some(Command::LiveKeys { from, to, limit, reply }) => {
                         let _ = reply.send(self.live_keys(from, to, limit));
+                    }
+                    Some(Command::Ring { reply }) => {
+                        let ring = self.node.ring();
+                        let lists = (0..ring.params().partitions)
+                            .map(|p| ring.preference_list(p).to_vec())
+                            .collect();
+                        let _ = reply.send(lists);
                     }
                     Some(Command::Local { key, reply }) => {
                         // `peek`: no access is counted and nothing is repaired, so looking
