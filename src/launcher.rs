@@ -157,9 +157,14 @@ pub async fn spawn_peer(
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
-            "--resp",
-            "127.0.0.1:0",
         ])
+        // RESP on a free port too, unless the serve arguments choose (`--no-resp`, `--resp`).
+        .args(["--resp", "127.0.0.1:0"].into_iter().filter(|_| {
+            !options
+                .serve_args
+                .iter()
+                .any(|a| a == "--resp" || a.starts_with("--resp=") || a == "--no-resp")
+        }))
         .args(
             seeds
                 .iter()

@@ -266,3 +266,18 @@ async fn siblings_show_one_value_over_resp_and_all_through_rc_getall() {
     })
     .await;
 }
+
+/// `--no-resp` through the launcher: the peer starts without a RESP endpoint (the launcher
+/// does not add its own `--resp`, which would conflict).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_started_with_no_resp_serves_none() {
+    common::with_cluster_args(
+        1,
+        &["--no-resp", "--resp-idle-timeout-secs", "5"],
+        |cluster| async move {
+            assert_eq!(cluster.peers[0].resp_port(), None);
+            cluster
+        },
+    )
+    .await;
+}
