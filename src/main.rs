@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
 use ringcache::client::{Client, ClientError, ClusterClient, ReadResult, Ttl, WriteOptions};
-use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};
+use ringcache::config::{HttpConfig, PeerConfig, RespConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
 use ringcache::core::types::NodeId;
@@ -342,6 +342,26 @@ struct ServeArgs {
     /// The PEM private key of --http-tls-cert.
     #[arg(long, requires = "http_tls_cert")]
     http_tls_key: Option<PathBuf>,
+    /// TCP address for the Redis protocol (RESP2/RESP3: `redis-cli -p PORT`). A non-loopback
+    /// address needs --client-token (clients then AUTH with it) or --insecure-no-auth.
+    #[arg(long, default_value = ringcache::config::DEFAULT_RESP_ADDR, conflicts_with = "no_resp")]
+    resp: SocketAddr,
+    /// Serve no Redis protocol endpoint.
+    #[arg(long)]
+    no_resp: bool,
+    /// Close a RESP connection with no request for this long, in seconds (0: never).
+    #[arg(long, default_value_t = 600)]
+    resp_idle_timeout_secs: u64,
+    /// How long a client may take to send one RESP request, from its first byte, in
+    /// milliseconds.
+    #[arg(long, default_value_t = RespConfig::default().request_timeout.as_millis() as u64)]
+    resp_request_timeout_ms: u64,
+    /// RESP connections served at once; more are told `max number of clients reached`.
+    #[arg(long, default_value_t = RespConfig::default().max_connections)]
+    resp_max_connections: usize,
+    /// Let RESP's FLUSHALL / FLUSHDB delete every key this peer holds (refused otherwise).
+    #[arg(long)]
+    enable_flushall: bool,
     /// Engine shards, each served by its own task (0: one per core).
     #[arg(long, default_value_t = 0)]
     shards: u32,
@@ -526,6 +546,14 @@ impl ServeArgs {
                     (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                     _ => None,
                 },
+            },
+            resp: RespConfig {
+                addr: (!self.no_resp).then_some(self.resp),
+                idle_timeout: (self.resp_idle_timeout_secs > 0)
+                    .then(|| Duration::from_secs(self.resp_idle_timeout_secs)),
+                request_timeout: Duration::from_millis(self.resp_request_timeout_ms),
+                max_connections: self.resp_max_connections,
+                enable_flushall: self.enable_flushall,
             },
         })
     }
@@ -870,7 +898,15 @@ async fn up(
     };
     println!("ringcache: {count} peers up");
     for p in &cluster.peers {
-        println!("  {}  {}", p.addresses.id, p.url());
+        match p.addresses.resp {
+            Some(resp) => println!(
+                "  {}  {}  redis-cli -p {}",
+                p.addresses.id,
+                p.url(),
+                resp.port()
+            ),
+            None => println!("  {}  {}", p.addresses.id, p.url()),
+        }
     }
     let url = cluster.peers[0].url();
     let auth = match &client_token {
@@ -885,6 +921,13 @@ async fn up(
     println!("  curl{cacert}{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
     println!("  curl{cacert}{auth} -i {url}/v1/kv/hello");
     println!("  curl{cacert}{auth} -s {url}/v1/cluster");
+    if let Some(resp) = cluster.peers[0].addresses.resp {
+        let redis_auth = match &client_token {
+            Some(_) => format!(" --user default --pass \"${TOKEN_ENV}\""),
+            None => String::new(),
+        };
+        println!("  redis-cli -p {}{redis_auth} set hello world", resp.port());
+    }
     println!("Ctrl-C stops the cluster.");
     stop.wait().await;
     println!("stopping {count} peers");

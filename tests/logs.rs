@@ -22,6 +22,8 @@ fn json_logs_are_one_object_per_line() {
             "127.0.0.1:0",
             "--peer-addr",
             "127.0.0.1:0",
+            "--resp",
+            "127.0.0.1:0",
             "--max-memory",
             "64MiB",
         ])

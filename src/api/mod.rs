@@ -1,4 +1,4 @@
-//! Client-facing protocols. Today: HTTP ([`http`]); the Redis protocol comes later.
+//! Client-facing protocols: HTTP ([`http`]) and the Redis protocol ([`resp`]).
 pub mod auth;
 pub mod batch;
 pub mod causal_context;
@@ -8,4 +8,5 @@ pub mod http_server;
 pub mod keys;
 pub mod metrics;
 pub mod pubsub_http;
+pub mod resp;
 pub mod ui;
