@@ -18,12 +18,14 @@
 //! - [`client`] — a Rust HTTP client used by the CLI and the tests.
 //! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.
+//! - [`bench`] — the load generator: `ringcache bench` against ringcache (HTTP) or Redis (RESP).
 //! - [`config`] — one peer's whole configuration.
 //!
-//! Layers run one way: `main`/[`launcher`] → [`client`] → [`server`] → [`api`] → [`shell`] →
+//! Layers run one way: `main`/[`launcher`]/[`bench`] → [`client`] → [`server`] → [`api`] → [`shell`] →
 //! [`core`] (and [`config`] gathers the shell's and core's settings); `tests/layers.rs` checks it.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod core;
