@@ -115,6 +115,36 @@ async fn closed_and_open_loop_against_a_three_peer_cluster() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_requires_a_token_gets_it() {
+    const TOKEN: &str = "bench-client-token-0123456789";
+    let mut launch = common::options();
+    launch.client_token = Some(TOKEN.to_string());
+    launch.serve_args.push("--replicas=1".into());
+    common::with_cluster_options(1, launch, |cluster| async move {
+        let url = cluster.peers[0].url();
+        let mut with = options(&["--url", &url, "-c", "2", "--duration", "0.5", "--quiet"]);
+        with.warmup = 0.0;
+        let without = with.clone();
+        with.client_token = Some(TOKEN.into());
+        // Without the token the first read is refused: an error, not a report of 401s.
+        match bench::run(&without).await {
+            Err(bench::BenchError::Unreachable { reason, .. }) => assert_eq!(reason, "http 401"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // The pooled client (--ring) carries it too.
+        check(&bench::run(&with).await.expect("runs with the token"));
+        with.ring = true;
+        check(
+            &bench::run(&with)
+                .await
+                .expect("runs with the token, --ring"),
+        );
+        cluster
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_unreachable_target_is_an_error_not_a_report() {
     let port = free_port();

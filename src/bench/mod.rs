@@ -9,11 +9,12 @@
 //! # Layout
 //! - [`options`] — [`BenchOptions`] (the CLI's flags) and [`BenchError`].
 //! - [`zipfian`] and [`workload`] — which requests, on which keys; seeded.
-//! - [`target`] — the server under load and one connection to it; [`resp`] is the minimal
-//!   RESP client behind the Redis target.
+//! - [`target`] — the server under load and one connection to it; [`http1`] is a worker's own
+//!   HTTP/1.1 connection to a peer, [`resp`] the minimal RESP client behind the Redis target.
 //! - [`runner`] — closed and open loops, warm-up, measurement; `progress` draws the bar.
 //! - [`report`] — [`Report`], as a table and as JSON.
 
+pub mod http1;
 pub mod options;
 mod progress;
 pub mod report;

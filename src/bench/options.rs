@@ -15,7 +15,9 @@ use thiserror::Error;
 pub enum BenchError {
     #[error("invalid option: {0}")]
     Invalid(String),
-    #[error("cannot reach {url}: {reason}")]
+    /// The target could not be connected to, or failed the first request (a read made
+    /// before the run, so a wrong URL or token fails at once instead of as a report of errors).
+    #[error("{url} did not answer a first read: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("preloading the keys failed: {0}")]
     Preload(String),

@@ -7,9 +7,12 @@
 //! - No request waits longer than [`REQUEST_TIMEOUT`], so a run always ends.
 //! - Writes replace the value (ringcache: `overwrite=true`, Redis's SET): a bench run never
 //!   grows siblings.
-//! - HTTP connections share one pool (reqwest's), which opens as many connections as there are
-//!   requests in flight; a Redis worker owns one TCP connection and reconnects after an error.
+//! - Over plain `http://` each worker owns one HTTP/1.1 connection ([`Http1Connection`]);
+//!   over HTTPS or with `--ring` the workers share the pooled client, which opens as many
+//!   connections as there are requests in flight. A Redis worker owns one TCP connection.
+//!   A worker's own connection is replaced after an error or a timeout.
 
+use crate::bench::http1::{Http1Connection, Http1Endpoint, Http1Error};
 use crate::bench::options::{BenchError, BenchOptions, TargetKind};
 use crate::bench::resp::{Reply, RespConnection, RespError};
 use crate::bench::workload::OpKind;
@@ -114,9 +117,11 @@ pub enum Target {
     },
 }
 
-/// One peer's client, or a ring-aware one.
+/// How HTTP requests go out: each worker on its own connection (plain `http://` to one peer),
+/// or through the pooled client (HTTPS), or a ring-aware one (`--ring`).
 #[derive(Clone)]
 pub enum HttpClient {
+    Lean(Arc<Http1Endpoint>),
     Peer(Client),
     Ring(Arc<ClusterClient>),
 }
@@ -138,7 +143,12 @@ impl Target {
                     }
                 }
                 .map_err(|e| BenchError::Invalid(e.to_string()))?;
-                let client = if options.ring {
+                let lean =
+                    Http1Endpoint::parse(&url, token, options.r.as_deref(), options.w.as_deref())
+                        .map_err(|e| BenchError::Invalid(e.to_string()))?;
+                let client = if let (Some(lean), false) = (lean, options.ring) {
+                    HttpClient::Lean(Arc::new(lean))
+                } else if options.ring {
                     let ring = ClusterClient::connect(client).await.map_err(|e| {
                         BenchError::Unreachable {
                             url: url.clone(),
@@ -170,6 +180,17 @@ impl Target {
     /// A connection for one worker. Redis connections are opened (and logged in) here.
     pub async fn connect(&self) -> Result<Connection, OpError> {
         Ok(match self {
+            Target::Http {
+                client: HttpClient::Lean(endpoint),
+                ..
+            } => Connection::Lean {
+                conn: Some(
+                    Http1Connection::connect(endpoint)
+                        .await
+                        .map_err(http1_error)?,
+                ),
+                endpoint: endpoint.clone(),
+            },
             Target::Http { client, r, write } => Connection::Http {
                 client: client.clone(),
                 r: r.clone(),
@@ -218,6 +239,14 @@ fn redis_error_kind(line: &str) -> OpError {
     ))
 }
 
+fn http1_error(e: Http1Error) -> OpError {
+    match e {
+        Http1Error::Connect(_) => OpError::new("connect"),
+        Http1Error::Http(_) => OpError::new("transport"),
+        Http1Error::Request(_) => OpError::new("protocol"),
+    }
+}
+
 fn client_error(e: ClientError) -> OpError {
     match e {
         ClientError::Transport(e) if e.is_timeout() => OpError::new("timeout"),
@@ -230,6 +259,12 @@ fn client_error(e: ClientError) -> OpError {
 
 /// One worker's line to the target: requests on it go one at a time.
 pub enum Connection {
+    /// A connection of its own to one peer (`None` after an error: the next request
+    /// reconnects).
+    Lean {
+        conn: Option<Http1Connection>,
+        endpoint: Arc<Http1Endpoint>,
+    },
     Http {
         client: HttpClient,
         r: Option<String>,
@@ -254,9 +289,11 @@ impl Connection {
         match tokio::time::timeout(REQUEST_TIMEOUT, self.execute_untimed(kind, key, value)).await {
             Ok(result) => result,
             Err(_) => {
-                // A Redis reply may still arrive on this connection: start a fresh one.
-                if let Connection::Redis { conn, .. } = self {
-                    *conn = None;
+                // A late answer may still arrive on this connection: start a fresh one.
+                match self {
+                    Connection::Redis { conn, .. } => *conn = None,
+                    Connection::Lean { conn, .. } => *conn = None,
+                    Connection::Http { .. } => {}
                 }
                 Err(OpError::new("timeout"))
             }
@@ -270,9 +307,30 @@ impl Connection {
         value: &[u8],
     ) -> Result<Outcome, OpError> {
         match self {
+            Connection::Lean { conn, endpoint } => {
+                let mut open = match conn.take() {
+                    Some(open) if !open.is_closed() => open,
+                    _ => Http1Connection::connect(endpoint)
+                        .await
+                        .map_err(http1_error)?,
+                };
+                let value = match kind {
+                    OpKind::Read => None,
+                    OpKind::Write => Some(bytes::Bytes::copy_from_slice(value)),
+                };
+                let status = open.send(endpoint, key, value).await.map_err(http1_error)?;
+                *conn = Some(open);
+                match (kind, status.as_u16()) {
+                    (OpKind::Read, 200 | 300) => Ok(Outcome::Hit),
+                    (OpKind::Read, 404) => Ok(Outcome::Miss),
+                    (OpKind::Write, 204) => Ok(Outcome::Written),
+                    (_, status) => Err(OpError::new(format!("http {status}"))),
+                }
+            }
             Connection::Http { client, r, write } => match kind {
                 OpKind::Read => {
                     let read = match client {
+                        HttpClient::Lean(_) => unreachable!("lean targets make lean connections"),
                         HttpClient::Peer(c) => c.get(key, r.as_deref()).await,
                         HttpClient::Ring(c) => c.get(key, r.as_deref()).await,
                     }
@@ -284,6 +342,7 @@ impl Connection {
                 }
                 OpKind::Write => {
                     match client {
+                        HttpClient::Lean(_) => unreachable!("lean targets make lean connections"),
                         HttpClient::Peer(c) => c.put(key, value.to_vec(), write).await,
                         HttpClient::Ring(c) => c.put(key, value.to_vec(), write).await,
                     }
