@@ -21,8 +21,9 @@
 //! - [`bench`] — the load generator: `ringcache bench` against ringcache (HTTP) or Redis (RESP).
 //! - [`config`] — one peer's whole configuration.
 //!
-//! Layers run one way: `main`/[`launcher`]/[`bench`] → [`client`] → [`server`] → [`api`] → [`shell`] →
-//! [`core`] (and [`config`] gathers the shell's and core's settings); `tests/layers.rs` checks it.
+//! Layers run one way: `main`/[`launcher`]/[`bench`] → [`client`] → [`server`] → [`api`] →
+//! [`shell`] → [`core`] (and [`config`] gathers the shell's and core's settings);
+//! `tests/layers.rs` checks it.
 
 pub mod api;
 pub mod bench;
