@@ -177,18 +177,15 @@ impl Target {
         }
     }
 
-    /// A connection for one worker. Redis connections are opened (and logged in) here.
+    /// A connection for one worker. A connection of its own (plain HTTP, Redis) is opened, and
+    /// logged in, here.
     pub async fn connect(&self) -> Result<Connection, OpError> {
         Ok(match self {
             Target::Http {
                 client: HttpClient::Lean(endpoint),
                 ..
             } => Connection::Lean {
-                conn: Some(
-                    Http1Connection::connect(endpoint)
-                        .await
-                        .map_err(http1_error)?,
-                ),
+                conn: Some(http1_connect(endpoint).await?),
                 endpoint: endpoint.clone(),
             },
             Target::Http { client, r, write } => Connection::Http {
@@ -203,6 +200,13 @@ impl Target {
             },
         })
     }
+}
+
+async fn http1_connect(endpoint: &Http1Endpoint) -> Result<Http1Connection, OpError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, Http1Connection::connect(endpoint))
+        .await
+        .map_err(|_| OpError::new("timeout"))?
+        .map_err(http1_error)
 }
 
 async fn redis_connect(address: &RedisAddress) -> Result<RespConnection, OpError> {
@@ -310,9 +314,7 @@ impl Connection {
             Connection::Lean { conn, endpoint } => {
                 let mut open = match conn.take() {
                     Some(open) if !open.is_closed() => open,
-                    _ => Http1Connection::connect(endpoint)
-                        .await
-                        .map_err(http1_error)?,
+                    _ => http1_connect(endpoint).await?,
                 };
                 let value = match kind {
                     OpKind::Read => None,
