@@ -41,6 +41,57 @@ pub struct PeerConfig {
     pub advertise: Option<IpAddr>,
     /// Timeouts, the connection cap and TLS of the HTTP API.
     pub http: HttpConfig,
+    /// The Redis protocol endpoint: its address, deadlines and connection cap.
+    pub resp: RespConfig,
+}
+
+/// The Redis protocol (RESP) endpoint of a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RespConfig {
+    /// TCP address to serve RESP on (port 0 picks a free one); `None`: no RESP endpoint
+    /// (`--no-resp`). Loopback by default, like HTTP.
+    pub addr: Option<SocketAddr>,
+    /// A connection with no request pending is closed after this long
+    /// (`--resp-idle-timeout-secs`; `None` for 0: never, Redis's own default).
+    pub idle_timeout: Option<Duration>,
+    /// From a request's first byte, the whole request must arrive within this
+    /// (`--resp-request-timeout-ms`).
+    pub request_timeout: Duration,
+    /// Connections served at once (`--resp-max-connections`); more are refused with Redis's
+    /// `max number of clients reached`.
+    pub max_connections: usize,
+    /// Whether FLUSHALL may delete every key (`--enable-flushall`); refused otherwise.
+    pub enable_flushall: bool,
+}
+
+/// The RESP address a single peer serves on by default: beside a Redis server's 6379, not
+/// on it, so both can run on one machine.
+pub const DEFAULT_RESP_ADDR: &str = "127.0.0.1:6380";
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        Self {
+            addr: Some(DEFAULT_RESP_ADDR.parse().expect("a valid address")),
+            idle_timeout: Some(Duration::from_secs(600)),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            enable_flushall: false,
+        }
+    }
+}
+
+impl RespConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.request_timeout.is_zero(),
+            "--resp-request-timeout-ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--resp-max-connections must be at least 1"
+        );
+        Ok(())
+    }
 }
 
 /// How the HTTP API holds its connections: what a slow, idle or greedy client can cost.
@@ -112,6 +163,7 @@ impl PeerConfig {
         );
         self.core.validate()?;
         self.http.validate()?;
+        self.resp.validate()?;
         if let Some(host) = self.advertise {
             anyhow::ensure!(
                 !host.is_unspecified(),
@@ -127,6 +179,14 @@ impl PeerConfig {
              --http to a loopback address, or pass --insecure-no-auth to serve it open anyway",
             self.http_addr
         );
+        if let Some(resp) = self.resp.addr {
+            anyhow::ensure!(
+                self.client_token.is_some() || self.insecure_no_auth || resp.ip().is_loopback(),
+                "refusing to serve RESP on {resp} without a client token: anyone who can reach \
+                 it could read and write every key. Set --client-token (clients then AUTH with \
+                 it), bind --resp to a loopback address, or pass --insecure-no-auth"
+            );
+        }
         Ok(())
     }
 
@@ -166,6 +226,10 @@ impl PeerConfig {
             insecure_no_auth: false,
             advertise: None,
             http: HttpConfig::default(),
+            resp: RespConfig {
+                addr: Some(loopback),
+                ..RespConfig::default()
+            },
         }
     }
 }

@@ -104,6 +104,11 @@ impl LaunchedPeer {
         self.addresses.http_url()
     }
 
+    /// The port of the peer's Redis protocol endpoint (`redis-cli -p PORT`).
+    pub fn resp_port(&self) -> Option<u16> {
+        self.addresses.resp.map(|a| a.port())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -153,6 +158,13 @@ pub async fn spawn_peer(
             "--http",
             "127.0.0.1:0",
         ])
+        // RESP on a free port too, unless the serve arguments choose (`--no-resp`, `--resp`).
+        .args(["--resp", "127.0.0.1:0"].into_iter().filter(|_| {
+            !options
+                .serve_args
+                .iter()
+                .any(|a| a == "--resp" || a.starts_with("--resp=") || a == "--no-resp")
+        }))
         .args(
             seeds
                 .iter()

@@ -14,9 +14,12 @@
 //! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
 //!   gossip membership over sealed datagrams, the driver task that owns a node, peer health.
 //! - [`api`] — the HTTP API (axum routes, served by its own accept loop with read deadlines, a
-//!   connection cap and optional TLS) and its wire formats (causal-context tokens, key encoding).
+//!   connection cap and optional TLS), its wire formats (causal-context tokens, key encoding),
+//!   and the Redis protocol endpoint ([`api::resp`]: our own RESP2/RESP3 parser, pipelined
+//!   connections, Redis's commands over the same quorum core).
 //! - [`client`] — a Rust HTTP client used by the CLI and the tests.
-//! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP.
+//! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP,
+//!   RESP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.
 //! - [`bench`] — the load generator: `ringcache bench` against ringcache (HTTP) or Redis (RESP).
 //! - [`config`] — one peer's whole configuration.

@@ -13,8 +13,8 @@ compile_error!(
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
-use ringcache::client::{Client, ClusterClient, ReadResult, Ttl, WriteOptions};
-use ringcache::config::{HttpConfig, PeerConfig, TlsFiles};
+use ringcache::client::{Client, ClientError, ClusterClient, ReadResult, Ttl, WriteOptions};
+use ringcache::config::{HttpConfig, PeerConfig, RespConfig, TlsFiles};
 use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
 use ringcache::core::eviction::EvictionPolicy;
 use ringcache::core::types::NodeId;
@@ -27,15 +27,41 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The release and the peer protocol it speaks: peers of different protocol versions cannot
+/// talk, so an operator rolling an upgrade needs both.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (peer protocol ",
+    // Kept equal to core::message::PROTOCOL_VERSION by a test (tests/cli.rs).
+    "4",
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "ringcache",
-    version,
+    version = VERSION,
     about = "A leaderless, Dynamo-style distributed cache"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    /// Log lines as text (for people) or as JSON objects, one per line (for log pipelines).
+    /// `RUST_LOG` chooses what is logged, as usual.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "RINGCACHE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -105,10 +131,16 @@ enum Commands {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Show the peer's view of the cluster.
+    /// Print a shell completion script: `ringcache completions bash > /etc/bash_completion.d/ringcache`
+    /// (or zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Show every peer: liveness, keys, memory, data moving in and out, hints, anti-entropy.
     Cluster {
         #[command(flatten)]
         target: Target,
+        /// The asked peer's own `/v1/cluster` as JSON, instead of the table of every peer.
+        #[arg(long)]
+        json: bool,
     },
     /// Make the peer leave the cluster: it hands every partition it holds to the new
     /// replicas, showing progress, then exits (SIGTERM to a `serve` does the same).
@@ -313,6 +345,26 @@ struct ServeArgs {
     /// The PEM private key of --http-tls-cert.
     #[arg(long, requires = "http_tls_cert")]
     http_tls_key: Option<PathBuf>,
+    /// TCP address for the Redis protocol (RESP2/RESP3: `redis-cli -p PORT`). A non-loopback
+    /// address needs --client-token (clients then AUTH with it) or --insecure-no-auth.
+    #[arg(long, default_value = ringcache::config::DEFAULT_RESP_ADDR, conflicts_with = "no_resp")]
+    resp: SocketAddr,
+    /// Serve no Redis protocol endpoint.
+    #[arg(long)]
+    no_resp: bool,
+    /// Close a RESP connection with no request for this long, in seconds (0: never).
+    #[arg(long, default_value_t = 600)]
+    resp_idle_timeout_secs: u64,
+    /// How long a client may take to send one RESP request, from its first byte, in
+    /// milliseconds.
+    #[arg(long, default_value_t = RespConfig::default().request_timeout.as_millis() as u64)]
+    resp_request_timeout_ms: u64,
+    /// RESP connections served at once; more are told `max number of clients reached`.
+    #[arg(long, default_value_t = RespConfig::default().max_connections)]
+    resp_max_connections: usize,
+    /// Let RESP's FLUSHALL / FLUSHDB delete every key this peer holds (refused otherwise).
+    #[arg(long)]
+    enable_flushall: bool,
     /// Engine shards, each served by its own task (0: one per core).
     #[arg(long, default_value_t = 0)]
     shards: u32,
@@ -498,20 +550,96 @@ impl ServeArgs {
                     _ => None,
                 },
             },
+            resp: RespConfig {
+                addr: (!self.no_resp).then_some(self.resp),
+                idle_timeout: (self.resp_idle_timeout_secs > 0)
+                    .then(|| Duration::from_secs(self.resp_idle_timeout_secs)),
+                request_timeout: Duration::from_millis(self.resp_request_timeout_ms),
+                max_connections: self.resp_max_connections,
+                enable_flushall: self.enable_flushall,
+            },
         })
     }
 }
 
+/// Exit codes (documented in README.md): 0 done or found; 1 not found; 2 a usage error (clap);
+/// 3 the cluster could not serve the request (unreachable peer, too few replicas, timeout);
+/// 4 any other failure.
+const EXIT_UNAVAILABLE: i32 = 3;
+const EXIT_FAILED: i32 = 4;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+async fn main() {
+    let cli = Cli::parse();
+    let target_url = cli.command.target_url();
+    if let Err(error) = run(cli).await {
+        // One readable line (and a hint), never a backtrace.
+        // What was being done, and the innermost cause (reqwest's own chain repeats itself).
+        let root = error.root_cause();
+        if error.chain().count() > 1 && root.to_string() != error.to_string() {
+            eprintln!("ringcache: {error}: {root}");
+        } else {
+            eprintln!("ringcache: {error}");
+        }
+        let unavailable = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<ClientError>()
+                .is_some_and(|e| match e {
+                    ClientError::Transport(t) => t.is_connect() || t.is_timeout(),
+                    ClientError::Status { status, .. } => *status == 503,
+                    ClientError::Protocol(_) => false,
+                })
+        });
+        let refused = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<ClientError>()
+                .is_some_and(|e| matches!(e, ClientError::Transport(t) if t.is_connect()))
+        });
+        if refused {
+            if let Some(url) = target_url {
+                eprintln!(
+                    "  no peer answers at {url}: is a cluster running? start one with \
+                     `ringcache up`, or name a peer with --url or RINGCACHE_URL"
+                );
+            }
+        }
+        std::process::exit(if unavailable {
+            EXIT_UNAVAILABLE
+        } else {
+            EXIT_FAILED
+        });
+    }
+}
+
+impl Commands {
+    /// The peer a client command talks to, for error hints.
+    fn target_url(&self) -> Option<String> {
+        match self {
+            Commands::Get { target, .. }
+            | Commands::Put { target, .. }
+            | Commands::Del { target, .. }
+            | Commands::Expire { target, .. }
+            | Commands::Persist { target, .. }
+            | Commands::Ttl { target, .. }
+            | Commands::Stats { target, .. }
+            | Commands::Cluster { target, .. }
+            | Commands::Leave { target, .. } => Some(target.url.clone()),
+            _ => None,
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "ringcache=info,warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
         Commands::Serve(args) => serve(args).await,
         Commands::Up {
@@ -662,9 +790,20 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(())
         }
-        Commands::Cluster { target } => {
-            let status = target.client()?.cluster().await?;
-            println!("{}", serde_json::to_string_pretty(&status)?);
+        Commands::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ringcache", &mut std::io::stdout());
+            Ok(())
+        }
+        Commands::Cluster { target, json } => {
+            let client = target.client()?;
+            if json {
+                let status = client.cluster().await?;
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let rows = ringcache::client::cluster_table::gather(&client).await?;
+                print!("{}", ringcache::client::cluster_table::render(&rows));
+            }
             Ok(())
         }
         Commands::Leave { target, wait_secs } => {
@@ -766,7 +905,15 @@ async fn up(
     };
     println!("ringcache: {count} peers up");
     for p in &cluster.peers {
-        println!("  {}  {}", p.addresses.id, p.url());
+        match p.addresses.resp {
+            Some(resp) => println!(
+                "  {}  {}  redis-cli -p {}",
+                p.addresses.id,
+                p.url(),
+                resp.port()
+            ),
+            None => println!("  {}  {}", p.addresses.id, p.url()),
+        }
     }
     let url = cluster.peers[0].url();
     let auth = match &client_token {
@@ -781,6 +928,13 @@ async fn up(
     println!("  curl{cacert}{auth} -X PUT --data-binary 'world' {url}/v1/kv/hello");
     println!("  curl{cacert}{auth} -i {url}/v1/kv/hello");
     println!("  curl{cacert}{auth} -s {url}/v1/cluster");
+    if let Some(resp) = cluster.peers[0].addresses.resp {
+        let redis_auth = match &client_token {
+            Some(_) => format!(" --user default --pass \"${TOKEN_ENV}\""),
+            None => String::new(),
+        };
+        println!("  redis-cli -p {}{redis_auth} set hello world", resp.port());
+    }
     println!("Ctrl-C stops the cluster.");
     stop.wait().await;
     println!("stopping {count} peers");

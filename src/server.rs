@@ -1,4 +1,5 @@
-//! Starting and stopping one whole peer: sockets, gossip, QUIC transport, driver and HTTP.
+//! Starting and stopping one whole peer: sockets, gossip, QUIC transport, driver, HTTP and
+//! RESP.
 //!
 //! This is the one place that assembles a peer from the layers below it (the HTTP API, the
 //! shell and the core), so none of them needs to know the others' wiring: layers run one way,
@@ -13,6 +14,8 @@ use crate::api::auth::ClientToken;
 use crate::api::causal_context::ContextKey;
 use crate::api::http;
 use crate::api::http_server::HttpServer;
+use crate::api::resp;
+use crate::api::resp::shared::{RespSettings, RespShared};
 use crate::config::PeerConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
@@ -35,6 +38,9 @@ pub struct PeerAddresses {
     pub gossip: SocketAddr,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    /// The Redis protocol endpoint, when the peer serves one.
+    #[serde(default)]
+    pub resp: Option<SocketAddr>,
     /// The HTTP API is served over TLS (`--http-tls-cert`): its URL is `https://`.
     #[serde(default)]
     pub http_tls: bool,
@@ -91,12 +97,27 @@ impl RunningPeer {
         let http_listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let resp_listener = match config.resp.addr {
+            Some(addr) => {
+                config.advertised("RESP", addr)?;
+                Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding RESP on {addr}"))?,
+                )
+            }
+            None => None,
+        };
         let gossip_bound = free_gossip_addr(config.gossip_addr)?;
         let addresses = PeerAddresses {
             id: config.id.to_string(),
             gossip: config.advertised("gossip", gossip_bound)?,
             peer: config.advertised("peer traffic", quic_socket.local_addr()?)?,
             http: config.advertised("HTTP", http_listener.local_addr()?)?,
+            resp: match &resp_listener {
+                Some(l) => Some(config.advertised("RESP", l.local_addr()?)?),
+                None => None,
+            },
             http_tls: http_server.is_tls(),
         };
 
@@ -158,6 +179,28 @@ impl RunningPeer {
             })?),
             None => None,
         };
+        let resp_task = resp_listener.map(|listener| {
+            let shared = Arc::new(RespShared {
+                driver: driver.clone(),
+                pubsub: pubsub.clone(),
+                context_key: ContextKey::new(config.secret.context_key()),
+                client_token: client_token.clone(),
+                settings: RespSettings {
+                    max_value_bytes: config.core.max_value_bytes,
+                    max_connections: config.resp.max_connections,
+                    idle_timeout: config.resp.idle_timeout,
+                    request_timeout: config.resp.request_timeout,
+                    enable_flushall: config.resp.enable_flushall,
+                    replicas: config.core.replicas,
+                    max_memory_bytes: config.core.max_memory_bytes,
+                    eviction: config.core.eviction.to_string(),
+                },
+                counters: Default::default(),
+                local_addr: addresses.resp.expect("bound above"),
+                started: tokio::time::Instant::now(),
+            });
+            tokio::spawn(resp::server::run(listener, shared, shutdown_rx.clone()))
+        });
         let routers = http::router(
             driver.clone(),
             pubsub.clone(),
@@ -185,6 +228,7 @@ impl RunningPeer {
             pubsub,
             tasks: {
                 tasks.push(http_task);
+                tasks.extend(resp_task);
                 tasks
             },
         })
@@ -254,7 +298,7 @@ impl RunningPeer {
         }
     }
 
-    /// Stops HTTP, the driver, QUIC and gossip, and waits for their tasks.
+    /// Stops HTTP, RESP, the driver, QUIC and gossip, and waits for their tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -288,6 +332,7 @@ mod tests {
             gossip: "127.0.0.1:7000".parse().unwrap(),
             peer: "127.0.0.1:7100".parse().unwrap(),
             http: "127.0.0.1:7070".parse().unwrap(),
+            resp: None,
             http_tls: false,
         };
         assert_eq!(addresses.http_url(), "http://127.0.0.1:7070");
@@ -299,5 +344,6 @@ mod tests {
         let old = r#"{"id":"A","gossip":"127.0.0.1:7000","peer":"127.0.0.1:7100","http":"127.0.0.1:7070"}"#;
         let parsed: PeerAddresses = serde_json::from_str(old).unwrap();
         assert_eq!(parsed.http_url(), "http://127.0.0.1:7070");
+        assert_eq!(parsed.resp, None);
     }
 }

@@ -207,10 +207,15 @@ fn serve(extra: &[&str]) -> tokio::process::Child {
         .args(["serve", "--id", "S", "--gossip-interval-ms", "100"])
         .args(["--replicas", "1"])
         .args(
-            [("--gossip", "127.0.0.1:0"), ("--peer-addr", "127.0.0.1:0")]
-                .into_iter()
-                .filter(|(flag, _)| !extra.contains(flag))
-                .flat_map(|(flag, addr)| [flag, addr]),
+            [
+                ("--gossip", "127.0.0.1:0"),
+                ("--peer-addr", "127.0.0.1:0"),
+                // Not the default 127.0.0.1:6380, which another peer or test may hold.
+                ("--resp", "127.0.0.1:0"),
+            ]
+            .into_iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, addr)| [flag, addr]),
         )
         .args(extra)
         .env(SECRET_ENV, "a secret of the test cluster, long enough")
@@ -334,6 +339,13 @@ async fn serve_will_not_open_http_beyond_loopback_without_a_token() {
     )
     .await;
     assert!(!err.contains("INSECURE"), "{err}");
+
+    // RESP beyond loopback needs a token too (clients AUTH with it).
+    let err = refused(&["--resp", "0.0.0.0:0"]).await;
+    assert!(
+        err.contains("RESP") && err.contains("without a client token"),
+        "{err}"
+    );
 
     // An unspecified gossip or peer address needs --advertise too.
     let err = refused(&["--gossip", "0.0.0.0:0", "--http", "127.0.0.1:0"]).await;

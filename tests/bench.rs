@@ -1,6 +1,6 @@
-//! `ringcache bench` keeps working: closed and open loop against a real 3-peer cluster (as a
-//! library call and as the CLI), and against a `redis-server` when one is installed. Each run
-//! lasts about two seconds; nothing here asserts on speed.
+//! `ringcache bench` keeps working: closed and open loop against a real 3-peer cluster over
+//! HTTP and RESP (as a library call and as the CLI), and against a `redis-server` when one is
+//! installed. Each run lasts about two seconds; nothing here asserts on speed.
 
 mod common;
 
@@ -98,6 +98,35 @@ async fn closed_and_open_loop_against_a_three_peer_cluster() {
         assert_eq!(service.all.count, report.latency_ms.all.count);
         // Measured from the due time, a request never looks faster than its own round trip.
         assert!(report.latency_ms.all.max >= service.all.max * 0.99);
+
+        // The same cluster over its RESP endpoint: the Redis client, `--target resp`.
+        let resp_port = cluster.peers[0]
+            .resp_port()
+            .expect("the launcher serves RESP");
+        let resp_url = format!("redis://127.0.0.1:{resp_port}");
+        let resp = options(&[
+            "--target",
+            "resp",
+            "--url",
+            &resp_url,
+            "-c",
+            "8",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--keys",
+            "500",
+            "--zipf",
+            "0.99",
+            "--reads",
+            "0.8",
+            "--preload",
+            "--quiet",
+        ]);
+        let report = bench::run(&resp).await.expect("RESP closed loop runs");
+        check(&report);
+        assert_eq!(report.misses, 0, "every key was preloaded");
 
         // The binary, end to end: `ringcache bench --json` prints one JSON report.
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))

@@ -119,3 +119,82 @@ async fn a_stopped_peer_is_routed_around() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_table_lists_every_peer_with_its_figures() {
+    with_cluster_args(3, &[], |mut cluster| async move {
+        let seed = client(&cluster, 0);
+        for i in 0..20 {
+            seed.put(format!("t{i}").as_bytes(), b"v".to_vec(), &all())
+                .await
+                .unwrap();
+        }
+        let rows = ringcache::client::cluster_table::gather(&seed)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter().all(|r| r.state == "up" && r.keys == Some(20)),
+            "{rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.moving_out == Some((0, 0))));
+        // A stopped peer is listed as down once gossip sees it, without being asked.
+        let gone = cluster.peers.remove(2);
+        let gone_id = gone.addresses.id.to_string();
+        gone.stop().await;
+        common::wait_for_live(&cluster.peers[0].url(), 2).await;
+        let rows = ringcache::client::cluster_table::gather(&seed)
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r.id == gone_id).expect("listed");
+        assert_eq!(row.state, "down");
+        assert_eq!(row.keys, None);
+        let table = ringcache::client::cluster_table::render(&rows);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        cluster
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opt_in_near_cache_answers_repeated_r_one_reads_of_a_hot_key() {
+    with_cluster_args(3, &[], |cluster| async move {
+        let ring = ClusterClient::connect(client(&cluster, 0))
+            .await
+            .unwrap()
+            .with_near_cache(std::time::Duration::from_secs(30), 100);
+        ring.put(b"hot", b"v1".to_vec(), &all()).await.unwrap();
+        let hits_before = cluster_reads(&cluster).await;
+        for _ in 0..50 {
+            let read = ring.get(b"hot", Some("one")).await.unwrap();
+            assert_eq!(read.values(), &[b"v1".to_vec()]);
+        }
+        assert_eq!(ring.near_cache_hits(), 49);
+        assert_eq!(
+            cluster_reads(&cluster).await - hits_before,
+            1,
+            "one read reached the cluster"
+        );
+        // Quorum reads are never cached; this client's own write drops the entry.
+        ring.get(b"hot", Some("quorum")).await.unwrap();
+        assert_eq!(ring.near_cache_hits(), 49);
+        let overwrite = WriteOptions {
+            overwrite: true,
+            ..all()
+        };
+        ring.put(b"hot", b"v2".to_vec(), &overwrite).await.unwrap();
+        let read = ring.get(b"hot", Some("one")).await.unwrap();
+        assert_eq!(read.values(), &[b"v2".to_vec()]);
+        cluster
+    })
+    .await;
+}
+
+async fn cluster_reads(cluster: &ringcache::launcher::LocalCluster) -> u64 {
+    let mut total = 0;
+    for i in 0..cluster.peers.len() {
+        let s = client(cluster, i).stats(false).await.unwrap().stats;
+        total += s.hits + s.misses;
+    }
+    total
+}

@@ -4,8 +4,10 @@
 //!
 //! Targets: the peer frame decoder (`core::message::decode`), the causal-context token decoder
 //! (`api::causal_context::decode`, fed tokens whose MAC verifies so the decoding behind it is
-//! reached), key decoding (`api::keys::percent_decode`) and the gossip-datagram verifier
-//! (`shell::gossip_seal::DatagramSeal::open`, fed validly sealed datagrams too).
+//! reached), key decoding (`api::keys::percent_decode`), the gossip-datagram verifier
+//! (`shell::gossip_seal::DatagramSeal::open`, fed validly sealed datagrams too), and the RESP
+//! request parser and frame decoder (`api::resp::request`, `api::resp::frame::decode`), fed
+//! bytes that start like real requests.
 //!
 //! # Why not cargo-fuzz
 //! cargo-fuzz needs a nightly toolchain and libFuzzer; this project builds on stable and CI has
@@ -26,11 +28,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use ringcache::api::causal_context::{self, ContextKey};
 use ringcache::api::keys;
+use ringcache::api::resp::frame::{self as resp_frame, Frame, Protocol};
+use ringcache::api::resp::request::{Limits, RequestParser};
 use ringcache::core::message;
 use ringcache::shell::gossip_seal::{DatagramSeal, SEAL_OVERHEAD};
 use std::time::{Duration, Instant};
 
-const TARGETS: u32 = 4;
+const TARGETS: u32 = 6;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -224,6 +228,74 @@ fn gossip_datagram_verifier() {
             Ok(())
         },
     );
+}
+
+/// RESP-looking bytes: a real request's start, then anything.
+fn resp_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let starts = prop_oneof![
+        Just(b"*3\r\n$3\r\nSET\r\n".to_vec()),
+        Just(b"*2\r\n$".to_vec()),
+        Just(b"SET \"a".to_vec()),
+        Just(b"%1\r\n+a\r\n".to_vec()),
+        Just(b">2\r\n".to_vec()),
+        Just(Vec::new()),
+    ];
+    (starts, proptest::collection::vec(any::<u8>(), 0..512)).prop_map(|(mut start, tail)| {
+        start.extend(tail);
+        start
+    })
+}
+
+#[test]
+fn resp_request_parser() {
+    fuzz(
+        "resp_request_parser",
+        (resp_bytes(), any::<bool>(), 1usize..64),
+        |(bytes, stranger, chunk)| {
+            // Fed in chunks, as reads deliver it: never a panic, and what parses is bounded.
+            let limits = Limits::for_values(1024);
+            let mut parser = RequestParser::new(limits, stranger);
+            let mut buf = bytes::BytesMut::new();
+            'feed: for piece in bytes.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                loop {
+                    match parser.parse(&mut buf) {
+                        Ok(Some(args)) => {
+                            prop_assert!(args.iter().all(|a| a.len() <= limits.max_bulk_bytes));
+                            if stranger {
+                                prop_assert!(args.len() <= Limits::unauthenticated().max_elements);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn resp_frame_decoder() {
+    fuzz("resp_frame_decoder", resp_bytes(), |bytes| {
+        let limits = Limits::for_values(1024);
+        if let Ok(Some((frame, used))) = resp_frame::decode(&bytes, &limits) {
+            prop_assert!(used <= bytes.len());
+            // Whatever decodes re-encodes (RESP3) to bytes that decode to the same frame.
+            let mut again = Vec::new();
+            frame.encode(Protocol::Resp3, &mut again);
+            let (twice, _) = resp_frame::decode(&again, &limits)
+                .map_err(|e| TestCaseError::fail(format!("re-encoded frame: {e}")))?
+                .ok_or_else(|| TestCaseError::fail("re-encoded frame incomplete"))?;
+            // NaN is not equal to itself: compare the encodings instead.
+            let mut thrice = Vec::new();
+            twice.encode(Protocol::Resp3, &mut thrice);
+            prop_assert_eq!(again, thrice);
+            let _: &Frame = &twice;
+        }
+        Ok(())
+    });
 }
 
 /// Inputs a fuzz target once failed on (or that once misbehaved in production), kept so they

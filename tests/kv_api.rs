@@ -254,3 +254,123 @@ async fn a_message_published_on_one_peer_reaches_subscribers_on_every_peer() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_are_reported_per_peer_and_summed_for_the_cluster() {
+    with_cluster(3, |cluster| async move {
+        let http = http();
+        // 60 reads of "hot" spread over the three peers, 2 writes of each of 20 cold keys.
+        for i in 0..60 {
+            let url = format!("{}/v1/kv/hot", cluster.peers[i % 3].url());
+            http.get(url).send().await.unwrap();
+        }
+        for i in 0..20 {
+            let url = format!("{}/v1/kv/cold-{i}", cluster.peers[i % 3].url());
+            for _ in 0..2 {
+                http.put(&url).body("x").send().await.unwrap();
+            }
+        }
+        let body: ringcache::api::http::HotKeysBody = http
+            .get(format!(
+                "{}/v1/hotkeys?scope=cluster&limit=5",
+                cluster.peers[0].url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body.peers.len(), 3);
+        assert_eq!(body.keys.len(), 5);
+        assert_eq!(body.keys[0].key.as_deref(), Some("hot"));
+        assert_eq!(body.keys[0].reads, 60, "exact: the sketches never filled");
+        assert_eq!(body.keys[1].writes, 2);
+        let one: ringcache::api::http::HotKeysBody = http
+            .get(format!("{}/v1/hotkeys", cluster.peers[1].url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one.keys[0].reads, 20, "one peer saw a third of the reads");
+        cluster
+    })
+    .await;
+}
+
+/// The value of the sample `name{labels}` (labels as written in the exposition), if present.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload() {
+    with_cluster(3, |cluster| async move {
+        let http = http();
+        let base = cluster.peers[0].url();
+        for i in 0..7 {
+            let r = http
+                .put(format!("{base}/v1/kv/m{i}?w=all"))
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204);
+        }
+        for i in 0..10 {
+            http.get(format!("{base}/v1/kv/m{i}?r=one"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let bad = http
+            .get(format!("{base}/v1/kv/m1?r=9"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = response.text().await.unwrap();
+        let count = |labels: &str| sample(&text, &format!("ringcache_requests_total{{{labels}}}"));
+        assert_eq!(
+            count(r#"op="put",consistency="all",outcome="ok""#),
+            Some(7.0),
+            "{text}"
+        );
+        assert_eq!(
+            count(r#"op="get",consistency="one",outcome="ok""#),
+            Some(7.0)
+        );
+        assert_eq!(
+            count(r#"op="get",consistency="one",outcome="not_found""#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"ringcache_request_duration_seconds_count{op="get",consistency="one"}"#
+            ),
+            Some(10.0)
+        );
+        assert_eq!(sample(&text, "ringcache_hits_total"), Some(7.0));
+        assert_eq!(sample(&text, "ringcache_misses_total"), Some(3.0));
+        assert_eq!(sample(&text, "ringcache_members_up"), Some(3.0));
+        assert_eq!(
+            sample(&text, "ringcache_keys"),
+            Some(7.0),
+            "N=3 of 3 peers: every key here"
+        );
+        cluster
+    })
+    .await;
+}

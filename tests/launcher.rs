@@ -1,9 +1,10 @@
-//! `ringcache up`: starts N peers, prints their URLs, and stops every one of them on SIGTERM.
+//! `ringcache up`: starts N peers, prints their URLs and `redis-cli -p PORT` lines (each peer
+//! answering RESP), and stops every one of them on SIGTERM.
 
 use ringcache::client::{Client, WriteOptions};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_a_usable_cluster_and_sigterm_stops_every_peer() {
@@ -17,6 +18,7 @@ async fn up_starts_a_usable_cluster_and_sigterm_stops_every_peer() {
         .unwrap();
     let mut lines = BufReader::new(launcher.stdout.take().unwrap()).lines();
     let mut urls = Vec::new();
+    let mut resp_ports: Vec<u16> = Vec::new();
     let banner = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let trimmed = line.trim();
@@ -26,6 +28,10 @@ async fn up_starts_a_usable_cluster_and_sigterm_stops_every_peer() {
                 .filter(|u| u.starts_with("http://"))
             {
                 urls.push(url.to_string());
+                // Beside each URL: `redis-cli -p PORT`.
+                if let Some(port) = trimmed.split("redis-cli -p ").nth(1) {
+                    resp_ports.push(port.trim().parse().expect("a port"));
+                }
             }
             if trimmed.starts_with("Ctrl-C stops") {
                 return;
@@ -37,6 +43,16 @@ async fn up_starts_a_usable_cluster_and_sigterm_stops_every_peer() {
         .await
         .expect("the launcher printed its banner in time");
     assert_eq!(urls.len(), 2, "one URL per peer: {urls:?}");
+    assert_eq!(resp_ports.len(), 2, "one redis-cli line per peer");
+    for port in &resp_ports {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", *port))
+            .await
+            .expect("the peer serves RESP");
+        stream.write_all(b"PING\r\n").await.unwrap();
+        let mut pong = [0u8; 7];
+        stream.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
 
     let a = Client::new(&urls[0]);
     let b = Client::new(&urls[1]);

@@ -7,13 +7,15 @@
 use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
-use crate::api::{batch, pubsub_http};
+use crate::api::metrics::{self, RequestMetrics};
+use crate::api::{batch, pubsub_http, ui};
 use crate::core::node::NodeStats;
 use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
 use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use crate::shell::health::Health;
+use crate::shell::hot_keys::{self, HotKey};
 use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
@@ -65,6 +67,7 @@ pub fn router(
     let state = ApiState {
         driver,
         pubsub,
+        metrics: RequestMetrics::default(),
         context_key: Arc::new(context_key),
         client_token: client_token.clone(),
         health,
@@ -79,6 +82,10 @@ pub fn router(
         .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
         .route("/v1/stats", get(stats))
+        .route("/v1/hotkeys", get(hot_keys))
+        .route("/metrics", get(prometheus_metrics))
+        .route("/ui", get(ui_page))
+        .route("/v1/ring", get(ring))
         .route("/v1/kv/{*key}", any(kv))
         // A key too long for a URL comes in the `x-key` header (see `keys`).
         .route("/v1/kv", any(kv))
@@ -118,6 +125,8 @@ async fn too_many_connections() -> Response {
 struct ApiState {
     driver: DriverHandle,
     pubsub: PubSub,
+    /// Request counters and latencies for `GET /metrics`.
+    metrics: RequestMetrics,
     context_key: Arc<ContextKey>,
     /// Sent to the other peers when summing the cluster's stats.
     client_token: Option<ClientToken>,
@@ -236,13 +245,7 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
     let mut peers = vec![status.id.to_string()];
     let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
-        let others = status
-            .members
-            .members
-            .iter()
-            .filter(|(id, m)| **id != status.id && m.up)
-            .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)));
-        for (id, addr) in others {
+        for (id, addr) in other_live_peers(&status) {
             match peer_stats(&state, addr).await {
                 Ok(body) => {
                     total.add(&body.stats);
@@ -263,6 +266,174 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
         stats: total,
     };
     Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct HotKeysQuery {
+    /// `cluster` sums every live member's sketch; anything else is this peer's.
+    scope: Option<String>,
+    /// How many keys (default 20, at most the sketch's capacity).
+    limit: Option<usize>,
+}
+
+/// The body of `GET /v1/hotkeys`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct HotKeysBody {
+    pub scope: String,
+    pub peers: Vec<String>,
+    /// The span the counts cover: between one and two windows of this many seconds.
+    pub window_secs: u64,
+    pub keys: Vec<HotKey>,
+}
+
+/// `GET /v1/hotkeys[?scope=cluster][&limit=N]`: the keys clients ask about most.
+async fn hot_keys(State(state): State<ApiState>, Query(q): Query<HotKeysQuery>) -> Response {
+    let limit = q.limit.unwrap_or(20).min(hot_keys::CAPACITY);
+    let Some(status) = state.driver.status().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let mut reports = vec![state.driver.hot_keys(hot_keys::CAPACITY)];
+    let mut peers = vec![status.id.to_string()];
+    let cluster = q.scope.as_deref() == Some("cluster");
+    if cluster {
+        for (id, addr) in other_live_peers(&status) {
+            let mut request = state.peers.get(format!(
+                "{}://{addr}/v1/hotkeys?limit={}",
+                state.peer_scheme,
+                hot_keys::CAPACITY
+            ));
+            if let Some(token) = &state.client_token {
+                request = request.bearer_auth(token.secret());
+            }
+            let body: Result<HotKeysBody, reqwest::Error> =
+                async { request.send().await?.error_for_status()?.json().await }.await;
+            match body {
+                Ok(body) => {
+                    reports.push(body.keys);
+                    peers.push(id.to_string());
+                }
+                Err(e) => tracing::warn!(peer = %id, error = %e, "hot keys unavailable"),
+            }
+        }
+    }
+    Json(HotKeysBody {
+        scope: if cluster {
+            "cluster".into()
+        } else {
+            status.id.to_string()
+        },
+        peers,
+        window_secs: hot_keys::WINDOW.as_secs(),
+        keys: hot_keys::merge_reports(&reports, limit),
+    })
+    .into_response()
+}
+
+/// `GET /ui`: the ring page (see `api::ui`).
+async fn ui_page() -> Response {
+    axum::response::Html(ui::PAGE).into_response()
+}
+
+/// `GET /v1/ring`: the ring and every peer's figures, for the ring page.
+async fn ring(State(state): State<ApiState>) -> Response {
+    let (Some(status), Some(owners)) = (state.driver.status().await, state.driver.ring().await)
+    else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let primary: HashMap<String, u32> = status
+        .ownership
+        .iter()
+        .map(|o| (o.node.to_string(), o.primary_partitions))
+        .collect();
+    let mut peers = Vec::new();
+    for (id, member) in &status.members.members {
+        let mut peer = ui::RingPeer {
+            id: id.to_string(),
+            state: if !member.up {
+                "down"
+            } else if member.leaving {
+                "leaving"
+            } else {
+                "up"
+            }
+            .into(),
+            primary_partitions: primary.get(id.as_str()).copied(),
+            ..ui::RingPeer::default()
+        };
+        let figures = if *id == status.id {
+            Some((
+                status.stats,
+                status.handoff.clone(),
+                status.partitions_moving_in.len(),
+            ))
+        } else if let (true, Some(addr)) = (member.up, member.http_addr) {
+            peer_figures(&state, addr).await
+        } else {
+            None
+        };
+        match figures {
+            Some((stats, handoff, moving_in)) => {
+                peer.keys = Some(stats.keys);
+                peer.memory_used_bytes = Some(stats.memory_used_bytes);
+                peer.requests = Some(stats.hits + stats.misses + stats.client_writes);
+                peer.moving_out = Some(handoff.len() as u64);
+                peer.keys_left = Some(handoff.iter().map(|h| h.keys_left).sum());
+                peer.moving_in = Some(moving_in as u64);
+            }
+            None if member.up => peer.state = "unreachable".into(),
+            None => {}
+        }
+        peers.push(peer);
+    }
+    Json(ui::RingBody {
+        id: status.id.to_string(),
+        replicas: status.replicas,
+        owners: owners
+            .into_iter()
+            .map(|list| list.into_iter().map(|n| n.to_string()).collect())
+            .collect(),
+        peers,
+    })
+    .into_response()
+}
+
+/// Another peer's stats, handoffs and partitions moving in, from its `/v1/cluster`.
+async fn peer_figures(
+    state: &ApiState,
+    addr: std::net::SocketAddr,
+) -> Option<(NodeStats, Vec<crate::core::node::HandoffProgress>, usize)> {
+    let mut request = state
+        .peers
+        .get(format!("{}://{addr}/v1/cluster", state.peer_scheme));
+    if let Some(token) = &state.client_token {
+        request = request.bearer_auth(token.secret());
+    }
+    let body: serde_json::Value = request
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let stats: NodeStats = serde_json::from_value(body["stats"].clone()).ok()?;
+    let handoff = serde_json::from_value(body["handoff"].clone()).unwrap_or_default();
+    let moving_in = body["partitions_moving_in"].as_array().map_or(0, Vec::len);
+    Some((stats, handoff, moving_in))
+}
+
+/// Every other live member with an HTTP address.
+fn other_live_peers(
+    status: &crate::shell::driver::Status,
+) -> Vec<(crate::core::types::NodeId, std::net::SocketAddr)> {
+    status
+        .members
+        .members
+        .iter()
+        .filter(|(id, m)| **id != status.id && m.up)
+        .filter_map(|(id, m)| m.http_addr.map(|a| (id.clone(), a)))
+        .collect()
 }
 
 /// The body of `GET /v1/local/{key}`: one peer's own stored state of a key, as its store
@@ -347,11 +518,66 @@ async fn kv(
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
         Ok(request) if get_and_set => get_and_set_response(&state, request, &query).await,
         Ok(request) => {
-            let reply = state.driver.request(request).await;
+            let reply = timed(&state.metrics, &state.driver, request).await;
             reply_response(reply, &state.context_key)
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// Runs a key request, recording its kind, outcome and latency for `/metrics`.
+#[allow(clippy::disallowed_methods)] // the API layer times requests on the wall clock
+async fn timed(
+    metrics: &RequestMetrics,
+    driver: &DriverHandle,
+    request: ClientRequest,
+) -> ClientReply {
+    let started = std::time::Instant::now();
+    let labels = RequestMetrics::labels(&request);
+    let key_shown = slow_request_key(&request);
+    let reply = driver.request(request).await;
+    let took = started.elapsed();
+    if took >= SLOW_REQUEST {
+        tracing::warn!(
+            op = labels.op,
+            consistency = %labels.consistency,
+            key = %key_shown,
+            outcome = metrics::outcome_of(&reply),
+            took_ms = took.as_millis() as u64,
+            "slow request"
+        );
+    }
+    metrics.observe(labels, &reply, took);
+    reply
+}
+
+/// Requests slower than this are logged (`slow request`, with operation, level, key and
+/// outcome).
+pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A key as a slow-request log line shows it: at most 64 bytes, lossy UTF-8.
+fn slow_request_key(request: &ClientRequest) -> String {
+    let key = match request {
+        ClientRequest::Get { key, .. } => key,
+        ClientRequest::Write(w) => &w.key,
+    };
+    String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
+}
+
+/// `GET /metrics`: Prometheus text format (see `api::metrics`).
+async fn prometheus_metrics(State(state): State<ApiState>) -> Response {
+    let Some(status) = state.driver.status().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
+    };
+    let body = metrics::render(&state.metrics, &status, state.pubsub.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `PUT …?return=old`: reads the key (quorum `r`), writes the new value replacing what the

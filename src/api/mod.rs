@@ -1,4 +1,4 @@
-//! Client-facing protocols. Today: HTTP ([`http`]); the Redis protocol comes later.
+//! Client-facing protocols: HTTP ([`http`]) and the Redis protocol ([`resp`]).
 pub mod auth;
 pub mod batch;
 pub mod causal_context;
@@ -6,4 +6,7 @@ pub mod conn_guard;
 pub mod http;
 pub mod http_server;
 pub mod keys;
+pub mod metrics;
 pub mod pubsub_http;
+pub mod resp;
+pub mod ui;

@@ -76,6 +76,40 @@ pub struct ClusterClient {
     seed: Client,
     topology: Mutex<Option<Topology>>,
     session: Option<Mutex<Session>>,
+    near: Option<Mutex<NearCache>>,
+}
+
+/// Reads at `r=one` kept in the client for a short time (see [`ClusterClient::with_near_cache`]).
+struct NearCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: std::collections::HashMap<Vec<u8>, (Instant, ReadResult)>,
+    hits: u64,
+}
+
+impl NearCache {
+    fn get(&mut self, key: &[u8]) -> Option<ReadResult> {
+        let fresh = match self.entries.get(key) {
+            Some((at, read)) if at.elapsed() < self.ttl => Some(read.clone()),
+            _ => None,
+        };
+        if fresh.is_some() {
+            self.hits += 1;
+        }
+        fresh
+    }
+
+    fn put(&mut self, key: &[u8], read: ReadResult) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(key) {
+            // Make room: drop what is stale, or else everything (entries live a moment only).
+            let ttl = self.ttl;
+            self.entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key.to_vec(), (Instant::now(), read));
+    }
 }
 
 impl ClusterClient {
@@ -85,6 +119,7 @@ impl ClusterClient {
             seed,
             topology: Mutex::new(None),
             session: Some(Mutex::new(Session::default())),
+            near: None,
         };
         client.refresh().await?;
         Ok(client)
@@ -94,6 +129,33 @@ impl ClusterClient {
     pub fn without_session(mut self) -> ClusterClient {
         self.session = None;
         self
+    }
+
+    /// Keeps reads made at `r=one` for `ttl` (at most `capacity` keys), answering repeated
+    /// reads of a hot key without asking the cluster. Opt-in, because such a read may be up to
+    /// `ttl` stale: a write by another client is not seen until the entry expires (this
+    /// client's own writes drop the entry at once). Reads at any other `r` are never cached.
+    pub fn with_near_cache(mut self, ttl: Duration, capacity: usize) -> ClusterClient {
+        self.near = Some(Mutex::new(NearCache {
+            ttl,
+            capacity: capacity.max(1),
+            entries: std::collections::HashMap::new(),
+            hits: 0,
+        }));
+        self
+    }
+
+    /// Reads the near cache answered so far.
+    pub fn near_cache_hits(&self) -> u64 {
+        self.near
+            .as_ref()
+            .map_or(0, |n| n.lock().expect("near cache lock").hits)
+    }
+
+    fn forget_near(&self, key: &[u8]) {
+        if let Some(near) = &self.near {
+            near.lock().expect("near cache lock").entries.remove(key);
+        }
     }
 
     fn session_context(&self, key: &[u8]) -> Option<String> {
@@ -244,6 +306,12 @@ impl ClusterClient {
     }
 
     pub async fn get(&self, key: &[u8], r: Option<&str>) -> Result<ReadResult, ClientError> {
+        let near = self.near.as_ref().filter(|_| r == Some("one"));
+        if let Some(near) = near {
+            if let Some(read) = near.lock().expect("near cache lock").get(key) {
+                return Ok(read);
+            }
+        }
         let context = self.session_context(key);
         let result = self
             .with_routing(key, safe_to_retry_read, |peer| {
@@ -252,6 +320,11 @@ impl ClusterClient {
             })
             .await?;
         self.remember(key, result.context());
+        if let Some(near) = near {
+            near.lock()
+                .expect("near cache lock")
+                .put(key, result.clone());
+        }
         Ok(result)
     }
 
@@ -261,6 +334,7 @@ impl ClusterClient {
         value: Vec<u8>,
         options: &WriteOptions,
     ) -> Result<String, ClientError> {
+        self.forget_near(key);
         let context = self
             .with_routing(key, safe_to_retry_write, |peer| {
                 let value = value.clone();
@@ -272,6 +346,7 @@ impl ClusterClient {
     }
 
     pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
+        self.forget_near(key);
         let context = self
             .with_routing(key, safe_to_retry_write, |peer| async move {
                 peer.delete(key, options).await

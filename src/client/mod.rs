@@ -5,6 +5,7 @@
 //! the contract is what the server does.
 
 mod cluster_client;
+pub mod cluster_table;
 mod http_client;
 pub use cluster_client::{ClusterClient, REFRESH_EVERY};
 pub use http_client::{Client, ClientError, ReadResult, Ttl, WriteOptions};

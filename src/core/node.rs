@@ -303,6 +303,7 @@ impl Node {
                     self.start_read(now, Waiter::Client(id), None, read, out)
                 }
                 ClientRequest::Write(write) => {
+                    self.counters.client_writes += 1;
                     self.start_write(now, Waiter::Client(id), write, out)
                 }
             },

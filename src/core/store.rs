@@ -188,6 +188,24 @@ impl Store {
             .map(|(&(_, slot), &digest)| (self.entries.get(slot as usize).key(), digest))
     }
 
+    /// The keys whose ring positions fall in `start..=end` and that hold a value visible at
+    /// `now` (no tombstone-only or expired keys), with their positions, in ring order: what
+    /// a client listing keys (RESP's SCAN) may see.
+    pub fn live_keys_between(
+        &self,
+        start: u64,
+        end: u64,
+        now: Millis,
+    ) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.order
+            .range((start, 0)..=(end, u32::MAX))
+            .filter_map(move |(&(position, slot), _)| {
+                let entry = self.entries.get(slot as usize);
+                let state = packed::decode(&entry.packed, &self.actors);
+                (!state.visible_values(now).is_empty()).then(|| (position, entry.key()))
+            })
+    }
+
     /// The keys of one leaf of a partition's hash tree, with their digests.
     pub fn keys_in_leaf(
         &self,

@@ -15,6 +15,7 @@ use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::shell::gossip::{ClusterView, Gossip};
+use crate::shell::hot_keys::{Access, HotKey, HotKeys};
 use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
@@ -52,6 +53,39 @@ pub enum Command {
     },
     /// Leave the cluster: take this peer off the ring and hand every partition off.
     Leave,
+    /// Up to `limit` live keys of this shard with ring positions in `from..=to`, in ring
+    /// order (more when the last position holds several keys: a page never splits a
+    /// position, so a cursor at the next position misses none), for RESP's SCAN.
+    LiveKeys {
+        from: u64,
+        to: u64,
+        limit: usize,
+        reply: oneshot::Sender<Vec<(u64, Vec<u8>)>>,
+    },
+    /// Every partition's preference list, in partition order (for `GET /v1/ring`).
+    Ring {
+        reply: oneshot::Sender<Vec<Vec<NodeId>>>,
+    },
+}
+
+/// One page of a scan over this peer's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    pub keys: Vec<Vec<u8>>,
+    /// The ring position to go on from; `0` once the whole ring was covered.
+    pub next: u64,
+}
+
+/// The partition holding ring position `position`, as its first and last positions.
+fn partition_span(position: u64, partitions: u32) -> (u32, u64, u64) {
+    let bits = partitions.trailing_zeros();
+    if bits == 0 {
+        return (0, 0, u64::MAX);
+    }
+    let shift = 64 - bits;
+    let partition = position >> shift;
+    let start = partition << shift;
+    (partition as u32, start, start | ((1u64 << shift) - 1))
 }
 
 /// One peer's own copy of a key, without coordination: what its store holds (tombstones and
@@ -91,6 +125,20 @@ pub struct Status {
     pub handoff_eta_secs: Option<f64>,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::partition_span;
+
+    #[test]
+    fn partition_spans_tile_the_ring() {
+        assert_eq!(partition_span(12345, 1), (0, 0, u64::MAX));
+        assert_eq!(partition_span(0, 4), (0, 0, (1 << 62) - 1));
+        assert_eq!(partition_span(u64::MAX, 4), (3, 3 << 62, u64::MAX));
+        let (p, start, end) = partition_span(1 << 62, 4);
+        assert_eq!((p, start, end), (1, 1 << 62, (2 << 62) - 1));
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Ownership {
     pub node: NodeId,
@@ -106,14 +154,18 @@ pub struct DriverHandle {
     gossip: Arc<Gossip>,
     /// Turns true once this peer was asked to leave.
     leaving: watch::Sender<bool>,
+    /// The keys clients ask this peer about most.
+    hot_keys: HotKeys,
 }
 
 impl DriverHandle {
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let key = match &request {
-            ClientRequest::Get { key, .. } => key,
-            ClientRequest::Write(w) => &w.key,
+        let (key, access) = match &request {
+            ClientRequest::Get { key, .. } => (key, Access::Read),
+            ClientRequest::Write(w) => (&w.key, Access::Write),
         };
+        self.hot_keys
+            .observe(key, access, std::time::Instant::now());
         let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
         if self.shards[shard]
@@ -125,6 +177,22 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+    }
+
+    /// Every partition's preference list as this peer's ring has it; `None` while stopping.
+    pub async fn ring(&self) -> Option<Vec<Vec<NodeId>>> {
+        let (tx, rx) = oneshot::channel();
+        self.shards
+            .first()?
+            .send(Command::Ring { reply: tx })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// The keys clients asked this peer about most, over the last one to two minutes.
+    pub fn hot_keys(&self, limit: usize) -> Vec<HotKey> {
+        self.hot_keys.top(limit)
     }
 
     /// This peer's own state of `key`, from the shard that holds it; `None` while stopping.
@@ -162,6 +230,46 @@ impl DriverHandle {
             }
         }
         merged
+    }
+
+    /// Live keys this peer holds, from ring position `cursor` on: at least `count` unless the
+    /// ring's end comes first (a few more when keys share a position), walking partitions in
+    /// ring order and asking each partition's shard. A scan from 0 that follows `next` until it
+    /// is 0 again lists every key held from start to end exactly once, in ring order; keys
+    /// written or removed meanwhile may or may not appear, as with Redis's SCAN. At most
+    /// `max_partitions` partitions are visited per call, so one call's cost stays bounded
+    /// on a sparse store. `None` while stopping.
+    pub async fn scan(&self, cursor: u64, count: usize, max_partitions: usize) -> Option<ScanPage> {
+        let mut keys = Vec::new();
+        let mut from = cursor;
+        for _ in 0..max_partitions.max(1) {
+            let (partition, _, end) = partition_span(from, self.partitions);
+            let shard = (partition % self.shards.len() as u32) as usize;
+            let (tx, rx) = oneshot::channel();
+            let limit = count.saturating_sub(keys.len()).max(1);
+            self.shards[shard]
+                .send(Command::LiveKeys {
+                    from,
+                    to: end,
+                    limit,
+                    reply: tx,
+                })
+                .await
+                .ok()?;
+            let page = rx.await.ok()?;
+            let full = page.len() >= limit;
+            let last = page.last().map(|(position, _)| *position);
+            keys.extend(page.into_iter().map(|(_, key)| key));
+            from = match last {
+                // The shard stopped at its limit: go on after the last position it gave.
+                Some(position) if full => position.wrapping_add(1),
+                _ => end.wrapping_add(1),
+            };
+            if from == 0 || keys.len() >= count {
+                break;
+            }
+        }
+        Some(ScanPage { keys, next: from })
     }
 
     /// Starts leaving the cluster: gossip tells the other peers, which take this one off their
@@ -280,6 +388,7 @@ pub fn spawn_shards(
             partitions,
             gossip: handle_gossip,
             leaving,
+            hot_keys: HotKeys::new(std::time::Instant::now()),
         },
         tasks,
     )
@@ -346,6 +455,16 @@ impl Driver {
                         let _ = reply.send(self.status());
                     }
                     Some(Command::Leave) => self.node.leave(wall_clock_ms()),
+                    Some(Command::LiveKeys { from, to, limit, reply }) => {
+                        let _ = reply.send(self.live_keys(from, to, limit));
+                    }
+                    Some(Command::Ring { reply }) => {
+                        let ring = self.node.ring();
+                        let lists = (0..ring.params().partitions)
+                            .map(|p| ring.preference_list(p).to_vec())
+                            .collect();
+                        let _ = reply.send(lists);
+                    }
                     Some(Command::Local { key, reply }) => {
                         // `peek`: no access is counted and nothing is repaired, so looking
                         // does not change what is looked at.
@@ -406,6 +525,22 @@ impl Driver {
                 let _ = undeliverable.send((to, req));
             }
         });
+    }
+
+    /// See [`Command::LiveKeys`]: stops at `limit` keys, but only between two positions.
+    fn live_keys(&self, from: u64, to: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (position, key) in self
+            .node
+            .store()
+            .live_keys_between(from, to, wall_clock_ms())
+        {
+            if keys.len() >= limit && keys.last().is_some_and(|(p, _)| *p != position) {
+                break;
+            }
+            keys.push((position, key.to_vec()));
+        }
+        keys
     }
 
     fn status(&self) -> Status {

@@ -16,6 +16,7 @@ pub mod gossip_entry;
 pub mod gossip_seal;
 pub mod gossip_transport;
 pub mod health;
+pub mod hot_keys;
 pub mod pubsub;
 pub mod restart_budget;
 pub mod transport;

@@ -68,6 +68,9 @@ pub struct NodeStats {
     /// replicas (the hop a ring-aware client saves).
     #[serde(default)]
     pub writes_forwarded: u64,
+    /// Client writes (puts, deletes, expires) this peer received.
+    #[serde(default)]
+    pub client_writes: u64,
 }
 
 impl NodeStats {
@@ -107,6 +110,7 @@ impl NodeStats {
         self.hints_dropped += other.hints_dropped;
         self.hints_refused += other.hints_refused;
         self.writes_forwarded += other.writes_forwarded;
+        self.client_writes += other.client_writes;
     }
 }
 
@@ -126,6 +130,8 @@ pub(super) struct Counters {
     pub(super) refused_by_sibling_cap: u64,
     /// Client writes forwarded to a replica to coordinate.
     pub(super) writes_forwarded: u64,
+    /// Client writes received.
+    pub(super) client_writes: u64,
 }
 
 impl Counters {
@@ -177,6 +183,7 @@ impl Node {
             hints_dropped: self.hints.counters.dropped,
             hints_refused: self.hints.counters.refused,
             writes_forwarded: self.counters.writes_forwarded,
+            client_writes: self.counters.client_writes,
         }
     }
 

@@ -1,0 +1,124 @@
+//! ringcache's own commands, for clients that want more than Redis's model:
+//! - `RC.CONSISTENCY [r w]`: this connection's read and write quorums (`one`, `quorum`, `all`
+//!   or a number); without arguments, the current pair. Defaults: quorum and quorum.
+//! - `RC.GETALL key`: every concurrent value (sibling) and the causal context token that
+//!   covers them: `[context, [value…]]` (an empty list when missing; the context is then
+//!   the empty string unless the key holds tombstones).
+//! - `RC.SET key value CONTEXT token [EX s|PX ms]`: a write that replaces exactly what the
+//!   context saw (siblings it did not see stay). Answers the new context token.
+
+use crate::api::causal_context;
+use crate::api::resp::args::{self, is};
+use crate::api::resp::frame::Frame;
+use crate::api::resp::keyspace::{owned, Ttl};
+use crate::api::resp::session::Session;
+use crate::core::request::WriteKind;
+use crate::core::types::Quorum;
+use bytes::Bytes;
+
+pub fn consistency(session: &mut Session, args: &[Bytes]) -> Frame {
+    match args.len() {
+        1 => Frame::Array(vec![
+            Frame::bulk(session.r.to_string()),
+            Frame::bulk(session.w.to_string()),
+        ]),
+        3 => {
+            let parse = |a: &Bytes| -> Result<Quorum, Frame> {
+                let text = std::str::from_utf8(a).map_err(|_| args::syntax_error())?;
+                let quorum: Quorum = text
+                    .parse()
+                    .map_err(|e: crate::core::types::BadQuorum| Frame::error(format!("ERR {e}")))?;
+                let replicas = session.shared.settings.replicas;
+                if quorum.resolve(replicas) > replicas {
+                    return Err(Frame::error(format!(
+                        "ERR quorum {quorum} is larger than the replication factor {replicas}"
+                    )));
+                }
+                Ok(quorum)
+            };
+            match (parse(&args[1]), parse(&args[2])) {
+                (Ok(r), Ok(w)) => {
+                    session.r = r;
+                    session.w = w;
+                    Frame::ok()
+                }
+                (Err(e), _) | (_, Err(e)) => e,
+            }
+        }
+        _ => args::wrong_arity("rc.consistency"),
+    }
+}
+
+pub async fn getall(session: &Session, args: &[Bytes]) -> Frame {
+    match session.keyspace().read(&args[1]).await {
+        Ok(read) => {
+            let context = if read.context.is_empty() {
+                String::new()
+            } else {
+                causal_context::encode(&read.context, &session.shared.context_key)
+            };
+            Frame::Array(vec![
+                Frame::bulk(context),
+                Frame::Array(
+                    read.values
+                        .into_iter()
+                        .map(|v| Frame::bulk(v.data))
+                        .collect(),
+                ),
+            ])
+        }
+        Err(e) => e,
+    }
+}
+
+pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
+    let mut context = None;
+    let mut ttl = Ttl::None;
+    let mut i = 3;
+    while i < args.len() {
+        let Some(value) = args.get(i + 1) else {
+            return args::syntax_error();
+        };
+        if is(&args[i], "context") {
+            let token = String::from_utf8_lossy(value);
+            context = match causal_context::decode(&token, &session.shared.context_key) {
+                Ok(c) => Some(c),
+                Err(e) => return Frame::error(format!("ERR {e}")),
+            };
+        } else if is(&args[i], "ex") || is(&args[i], "px") {
+            let unit = if is(&args[i], "ex") { 1000 } else { 1 };
+            ttl = match args::integer(value) {
+                Ok(n) if n > 0 => Ttl::Ms(n.saturating_mul(unit) as u64),
+                Ok(_) => return Frame::error("ERR invalid expire time in 'rc.set' command"),
+                Err(e) => return e,
+            };
+        } else {
+            return args::syntax_error();
+        }
+        i += 2;
+    }
+    let Some(context) = context else {
+        return Frame::error(
+            "ERR RC.SET needs CONTEXT <token> (from RC.GETALL); use SET for a plain write",
+        );
+    };
+    let ttl_ms = match ttl {
+        Ttl::Ms(ms) => Some(ms),
+        _ => None,
+    };
+    let write = WriteKind::Put {
+        value: owned(&args[2]),
+        ttl_ms,
+    };
+    match session
+        .keyspace()
+        .write(&args[1], write, Some(context))
+        .await
+    {
+        Ok(written) => Frame::bulk(causal_context::encode(
+            &written,
+            &session.shared.context_key,
+        )),
+        Err(e) => e,
+    }
+}

@@ -1,0 +1,330 @@
+//! Hot-key detection: which keys this peer is asked about most, by reads and by writes, over
+//! the last minute or two.
+//!
+//! Why: in a cache one key can draw a large share of all requests (a celebrity's profile, a
+//! config blob) and overload the few peers that replicate it. An operator must be able to see
+//! such keys before relieving them (`GET /v1/hotkeys`).
+//!
+//! How: a Space-Saving sketch (Metwally, Agrawal and El Abbadi, 2005) of [`CAPACITY`] counters
+//! per window. Every key the peer coordinates for a client is counted; when the sketch is full, the
+//! least counted key is replaced and its estimate inherited as the newcomer's possible
+//! undercount (`error`). Any key making up more than 1/[`CAPACITY`] of a window's requests is
+//! guaranteed to be in it; its true count lies between `reads + writes` (counted since it
+//! entered) and that plus `error`. Windows rotate every [`WINDOW`]; a report sums the current window and the
+//! previous one, so it always covers between one and two windows.
+//!
+//! Promises: memory is bounded ([`CAPACITY`] entries per window, each key kept to at most
+//! [`KEY_BYTES_KEPT`] bytes for display and identified by a 64-bit hash); counting a request is
+//! a hash and a scan of [`CAPACITY`] counters under a lock held for nothing else
+//! (`benches/hot_keys.rs`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counters per window.
+pub const CAPACITY: usize = 128;
+/// How long one window lasts.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Bytes of a key kept for display.
+pub const KEY_BYTES_KEPT: usize = 256;
+
+/// Whether a request read or wrote its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// One hot key as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotKey {
+    /// The key, when it is UTF-8 (first [`KEY_BYTES_KEPT`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key's first [`KEY_BYTES_KEPT`] bytes, base64, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// Whether the key is longer than what is shown.
+    #[serde(default)]
+    pub truncated: bool,
+    pub reads: u64,
+    pub writes: u64,
+    /// How many more requests the key may have had than `reads + writes` (0: exact).
+    pub error: u64,
+}
+
+impl HotKey {
+    /// The estimate keys are ranked by: counted requests plus the possible undercount.
+    pub fn estimate(&self) -> u64 {
+        self.reads + self.writes + self.error
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Counter {
+    shown: Vec<u8>,
+    truncated: bool,
+    reads: u64,
+    writes: u64,
+    error: u64,
+}
+
+impl Counter {
+    fn total(&self) -> u64 {
+        self.reads + self.writes
+    }
+}
+
+/// One window's Space-Saving sketch: counters in a vector (scanned for the minimum), found by
+/// key hash through an index.
+#[derive(Default)]
+struct Sketch {
+    slots: Vec<(u64, Counter)>,
+    index: HashMap<u64, usize>,
+}
+
+impl Sketch {
+    fn observe(&mut self, id: u64, key: &[u8], access: Access) {
+        let slot = match self.index.get(&id) {
+            Some(&slot) => slot,
+            None => {
+                let shown = key[..key.len().min(KEY_BYTES_KEPT)].to_vec();
+                let fresh = |error| Counter {
+                    truncated: shown.len() < key.len(),
+                    shown: shown.clone(),
+                    reads: 0,
+                    writes: 0,
+                    // The least counted key's count, inherited as a possible overestimate.
+                    error,
+                };
+                if self.slots.len() < CAPACITY {
+                    self.slots.push((id, fresh(0)));
+                    self.slots.len() - 1
+                } else {
+                    let (slot, min) = self
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, c))| (i, c.total() + c.error))
+                        .min_by_key(|&(i, total)| (total, i))
+                        .expect("a full sketch has counters");
+                    let (victim, _) = self.slots[slot];
+                    self.index.remove(&victim);
+                    self.slots[slot] = (id, fresh(min));
+                    slot
+                }
+            }
+        };
+        self.index.insert(id, slot);
+        let counter = &mut self.slots[slot].1;
+        match access {
+            Access::Read => counter.reads += 1,
+            Access::Write => counter.writes += 1,
+        }
+    }
+}
+
+struct Windows {
+    current: Sketch,
+    previous: Sketch,
+    started: Instant,
+}
+
+/// A peer's hot-key sketch; clones share it.
+#[derive(Clone)]
+pub struct HotKeys {
+    windows: Arc<Mutex<Windows>>,
+}
+
+impl HotKeys {
+    pub fn new(now: Instant) -> HotKeys {
+        HotKeys {
+            windows: Arc::new(Mutex::new(Windows {
+                current: Sketch::default(),
+                previous: Sketch::default(),
+                started: now,
+            })),
+        }
+    }
+
+    /// Counts one request for `key`.
+    pub fn observe(&self, key: &[u8], access: Access, now: Instant) {
+        let id = key_id(key);
+        let mut w = self.windows.lock().expect("hot keys lock");
+        if now.duration_since(w.started) >= WINDOW {
+            // A window passed: the current one becomes the previous (or, after a long quiet
+            // spell, both are stale and the previous one is cleared too).
+            let stale = now.duration_since(w.started) >= 2 * WINDOW;
+            w.previous = std::mem::take(&mut w.current);
+            if stale {
+                w.previous = Sketch::default();
+            }
+            w.started = now;
+        }
+        w.current.observe(id, key, access);
+    }
+
+    /// The `limit` hottest keys over the current and the previous window, hottest first.
+    pub fn top(&self, limit: usize) -> Vec<HotKey> {
+        let w = self.windows.lock().expect("hot keys lock");
+        let mut merged: HashMap<u64, Counter> = HashMap::new();
+        for (id, c) in w.previous.slots.iter().chain(&w.current.slots) {
+            merged
+                .entry(*id)
+                .and_modify(|m| {
+                    m.reads += c.reads;
+                    m.writes += c.writes;
+                    m.error += c.error;
+                })
+                .or_insert_with(|| c.clone());
+        }
+        drop(w);
+        let mut keys: Vec<(u64, Counter)> = merged.into_iter().collect();
+        keys.sort_by(|(ia, a), (ib, b)| {
+            (b.total() + b.error)
+                .cmp(&(a.total() + a.error))
+                .then(ia.cmp(ib))
+        });
+        keys.into_iter()
+            .take(limit)
+            .map(|(_, c)| shown(c))
+            .collect()
+    }
+}
+
+/// Sums per-peer reports into one cluster-wide list (same key: counts and errors add up).
+pub fn merge_reports(reports: &[Vec<HotKey>], limit: usize) -> Vec<HotKey> {
+    let mut merged: Vec<HotKey> = Vec::new();
+    for key in reports.iter().flatten() {
+        match merged
+            .iter_mut()
+            .find(|m| m.key == key.key && m.key_base64 == key.key_base64)
+        {
+            Some(m) => {
+                m.reads += key.reads;
+                m.writes += key.writes;
+                m.error += key.error;
+            }
+            None => merged.push(key.clone()),
+        }
+    }
+    merged.sort_by_key(|k| std::cmp::Reverse(k.estimate()));
+    merged.truncate(limit);
+    merged
+}
+
+fn key_id(key: &[u8]) -> u64 {
+    let hash = blake3::hash(key);
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+fn shown(c: Counter) -> HotKey {
+    use base64::Engine;
+    let (key, key_base64) = match String::from_utf8(c.shown) {
+        Ok(s) => (Some(s), None),
+        Err(e) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+        ),
+    };
+    HotKey {
+        key,
+        key_base64,
+        truncated: c.truncated,
+        reads: c.reads,
+        writes: c.writes,
+        error: c.error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heavy_hitters_of_a_skewed_stream_are_found_with_bounded_error() {
+        let start = Instant::now();
+        let hot = HotKeys::new(start);
+        // 10,000 distinct cold keys seen once each, and three hot ones seen often.
+        for i in 0..10_000u32 {
+            hot.observe(format!("cold-{i}").as_bytes(), Access::Read, start);
+            if i % 10 == 0 {
+                hot.observe(b"hot-a", Access::Read, start);
+            }
+            if i % 20 == 0 {
+                hot.observe(b"hot-b", Access::Write, start);
+            }
+            if i % 40 == 0 {
+                hot.observe(b"hot-c", Access::Read, start);
+            }
+        }
+        let top = hot.top(3);
+        let names: Vec<_> = top.iter().map(|k| k.key.clone().unwrap()).collect();
+        assert_eq!(names, ["hot-a", "hot-b", "hot-c"]);
+        // The true count lies between what was counted and that plus the error.
+        for (k, truth) in top.iter().zip([1_000u64, 500, 250]) {
+            assert!(k.reads + k.writes <= truth, "{k:?}");
+            assert!(truth <= k.estimate(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_long_keys_are_cut_for_display() {
+        let start = Instant::now();
+        let hot = HotKeys::new(start);
+        let long = vec![b'x'; 10_000];
+        for i in 0..50_000u32 {
+            hot.observe(&i.to_le_bytes(), Access::Read, start);
+        }
+        for _ in 0..10 {
+            hot.observe(&long, Access::Write, start);
+        }
+        let w = hot.windows.lock().unwrap();
+        assert!(w.current.slots.len() <= CAPACITY);
+        assert!(w.current.index.len() <= CAPACITY);
+        assert!(w
+            .current
+            .slots
+            .iter()
+            .all(|(_, c)| c.shown.len() <= KEY_BYTES_KEPT));
+        drop(w);
+        let top = hot.top(1);
+        assert!(top[0].truncated);
+        assert_eq!(top[0].key.as_deref().map(str::len), Some(KEY_BYTES_KEPT));
+        assert_eq!(top[0].writes, 10);
+    }
+
+    #[test]
+    fn windows_rotate_and_old_traffic_fades_out() {
+        let start = Instant::now();
+        let hot = HotKeys::new(start);
+        hot.observe(b"early", Access::Read, start);
+        // One window later it is still reported (previous window)...
+        hot.observe(b"late", Access::Read, start + WINDOW);
+        let names: Vec<_> = hot.top(10).into_iter().map(|k| k.key.unwrap()).collect();
+        assert!(names.contains(&"early".to_string()));
+        // ...two windows later it is gone.
+        hot.observe(b"later", Access::Read, start + 2 * WINDOW);
+        let names: Vec<_> = hot.top(10).into_iter().map(|k| k.key.unwrap()).collect();
+        assert!(!names.contains(&"early".to_string()), "{names:?}");
+        assert!(names.contains(&"late".to_string()));
+    }
+
+    #[test]
+    fn cluster_reports_add_up_per_key() {
+        let k = |name: &str, reads| HotKey {
+            key: Some(name.into()),
+            key_base64: None,
+            truncated: false,
+            reads,
+            writes: 0,
+            error: 0,
+        };
+        let merged = merge_reports(&[vec![k("a", 5), k("b", 9)], vec![k("a", 7)]], 10);
+        assert_eq!(merged[0].key.as_deref(), Some("a"));
+        assert_eq!(merged[0].reads, 12);
+        assert_eq!(merged[1].reads, 9);
+    }
+}
