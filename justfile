@@ -39,6 +39,14 @@ bench:
     cargo bench --bench engine
     cargo bench --bench anti_entropy
 
+# Load a running cluster with `ringcache bench` (start one with `just up`; it prints the
+# peers' URLs): 50 connections, 90% reads of 10,000 zipfian keys (θ 0.99) at r=w=quorum
+# (the default), 10 s after a 2 s warm-up. More flags through ARGS, e.g.
+# `just bench-run URL --rate 10000` for open loop, `--r one`, or
+# `just bench-run redis://127.0.0.1:6379 --target redis --wait 1` for a Redis.
+bench-run url="http://127.0.0.1:7070" *args="":
+    cargo run --release -- bench --url {{url}} --connections 50 --keys 10000 --zipf 0.99 --reads 0.9 --preload --duration 10 {{args}}
+
 fmt:
     cargo fmt --all
 

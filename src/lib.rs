@@ -21,12 +21,15 @@
 //! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP,
 //!   RESP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.
+//! - [`bench`] — the load generator: `ringcache bench` against ringcache (HTTP) or Redis (RESP).
 //! - [`config`] — one peer's whole configuration.
 //!
-//! Layers run one way: `main`/[`launcher`] → [`client`] → [`server`] → [`api`] → [`shell`] →
-//! [`core`] (and [`config`] gathers the shell's and core's settings); `tests/layers.rs` checks it.
+//! Layers run one way: `main`/[`launcher`]/[`bench`] → [`client`] → [`server`] → [`api`] →
+//! [`shell`] → [`core`] (and [`config`] gathers the shell's and core's settings);
+//! `tests/layers.rs` checks it.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -177,6 +177,9 @@ enum Commands {
         #[arg(long)]
         r: Option<String>,
     },
+    /// Load a ringcache cluster (HTTP) or a Redis server (RESP) and report throughput and
+    /// latency percentiles (closed loop, or open loop with --rate).
+    Bench(ringcache::bench::BenchOptions),
     /// Show hits, misses, keys, expiry, eviction and memory: this peer's, or with
     /// `--cluster` the sum over every live peer.
     Stats {
@@ -776,6 +779,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+            Ok(())
+        }
+        Commands::Bench(options) => {
+            ringcache::bench::run_and_print(options).await?;
             Ok(())
         }
         Commands::Stats { target, cluster } => {

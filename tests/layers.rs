@@ -1,4 +1,4 @@
-//! Layers run one way: `main`/`launcher` → `client` → `server` → `api` → `shell` → `core`, with
+//! Layers run one way: `main`/`launcher`/`bench` → `client` → `server` → `api` → `shell` → `core`, with
 //! `config` gathering the shell's and the core's settings. A module that imports one above it
 //! (the shell building the HTTP router, the API calling the Rust client) ties the layers into a
 //! knot that no part can be understood, tested or replaced without the others.
@@ -46,6 +46,16 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "src/client",
         &["crate::server", "crate::launcher", "crate::shell"],
+    ),
+    // The load generator sees a cluster only as its clients do.
+    (
+        "src/bench",
+        &[
+            "crate::server",
+            "crate::launcher",
+            "crate::shell",
+            "crate::core",
+        ],
     ),
 ];
 
