@@ -87,6 +87,14 @@ pub fn http_tls_cert(serve_args: &[String]) -> Option<PathBuf> {
 }
 
 /// A fresh random client token: 32 bytes, hex.
+/// The replication factor `up` sets for a cluster of `peers` when the caller named none: a
+/// cluster smaller than the default N = 3 keeps one copy per peer (otherwise `w=all` could
+/// never succeed and `quorum` would need peers that do not exist). `None`: leave it alone.
+pub fn replicas_for(peers: usize, serve_args: &[String]) -> Option<usize> {
+    let named = serve_args.iter().any(|a| a.starts_with("--replicas"));
+    (!named && peers < crate::core::config::DEFAULT_REPLICAS).then_some(peers.max(1))
+}
+
 pub fn generate_client_token() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -315,6 +323,19 @@ async fn wait_for_clients(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_smaller_than_three_keeps_one_copy_per_peer_unless_told_otherwise() {
+        assert_eq!(replicas_for(1, &[]), Some(1));
+        assert_eq!(replicas_for(2, &[]), Some(2));
+        assert_eq!(replicas_for(3, &[]), None);
+        assert_eq!(replicas_for(5, &[]), None);
+        assert_eq!(replicas_for(1, &["--replicas=1".to_string()]), None);
+        assert_eq!(
+            replicas_for(2, &["--replicas".to_string(), "1".to_string()]),
+            None
+        );
+    }
 
     #[test]
     fn the_tls_certificate_is_found_in_either_spelling() {

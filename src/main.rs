@@ -655,6 +655,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if sloppy_quorum {
                 serve_args.push("--sloppy-quorum".into());
             }
+            if let Some(n) = launcher::replicas_for(peers, &serve_args) {
+                println!(
+                    "ringcache: {peers} peer(s) keep {n} cop(ies) of each key (N = {n}): \
+                     fewer peers than the default N = 3 (override with --serve-arg=--replicas=N)"
+                );
+                serve_args.push(format!("--replicas={n}"));
+            }
             match max_memory {
                 Some(m) => {
                     parse_memory_limit(&m).map_err(|e| anyhow::anyhow!(e))?;

@@ -12,6 +12,8 @@ use thiserror::Error;
 /// Default virtual-node tokens per peer: enough that three peers share 100,000 keys within 15%
 /// of the mean and a fourth peer takes close to a quarter (see the ring tests).
 pub const DEFAULT_VNODES: u32 = 512;
+/// Copies of each key (N) unless configured otherwise.
+pub const DEFAULT_REPLICAS: usize = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreConfig {
@@ -89,7 +91,7 @@ pub enum ConfigError {
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
-            replicas: 3,
+            replicas: DEFAULT_REPLICAS,
             partitions: 1024,
             vnodes: DEFAULT_VNODES,
             request_timeout_ms: 2_000,
