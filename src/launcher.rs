@@ -87,6 +87,49 @@ pub fn http_tls_cert(serve_args: &[String]) -> Option<PathBuf> {
 }
 
 /// A fresh random client token: 32 bytes, hex.
+/// Where `ringcache up` records the cluster it runs, for the CLI to find without `--url`:
+/// `$XDG_RUNTIME_DIR/ringcache/cluster.json`, or `~/.local/state/ringcache/cluster.json`.
+pub fn local_cluster_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("ringcache").join("cluster.json"))
+}
+
+/// What `up` records of a running local cluster (the file is readable by its owner only: it
+/// may hold the client token).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalClusterRecord {
+    pub urls: Vec<String>,
+    pub client_token: Option<String>,
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl LocalClusterRecord {
+    /// Writes the record (owner-only permissions), creating its directory.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// The record at `path`, if there is a readable one.
+    pub fn read(path: &Path) -> Option<LocalClusterRecord> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
 /// The replication factor `up` sets for a cluster of `peers` when the caller named none: a
 /// cluster smaller than the default N = 3 keeps one copy per peer (otherwise `w=all` could
 /// never succeed and `quorum` would need peers that do not exist). `None`: leave it alone.

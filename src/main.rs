@@ -192,9 +192,10 @@ enum Commands {
 
 #[derive(Args)]
 struct Target {
-    /// A peer's HTTP URL.
-    #[arg(long, env = "RINGCACHE_URL", default_value = "http://127.0.0.1:7070")]
-    url: String,
+    /// A peer's HTTP URL. Without it (or RINGCACHE_URL): the cluster `ringcache up` is running
+    /// on this machine, if any, else http://127.0.0.1:7070.
+    #[arg(long, env = "RINGCACHE_URL")]
+    url: Option<String>,
     /// The cluster's client token, sent as `Authorization: Bearer`; prefer the environment
     /// variable.
     #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
@@ -204,15 +205,45 @@ struct Target {
     tls_ca: Option<PathBuf>,
 }
 
+/// Where the CLI talks when no `--url` is given.
+const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
 impl Target {
+    /// The cluster `ringcache up` recorded, when no URL was named.
+    fn local_cluster(&self) -> Option<launcher::LocalClusterRecord> {
+        if self.url.is_some() {
+            return None;
+        }
+        launcher::LocalClusterRecord::read(&launcher::local_cluster_file()?)
+    }
+
+    /// The peer to talk to: `--url`, else the local cluster's first peer, else the default.
+    fn url(&self) -> String {
+        match (&self.url, self.local_cluster()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(local)) if !local.urls.is_empty() => local.urls[0].clone(),
+            _ => DEFAULT_URL.to_string(),
+        }
+    }
+
     fn client(&self) -> anyhow::Result<Client> {
-        let token = self.client_token.as_deref();
-        Ok(match &self.tls_ca {
-            None => Client::with_token(&self.url, token)?,
+        let local = self.local_cluster();
+        let url = self.url();
+        // A recorded local cluster brings its token and certificate, unless given here.
+        let token = self
+            .client_token
+            .clone()
+            .or_else(|| local.as_ref().and_then(|l| l.client_token.clone()));
+        let tls_ca = self
+            .tls_ca
+            .clone()
+            .or_else(|| local.as_ref().and_then(|l| l.tls_ca.clone()));
+        Ok(match &tls_ca {
+            None => Client::with_token(&url, token.as_deref())?,
             Some(path) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("reading --tls-ca {}", path.display()))?;
-                Client::with_tls(&self.url, token, &pem)?
+                Client::with_tls(&url, token.as_deref(), &pem)?
             }
         })
     }
@@ -223,7 +254,7 @@ impl Target {
     async fn cluster_client(&self) -> anyhow::Result<ClusterClient> {
         ClusterClient::connect(self.client()?)
             .await
-            .with_context(|| format!("reading the ring from {}", self.url))
+            .with_context(|| format!("reading the ring from {}", self.url()))
     }
 }
 
@@ -623,7 +654,7 @@ impl Commands {
             | Commands::Ttl { target, .. }
             | Commands::Stats { target, .. }
             | Commands::Cluster { target, .. }
-            | Commands::Leave { target, .. } => Some(target.url.clone()),
+            | Commands::Leave { target, .. } => Some(target.url()),
             _ => None,
         }
     }
@@ -897,6 +928,7 @@ async fn up(
     let binary = std::env::current_exe().context("locating the ringcache binary")?;
     let mut options = LaunchOptions::new(binary);
     options.show_logs = logs;
+    let cluster_serve_args = serve_args.clone();
     options.serve_args = serve_args;
     options.client_token = client_token.clone();
     // Peers serving HTTPS with a certificate of their own: the launcher trusts that one.
@@ -942,8 +974,31 @@ async fn up(
         };
         println!("  redis-cli -p {}{redis_auth} set hello world", resp.port());
     }
+    // Recorded for the CLI: `ringcache get/put/cluster` find this cluster without --url.
+    let record_file = launcher::local_cluster_file();
+    if let Some(path) = &record_file {
+        let record = launcher::LocalClusterRecord {
+            urls: cluster.peers.iter().map(|p| p.url()).collect(),
+            client_token: client_token.clone(),
+            tls_ca: launcher::http_tls_cert(&cluster_serve_args),
+        };
+        match record.write(path) {
+            Ok(()) => println!(
+                "  ringcache get hello      (the CLI finds this cluster: {})",
+                path.display()
+            ),
+            Err(e) => eprintln!(
+                "note: could not record the cluster for the CLI at {}: {e}",
+                path.display()
+            ),
+        }
+    }
     println!("Ctrl-C stops the cluster.");
     stop.wait().await;
+    // First, so the CLI stops pointing at peers that are going away.
+    if let Some(path) = &record_file {
+        let _ = std::fs::remove_file(path);
+    }
     println!("stopping {count} peers");
     cluster.stop().await;
     Ok(())

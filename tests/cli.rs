@@ -51,3 +51,51 @@ fn a_missing_cluster_is_one_readable_line_with_a_hint_and_exit_code_3() {
     );
     assert!(stderr.lines().count() <= 2, "{stderr}");
 }
+
+/// `ringcache up` records its cluster, so the CLI needs no `--url` right after it; the record
+/// goes when `up` stops.
+#[test]
+fn the_cli_finds_the_cluster_up_is_running_without_a_url() {
+    use std::io::{BufRead, BufReader};
+    let runtime = std::env::temp_dir().join(format!("ringcache-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["up", "--peers", "1", "--max-memory", "64MiB"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("RINGCACHE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("up starts");
+    // Kept open until `up` has stopped, so its last lines have somewhere to go.
+    let mut stdout = BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C stops");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let record = runtime.join("ringcache/cluster.json");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("RINGCACHE_URL")
+            .output()
+            .expect("the CLI runs")
+    };
+    let put = cli(&["put", "hello", "world", "--w", "all"]);
+    let get = cli(&["get", "hello"]);
+    // SIGINT stops `up` and its peers at once.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let _ = up.wait();
+    drop(stdout);
+    let record_left = record.exists();
+    let _ = std::fs::remove_dir_all(&runtime);
+    assert!(put.status.success(), "{banner:?} {put:?}");
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n", "{get:?}");
+    assert!(!record_left, "the record is removed when up stops");
+}
