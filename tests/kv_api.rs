@@ -370,6 +370,29 @@ async fn metrics_count_a_known_workload() {
             Some(7.0),
             "N=3 of 3 peers: every key here"
         );
+        // Every metric the example dashboard queries is one the peer serves.
+        let dashboard = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/grafana-dashboard.json"
+        ))
+        .unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        let mut named = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("ringcache_") {
+                        named += 1;
+                        let served = text
+                            .lines()
+                            .any(|l| l.starts_with(word) && !l.starts_with('#'));
+                        assert!(served, "the dashboard queries {word}, which /metrics lacks");
+                    }
+                }
+            }
+        }
+        assert!(named >= 15, "{named}");
         cluster
     })
     .await;
