@@ -828,15 +828,7 @@ impl<'h> Checker<'h> {
 
     fn read_your_writes(&mut self) {
         let history = self.history;
-        // Each client is sequential: walk its operations per key in order.
-        let mut per_client_key: BTreeMap<(u32, &[u8]), Vec<OpId>> = BTreeMap::new();
-        for (i, op) in history.ops().iter().enumerate() {
-            per_client_key
-                .entry((op.client, op.key.as_slice()))
-                .or_default()
-                .push(OpId(i));
-        }
-        for ops in per_client_key.values() {
+        for ops in ops_by_client_and_key(history).values() {
             let mut last_write: Option<OpId> = None;
             for &id in ops {
                 let op = history.get(id);
@@ -951,14 +943,7 @@ impl<'h> Checker<'h> {
     /// between, which may take data without a trace in the history).
     fn monotonic_reads(&mut self) {
         let history = self.history;
-        let mut per_client_key: BTreeMap<(u32, &[u8]), Vec<OpId>> = BTreeMap::new();
-        for (i, op) in history.ops().iter().enumerate() {
-            per_client_key
-                .entry((op.client, op.key.as_slice()))
-                .or_default()
-                .push(OpId(i));
-        }
-        for ops in per_client_key.values() {
+        for ops in ops_by_client_and_key(history).values() {
             for pair in ops.windows(2) {
                 let (first, second) = (history.get(pair[0]), history.get(pair[1]));
                 let (
@@ -1030,6 +1015,17 @@ impl<'h> Checker<'h> {
             );
         }
     }
+}
+
+/// Each client's operations per key, in the order it issued them (a client is sequential).
+fn ops_by_client_and_key(history: &History) -> BTreeMap<(u32, &[u8]), Vec<OpId>> {
+    let mut out: BTreeMap<(u32, &[u8]), Vec<OpId>> = BTreeMap::new();
+    for (i, op) in history.ops().iter().enumerate() {
+        out.entry((op.client, op.key.as_slice()))
+            .or_default()
+            .push(OpId(i));
+    }
+    out
 }
 
 /// The values (visible or expired, not tombstones) a merged state holds.
