@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 const KV_PREFIX: &str = "/v1/kv/";
 const LOCAL_PREFIX: &str = "/v1/local/";
+/// `POST /v1/kv/{key}/incr`: what ends an increment's path.
+const INCR_SUFFIX: &str = "/incr";
 /// On a single-value read: the value's absolute expiry, in cluster milliseconds.
 pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
@@ -462,7 +464,7 @@ pub struct LocalVersionBody {
 
 /// For tests and operators comparing replicas: what this peer alone stores for the key.
 async fn local(State(driver): State<DriverHandle>, uri: Uri, headers: HeaderMap) -> Response {
-    let key = match request_key(&uri, &headers, LOCAL_PREFIX) {
+    let key = match request_key(uri.path(), &headers, LOCAL_PREFIX) {
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
@@ -487,6 +489,16 @@ async fn local(State(driver): State<DriverHandle>, uri: Uri, headers: HeaderMap)
                         expires_at_ms,
                     } => (
                         Some(base64::engine::general_purpose::STANDARD.encode(data)),
+                        *expires_at_ms,
+                    ),
+                    // A counter sibling shows the value it holds by itself, in decimal.
+                    Payload::Counter {
+                        counter,
+                        expires_at_ms,
+                    } => (
+                        counter.total().map(|total| {
+                            base64::engine::general_purpose::STANDARD.encode(total.to_string())
+                        }),
                         *expires_at_ms,
                     ),
                     Payload::Tombstone => (None, None),
@@ -665,7 +677,18 @@ fn kv_request(
     body: Bytes,
     context_key: &ContextKey,
 ) -> Result<ClientRequest, ApiError> {
-    let key = request_key(uri, headers, KV_PREFIX)?;
+    // `POST /v1/kv/{key}/incr`: the key is the path before the suffix (a key that itself
+    // ends in `/incr` is `…%2Fincr/incr`), or the x-key header with `POST /v1/kv/incr`.
+    let path = match method {
+        Method::POST => uri.path().strip_suffix(INCR_SUFFIX).ok_or_else(|| {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST goes to /v1/kv/{key}/incr".into(),
+            )
+        })?,
+        _ => uri.path(),
+    };
+    let key = request_key(path, headers, KV_PREFIX)?;
     let quorum = |name: &str| -> Result<Quorum, ApiError> {
         match query.get(name) {
             None => Ok(Quorum::Quorum),
@@ -743,9 +766,26 @@ fn kv_request(
                 overwrite: false,
             }))
         }
+        // Add `?by=N` (default 1; negative subtracts) to the key's counter.
+        Method::POST => {
+            let by = match query.get("by") {
+                None => 1,
+                Some(v) => v.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request("by must be an integer between -2^63 and 2^63-1")
+                })?,
+            };
+            Ok(ClientRequest::Write(WriteRequest {
+                key,
+                write: WriteKind::Increment { by },
+                context: None,
+                w: quorum("w")?,
+                sloppy,
+                overwrite: false,
+            }))
+        }
         _ => Err(ApiError(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}".into(),
+            "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}, POST on /v1/kv/{key}/incr".into(),
         )),
     }
 }
@@ -765,8 +805,8 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, Api
 
 /// The key of a request: from the path after `prefix`, or when the path has none, from the
 /// `x-key` header (for keys too long for a URL); never from both.
-fn request_key(uri: &Uri, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>, ApiError> {
-    let in_path = uri.path().strip_prefix(prefix).filter(|k| !k.is_empty());
+fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>, ApiError> {
+    let in_path = path.strip_prefix(prefix).filter(|k| !k.is_empty());
     let in_header = headers.get(keys::KEY_HEADER);
     let raw = match (in_path, in_header) {
         (Some(path), None) => path,
@@ -838,6 +878,15 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
             }
             response
         }
+        ClientReply::Counted { value, context } => {
+            let mut response = (StatusCode::OK, Json(json!({"value": value}))).into_response();
+            set_header(
+                &mut response,
+                causal_context::HEADER,
+                &causal_context::encode(&context, context_key),
+            );
+            response
+        }
         ClientReply::Written { context } => {
             let mut response = StatusCode::NO_CONTENT.into_response();
             set_header(
@@ -899,6 +948,8 @@ fn request_error_parts(error: &RequestError) -> (StatusCode, serde_json::Value) 
             json!({"state_bytes": bytes, "limit": limit}),
         ),
         RequestError::NothingToExpire => (StatusCode::NOT_FOUND, json!({})),
+        // The key's value cannot take the increment: like a conflict, nothing changed.
+        RequestError::NotAnInteger | RequestError::Overflow => (StatusCode::CONFLICT, json!({})),
         // Redis answers OOM; HTTP's nearest is 507: the write was refused, nothing changed.
         RequestError::OutOfMemory {
             needed,

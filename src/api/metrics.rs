@@ -73,6 +73,7 @@ impl RequestMetrics {
                     crate::core::request::WriteKind::Put { .. } => "put",
                     crate::core::request::WriteKind::Delete => "delete",
                     crate::core::request::WriteKind::Expire { .. } => "expire",
+                    crate::core::request::WriteKind::Increment { .. } => "incr",
                 };
                 (op, w.w.to_string())
             }
@@ -100,7 +101,9 @@ impl RequestMetrics {
 /// A reply's outcome label: `ok`, `not_found` or the error's kind.
 pub fn outcome_of(reply: &ClientReply) -> &'static str {
     match reply {
-        ClientReply::Found { .. } | ClientReply::Written { .. } => "ok",
+        ClientReply::Found { .. } | ClientReply::Written { .. } | ClientReply::Counted { .. } => {
+            "ok"
+        }
         ClientReply::NotFound { .. } => "not_found",
         ClientReply::Failed(e) => error_kind(e),
     }
@@ -113,7 +116,10 @@ fn error_kind(e: &RequestError) -> &'static str {
         RequestError::SessionBehind => "session_behind",
         RequestError::ShuttingDown => "shutting_down",
         RequestError::OutOfMemory { .. } => "out_of_memory",
-        RequestError::Conflict { .. } | RequestError::NothingToExpire => "conflict",
+        RequestError::Conflict { .. }
+        | RequestError::NothingToExpire
+        | RequestError::NotAnInteger
+        | RequestError::Overflow => "conflict",
         RequestError::TooManySiblings { .. } | RequestError::StateTooLarge { .. } => "sibling_cap",
         RequestError::QuorumTooLarge { .. }
         | RequestError::EmptyKey

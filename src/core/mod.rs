@@ -10,6 +10,7 @@
 //! its state in a file of `node/`.
 
 pub mod config;
+pub mod counter;
 pub mod eviction;
 pub mod hash_tree;
 pub mod membership;

@@ -50,10 +50,13 @@ pub enum PlantedBug {
     OverwriteCoversNextDot,
     /// A session read answers after R replicas like any other, whatever its context.
     SessionIgnored,
+    /// An increment reads the coordinator's value, adds, and writes the sum back as a plain
+    /// value (read-add-write): increments racing at two coordinators lose one of them.
+    IncrementReadAddWrite,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -68,6 +71,7 @@ impl PlantedBug {
         PlantedBug::HintAckWithoutStoring,
         PlantedBug::OverwriteCoversNextDot,
         PlantedBug::SessionIgnored,
+        PlantedBug::IncrementReadAddWrite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl PlantedBug {
             PlantedBug::HintAckWithoutStoring => "hint-ack-without-storing",
             PlantedBug::OverwriteCoversNextDot => "overwrite-covers-next-dot",
             PlantedBug::SessionIgnored => "session-ignored",
+            PlantedBug::IncrementReadAddWrite => "increment-read-add-write",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! These are the core's client-facing values: the HTTP layer and the simulator's workload
 //! build [`ClientRequest`]s, and turn [`ClientReply`]s back into responses.
 
+use crate::core::counter::CounterError;
 use crate::core::siblings::Payload;
 use crate::core::types::{Millis, Quorum};
 use crate::core::version_vector::VersionVector;
@@ -60,6 +61,13 @@ pub enum WriteKind {
     Expire {
         ttl_ms: Option<Millis>,
     },
+    /// Add `by` (negative to subtract) to the key's counter (see `core::counter`): a counter
+    /// CRDT, so increments at any coordinators, on any side of a partition, all count. The
+    /// coordinator increments the counter its replica holds (a key holding a canonical
+    /// integer counts from it; no value counts from zero) and answers the new value.
+    Increment {
+        by: i64,
+    },
 }
 
 impl WriteKind {
@@ -72,7 +80,7 @@ impl WriteKind {
                 expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
             }),
             WriteKind::Delete => Some(Payload::Tombstone),
-            WriteKind::Expire { .. } => None,
+            WriteKind::Expire { .. } | WriteKind::Increment { .. } => None,
         }
     }
 }
@@ -98,6 +106,12 @@ pub enum ClientReply {
     },
     /// The write reached W replicas; `context` covers it (read-your-writes for the client).
     Written {
+        context: VersionVector,
+    },
+    /// An increment reached W replicas: the counter's value as its coordinator held it right
+    /// after the increment (increments elsewhere not merged there yet are not counted).
+    Counted {
+        value: i64,
         context: VersionVector,
     },
     Failed(RequestError),
@@ -136,4 +150,19 @@ pub enum RequestError {
     /// A write would make the key's concurrent values larger in all than the cap allows.
     #[error("the key's concurrent values would take {bytes} bytes, more than the limit of {limit}: read it and write back with its causal context to resolve them")]
     StateTooLarge { bytes: usize, limit: usize },
+    /// An increment of a key whose value is not a (canonical decimal) integer.
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// An increment whose result would not fit in a signed 64-bit integer.
+    #[error("increment or decrement would overflow")]
+    Overflow,
+}
+
+impl From<CounterError> for RequestError {
+    fn from(error: CounterError) -> Self {
+        match error {
+            CounterError::NotAnInteger => RequestError::NotAnInteger,
+            CounterError::Overflow => RequestError::Overflow,
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //! exactly what that context saw; and a write whose payload equals a sibling it does not cover
 //! (a client retry after a lost reply) replaces that sibling instead of standing beside it.
 
+use crate::core::counter::Counter;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,14 @@ pub enum Payload {
     },
     /// A versioned delete. Kept like a value so a stale replica cannot undo it.
     Tombstone,
+    /// A counter's state (see [`crate::core::counter`]): readers join every counter sibling
+    /// of a key into one value.
+    Counter {
+        counter: Counter,
+        /// As for a value: cluster time in milliseconds at which the counter stops being
+        /// visible.
+        expires_at_ms: Option<u64>,
+    },
 }
 
 impl Payload {
@@ -41,6 +50,21 @@ impl Payload {
         match self {
             Payload::Value { expires_at_ms, .. } => expires_at_ms.is_none_or(|t| now_ms < t),
             Payload::Tombstone => false,
+            // A deleted counter nothing was counted on since is absent.
+            Payload::Counter {
+                counter,
+                expires_at_ms,
+            } => expires_at_ms.is_none_or(|t| now_ms < t) && counter.value() != Ok(None),
+        }
+    }
+
+    /// The expiry of a value or counter.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        match self {
+            Payload::Value { expires_at_ms, .. } | Payload::Counter { expires_at_ms, .. } => {
+                *expires_at_ms
+            }
+            Payload::Tombstone => None,
         }
     }
 
@@ -49,6 +73,7 @@ impl Payload {
         match self {
             Payload::Value { data, .. } => data.len(),
             Payload::Tombstone => 0,
+            Payload::Counter { counter, .. } => counter.heap_bytes(),
         }
     }
 
@@ -151,7 +176,20 @@ impl Siblings {
         payload: Payload,
         max_clock_entries: usize,
     ) -> Dot {
+        self.update_with(actor, context, |_, _| payload, max_clock_entries)
+    }
+
+    /// [`Self::update`] with a payload made from the new dot and the state before the write
+    /// (a counter's increment raises the tally of the dot's actor; a reset names its dot).
+    pub fn update_with(
+        &mut self,
+        actor: &Actor,
+        context: &VersionVector,
+        make: impl FnOnce(&Dot, &Siblings) -> Payload,
+        max_clock_entries: usize,
+    ) -> Dot {
         let (dot, exhausted) = self.next_dot(actor, context);
+        let payload = make(&dot, self);
         self.versions
             .retain(|(d, existing)| !context.covers(d) && *existing != payload);
         self.clock.merge(context);
@@ -232,10 +270,7 @@ impl Siblings {
     pub fn earliest_expiry(&self) -> Option<u64> {
         self.versions
             .iter()
-            .filter_map(|(_, p)| match p {
-                Payload::Value { expires_at_ms, .. } => *expires_at_ms,
-                Payload::Tombstone => None,
-            })
+            .filter_map(|(_, p)| p.expires_at_ms())
             .min()
     }
 
@@ -244,7 +279,7 @@ impl Siblings {
     pub fn expire(&mut self, now_ms: u64) -> u64 {
         let mut n = 0;
         for (_, payload) in self.versions.iter_mut() {
-            if matches!(payload, Payload::Value { expires_at_ms: Some(t), .. } if *t <= now_ms) {
+            if payload.expires_at_ms().is_some_and(|t| t <= now_ms) {
                 *payload = Payload::Tombstone;
                 n += 1;
             }
@@ -361,6 +396,7 @@ mod tests {
             .map(|(_, p)| match p {
                 Payload::Value { data, .. } => String::from_utf8(data.clone()).unwrap(),
                 Payload::Tombstone => "<tomb>".to_string(),
+                Payload::Counter { .. } => "<counter>".to_string(),
             })
             .collect()
     }
@@ -602,7 +638,7 @@ mod tests {
                                 expires_at_ms: Some(_),
                                 ..
                             } => coverage.expiring_writes += 1,
-                            Payload::Value { .. } => {}
+                            Payload::Value { .. } | Payload::Counter { .. } => {}
                         }
                         let mut unpruned = replicas[at].clone();
                         unpruned.update(&actor, &ctx, payload.clone(), usize::MAX);

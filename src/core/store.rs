@@ -256,6 +256,13 @@ impl Store {
         ))
     }
 
+    /// Whether `key` holds a counter sibling, without decoding it.
+    pub fn holds_counter(&self, key: &[u8]) -> bool {
+        self.entries
+            .find(key)
+            .is_some_and(|p| packed::holds_counter(&self.entries.get(p).packed))
+    }
+
     /// Whether `key` is held (tombstones included), without decoding it.
     pub fn contains(&self, key: &[u8]) -> bool {
         self.entries.find(key).is_some()
@@ -295,6 +302,19 @@ impl Store {
         payload: Payload,
         now: Millis,
     ) -> Result<(Siblings, Dot), OutOfMemory> {
+        self.update_with(key, actor, context, |_| payload, now)
+    }
+
+    /// [`Self::update`] with the payload made from the new dot (a counter's increment raises
+    /// the tally of the actor the dot is minted under, which only the store knows).
+    pub fn update_with(
+        &mut self,
+        key: &[u8],
+        actor: &Actor,
+        context: &VersionVector,
+        make: impl FnOnce(&Dot) -> Payload,
+        now: Millis,
+    ) -> Result<(Siblings, Dot), OutOfMemory> {
         let (position, epoch) = self.locate(key);
         let mut state = position
             .map(|p| packed::decode(&self.entries.get(p).packed, &self.actors))
@@ -304,7 +324,7 @@ impl Store {
         } else {
             Actor(format!("{}.e{}", actor.0, epoch).into())
         };
-        let dot = state.update(&actor, context, payload, self.max_clock_entries);
+        let dot = state.update_with(&actor, context, |dot, _| make(dot), self.max_clock_entries);
         self.put_at(key, position, epoch, &state, now)?;
         Ok((state, dot))
     }

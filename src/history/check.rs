@@ -1039,7 +1039,8 @@ pub fn versions_of(state: &Siblings) -> Versions {
         .versions()
         .filter_map(|(dot, p)| match p {
             Payload::Value { data, .. } => Some((dot.clone(), data.clone())),
-            Payload::Tombstone => None,
+            // Counters are checked by their sums (`check_counters`), not as values.
+            Payload::Tombstone | Payload::Counter { .. } => None,
         })
         .collect()
 }

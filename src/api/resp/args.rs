@@ -19,12 +19,8 @@ pub fn wrong_arity(command: &str) -> Frame {
 
 /// A decimal i64, as Redis's `string2ll`: no spaces, no `+`, no leading zeros.
 pub fn integer(arg: &[u8]) -> Result<i64, Frame> {
-    let text = std::str::from_utf8(arg).map_err(|_| not_an_integer())?;
-    let leading_zero = text.len() > 1 && text.starts_with('0');
-    if text.is_empty() || text.starts_with('+') || text.starts_with("-0") || leading_zero {
-        return Err(not_an_integer());
-    }
-    text.parse().map_err(|_| not_an_integer())
+    // Redis's rule, the one INCR applies to stored values too: a canonical decimal i64.
+    crate::core::counter::parse_integer(arg).ok_or_else(not_an_integer)
 }
 
 /// Whether `arg` is the option `name` (ASCII, any case).

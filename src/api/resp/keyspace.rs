@@ -84,7 +84,9 @@ impl Keyspace {
                 values: Vec::new(),
                 context,
             }),
-            ClientReply::Written { .. } => Err(Frame::error("ERR unexpected reply to a read")),
+            ClientReply::Written { .. } | ClientReply::Counted { .. } => {
+                Err(Frame::error("ERR unexpected reply to a read"))
+            }
             ClientReply::Failed(e) => Err(request_error(&e)),
         }
     }
@@ -108,6 +110,23 @@ impl Keyspace {
             ClientReply::Written { context } => Ok(context),
             ClientReply::Failed(e) => Err(request_error(&e)),
             _ => Err(Frame::error("ERR unexpected reply to a write")),
+        }
+    }
+
+    /// Adds `by` to the key's counter (`INCR` and its kin): the counter's new value.
+    pub async fn increment(&self, key: &[u8], by: i64) -> Result<i64, Frame> {
+        let request = ClientRequest::Write(WriteRequest {
+            key: key.to_vec(),
+            write: WriteKind::Increment { by },
+            context: None,
+            w: self.w,
+            sloppy: None,
+            overwrite: false,
+        });
+        match self.driver.request(request).await {
+            ClientReply::Counted { value, .. } => Ok(value),
+            ClientReply::Failed(e) => Err(request_error(&e)),
+            _ => Err(Frame::error("ERR unexpected reply to an increment")),
         }
     }
 

@@ -240,9 +240,6 @@ impl Session {
             "info" => server_commands::info(self, args).await,
             "dbsize" => server_commands::dbsize(self).await,
             "flushall" | "flushdb" => server_commands::flushall(self, args).await,
-            "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" => {
-                string_commands::counter(spec.name)
-            }
             "scan" => key_commands::scan(self, args).await,
             "randomkey" => key_commands::randomkey(self).await,
             "publish" => pubsub_commands::publish(self, args),
@@ -257,6 +254,9 @@ impl Session {
     async fn run_key_command(&self, spec: &CommandSpec, args: &[Bytes]) -> Frame {
         match spec.name {
             "get" => string_commands::get(self, args).await,
+            "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" => {
+                string_commands::counter(self, spec.name, args).await
+            }
             "set" => string_commands::set(self, args).await,
             "setnx" => string_commands::setnx(self, args).await,
             "setex" | "psetex" => string_commands::setex(self, spec.name, args).await,

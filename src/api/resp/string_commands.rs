@@ -1,6 +1,6 @@
 //! String commands: GET, SET and its options, SETNX, SETEX, PSETEX, GETSET, GETDEL, GETEX,
-//! MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE, SETRANGE; and the seam where atomic
-//! counters (INCR and friends) will go.
+//! MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE, SETRANGE; and the counters, INCR, DECR,
+//! INCRBY and DECRBY (a counter CRDT in the core: no increment is lost to a race).
 //!
 //! Conditional writes (SET NX/XX, SETNX, MSETNX) read, then write with the read's context:
 //! two clients racing may both see the key missing and both write (their writes then stand
@@ -420,15 +420,34 @@ pub async fn setrange(session: &Session, args: &[Bytes]) -> Frame {
     }
 }
 
-/// INCR, DECR, INCRBY, DECRBY, INCRBYFLOAT: refused until atomic counters exist. A counter
-/// built from read-then-write would lose increments under concurrency, silently; a clear
-/// error is better. Atomic operations are a separate issue: they land here.
-pub fn counter(command: &str) -> Frame {
-    Frame::error(format!(
-        "ERR {} is not supported yet: ringcache has no atomic counters (a read-then-write \
-         counter would lose concurrent increments)",
-        command.to_ascii_uppercase()
-    ))
+/// INCR, DECR, INCRBY, DECRBY: the cluster's counter CRDT (`core::counter`), so concurrent
+/// increments at any peers all count. Redis's replies and errors: the new value; `ERR value
+/// is not an integer or out of range` for a key holding something else or a bad argument;
+/// an overflow is an error, never a wrap.
+pub async fn counter(session: &Session, command: &str, args: &[Bytes]) -> Frame {
+    let by = match command {
+        "incr" => 1,
+        "decr" => -1,
+        "incrby" => match args::integer(&args[2]) {
+            Ok(n) => n,
+            Err(e) => return e,
+        },
+        "decrby" => match args::integer(&args[2]).map(i64::checked_neg) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Frame::error("ERR decrement would overflow"),
+            Err(e) => return e,
+        },
+        // Counters are integers: a float would need a second CRDT and its own rounding rules.
+        _ => {
+            return Frame::error(
+                "ERR INCRBYFLOAT is not supported: ringcache counters are 64-bit integers",
+            )
+        }
+    };
+    match session.keyspace().increment(&args[1], by).await {
+        Ok(value) => Frame::Integer(value),
+        Err(e) => e,
+    }
 }
 
 #[cfg(test)]

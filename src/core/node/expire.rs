@@ -8,8 +8,9 @@
 
 use super::read::ReadSpec;
 use super::requests::Waiter;
-use super::write::CoordinatedWrite;
+use super::write::{CoordinatedWrite, PayloadPlan};
 use super::{Node, Outputs};
+use crate::core::counter;
 use crate::core::request::{RequestError, WriteKind, WriteRequest};
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::{Millis, Quorum};
@@ -73,7 +74,7 @@ impl Node {
             Ok((payload, context)) => {
                 let write = CoordinatedWrite {
                     key: write.key,
-                    payload,
+                    payload: PayloadPlan::Fixed(payload),
                     context,
                     needed,
                     sloppy: false,
@@ -92,12 +93,27 @@ fn expire_rewrite(
     ttl_ms: Option<Millis>,
     now: Millis,
 ) -> Result<(Payload, VersionVector), RequestError> {
+    let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
+    // A counter is rewritten whole: its siblings and integers joined, tallies kept.
+    let holds_counter = state
+        .versions()
+        .any(|(_, p)| matches!(p, Payload::Counter { .. }) && p.is_visible_at(now));
+    if holds_counter {
+        // A non-integer beside the counter is a conflict, as for any siblings (below).
+        if let Ok(Some((counter, _))) = counter::held(state, now) {
+            let payload = Payload::Counter {
+                counter,
+                expires_at_ms,
+            };
+            return Ok((payload, state.context().clone()));
+        }
+    }
     match state.visible_values(now).as_slice() {
         [] => Err(RequestError::NothingToExpire),
         [Payload::Value { data, .. }] => Ok((
             Payload::Value {
                 data: data.clone(),
-                expires_at_ms: ttl_ms.map(|t| now.saturating_add(t)),
+                expires_at_ms,
             },
             state.context().clone(),
         )),

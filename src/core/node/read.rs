@@ -10,13 +10,14 @@
 use super::expire::PendingExpire;
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
 use super::{Node, Outgoing, Outputs};
+use crate::core::counter::{self, parse_integer};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
 use crate::core::request::{ClientReply, ReadValue, RequestError};
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::{Millis, NodeId, Quorum};
-use crate::core::version_vector::VersionVector;
+use crate::core::version_vector::{Dot, VersionVector};
 use std::collections::BTreeMap;
 
 /// What to read: the key, how many replicas must answer, and for a session read the context
@@ -338,24 +339,56 @@ impl Node {
 
 /// What a reader sees of a merged state at `now`.
 fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
-    let values: Vec<ReadValue> = merged
-        .visible_values(now)
-        .into_iter()
-        .filter_map(|p| match p {
-            Payload::Value {
-                data,
-                expires_at_ms,
-            } => Some(ReadValue {
-                data: data.clone(),
-                expires_at_ms: *expires_at_ms,
-            }),
-            Payload::Tombstone => None,
-        })
-        .collect();
+    let values = reader_values(merged, now);
     let context = merged.context().clone();
     if values.is_empty() {
         ClientReply::NotFound { context }
     } else {
         ClientReply::Found { values, context }
     }
+}
+
+/// The values a reader sees of a state at `now`: its visible values, except that a key holding
+/// a counter shows its counter siblings and integer values joined into one value, in decimal
+/// (see `core::counter`); a non-integer value beside a counter stays a sibling of its own.
+pub fn reader_values(state: &Siblings, now: Millis) -> Vec<ReadValue> {
+    let visible: Vec<(&Dot, &Payload)> = state
+        .versions()
+        .filter(|(_, p)| p.is_visible_at(now))
+        .collect();
+    let holds_counter = visible
+        .iter()
+        .any(|(_, p)| matches!(p, Payload::Counter { .. }));
+    let mut values = Vec::with_capacity(visible.len());
+    let mut counted = Vec::new();
+    for (dot, payload) in visible {
+        match payload {
+            Payload::Value { data, .. } if holds_counter && parse_integer(data).is_some() => {
+                counted.push((dot, payload))
+            }
+            Payload::Counter { .. } => counted.push((dot, payload)),
+            Payload::Value {
+                data,
+                expires_at_ms,
+            } => values.push(ReadValue {
+                data: data.clone(),
+                expires_at_ms: *expires_at_ms,
+            }),
+            Payload::Tombstone => {}
+        }
+    }
+    if let Ok(Some((counter, expires_at_ms))) = counter::fold(counted) {
+        // A value past i64 (only reachable by joining increments that each fitted) reads
+        // as its saturated bound rather than vanishing; INCR on it answers the overflow.
+        let value = counter
+            .total()
+            .map(|t| t.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
+        if let Some(v) = value {
+            values.push(ReadValue {
+                data: v.to_string().into_bytes(),
+                expires_at_ms,
+            });
+        }
+    }
+    values
 }

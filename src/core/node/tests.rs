@@ -557,7 +557,7 @@ fn local_data(net: &Net, node: &str, key: &[u8]) -> Vec<String> {
                 .into_iter()
                 .map(|p| match p {
                     Payload::Value { data, .. } => String::from_utf8(data.clone()).unwrap(),
-                    Payload::Tombstone => unreachable!("tombstones are not visible"),
+                    Payload::Tombstone | Payload::Counter { .. } => unreachable!("values only"),
                 })
                 .collect()
         })
@@ -1934,4 +1934,126 @@ fn a_write_past_the_state_byte_cap_is_refused() {
             limit: 150
         })
     );
+}
+
+mod counters {
+    //! Increments through the real coordinator and replica paths (`core::counter` holds the
+    //! CRDT's own laws).
+    use super::*;
+
+    fn incr(key: &str, by: i64, w: Quorum) -> ClientRequest {
+        ClientRequest::Write(WriteRequest {
+            key: key.as_bytes().to_vec(),
+            write: WriteKind::Increment { by },
+            context: None,
+            w,
+            sloppy: Some(false),
+            overwrite: false,
+        })
+    }
+
+    fn counted(reply: Option<ClientReply>) -> i64 {
+        match reply {
+            Some(ClientReply::Counted { value, .. }) => value,
+            other => panic!("expected Counted, got {other:?}"),
+        }
+    }
+
+    fn heal(net: &mut Net, node: &str) {
+        net.cut.remove(&nid(node));
+        net.set_view_liveness(node, Liveness::Up);
+    }
+
+    #[test]
+    fn increments_count_from_nothing_or_an_integer_and_refuse_anything_else() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        assert_eq!(
+            counted(net.request("A", incr("hits", 5, Quorum::Quorum))),
+            5
+        );
+        assert_eq!(
+            counted(net.request("B", incr("hits", -2, Quorum::Quorum))),
+            3
+        );
+        let r = net.request("C", get("hits", Quorum::Quorum)).unwrap();
+        assert_eq!(values(&r), vec!["3"]);
+
+        net.request("A", put("n", "10", None, Quorum::All));
+        assert_eq!(counted(net.request("B", incr("n", 1, Quorum::Quorum))), 11);
+
+        net.request("A", put("text", "hello", None, Quorum::All));
+        let refused = net.request("A", incr("text", 1, Quorum::Quorum));
+        assert_eq!(
+            refused,
+            Some(ClientReply::Failed(RequestError::NotAnInteger))
+        );
+
+        net.request("A", put("big", &i64::MAX.to_string(), None, Quorum::All));
+        let refused = net.request("A", incr("big", 1, Quorum::Quorum));
+        assert_eq!(refused, Some(ClientReply::Failed(RequestError::Overflow)));
+        let r = net.request("C", get("big", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec![i64::MAX.to_string()], "nothing changed");
+    }
+
+    #[test]
+    fn increments_on_both_sides_of_a_partition_all_count() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        net.take_down("B");
+        net.take_down("C");
+        assert_eq!(counted(net.request("A", incr("k", 3, Quorum::One))), 3);
+        heal(&mut net, "B");
+        heal(&mut net, "C");
+        net.take_down("A");
+        // C never saw A's 3: it counts its own 4 from nothing.
+        assert_eq!(counted(net.request("C", incr("k", 4, Quorum::One))), 4);
+        heal(&mut net, "A");
+        let r = net.request("B", get("k", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec!["7"]);
+        // Read repair made every replica hold the joined counter; a later increment
+        // counts on top of it wherever it lands.
+        assert_eq!(counted(net.request("A", incr("k", 1, Quorum::All))), 8);
+    }
+
+    #[test]
+    fn a_set_over_a_counter_resets_it_and_an_increment_it_never_saw_survives() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        counted(net.request("A", incr("k", 3, Quorum::All)));
+        net.take_down("C");
+        let set = ClientRequest::Write(WriteRequest {
+            overwrite: true,
+            ..match put("k", "10", None, Quorum::Quorum) {
+                ClientRequest::Write(w) => w,
+                _ => unreachable!(),
+            }
+        });
+        assert!(matches!(
+            net.request("A", set),
+            Some(ClientReply::Written { .. })
+        ));
+        heal(&mut net, "C");
+        net.take_down("A");
+        net.take_down("B");
+        // C holds the old 3 and adds 1, concurrently with the reset.
+        assert_eq!(counted(net.request("C", incr("k", 1, Quorum::One))), 4);
+        heal(&mut net, "A");
+        heal(&mut net, "B");
+        let r = net.request("B", get("k", Quorum::All)).unwrap();
+        assert_eq!(
+            values(&r),
+            vec!["11"],
+            "the reset's 10 and C's 1, not the 3 it replaced"
+        );
+    }
+
+    #[test]
+    fn a_deleted_counter_is_absent_and_counts_again_from_zero() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        counted(net.request("A", incr("k", 5, Quorum::All)));
+        net.request("B", delete("k", None, Quorum::All));
+        let r = net.request("C", get("k", Quorum::All)).unwrap();
+        assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+        assert_eq!(counted(net.request("A", incr("k", 2, Quorum::All))), 2);
+        let r = net.request("C", get("k", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec!["2"]);
+    }
 }

@@ -15,6 +15,7 @@
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
 use super::{Node, Outgoing, Outputs};
 use crate::core::config::CoreConfig;
+use crate::core::counter::{self, Counter};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
@@ -29,12 +30,69 @@ pub(super) struct WriteFlight {
     tracker: QuorumTracker,
     /// The key's clock once the write applied here: what the client gets back.
     context: VersionVector,
+    /// For an increment, the counter's value once it applied here.
+    counted: Option<i64>,
+}
+
+/// What a coordinated write stores, made once its dot is minted (a counter's increment
+/// raises the tally of the dot's actor; a reset names its own dot).
+pub(super) enum PayloadPlan {
+    Fixed(Payload),
+    /// Add `by` to `counter`, the counter the coordinator's replica holds.
+    Increment {
+        counter: Counter,
+        by: i64,
+        expires_at_ms: Option<u64>,
+    },
+    /// A put of an integer (`Some`) or a delete (`None`) over `seen`, a counter the write
+    /// replaces: a reset that keeps the tallies it saw as its floor.
+    Reset {
+        seen: Counter,
+        value: Option<i64>,
+        expires_at_ms: Option<u64>,
+    },
+}
+
+impl PayloadPlan {
+    /// The payload under `dot`, and for an increment the counter's new value.
+    fn at(self, dot: &Dot) -> (Payload, Option<i64>) {
+        match self {
+            PayloadPlan::Fixed(payload) => (payload, None),
+            PayloadPlan::Increment {
+                mut counter,
+                by,
+                expires_at_ms,
+            } => {
+                // Checked before the write was accepted (`plan_increment`).
+                let value = counter
+                    .add(dot, by)
+                    .expect("the increment was checked to fit");
+                let payload = Payload::Counter {
+                    counter,
+                    expires_at_ms,
+                };
+                (payload, Some(value))
+            }
+            PayloadPlan::Reset {
+                seen,
+                value,
+                expires_at_ms,
+            } => {
+                let counter = Counter::reset_over(&seen, dot, value);
+                let payload = Payload::Counter {
+                    counter,
+                    expires_at_ms,
+                };
+                (payload, None)
+            }
+        }
+    }
 }
 
 /// A write as the coordinator applies it: the payload and the context it replaces.
 pub(super) struct CoordinatedWrite {
     pub(super) key: Vec<u8>,
-    pub(super) payload: Payload,
+    pub(super) payload: PayloadPlan,
     pub(super) context: VersionVector,
     pub(super) needed: usize,
     /// Whether replicas believed down are stood in for by hint holders.
@@ -161,6 +219,21 @@ impl Node {
         if let WriteKind::Expire { .. } = write.write {
             return self.start_expire(now, origin, write, needed, deadline, out);
         }
+        if let WriteKind::Increment { by } = write.write {
+            let plan = match self.plan_increment(&write.key, by, now) {
+                Ok(plan) => plan,
+                Err(error) => return origin.fail(error, out),
+            };
+            let (payload, context) = plan;
+            let write = CoordinatedWrite {
+                key: write.key,
+                payload,
+                context,
+                needed,
+                sloppy,
+            };
+            return self.store_and_replicate(now, origin, write, deadline, out);
+        }
         let context = match (&write.context, &write.write) {
             (Some(ctx), _) => ctx.clone(),
             // A delete without context removes everything this coordinator has seen.
@@ -194,7 +267,9 @@ impl Node {
                 seen
             }
             (None, WriteKind::Put { .. }) => VersionVector::new(),
-            (None, WriteKind::Expire { .. }) => unreachable!("expires read first, above"),
+            (None, WriteKind::Expire { .. } | WriteKind::Increment { .. }) => {
+                unreachable!("expires and increments are coordinated above")
+            }
         };
         let context = if self.has_bug(PlantedBug::LastWriteWins) {
             // The planted bug: the newest write replaces whatever the coordinator holds.
@@ -220,6 +295,7 @@ impl Node {
                 return origin.fail(refused, out);
             }
         }
+        let payload = self.plan_over_counter(&write.key, &context, payload);
         let write = CoordinatedWrite {
             key: write.key,
             payload,
@@ -228,6 +304,80 @@ impl Node {
             sloppy,
         };
         self.store_and_replicate(now, origin, write, deadline, out);
+    }
+
+    /// An increment of the counter this replica holds of `key`, under a context covering
+    /// all it holds (so the new counter replaces the siblings it joined). Refused, with
+    /// nothing stored, when the key holds a value that is not an integer or the sum would
+    /// overflow.
+    fn plan_increment(
+        &self,
+        key: &[u8],
+        by: i64,
+        now: Millis,
+    ) -> Result<(PayloadPlan, VersionVector), RequestError> {
+        let local = self.store.peek(key);
+        let context = local
+            .as_ref()
+            .map(|s| s.context().clone())
+            .unwrap_or_default();
+        let held = match &local {
+            Some(state) => counter::held(state, now)?,
+            None => None,
+        };
+        let (counter, expires_at_ms) = held.unwrap_or_default();
+        let current = counter.value()?.unwrap_or(0);
+        let next = current.checked_add(by).ok_or(RequestError::Overflow)?;
+        if self.has_bug(PlantedBug::IncrementReadAddWrite) {
+            // The planted bug: write the sum back as a plain value.
+            let payload = Payload::Value {
+                data: next.to_string().into_bytes(),
+                expires_at_ms,
+            };
+            return Ok((PayloadPlan::Fixed(payload), context));
+        }
+        let plan = PayloadPlan::Increment {
+            counter,
+            by,
+            expires_at_ms,
+        };
+        Ok((plan, context))
+    }
+
+    /// A put of an integer or a delete that replaces a counter this replica holds becomes a
+    /// reset of it (see `core::counter`); any other write stores its payload as it is.
+    fn plan_over_counter(
+        &self,
+        key: &[u8],
+        context: &VersionVector,
+        payload: Payload,
+    ) -> PayloadPlan {
+        let seen = match self.store.holds_counter(key) {
+            true => self.store.peek(key),
+            false => None,
+        };
+        let Some(seen) = seen.and_then(|state| counter::replaced(&state, context)) else {
+            return PayloadPlan::Fixed(payload);
+        };
+        match &payload {
+            Payload::Value {
+                data,
+                expires_at_ms,
+            } => match counter::parse_integer(data) {
+                Some(value) => PayloadPlan::Reset {
+                    seen,
+                    value: Some(value),
+                    expires_at_ms: *expires_at_ms,
+                },
+                None => PayloadPlan::Fixed(payload),
+            },
+            Payload::Tombstone => PayloadPlan::Reset {
+                seen,
+                value: None,
+                expires_at_ms: None,
+            },
+            Payload::Counter { .. } => PayloadPlan::Fixed(payload),
+        }
     }
 
     /// Refuses a put that would leave the key with more siblings, or more sibling bytes, than
@@ -294,7 +444,16 @@ impl Node {
         } else {
             Vec::new()
         };
-        let state = match self.store.update(&key, &self.actor, &context, payload, now) {
+        let mut counted = None;
+        let made = |dot: &Dot| {
+            let (payload, value) = payload.at(dot);
+            counted = value;
+            payload
+        };
+        let state = match self
+            .store
+            .update_with(&key, &self.actor, &context, made, now)
+        {
             Ok((state, dot)) => {
                 self.counters.note_siblings(state.len());
                 let hinted = !stand_ins.is_empty();
@@ -341,6 +500,7 @@ impl Node {
         let flight = WriteFlight {
             tracker,
             context: state.context().clone(),
+            counted,
         };
         self.requests.insert(
             req,
@@ -393,8 +553,14 @@ impl Node {
             unreachable!("a write was just found under this number")
         };
         let reply = if outcome == QuorumOutcome::Met {
-            ClientReply::Written {
-                context: write.context,
+            match write.counted {
+                Some(value) => ClientReply::Counted {
+                    value,
+                    context: write.context,
+                },
+                None => ClientReply::Written {
+                    context: write.context,
+                },
             }
         } else {
             ClientReply::Failed(RequestError::Unavailable {

@@ -11,7 +11,9 @@
 //! key_len key… epoch
 //! clock_len (actor_id counter)*
 //! versions_len (actor_id counter tag [expires_at_ms] [data_len data…])*
-//!     tag: 0 tombstone, 1 value, 2 value with expiry
+//!     tag: 0 tombstone, 1 value, 2 value with expiry, 3 counter, 4 counter with expiry
+//!     (a counter's data is its state in bincode, actor names inline: counters are rare
+//!     enough that interning their tallies' actors is not worth a second encoding)
 //! ```
 //!
 //! Promises: `decode(encode(key, s)) == s` for every well-formed state (proptested), the key
@@ -19,12 +21,24 @@
 //! [`ActorTable`] is listed by [`actor_ids`] so the store can give it back.
 
 use super::actors::ActorTable;
+use crate::core::counter::Counter;
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::version_vector::{Dot, VersionVector};
 
 const TOMBSTONE: u8 = 0;
 const VALUE: u8 = 1;
 const VALUE_WITH_EXPIRY: u8 = 2;
+const COUNTER: u8 = 3;
+const COUNTER_WITH_EXPIRY: u8 = 4;
+
+fn has_expiry(tag: u8) -> bool {
+    tag == VALUE_WITH_EXPIRY || tag == COUNTER_WITH_EXPIRY
+}
+
+fn counter_bytes(counter: &Counter) -> Vec<u8> {
+    bincode::serde::encode_to_vec(counter, bincode::config::standard())
+        .expect("a counter always encodes")
+}
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -116,6 +130,21 @@ pub fn encode_into(
                 put_varint(scratch, data.len() as u64);
                 scratch.extend_from_slice(data);
             }
+            Payload::Counter {
+                counter,
+                expires_at_ms,
+            } => {
+                match expires_at_ms {
+                    None => scratch.push(COUNTER),
+                    Some(at) => {
+                        scratch.push(COUNTER_WITH_EXPIRY);
+                        put_varint(scratch, *at);
+                    }
+                }
+                let data = counter_bytes(counter);
+                put_varint(scratch, data.len() as u64);
+                scratch.extend_from_slice(&data);
+            }
         }
     }
 }
@@ -153,8 +182,19 @@ pub fn decode(packed: &[u8], actors: &ActorTable) -> Siblings {
         };
         let payload = match r.byte() {
             TOMBSTONE => Payload::Tombstone,
+            tag @ (COUNTER | COUNTER_WITH_EXPIRY) => {
+                let expires_at_ms = has_expiry(tag).then(|| r.varint());
+                let data = r.len_prefixed();
+                let (counter, _) =
+                    bincode::serde::decode_from_slice(data, bincode::config::standard())
+                        .expect("the store decodes only counters it encoded");
+                Payload::Counter {
+                    counter,
+                    expires_at_ms,
+                }
+            }
             tag => {
-                let expires_at_ms = (tag == VALUE_WITH_EXPIRY).then(|| r.varint());
+                let expires_at_ms = has_expiry(tag).then(|| r.varint());
                 Payload::Value {
                     data: r.len_prefixed().to_vec(),
                     expires_at_ms,
@@ -179,12 +219,21 @@ fn for_each_version(packed: &[u8], mut visit: impl FnMut(u32, u8, Option<u64>)) 
         let actor = r.varint() as u32;
         r.varint();
         let tag = r.byte();
-        let expires = (tag == VALUE_WITH_EXPIRY).then(|| r.varint());
+        let expires = has_expiry(tag).then(|| r.varint());
         if tag != TOMBSTONE {
             r.len_prefixed();
         }
         visit(actor, tag, expires);
     }
+}
+
+/// Whether any version of the encoding is a counter (without decoding them).
+pub fn holds_counter(packed: &[u8]) -> bool {
+    let mut found = false;
+    for_each_version(packed, |_, tag, _| {
+        found |= tag == COUNTER || tag == COUNTER_WITH_EXPIRY
+    });
+    found
 }
 
 /// The earliest expiry among the encoded values, if any has one (without decoding them).
@@ -270,6 +319,35 @@ mod tests {
             actors.release(id);
         }
         assert!(actors.is_empty(), "every reference given back");
+    }
+
+    #[test]
+    fn counters_round_trip_with_and_without_expiry() {
+        use crate::core::version_vector::Dot;
+        let mut actors = ActorTable::default();
+        let mut buf = Vec::new();
+        let mut s = Siblings::new();
+        for (actor, expiry) in [("A.1", None), ("B.1", Some(77))] {
+            let mut one = Siblings::new();
+            one.update_with(
+                &Actor(actor.into()),
+                &VersionVector::new(),
+                |dot: &Dot, _: &Siblings| {
+                    let mut counter = Counter::new();
+                    counter.add(dot, -3).unwrap();
+                    Payload::Counter {
+                        counter,
+                        expires_at_ms: expiry,
+                    }
+                },
+                64,
+            );
+            s.merge(&one);
+        }
+        encode_into(&mut buf, b"hits", 2, &s, &mut actors);
+        assert_eq!(decode(&buf, &actors), s);
+        assert_eq!(earliest_expiry(&buf), Some(77));
+        assert_eq!(actor_ids(&buf).len(), 4);
     }
 
     proptest! {
