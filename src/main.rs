@@ -123,6 +123,17 @@ enum Commands {
         #[arg(long)]
         ttl: Option<f64>,
     },
+    /// Add BY (default 1; negative subtracts) to a key's counter and print the new value.
+    /// Concurrent increments at any peers all count (a counter CRDT).
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Delete a key.
     Del {
         key: String,
@@ -649,6 +660,7 @@ impl Commands {
             Commands::Get { target, .. }
             | Commands::Put { target, .. }
             | Commands::Del { target, .. }
+            | Commands::Incr { target, .. }
             | Commands::Expire { target, .. }
             | Commands::Persist { target, .. }
             | Commands::Ttl { target, .. }
@@ -773,6 +785,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .put(key.as_bytes(), value.into_bytes(), &options)
                 .await?;
             eprintln!("ok, context: {context}");
+            Ok(())
+        }
+        Commands::Incr {
+            key,
+            by,
+            target,
+            write,
+        } => {
+            let options = write.options(None);
+            let value = target
+                .cluster_client()
+                .await?
+                .incr(key.as_bytes(), by, &options)
+                .await?;
+            println!("{value}");
             Ok(())
         }
         Commands::Del { key, target, write } => {

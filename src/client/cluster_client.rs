@@ -356,6 +356,24 @@ impl ClusterClient {
         Ok(context)
     }
 
+    /// Adds `by` to the key's counter at one of its replicas. Asked again elsewhere only when
+    /// nothing reached the peer: an increment whose outcome is unknown is never repeated.
+    pub async fn incr(
+        &self,
+        key: &[u8],
+        by: i64,
+        options: &WriteOptions,
+    ) -> Result<i64, ClientError> {
+        self.forget_near(key);
+        let (value, context) = self
+            .with_routing(key, never_reached, |peer| async move {
+                peer.incr(key, by, options).await
+            })
+            .await?;
+        self.remember(key, Some(&context));
+        Ok(value)
+    }
+
     /// Reads many keys: one batch per peer (each key to a live replica), sent side by side;
     /// results in the order of `keys`.
     pub async fn get_many(
@@ -442,6 +460,12 @@ fn safe_to_retry_read(e: &ClientError) -> bool {
         ClientError::Status { status, .. } => *status == 503,
         ClientError::Protocol(_) => false,
     }
+}
+
+/// The request never reached the peer (an increment is retried only then: a peer that
+/// answered "not enough replicas" after storing it locally still counted it).
+fn never_reached(e: &ClientError) -> bool {
+    matches!(e, ClientError::Transport(t) if t.is_connect())
 }
 
 /// A write is asked again only when it cannot have happened: nothing reached the peer, or the

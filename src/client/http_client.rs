@@ -255,6 +255,38 @@ impl Client {
         expect_written(req.send().await?).await
     }
 
+    /// Adds `by` (negative subtracts) to the key's counter with quorum `options.w`: the
+    /// counter's new value as its coordinator saw it, and the causal context covering it.
+    /// Not idempotent: a caller that retries after an unknown outcome may count twice.
+    pub async fn incr(
+        &self,
+        key: &[u8],
+        by: i64,
+        options: &WriteOptions,
+    ) -> Result<(i64, String), ClientError> {
+        let encoded = keys::percent_encode(key);
+        let mut req = if keys::fits_in_url(&encoded) {
+            self.http
+                .post(format!("{}/v1/kv/{encoded}/incr", self.base))
+        } else {
+            self.http
+                .post(format!("{}/v1/kv/incr", self.base))
+                .header(keys::KEY_HEADER, encoded)
+        };
+        req = req.query(&[("by", by.to_string())]);
+        if let Some(w) = &options.w {
+            req = req.query(&[("w", w)]);
+        }
+        let response = expect_success(req.send().await?).await?;
+        let context = header(&response, causal_context::HEADER)
+            .ok_or_else(|| ClientError::Protocol("increment answered without context".into()))?;
+        let body: serde_json::Value = response.json().await?;
+        let value = body["value"]
+            .as_i64()
+            .ok_or_else(|| ClientError::Protocol(format!("increment answered {body}")))?;
+        Ok((value, context))
+    }
+
     /// How long the key's value has left, read with quorum `r`.
     pub async fn ttl(&self, key: &[u8], r: Option<&str>) -> Result<Ttl, ClientError> {
         let mut req = self.key_request(reqwest::Method::GET, "/v1/kv", key);
