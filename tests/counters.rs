@@ -60,7 +60,7 @@ async fn resp_counters_behave_as_redis_does() {
     common::with_cluster(3, |cluster| async move {
         let redis = redis::Client::open(resp_url(&cluster, 0)).unwrap();
         let mut con = redis.get_multiplexed_async_connection().await.unwrap();
-        let mut cmd = |args: &[&str]| {
+        let cmd = |args: &[&str]| {
             let mut c = redis::cmd(args[0]);
             for a in &args[1..] {
                 c.arg(*a);

@@ -22,6 +22,8 @@ pub struct Summary {
     pub resurrections_excused: usize,
     pub ryw_strict_checked: usize,
     pub monotonic_checked: usize,
+    pub counters_checked: usize,
+    pub increments_checked: usize,
     pub ryw_weak_checked: usize,
     pub ryw_weak_misses: usize,
     pub false_siblings_after_pruning: usize,
@@ -75,6 +77,8 @@ impl Summary {
         self.resurrections_excused += r.check.resurrections_excused;
         self.ryw_strict_checked += r.check.ryw_strict_checked;
         self.monotonic_checked += r.check.monotonic_checked;
+        self.counters_checked += r.check.counters_checked;
+        self.increments_checked += r.check.increments_checked;
         self.ryw_weak_checked += r.check.ryw_weak_checked;
         self.ryw_weak_misses += r.check.ryw_weak_misses;
         self.false_siblings_after_pruning += r.check.false_siblings_after_pruning;
@@ -126,6 +130,11 @@ impl Summary {
             out,
             "read-your-writes: {} checked strictly; {} unguaranteed pairs (R+W<=N without a session context, or a crash/ring change between) of which {} missed; monotonic reads: {} session read pairs checked",
             self.ryw_strict_checked, self.ryw_weak_checked, self.ryw_weak_misses, self.monotonic_checked
+        );
+        let _ = writeln!(
+            out,
+            "counters: {} final sums checked over {} increments",
+            self.counters_checked, self.increments_checked
         );
         let _ = writeln!(
             out,

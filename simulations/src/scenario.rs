@@ -22,6 +22,11 @@ pub const FORGED_CONTEXT_STREAM: u64 = 6;
 /// Overwrite choices (the seed's share, then each blind put's): Redis-style puts that replace
 /// what their coordinator has seen. Its own stream, so adding it changed no other draw.
 pub const OVERWRITE_STREAM: u64 = 7;
+/// Counter increments (the seed's share, then each operation's, on stream + 1): its own
+/// stream, so adding them changed no other draw.
+pub const COUNTER_STREAM: u64 = 9;
+/// Keys the workload increments (and never reads or writes otherwise).
+pub const COUNTER_KEYS: u64 = 3;
 
 /// Peer names: the first `nodes` start the run, later ones can join.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
@@ -93,6 +98,8 @@ pub struct OpMix {
     pub sloppy_per_10k: u64,
     /// Blind puts sent as overwrites (`WriteRequest::overwrite`), per 10,000.
     pub overwrite_per_10k: u64,
+    /// Operations turned into a counter increment (on a `ctr-` key), per 10,000.
+    pub increment_per_10k: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -272,6 +279,8 @@ impl Scenario {
                 sloppy_per_10k: *Rng::stream(seed, SLOPPY_STREAM).pick(&[0, 2_000, 5_000, 10_000]),
                 overwrite_per_10k: *Rng::stream(seed, OVERWRITE_STREAM)
                     .pick(&[0, 3_000, 7_000, 10_000]),
+                increment_per_10k: *Rng::stream(seed, COUNTER_STREAM)
+                    .pick(&[0, 1_000, 2_500, 5_000]),
             },
             net,
             clocks,

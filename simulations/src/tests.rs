@@ -5,6 +5,7 @@
 use crate::scenario::Scenario;
 use crate::world::run;
 use ringcache::core::planted::PlantedBug;
+use ringcache::history::check::ViolationKind;
 
 const OPS: usize = 300;
 
@@ -298,4 +299,37 @@ fn values_lost_while_only_reads_held_them_are_excused() {
             "seed {seed}: no write excused as lost ({cause:?})"
         );
     }
+}
+
+// Counters: no increment is lost or counted twice.
+
+#[test]
+fn the_checker_catches_a_read_add_write_increment() {
+    // The sums themselves must fail, not only the phantom values the plain writes leave.
+    let seed = (1..=100).find(|seed| {
+        run(
+            &Scenario::generate(*seed, OPS),
+            Some(PlantedBug::IncrementReadAddWrite),
+        )
+        .check
+        .violations
+        .iter()
+        .any(|v| v.kind == ViolationKind::CounterSum)
+    });
+    assert!(
+        seed.is_some(),
+        "read-add-write increments losing counts went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn fixed_seeds_check_counter_sums() {
+    let checked: usize = (1..=10)
+        .map(|seed| {
+            run(&Scenario::generate(seed, OPS), None)
+                .check
+                .increments_checked
+        })
+        .sum();
+    assert!(checked > 0, "no seed of ten incremented a counter");
 }

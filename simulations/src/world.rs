@@ -14,8 +14,8 @@
 
 use crate::rng::Rng;
 use crate::scenario::{
-    Fault, Scenario, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM,
-    WORKLOAD_STREAM,
+    Fault, Scenario, COUNTER_KEYS, COUNTER_STREAM, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM,
+    OVERWRITE_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
@@ -209,6 +209,9 @@ struct World<'s> {
     forged: Rng,
     /// Which blind puts are overwrites (its own stream: see `OVERWRITE_STREAM`).
     overwrites: Rng,
+    /// Which operations become counter increments, on which key, by how much (see
+    /// `COUNTER_STREAM`).
+    counters: Rng,
     /// Faults currently in force (by index), and whether a flapping cut is on right now.
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
@@ -322,6 +325,7 @@ impl<'s> World<'s> {
             sloppy: Rng::stream(s.seed, SLOPPY_STREAM + 1),
             forged: Rng::stream(s.seed, FORGED_CONTEXT_STREAM),
             overwrites: Rng::stream(s.seed, OVERWRITE_STREAM + 1),
+            counters: Rng::stream(s.seed, COUNTER_STREAM + 1),
             active: BTreeMap::new(),
             faults_injected: BTreeMap::new(),
             healed_at: None,
@@ -904,6 +908,17 @@ impl<'s> World<'s> {
             .map(|(n, _)| n.clone())
             .collect();
         let target = self.work.pick(&targets).clone();
+        // Some operations become increments of a counter key instead (drawn from their own
+        // stream after the workload's draws, so the rest of the workload stays as it was).
+        let (key, kind, context_in) = if self.counters.chance(s.mix.increment_per_10k) {
+            let key = format!("ctr-{}", self.counters.below(COUNTER_KEYS));
+            let by = self.counters.between(1, 5) as i64;
+            let by = if self.counters.chance(3_000) { -by } else { by };
+            let w = kind.w().unwrap_or(Quorum::Quorum);
+            (key.into_bytes(), OpKind::Increment { by, w }, None)
+        } else {
+            (key, kind, context_in)
+        };
         let op = self.history.invoke(
             c as u32,
             key.clone(),
@@ -959,6 +974,14 @@ impl<'s> World<'s> {
                 sloppy,
                 overwrite: false,
             }),
+            OpKind::Increment { by, w } => ClientRequest::Write(WriteRequest {
+                key,
+                write: WriteKind::Increment { by },
+                context: None,
+                w,
+                sloppy,
+                overwrite: false,
+            }),
         };
         let id = self.next_request_id();
         self.clients[c].current = Some((id, op));
@@ -997,7 +1020,11 @@ impl<'s> World<'s> {
                         values: Vec::new(),
                         context,
                     },
-                    ClientReply::Written { context } => Outcome::Written { context },
+                    // The counter's value is not judged: it may not count increments
+                    // not yet merged at the coordinator (the final sum is).
+                    ClientReply::Written { context } | ClientReply::Counted { context, .. } => {
+                        Outcome::Written { context }
+                    }
                     ClientReply::Failed(e) => Outcome::Failed {
                         definite: is_definite(&e),
                         error: e.to_string(),
@@ -1048,5 +1075,8 @@ fn is_definite(e: &RequestError) -> bool {
             // An expire that found several values, or none, rewrites nothing.
             | RequestError::Conflict { .. }
             | RequestError::NothingToExpire
+            // An increment refused before anything was stored.
+            | RequestError::NotAnInteger
+            | RequestError::Overflow
     )
 }

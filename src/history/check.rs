@@ -66,6 +66,9 @@ pub enum ViolationKind {
     /// A session read (one carrying the context of the client's previous read) lost a value
     /// that read saw, though nothing replaced, deleted, expired or lost it.
     MonotonicReads,
+    /// A counter's final value is not the sum of its acknowledged increments plus some of
+    /// those that may have applied: an increment was lost or counted twice.
+    CounterSum,
 }
 
 impl ViolationKind {
@@ -82,6 +85,7 @@ impl ViolationKind {
             ViolationKind::HandoffUnconfirmed => "handoff-unconfirmed",
             ViolationKind::HintLost => "hint-lost",
             ViolationKind::MonotonicReads => "monotonic-reads",
+            ViolationKind::CounterSum => "counter-sum",
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct FinalState {
     pub versions: Option<BTreeMap<Vec<u8>, Versions>>,
     /// When the final state was read, on the history's clock.
     pub at: Millis,
+    /// Each incremented key's counter value on its replicas (merged); absent: no counter.
+    pub counters: BTreeMap<Vec<u8>, i64>,
 }
 
 /// What one write did when its coordinator ran it, as the simulator saw it.
@@ -286,6 +292,9 @@ pub struct CheckReport {
     pub ryw_weak_checked: usize,
     /// Spurious siblings on keys whose clocks reached the pruning limit: counted, not failed.
     pub false_siblings_after_pruning: usize,
+    /// Counters whose final sums were checked, and the increments they counted.
+    pub counters_checked: usize,
+    pub increments_checked: usize,
 }
 
 impl CheckReport {
@@ -301,6 +310,16 @@ impl CheckReport {
     pub fn excused_total(&self) -> usize {
         self.writes_excused.values().sum()
     }
+}
+
+/// A counter's increments, for its sum check.
+#[derive(Default)]
+struct CounterIncrements {
+    /// The sum of those that must count: acknowledged, and not lost.
+    sure: i64,
+    /// Those that may count or not.
+    maybe: Vec<i64>,
+    ops: Vec<OpId>,
 }
 
 /// Per-key indexes built once.
@@ -328,6 +347,7 @@ pub fn check(history: &History, final_state: &FinalState, c: &Circumstances) -> 
     checker.resurrections(final_state);
     checker.read_your_writes();
     checker.monotonic_reads();
+    checker.counter_sums(final_state);
     if let Some(conv) = &c.convergence {
         checker.convergence(conv);
     }
@@ -720,6 +740,53 @@ impl<'h> Checker<'h> {
                 format!("acknowledged {what:?} is gone and nothing superseded it"),
                 vec![id],
             );
+        }
+    }
+
+    /// Counters: after convergence each counter equals the sum of its acknowledged
+    /// increments plus some subset of those that may have applied (unacknowledged, or
+    /// acknowledged but every copy lost, as for any write). A lost increment leaves the sum
+    /// short; one applied twice (or a read-add-write race) leaves it wrong.
+    fn counter_sums(&mut self, fin: &FinalState) {
+        let history = self.history;
+        let mut by_key: BTreeMap<&[u8], CounterIncrements> = BTreeMap::new();
+        for (i, op) in history.ops().iter().enumerate() {
+            let OpKind::Increment { by, .. } = op.kind else {
+                continue;
+            };
+            let id = OpId(i);
+            let entry = by_key.entry(op.key.as_slice()).or_default();
+            if op.is_acknowledged_write() && self.lost(&op.key, id).is_none() {
+                entry.sure += by;
+                entry.ops.push(id);
+            } else if op.may_have_applied() {
+                entry.maybe.push(by);
+                entry.ops.push(id);
+            }
+        }
+        for (key, CounterIncrements { sure, maybe, ops }) in by_key {
+            self.report.counters_checked += 1;
+            self.report.increments_checked += ops.len();
+            let value = fin.counters.get(key).copied().unwrap_or(0);
+            // Every sum a subset of the uncertain increments can make (|by| is small and so
+            // are their numbers: the set stays small).
+            let mut reachable = BTreeSet::from([0i64]);
+            for by in &maybe {
+                let shifted: Vec<i64> = reachable.iter().map(|s| s + by).collect();
+                reachable.extend(shifted);
+            }
+            if !reachable.contains(&(value - sure)) {
+                self.violation(
+                    ViolationKind::CounterSum,
+                    key,
+                    format!(
+                        "counter ends at {value}: acknowledged increments sum to {sure}, and no \
+                         subset of the {} that may have applied ({maybe:?}) makes up the rest",
+                        maybe.len()
+                    ),
+                    ops,
+                );
+            }
         }
     }
 

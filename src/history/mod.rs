@@ -43,6 +43,11 @@ pub enum OpKind {
         ttl_ms: Option<Millis>,
         w: Quorum,
     },
+    /// Add `by` to the key's counter. The checker judges counters by their final sums.
+    Increment {
+        by: i64,
+        w: Quorum,
+    },
 }
 
 impl OpKind {
@@ -54,7 +59,10 @@ impl OpKind {
     pub fn w(&self) -> Option<Quorum> {
         match self {
             OpKind::Get { .. } => None,
-            OpKind::Put { w, .. } | OpKind::Delete { w } | OpKind::Expire { w, .. } => Some(*w),
+            OpKind::Put { w, .. }
+            | OpKind::Delete { w }
+            | OpKind::Expire { w, .. }
+            | OpKind::Increment { w, .. } => Some(*w),
         }
     }
 }
@@ -143,6 +151,7 @@ impl fmt::Display for Operation {
                 w,
             } => write!(f, "expire {key} {ttl}ms w={w}")?,
             OpKind::Expire { ttl_ms: None, w } => write!(f, "persist {key} w={w}")?,
+            OpKind::Increment { by, w } => write!(f, "incrby {key} {by} w={w}")?,
         }
         if let Some(ctx) = &self.context_in {
             write!(f, " ctx={ctx}")?;

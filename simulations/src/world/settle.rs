@@ -4,6 +4,7 @@
 //! the final state.
 
 use super::*;
+use ringcache::core::counter;
 use ringcache::history::check::{Violation, ViolationKind};
 
 impl World<'_> {
@@ -417,6 +418,7 @@ impl World<'_> {
             keys: BTreeMap::new(),
             versions: Some(BTreeMap::new()),
             at: self.now,
+            counters: BTreeMap::new(),
         };
         let nodes: Vec<&shards::Shards> = self
             .peers
@@ -458,6 +460,13 @@ impl World<'_> {
                         survived: on_owners.context().clone(),
                     },
                 ));
+            }
+            if let Ok(Some((counter, _))) = counter::held(&on_owners, self.now) {
+                // A counter past i64 cannot come from the workload's small increments: its
+                // total, clamped, fails the sum check.
+                let total = counter.total().unwrap_or(0);
+                let value = total.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+                fin.counters.insert(key.clone(), value);
             }
             fin.keys.insert(key.clone(), values_of(&on_owners));
             if let Some(versions) = fin.versions.as_mut() {

@@ -89,6 +89,12 @@ impl World<'_> {
         let replaced = match (&write.write, &write.context) {
             // An expire replaces the one value its read finds; the checker matches it by bytes.
             (WriteKind::Expire { .. }, _) => VersionVector::new(),
+            (WriteKind::Increment { .. }, _) => self.peers[node]
+                .node
+                .as_ref()
+                .and_then(|n| n.peek(&write.key))
+                .map(|s| s.context().clone())
+                .unwrap_or_default(),
             (_, Some(ctx)) => ctx.clone(),
             // A delete without context, or an overwrite, removes what its coordinator has seen
             // when it runs.

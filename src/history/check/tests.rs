@@ -86,6 +86,7 @@ fn final_with(values: &[(&str, &str, u64)]) -> FinalState {
         keys: [(b"k".to_vec(), values_of(&s))].into_iter().collect(),
         versions: None,
         at: 1_000,
+        counters: BTreeMap::new(),
     }
 }
 
@@ -753,4 +754,80 @@ fn a_session_read_that_loses_a_value_its_previous_read_saw_breaks_monotonic_read
     assert_eq!(report.monotonic_checked, 1);
     let report = check(&build(true), &FinalState::default(), &circumstances());
     assert_eq!(mr(&report), 0, "{:?}", report.violations);
+}
+
+fn incr(h: &mut History, by: i64, at: Millis) -> OpId {
+    h.invoke(
+        1,
+        b"ctr".to_vec(),
+        OpKind::Increment {
+            by,
+            w: Quorum::Quorum,
+        },
+        None,
+        at,
+    )
+}
+
+fn with_counter(value: i64) -> FinalState {
+    FinalState {
+        counters: [(b"ctr".to_vec(), value)].into_iter().collect(),
+        ..FinalState::default()
+    }
+}
+
+#[test]
+fn a_counter_must_sum_its_acknowledged_increments_plus_some_of_the_uncertain_ones() {
+    let mut h = History::new();
+    let a = incr(&mut h, 2, 10);
+    written(&mut h, a, 20, vv(&[("A", 1)]));
+    let b = incr(&mut h, 3, 30);
+    written(&mut h, b, 40, vv(&[("A", 2)]));
+    // Unknown outcome: may or may not count.
+    incr(&mut h, 4, 50);
+    let refused = incr(&mut h, 100, 60);
+    h.complete(
+        refused,
+        61,
+        Outcome::Failed {
+            error: "refused".into(),
+            definite: true,
+        },
+    );
+    let c = circumstances();
+    for fine in [5, 9] {
+        let report = check(&h, &with_counter(fine), &c);
+        assert_eq!(kinds(&report), vec![], "{fine}");
+        assert_eq!(report.increments_checked, 3);
+    }
+    // Short of an acknowledged increment, one counted twice, a definite failure counted.
+    for wrong in [2, 7, 8, 105] {
+        let report = check(&h, &with_counter(wrong), &c);
+        assert_eq!(kinds(&report), vec![ViolationKind::CounterSum], "{wrong}");
+    }
+}
+
+#[test]
+fn an_acknowledged_increment_whose_every_copy_was_lost_may_be_missing() {
+    let mut h = History::new();
+    let a = incr(&mut h, 2, 10);
+    written(&mut h, a, 20, vv(&[("A", 1)]));
+    let b = incr(&mut h, 3, 30);
+    written(&mut h, b, 40, vv(&[("B", 1)]));
+    let mut c = circumstances();
+    c.writes_run = Some(runs(&[
+        (a, 15, ("A", 1), &[], None),
+        (b, 35, ("B", 1), &[], None),
+    ]));
+    let short = with_counter(3);
+    assert_eq!(
+        kinds(&check(&h, &short, &c)),
+        vec![ViolationKind::CounterSum]
+    );
+    c.losses.insert(
+        b"ctr".to_vec(),
+        vec![loss(LossCause::Crash, &[("A", 1)], &[])],
+    );
+    assert_eq!(kinds(&check(&h, &short, &c)), vec![]);
+    assert_eq!(kinds(&check(&h, &with_counter(5), &c)), vec![]);
 }
