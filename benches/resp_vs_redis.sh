@@ -31,7 +31,7 @@ wait_port() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && 
 
 bench() { # label port
     for pipeline in 1 16; do
-        redis-benchmark -p "$2" -t get,set,mset -n "$n" -r 100000 -P "$pipeline" --csv 2>/dev/null \
+        redis-benchmark -p "$2" -t get,set,mset,incr -n "$n" -r 100000 -P "$pipeline" --csv 2>/dev/null \
             | tail -n +2 | sed "s/^/\"$1\",$pipeline,/" || echo "\"$1\",$pipeline,\"failed\""
     done
 }
