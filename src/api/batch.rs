@@ -228,6 +228,12 @@ fn to_result(reply: ClientReply, context_key: &ContextKey) -> BatchResult {
             context: (!context.is_empty()).then(|| causal_context::encode(&context, context_key)),
             ..BatchResult::default()
         },
+        // Batches send no conditional writes.
+        ClientReply::NotApplied { context, .. } => BatchResult {
+            status: 412,
+            context: token(&context),
+            ..BatchResult::default()
+        },
         ClientReply::Counted { value, context } => BatchResult {
             status: 200,
             value: Some(value.to_string()),

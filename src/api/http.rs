@@ -10,7 +10,10 @@ use crate::api::keys;
 use crate::api::metrics::{self, RequestMetrics};
 use crate::api::{batch, pubsub_http, ui};
 use crate::core::node::NodeStats;
-use crate::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
+use crate::core::paxos::Condition;
+use crate::core::request::{
+    ClientReply, ClientRequest, ConditionalWrite, RequestError, WriteKind, WriteRequest,
+};
 use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
@@ -569,10 +572,7 @@ pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(2
 
 /// A key as a slow-request log line shows it: at most 64 bytes, lossy UTF-8.
 fn slow_request_key(request: &ClientRequest) -> String {
-    let key = match request {
-        ClientRequest::Get { key, .. } => key,
-        ClientRequest::Write(w) => &w.key,
-    };
+    let key = request.key();
     String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
 }
 
@@ -716,6 +716,31 @@ fn kv_request(
             )
         }
     };
+    let condition = condition(headers, context_key)?;
+    if condition.is_some() && !matches!(method, Method::PUT | Method::DELETE) {
+        return Err(ApiError::bad_request(
+            "If-Match and If-None-Match go with PUT or DELETE",
+        ));
+    }
+    if condition.is_some() && context.is_some() {
+        return Err(ApiError::bad_request(
+            "a conditional write replaces what its round reads: send If-Match or X-Causal-Context, not both",
+        ));
+    }
+    if let Some(condition) = condition {
+        let write = match method {
+            Method::PUT => WriteKind::Put {
+                value: body.to_vec(),
+                ttl_ms: query.get("ttl").map(|v| ttl_ms(v)).transpose()?,
+            },
+            _ => WriteKind::Delete,
+        };
+        return Ok(ClientRequest::Conditional(ConditionalWrite {
+            key,
+            write,
+            condition,
+        }));
+    }
     match method {
         // HEAD answers like GET without the body: whether the key exists, and its context.
         // With a context, a session read: never older than what the context saw.
@@ -787,6 +812,35 @@ fn kv_request(
             StatusCode::METHOD_NOT_ALLOWED,
             "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}, POST on /v1/kv/{key}/incr".into(),
         )),
+    }
+}
+
+/// A conditional write's condition from `If-Match` (`*`: the key holds a value; a causal
+/// context token: its state is exactly that one) or `If-None-Match: *` (the key holds none).
+fn condition(headers: &HeaderMap, context_key: &ContextKey) -> Result<Option<Condition>, ApiError> {
+    let header = |name: &str| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(|s| s.trim().trim_matches('"'))
+                    .map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))
+            })
+            .transpose()
+    };
+    match (header("if-match")?, header("if-none-match")?) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send If-Match or If-None-Match, not both",
+        )),
+        (None, Some("*")) => Ok(Some(Condition::Absent)),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "If-None-Match takes only *: create the key if it holds no value",
+        )),
+        (Some("*"), None) => Ok(Some(Condition::Present)),
+        (Some(token), None) => causal_context::decode(token, context_key)
+            .map(|context| Some(Condition::Matches(context)))
+            .map_err(|e| ApiError::bad_request(format!("If-Match: {e}"))),
     }
 }
 
@@ -876,6 +930,20 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
                     &causal_context::encode(&context, context_key),
                 );
             }
+            response
+        }
+        ClientReply::NotApplied { values, context } => {
+            let token = causal_context::encode(&context, context_key);
+            let body = json!({
+                "error": "precondition failed: the key's state does not meet the condition",
+                "context": token,
+                "siblings": values
+                    .iter()
+                    .map(|v| base64::engine::general_purpose::STANDARD.encode(&v.data))
+                    .collect::<Vec<_>>(),
+            });
+            let mut response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
+            set_header(&mut response, causal_context::HEADER, &token);
             response
         }
         ClientReply::Counted { value, context } => {

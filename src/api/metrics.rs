@@ -77,6 +77,8 @@ impl RequestMetrics {
                 };
                 (op, w.w.to_string())
             }
+            // Decided by a Paxos round among a majority of the replicas.
+            ClientRequest::Conditional(_) => ("cas", "serial".to_string()),
         };
         RequestLabels { op, consistency }
     }
@@ -105,6 +107,7 @@ pub fn outcome_of(reply: &ClientReply) -> &'static str {
             "ok"
         }
         ClientReply::NotFound { .. } => "not_found",
+        ClientReply::NotApplied { .. } => "not_applied",
         ClientReply::Failed(e) => error_kind(e),
     }
 }

@@ -4,6 +4,7 @@
 //! a protocol version in every frame) and moves the bytes. Requests carry a `req` number chosen
 //! by the sender, and replies echo it, so the core never needs a connection to match them.
 
+use crate::core::paxos::{Ballot, Promise};
 use crate::core::request::{ClientReply, WriteRequest};
 use crate::core::siblings::Siblings;
 use crate::core::types::NodeId;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -108,6 +109,45 @@ pub enum PeerMessage {
     HintRefused {
         req: u64,
     },
+    // Conditional writes: one single-decree Paxos round per write (see `node/conditional`).
+    /// Phase 1: promise `ballot` for `key`.
+    PaxosPrepare {
+        req: u64,
+        key: Vec<u8>,
+        ballot: Ballot,
+    },
+    /// The acceptor's promise (or refusal), and its state of the key: the round's read.
+    /// `warming`: the replier may not hold the key's data yet; its promise does not count.
+    PaxosPromise {
+        req: u64,
+        promise: Promise,
+        state: Option<Siblings>,
+        warming: bool,
+    },
+    /// Phase 2: accept `state`, the key's state the write would install, in `ballot`.
+    PaxosPropose {
+        req: u64,
+        key: Vec<u8>,
+        ballot: Ballot,
+        state: Siblings,
+    },
+    /// Accepted, or refused for the higher ballot promised.
+    PaxosAccepted {
+        req: u64,
+        refused_by: Option<Ballot>,
+    },
+    /// Phase 3: `ballot`'s proposal was chosen: merge `state` and note it committed.
+    PaxosCommit {
+        req: u64,
+        key: Vec<u8>,
+        ballot: Ballot,
+        state: Siblings,
+    },
+    /// Whether the committed state is in the replier's store.
+    PaxosCommitted {
+        req: u64,
+        stored: bool,
+    },
     /// Pub/sub: a message a client published on the sender, for this peer's subscribers. The
     /// shell hands it to its pub/sub hub (`shell::pubsub`); no core ever sees it, and it is
     /// never forwarded further.
@@ -190,7 +230,10 @@ impl PeerMessage {
             | PeerMessage::Forget { key, .. }
             | PeerMessage::Fetch { key, .. }
             | PeerMessage::HintStore { key, .. }
-            | PeerMessage::HintDeliver { key, .. } => by_key(key),
+            | PeerMessage::HintDeliver { key, .. }
+            | PeerMessage::PaxosPrepare { key, .. }
+            | PeerMessage::PaxosPropose { key, .. }
+            | PeerMessage::PaxosCommit { key, .. } => by_key(key),
             PeerMessage::Coordinate { write, .. } => by_key(&write.key),
             PeerMessage::AntiEntropy { req, message } => match message {
                 AntiEntropyMessage::Branches { partition, .. }
@@ -212,7 +255,10 @@ impl PeerMessage {
             | PeerMessage::FetchReply { req, .. }
             | PeerMessage::CoordinateReply { req, .. }
             | PeerMessage::HintAck { req }
-            | PeerMessage::HintRefused { req } => (*req % shards.max(1) as u64) as u32,
+            | PeerMessage::HintRefused { req }
+            | PeerMessage::PaxosPromise { req, .. }
+            | PeerMessage::PaxosAccepted { req, .. }
+            | PeerMessage::PaxosCommitted { req, .. } => (*req % shards.max(1) as u64) as u32,
             // Never dealt to a shard: the router gives it to the pub/sub hub.
             PeerMessage::Publish { .. } => 0,
         }
@@ -236,7 +282,13 @@ impl PeerMessage {
             | PeerMessage::HintStore { req, .. }
             | PeerMessage::HintDeliver { req, .. }
             | PeerMessage::HintAck { req }
-            | PeerMessage::HintRefused { req } => *req,
+            | PeerMessage::HintRefused { req }
+            | PeerMessage::PaxosPrepare { req, .. }
+            | PeerMessage::PaxosPromise { req, .. }
+            | PeerMessage::PaxosPropose { req, .. }
+            | PeerMessage::PaxosAccepted { req, .. }
+            | PeerMessage::PaxosCommit { req, .. }
+            | PeerMessage::PaxosCommitted { req, .. } => *req,
             PeerMessage::Publish { .. } => 0,
         }
     }

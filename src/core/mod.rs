@@ -16,6 +16,7 @@ pub mod hash_tree;
 pub mod membership;
 pub mod message;
 pub mod node;
+pub mod paxos;
 pub mod planted;
 pub mod quorum;
 pub mod request;

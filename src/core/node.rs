@@ -13,6 +13,8 @@
 //! - `write`: client writes, their coordination and replication acks;
 //! - `read`: reads and their quorum;
 //! - `expire`: expire and persist, a read then a rewrite;
+//! - `conditional`: compare-and-set writes, each decided by a Paxos round (proposer and
+//!   acceptor sides; the acceptor's state is `core::paxos::Acceptor`);
 //! - `forward`: forwarding a write to a replica to coordinate, and `Coordinate` dedupe;
 //! - `replica`: the replica side of `Store`, `Fetch`, `Repair` and `Forget`;
 //! - `read_repair`: repairing stale replicas once a read has every answer;
@@ -25,6 +27,7 @@
 
 mod anti_entropy;
 mod collection;
+mod conditional;
 mod expire;
 mod forward;
 mod handoff;
@@ -141,6 +144,12 @@ pub struct Node {
     /// For a peer that just started empty: the peers it has finished an anti-entropy exchange
     /// with since; every partition warms until that is every other live ring member.
     startup_warming: Option<(std::collections::BTreeSet<NodeId>, Millis)>,
+    /// The Paxos acceptor of the keys this node replicates (conditional writes).
+    acceptor: crate::core::paxos::Acceptor,
+    /// The highest Paxos round this node has seen (its ballots start above it).
+    paxos_rounds: u64,
+    /// Conditional writes waiting out a backoff: (when it ends, request number).
+    conditional_backoffs: std::collections::BTreeSet<(Millis, u64)>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<crate::core::planted::PlantedBug>,
 }
@@ -200,6 +209,9 @@ impl Node {
             leaving: false,
             warming: std::collections::BTreeMap::new(),
             startup_warming: None,
+            acceptor: crate::core::paxos::Acceptor::default(),
+            paxos_rounds: 0,
+            conditional_backoffs: std::collections::BTreeSet::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -306,6 +318,10 @@ impl Node {
                     self.counters.client_writes += 1;
                     self.start_write(now, Waiter::Client(id), write, out)
                 }
+                ClientRequest::Conditional(write) => {
+                    self.counters.client_writes += 1;
+                    self.start_conditional(now, Waiter::Client(id), write, out)
+                }
             },
             Input::Peer { from, message } => self.on_peer_message(now, from, message, out),
             Input::Membership(view) => self.on_membership(now, view),
@@ -329,9 +345,11 @@ impl Node {
                     continue;
                 }
                 Flight::Forward(forward) => forward.timeout(),
+                Flight::Conditional(conditional) => conditional.timeout(),
             };
             request.waiter.fail(error, out);
         }
+        self.conditional_tick(now, out);
         self.anti_entropy_tick(now, out);
         self.handoff_tick(now, out);
     }
@@ -445,6 +463,12 @@ impl Node {
             }
             PeerMessage::HintAck { req } => self.on_hint_answer(&from, req, true),
             PeerMessage::HintRefused { req } => self.on_hint_answer(&from, req, false),
+            message @ (PeerMessage::PaxosPrepare { .. }
+            | PeerMessage::PaxosPromise { .. }
+            | PeerMessage::PaxosPropose { .. }
+            | PeerMessage::PaxosAccepted { .. }
+            | PeerMessage::PaxosCommit { .. }
+            | PeerMessage::PaxosCommitted { .. }) => self.on_paxos_message(now, from, message, out),
             // Pub/sub lives in the shell; a core handed one has nothing to do with it.
             PeerMessage::Publish { .. } => {}
         }
@@ -461,6 +485,7 @@ impl Node {
             Some(Flight::Write(_)) => self.on_store_answer(&to, req, false, out),
             Some(Flight::Read(_)) => self.on_fetch_undeliverable(now, &to, req, out),
             Some(Flight::Forward(_)) => self.on_forward_undeliverable(req, out),
+            Some(Flight::Conditional(_)) => self.on_paxos_unreachable(now, req, out),
             None => self.on_hint_undeliverable(req),
         }
     }

@@ -53,10 +53,14 @@ pub enum PlantedBug {
     /// An increment reads the coordinator's value, adds, and writes the sum back as a plain
     /// value (read-add-write): increments racing at two coordinators lose one of them.
     IncrementReadAddWrite,
+    /// A conditional write's proposer goes on to propose after a single promise (its own or
+    /// the first to arrive) instead of a majority's: two compare-and-sets on one expected
+    /// state can both apply.
+    PaxosWithoutMajority,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -72,6 +76,7 @@ impl PlantedBug {
         PlantedBug::OverwriteCoversNextDot,
         PlantedBug::SessionIgnored,
         PlantedBug::IncrementReadAddWrite,
+        PlantedBug::PaxosWithoutMajority,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +96,7 @@ impl PlantedBug {
             PlantedBug::OverwriteCoversNextDot => "overwrite-covers-next-dot",
             PlantedBug::SessionIgnored => "session-ignored",
             PlantedBug::IncrementReadAddWrite => "increment-read-add-write",
+            PlantedBug::PaxosWithoutMajority => "paxos-without-majority",
         }
     }
 }

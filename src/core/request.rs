@@ -4,6 +4,7 @@
 //! build [`ClientRequest`]s, and turn [`ClientReply`]s back into responses.
 
 use crate::core::counter::CounterError;
+use crate::core::paxos::Condition;
 use crate::core::siblings::Payload;
 use crate::core::types::{Millis, Quorum};
 use crate::core::version_vector::VersionVector;
@@ -24,6 +25,29 @@ pub enum ClientRequest {
     },
     /// A write of a value, or (with `Payload::Tombstone`) a delete.
     Write(WriteRequest),
+    /// A write applied only if the key's current state meets `condition`, decided by a
+    /// consensus round among the key's replicas (see `core::paxos`): linearizable per key.
+    Conditional(ConditionalWrite),
+}
+
+impl ClientRequest {
+    /// The key the request is about.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ClientRequest::Get { key, .. } => key,
+            ClientRequest::Write(w) => &w.key,
+            ClientRequest::Conditional(w) => &w.key,
+        }
+    }
+}
+
+/// A compare-and-set: a put (or delete) applied only if the key's state meets a condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionalWrite {
+    pub key: Vec<u8>,
+    /// `Put` or `Delete` (an `Expire` or `Increment` is refused).
+    pub write: WriteKind,
+    pub condition: Condition,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +130,12 @@ pub enum ClientReply {
     },
     /// The write reached W replicas; `context` covers it (read-your-writes for the client).
     Written {
+        context: VersionVector,
+    },
+    /// A conditional write's condition did not hold: nothing was written. The key's values
+    /// and context as the round read them (from a majority of its replicas).
+    NotApplied {
+        values: Vec<ReadValue>,
         context: VersionVector,
     },
     /// An increment reached W replicas: the counter's value as its coordinator held it right

@@ -206,6 +206,30 @@ impl Siblings {
         dot
     }
 
+    /// A write under a dot its caller minted: a conditional write's dot names the Paxos ballot
+    /// that chose it (`core::paxos::Ballot::dot`), unique to that proposal. The dot must be
+    /// above everything this state and `context` hold of its actor. Otherwise as [`Self::update`].
+    pub fn update_at(
+        &mut self,
+        dot: Dot,
+        context: &VersionVector,
+        payload: Payload,
+        max_clock_entries: usize,
+    ) {
+        debug_assert!(!self.clock.covers(&dot) && !context.covers(&dot));
+        self.versions
+            .retain(|(d, existing)| !context.covers(d) && *existing != payload);
+        self.clock.merge(context);
+        self.clock.add(&dot);
+        let at = self
+            .versions
+            .binary_search_by(|(d, _)| d.cmp(&dot))
+            .unwrap_or_else(|i| i);
+        let actor = dot.actor.clone();
+        self.versions.insert(at, (dot, payload));
+        self.prune_clock(max_clock_entries, &[&actor]);
+    }
+
     /// The next dot `actor` mints here after `context`: one above the highest counter either
     /// has seen, under an overflow actor when that counter is exhausted (see [`Self::update`]).
     /// Also returns the exhausted actors passed over, which the clock must keep like the

@@ -160,10 +160,11 @@ pub struct DriverHandle {
 
 impl DriverHandle {
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let (key, access) = match &request {
-            ClientRequest::Get { key, .. } => (key, Access::Read),
-            ClientRequest::Write(w) => (&w.key, Access::Write),
+        let access = match &request {
+            ClientRequest::Get { .. } => Access::Read,
+            ClientRequest::Write(_) | ClientRequest::Conditional(_) => Access::Write,
         };
+        let key = request.key();
         self.hot_keys
             .observe(key, access, std::time::Instant::now());
         let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;

@@ -84,9 +84,9 @@ impl Keyspace {
                 values: Vec::new(),
                 context,
             }),
-            ClientReply::Written { .. } | ClientReply::Counted { .. } => {
-                Err(Frame::error("ERR unexpected reply to a read"))
-            }
+            ClientReply::Written { .. }
+            | ClientReply::Counted { .. }
+            | ClientReply::NotApplied { .. } => Err(Frame::error("ERR unexpected reply to a read")),
             ClientReply::Failed(e) => Err(request_error(&e)),
         }
     }

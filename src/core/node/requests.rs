@@ -11,6 +11,7 @@
 //! and start from a scramble of the incarnation, so a reply meant for an earlier incarnation
 //! of this peer cannot match one of this incarnation's requests.
 
+use super::conditional::ConditionalFlight;
 use super::forward::ForwardFlight;
 use super::read::ReadFlight;
 use super::write::WriteFlight;
@@ -59,6 +60,7 @@ pub(super) enum Flight {
     Write(WriteFlight),
     Read(ReadFlight),
     Forward(ForwardFlight),
+    Conditional(ConditionalFlight),
 }
 
 /// One entry of the table.

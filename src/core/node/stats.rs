@@ -71,6 +71,14 @@ pub struct NodeStats {
     /// Client writes (puts, deletes, expires) this peer received.
     #[serde(default)]
     pub client_writes: u64,
+    /// Conditional writes this peer proposed that applied / whose condition did not hold.
+    #[serde(default)]
+    pub conditional_applied: u64,
+    #[serde(default)]
+    pub conditional_not_applied: u64,
+    /// Paxos rounds this peer started again (contention, or an earlier proposal finished).
+    #[serde(default)]
+    pub conditional_retries: u64,
 }
 
 impl NodeStats {
@@ -132,6 +140,11 @@ pub(super) struct Counters {
     pub(super) writes_forwarded: u64,
     /// Client writes received.
     pub(super) client_writes: u64,
+    /// Conditional writes this node proposed that applied / whose condition failed.
+    pub(super) conditional_applied: u64,
+    pub(super) conditional_not_applied: u64,
+    /// Paxos rounds started again (a higher ballot about, or an earlier proposal finished).
+    pub(super) conditional_retries: u64,
 }
 
 impl Counters {
@@ -184,6 +197,9 @@ impl Node {
             hints_refused: self.hints.counters.refused,
             writes_forwarded: self.counters.writes_forwarded,
             client_writes: self.counters.client_writes,
+            conditional_applied: self.counters.conditional_applied,
+            conditional_not_applied: self.counters.conditional_not_applied,
+            conditional_retries: self.counters.conditional_retries,
         }
     }
 

@@ -2057,3 +2057,148 @@ mod counters {
         assert_eq!(values(&r), vec!["2"]);
     }
 }
+
+mod conditional_writes {
+    //! Compare-and-set through the real proposer and acceptor paths.
+    use super::*;
+    use crate::core::paxos::{Ballot, Condition};
+    use crate::core::request::ConditionalWrite;
+
+    fn cas(key: &str, value: &str, condition: Condition) -> ClientRequest {
+        ClientRequest::Conditional(ConditionalWrite {
+            key: key.as_bytes().to_vec(),
+            write: WriteKind::Put {
+                value: value.as_bytes().to_vec(),
+                ttl_ms: None,
+            },
+            condition,
+        })
+    }
+
+    fn applied(reply: &Option<ClientReply>) -> bool {
+        match reply {
+            Some(ClientReply::Written { .. }) => true,
+            Some(ClientReply::NotApplied { .. }) => false,
+            other => panic!("expected an outcome, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_only_applies_once() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        assert!(applied(
+            &net.request("A", cas("lock", "a", Condition::Absent))
+        ));
+        let second = net.request("B", cas("lock", "b", Condition::Absent));
+        match second {
+            Some(ClientReply::NotApplied { values, .. }) => {
+                assert_eq!(values[0].data, b"a".to_vec(), "answers what is there")
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = net.request("C", get("lock", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec!["a"]);
+        assert!(applied(
+            &net.request("C", cas("lock", "c", Condition::Present))
+        ));
+        assert!(applied(&net.request(
+            "C",
+            cas("lock", "d", Condition::Equals(b"c".to_vec()))
+        )));
+        assert!(!applied(&net.request(
+            "A",
+            cas("lock", "e", Condition::Equals(b"c".to_vec()))
+        )));
+    }
+
+    #[test]
+    fn a_context_matches_only_until_the_key_changes() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        net.request("A", put("k", "v1", None, Quorum::All));
+        let read = net.request("B", get("k", Quorum::All)).unwrap();
+        let ctx = context(&read);
+        assert!(applied(
+            &net.request("C", cas("k", "v2", Condition::Matches(ctx.clone())))
+        ));
+        // The same context again: the key changed since, so nothing is written.
+        assert!(!applied(
+            &net.request("A", cas("k", "v3", Condition::Matches(ctx)))
+        ));
+        let r = net.request("A", get("k", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec!["v2"], "the conditional write replaced v1");
+    }
+
+    #[test]
+    fn a_majority_is_needed_and_enough() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        net.take_down("C");
+        assert!(applied(&net.request("A", cas("k", "v", Condition::Absent))));
+        net.take_down("B");
+        assert_eq!(
+            net.request("A", cas("k", "w", Condition::Present)),
+            Some(ClientReply::Failed(RequestError::Unavailable {
+                needed: 2,
+                got: 1
+            }))
+        );
+    }
+
+    #[test]
+    fn a_proposal_accepted_by_a_majority_is_finished_by_the_next_round() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        // C has run a round before (on another key): its next ballot is above Z's.
+        assert!(applied(
+            &net.request("C", cas("other", "x", Condition::Absent))
+        ));
+        // A proposer "Z" got A and B to accept a create of "chosen", then vanished.
+        let ballot = Ballot {
+            round: 1,
+            proposer: nid("Z"),
+        };
+        let mut state = Siblings::new();
+        state.update_at(
+            ballot.dot(),
+            &VersionVector::new(),
+            Payload::Value {
+                data: b"chosen".to_vec(),
+                expires_at_ms: None,
+            },
+            64,
+        );
+        for n in ["A", "B"] {
+            let mut out = Outputs::default();
+            let node = net.nodes.get_mut(&nid(n)).unwrap();
+            for message in [
+                PeerMessage::PaxosPrepare {
+                    req: 1,
+                    key: b"k".to_vec(),
+                    ballot: ballot.clone(),
+                },
+                PeerMessage::PaxosPropose {
+                    req: 2,
+                    key: b"k".to_vec(),
+                    ballot: ballot.clone(),
+                    state: state.clone(),
+                },
+            ] {
+                node.handle(
+                    net.now,
+                    Input::Peer {
+                        from: nid("Z"),
+                        message,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        // C's create-only round must find it, commit it, and then see the key taken.
+        match net.request("C", cas("k", "mine", Condition::Absent)) {
+            Some(ClientReply::NotApplied { values, .. }) => {
+                assert_eq!(values[0].data, b"chosen".to_vec())
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = net.request("A", get("k", Quorum::All)).unwrap();
+        assert_eq!(values(&r), vec!["chosen"]);
+    }
+}
