@@ -15,6 +15,9 @@
 //! other), the built binary first on `PATH`, each command within a deadline; everything
 //! started is killed when the test ends, whether it passes or not.
 
+// A test of processes: it reads their output on threads and waits on wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
