@@ -1,7 +1,15 @@
 //! One peer's whole configuration, made of per-area parts.
 //!
-//! `main` builds a [`PeerConfig`] from the command line; tests build one with
-//! [`PeerConfig::for_test`]. Each component receives only its own part, by value.
+//! `main` builds a [`PeerConfig`] from `serve`'s settings ([`ServeArgs`]: flags, environment
+//! variables, a config file and defaults, layered by [`EffectiveConfig`]); tests build one
+//! with [`PeerConfig::for_test`]. Each component receives only its own part, by value.
+//!
+//! # Layout
+//! - [`serve_args`] — every `serve` setting, as a flag and as a config-file key.
+//! - [`file`] — a TOML config file, checked key by key.
+//! - [`effective`] — the layering (flags > environment > file > defaults) and `config print`.
+//! - [`size`] — byte sizes (`512MiB`) and the store's memory limit.
+//! - [`error`] — [`ConfigError`], what can be wrong with the settings.
 
 use crate::core::config::CoreConfig;
 use crate::core::types::NodeId;
@@ -10,6 +18,17 @@ use crate::shell::gossip::GossipTiming;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub mod effective;
+pub mod error;
+pub mod file;
+pub mod serve_args;
+pub mod size;
+
+pub use effective::EffectiveConfig;
+pub use error::ConfigError;
+pub use file::ConfigFile;
+pub use serve_args::ServeArgs;
 
 #[derive(Clone, Debug)]
 pub struct PeerConfig {

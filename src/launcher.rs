@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const SECRET_ENV: &str = "RINGCACHE_CLUSTER_SECRET";
+pub use crate::config::serve_args::SECRET_ENV;
 const READY_PREFIX: &str = "READY ";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -102,9 +102,21 @@ pub fn local_cluster_file() -> Option<std::path::PathBuf> {
 /// may hold the client token).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalClusterRecord {
+    /// The peers' HTTP URLs, in `up`'s order; a peer `ringcache kill` stopped is taken out.
     pub urls: Vec<String>,
     pub client_token: Option<String>,
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Each peer's name and process, for `ringcache kill` (absent in older records).
+    #[serde(default)]
+    pub peers: Vec<RecordedPeer>,
+}
+
+/// One peer of a recorded local cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedPeer {
+    pub id: String,
+    pub url: String,
+    pub pid: u32,
 }
 
 impl LocalClusterRecord {
@@ -127,6 +139,106 @@ impl LocalClusterRecord {
     /// The record at `path`, if there is a readable one.
     pub fn read(path: &Path) -> Option<LocalClusterRecord> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// A client of `url` with the cluster's token and certificate.
+    pub fn client(&self, url: &str) -> anyhow::Result<Client> {
+        LaunchOptions {
+            client_token: self.client_token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            ..LaunchOptions::new("ringcache")
+        }
+        .client(url)
+    }
+}
+
+/// A peer of the local cluster that [`kill_recorded_peer`] killed.
+#[derive(Debug)]
+pub struct KilledPeer {
+    pub id: String,
+    pub pid: u32,
+    /// What is left of the record: the peers still running.
+    pub rest: LocalClusterRecord,
+}
+
+/// Kills (SIGKILL) the peer named `id` of the local cluster recorded at `path`, and takes it
+/// out of the record so the CLI stops talking to it. Refuses a recorded process that is not
+/// that peer's `ringcache serve` (a stale record's pid may have been reused by anything).
+pub async fn kill_recorded_peer(path: &Path, id: &str) -> anyhow::Result<KilledPeer> {
+    let mut record = LocalClusterRecord::read(path).with_context(|| {
+        format!(
+            "no local cluster recorded at {}: is `ringcache up` running?",
+            path.display()
+        )
+    })?;
+    let names: Vec<&str> = record.peers.iter().map(|p| p.id.as_str()).collect();
+    let index = record
+        .peers
+        .iter()
+        .position(|p| p.id == id)
+        .with_context(|| {
+            format!("the local cluster has no running peer {id} (it has {names:?})")
+        })?;
+    let peer = record.peers[index].clone();
+    anyhow::ensure!(
+        is_serve_process(peer.pid, id),
+        "process {} is not peer {id}'s `ringcache serve`: the record at {} is stale",
+        peer.pid,
+        path.display()
+    );
+    // SAFETY: kill(2) with a pid and a plain signal number has no memory effects.
+    let rc = unsafe { libc::kill(peer.pid as i32, libc::SIGKILL) };
+    anyhow::ensure!(
+        rc == 0,
+        "kill {} failed: {}",
+        peer.pid,
+        std::io::Error::last_os_error()
+    );
+    record.peers.remove(index);
+    record.urls.retain(|u| *u != peer.url);
+    record
+        .write(path)
+        .with_context(|| format!("updating {}", path.display()))?;
+    Ok(KilledPeer {
+        id: id.to_string(),
+        pid: peer.pid,
+        rest: record,
+    })
+}
+
+/// Whether `pid` runs `ringcache serve --id ID` (read from /proc, so only on Linux).
+fn is_serve_process(pid: u32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.get(1) == Some(&b"serve".as_slice())
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--id" && w[1] == id.as_bytes())
+}
+
+impl KilledPeer {
+    /// Waits until a peer still running sees this one down; returns that peer's name.
+    pub async fn wait_until_seen_down(&self, limit: Duration) -> anyhow::Result<String> {
+        let witness = self
+            .rest
+            .peers
+            .first()
+            .context("no peer is left to see it")?;
+        let client = self.rest.client(&witness.url)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(live) = client.live_members().await {
+                if !live.contains(&self.id) {
+                    return Ok(witness.id.clone());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{} still sees {} up after {limit:?}", witness.id, self.id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

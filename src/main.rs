@@ -11,19 +11,15 @@ compile_error!(
 );
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringcache::api::auth::TOKEN_ENV;
 use ringcache::client::{Client, ClientError, ClusterClient, ReadResult, Ttl, WriteOptions};
-use ringcache::config::{HttpConfig, PeerConfig, RespConfig, TlsFiles};
-use ringcache::core::config::{CoreConfig, DEFAULT_VNODES};
+use ringcache::config::size::{machine_memory_bytes, MemoryLimit, DEFAULT_MEMORY_SHARE};
+use ringcache::config::{EffectiveConfig, ServeArgs};
 use ringcache::core::eviction::EvictionPolicy;
-use ringcache::core::types::NodeId;
-use ringcache::launcher::{self, LaunchOptions, LocalCluster, SECRET_ENV};
+use ringcache::launcher::{self, LaunchOptions, LocalCluster};
 use ringcache::server::RunningPeer;
-use ringcache::shell::auth::ClusterSecret;
-use ringcache::shell::gossip::GossipTiming;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,8 +64,23 @@ enum LogFormat {
 // Parsed once per process: the size of `Serve` costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 enum Commands {
-    /// Run one peer.
+    /// Run one peer. Settings come from flags, then environment variables, then a TOML file
+    /// (`--config FILE`, keys named like the flags), then defaults.
     Serve(ServeArgs),
+    /// Inspect `serve`'s configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Stop one peer of the cluster `ringcache up` runs on this machine at once (SIGKILL, like
+    /// a crash), and wait until the others see it down: to watch how the cluster copes.
+    Kill {
+        /// The peer's name, as `up` lists it (A, B, C, …).
+        peer: String,
+        /// Stop waiting for the others to notice after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
     /// Start a local cluster of N peers on loopback; Ctrl-C stops it.
     Up {
         #[arg(long, default_value_t = 3)]
@@ -201,6 +212,14 @@ enum Commands {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration `serve` would run with, given the same flags, environment and
+    /// `--config FILE`, as TOML: each key with where its value came from; secrets masked. The
+    /// output is itself a config file.
+    Print(ServeArgs),
+}
+
 #[derive(Args)]
 struct Target {
     /// A peer's HTTP URL. Without it (or RINGCACHE_URL): the cluster `ringcache up` is running
@@ -294,316 +313,6 @@ struct WriteArgs {
     overwrite: bool,
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    /// This peer's name, unique in the cluster and kept across restarts.
-    #[arg(long)]
-    id: String,
-    /// UDP address for gossip.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    gossip: SocketAddr,
-    /// UDP address for QUIC peer traffic.
-    #[arg(long = "peer-addr", default_value = "127.0.0.1:7100")]
-    peer_addr: SocketAddr,
-    /// TCP address for the HTTP API. A non-loopback address needs --client-token (or
-    /// --insecure-no-auth).
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    http: SocketAddr,
-    /// Require `Authorization: Bearer <token>` on every HTTP request but `GET /health`; the
-    /// same on every peer of the cluster. At least 16 bytes; prefer the environment variable.
-    #[arg(long = "client-token", env = TOKEN_ENV, hide_env_values = true)]
-    client_token: Option<String>,
-    /// Serve HTTP on a non-loopback address without a client token (logs a warning).
-    #[arg(long)]
-    insecure_no_auth: bool,
-    /// The IP address other peers reach this one at; required when any address is bound
-    /// unspecified (`0.0.0.0`, `::`), and used only in place of such addresses.
-    #[arg(long)]
-    advertise: Option<IpAddr>,
-    /// Gossip address of a peer to join through (repeatable).
-    #[arg(long = "seed")]
-    seeds: Vec<SocketAddr>,
-    /// Shared secret of the cluster (at least 16 bytes); prefer the environment variable.
-    #[arg(long = "cluster-secret", env = SECRET_ENV, hide_env_values = true)]
-    secret: String,
-    /// Replicas per key (N); the same on every peer.
-    #[arg(long, default_value_t = 3)]
-    replicas: usize,
-    /// Keyspace partitions, a power of two; the same on every peer, for the cluster's life.
-    #[arg(long, default_value_t = 1024)]
-    partitions: u32,
-    /// Virtual-node tokens per peer.
-    #[arg(long, default_value_t = DEFAULT_VNODES)]
-    vnodes: u32,
-    /// Deadline of each request, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    request_timeout_ms: u64,
-    /// Largest value accepted, in bytes.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    max_value_bytes: usize,
-    /// Largest key accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    max_key_bytes: usize,
-    /// Gossip round interval, in milliseconds; failure detection scales with it.
-    #[arg(long, default_value_t = 200)]
-    gossip_interval_ms: u64,
-    /// How long a peer may stay down before the others take it off the ring, in seconds: the
-    /// remaining replicas and anti-entropy then restore N copies of what it held. A crashed
-    /// peer is never handed off from (its memory is gone); until this passes, it keeps its
-    /// place, so a restart does not move data twice.
-    #[arg(long, default_value_t = 3600)]
-    remove_down_after_secs: u64,
-    /// Most concurrent values (siblings) a key may have after a write: a blind write past it
-    /// is refused with 409 (read the key and write back with its context to resolve them).
-    #[arg(long, default_value_t = CoreConfig::default().max_siblings)]
-    max_siblings: usize,
-    /// Most bytes a key's concurrent values may take in all after a write, e.g. `64MiB`.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
-    max_state_bytes: u64,
-    /// Memory limit of the store (keys, values, versions and overhead): bytes, or with a
-    /// unit: `512MiB`, `2GiB`, `100MB`; `none` (or `0`) for no limit. By default half of the
-    /// machine's memory (or of the cgroup's limit, if lower).
-    #[arg(long, value_parser = parse_memory_limit)]
-    max_memory: Option<MemoryLimit>,
-    /// How long a client may take to send a request's headers, from its first byte, in
-    /// milliseconds.
-    #[arg(long, default_value_t = HttpConfig::default().header_timeout.as_millis() as u64)]
-    http_header_timeout_ms: u64,
-    /// How long a client may take to send a request's body, from the end of its headers, in
-    /// milliseconds.
-    #[arg(long, default_value_t = HttpConfig::default().body_timeout.as_millis() as u64)]
-    http_body_timeout_ms: u64,
-    /// How long an HTTP connection may sit with no request and nothing moving, in
-    /// milliseconds.
-    #[arg(long, default_value_t = HttpConfig::default().idle_timeout.as_millis() as u64)]
-    http_idle_timeout_ms: u64,
-    /// HTTP connections served at once; past it a few more are served `GET /health` alone and
-    /// the rest are refused.
-    #[arg(long, default_value_t = HttpConfig::default().max_connections)]
-    http_max_connections: usize,
-    /// Serve the HTTP API over TLS with this PEM certificate chain (needs --http-tls-key).
-    #[arg(long, requires = "http_tls_key")]
-    http_tls_cert: Option<PathBuf>,
-    /// The PEM private key of --http-tls-cert.
-    #[arg(long, requires = "http_tls_cert")]
-    http_tls_key: Option<PathBuf>,
-    /// TCP address for the Redis protocol (RESP2/RESP3: `redis-cli -p PORT`). A non-loopback
-    /// address needs --client-token (clients then AUTH with it) or --insecure-no-auth.
-    #[arg(long, default_value = ringcache::config::DEFAULT_RESP_ADDR, conflicts_with = "no_resp")]
-    resp: SocketAddr,
-    /// Serve no Redis protocol endpoint.
-    #[arg(long)]
-    no_resp: bool,
-    /// Close a RESP connection with no request for this long, in seconds (0: never).
-    #[arg(long, default_value_t = 600)]
-    resp_idle_timeout_secs: u64,
-    /// How long a client may take to send one RESP request, from its first byte, in
-    /// milliseconds.
-    #[arg(long, default_value_t = RespConfig::default().request_timeout.as_millis() as u64)]
-    resp_request_timeout_ms: u64,
-    /// RESP connections served at once; more are told `max number of clients reached`.
-    #[arg(long, default_value_t = RespConfig::default().max_connections)]
-    resp_max_connections: usize,
-    /// Let RESP's FLUSHALL / FLUSHDB delete every key this peer holds (refused otherwise).
-    #[arg(long)]
-    enable_flushall: bool,
-    /// Engine shards, each served by its own task (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    shards: u32,
-    /// What a full store evicts: lru, lfu, fifo, random, volatile-ttl, noeviction.
-    #[arg(long, default_value_t = EvictionPolicy::Lru)]
-    eviction: EvictionPolicy,
-    /// How long a deleted (or expired) key's tombstones stay after every replica was seen
-    /// holding them, in milliseconds; at least the request timeout, so that no write still
-    /// in flight can arrive after them and bring the value back.
-    #[arg(long, default_value_t = CoreConfig::default().tombstone_grace_ms)]
-    tombstone_grace_ms: u64,
-    /// How often each peer compares its hash trees with every other replica, in milliseconds
-    /// (0 turns anti-entropy off; a peer coming back starts a round at once, a ring change
-    /// within one interval).
-    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_interval_ms)]
-    anti_entropy_interval_ms: u64,
-    /// Anti-entropy budget of each engine shard: key states moved per second.
-    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_keys_per_sec)]
-    anti_entropy_keys_per_sec: u64,
-    /// Anti-entropy budget of each engine shard: bytes moved per second, e.g. `32MiB`.
-    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
-    anti_entropy_bytes_per_sec: u64,
-    /// Make writes sloppy unless they say otherwise (`?sloppy=false`): a replica believed
-    /// down is stood in for by the next healthy peer, which keeps a hint and hands the write
-    /// over when the replica is back. Off by default: quorums are strict.
-    #[arg(long)]
-    sloppy_quorum: bool,
-    /// Hints this peer keeps for one peer that is down; more are refused (and counted).
-    #[arg(long, default_value_t = CoreConfig::default().max_hints_per_peer)]
-    max_hints_per_peer: usize,
-    /// Bytes of hints this peer keeps for one peer that is down, e.g. `64MiB`.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
-    max_hint_bytes_per_peer: u64,
-}
-
-/// Parses `512MiB`, `2GiB`, `100MB`, `64KiB`, `1000` (bytes).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512MiB)"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "kib" | "k" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" | "m" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" | "g" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(factor)
-        .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{s:?} is not a usable size"))
-}
-
-/// `--max-memory`: a size, or no limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MemoryLimit {
-    Unlimited,
-    Bytes(u64),
-}
-
-/// Parses a `--max-memory`: `none`, `unlimited` or `0` for no limit, else a size.
-fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "none" | "unlimited" | "0" => Ok(MemoryLimit::Unlimited),
-        _ => parse_size(s).map(MemoryLimit::Bytes),
-    }
-}
-
-/// The memory this process may use: the machine's (`MemTotal` of /proc/meminfo), or its
-/// cgroup's limit when lower. `None` when neither can be read.
-fn machine_memory_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let total_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    let total = total_kib.checked_mul(1024)?;
-    // cgroup v2 says `max` for no limit; v1's "no limit" is a huge number, which min() drops.
-    let cgroup = [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
-    Some(cgroup.map_or(total, |c| c.min(total)))
-}
-
-/// The share of the machine's memory a peer's store takes by default.
-const DEFAULT_MEMORY_SHARE: u64 = 2;
-
-/// The store's memory limit: the one given, or by default half of what the machine has, and a
-/// line saying which and how to change it.
-fn memory_limit(given: Option<MemoryLimit>) -> Option<u64> {
-    match given {
-        Some(MemoryLimit::Bytes(b)) => {
-            tracing::info!("store memory limit: {b} bytes (--max-memory)");
-            Some(b)
-        }
-        Some(MemoryLimit::Unlimited) => {
-            tracing::info!("store memory limit: none (--max-memory none)");
-            None
-        }
-        None => match machine_memory_bytes() {
-            Some(machine) => {
-                let limit = machine / DEFAULT_MEMORY_SHARE;
-                tracing::info!(
-                    "store memory limit: {} MiB, half of this machine's {} MiB; change it with \
-                     --max-memory SIZE (e.g. 2GiB) or --max-memory none",
-                    limit >> 20,
-                    machine >> 20
-                );
-                Some(limit)
-            }
-            None => {
-                tracing::warn!(
-                    "store memory limit: none (the machine's memory could not be read from \
-                     /proc/meminfo); set one with --max-memory SIZE"
-                );
-                None
-            }
-        },
-    }
-}
-
-impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<PeerConfig> {
-        let core = CoreConfig {
-            replicas: self.replicas,
-            partitions: self.partitions,
-            vnodes: self.vnodes,
-            request_timeout_ms: self.request_timeout_ms,
-            max_key_bytes: self.max_key_bytes,
-            max_value_bytes: self.max_value_bytes,
-            max_memory_bytes: memory_limit(self.max_memory),
-            eviction: self.eviction,
-            tombstone_grace_ms: self.tombstone_grace_ms,
-            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
-            anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
-            anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec,
-            max_siblings: self.max_siblings,
-            max_state_bytes: self.max_state_bytes as usize,
-            sloppy_quorum: self.sloppy_quorum,
-            max_hints_per_peer: self.max_hints_per_peer,
-            max_hint_bytes_per_peer: self.max_hint_bytes_per_peer,
-            ..CoreConfig::default()
-        };
-        Ok(PeerConfig {
-            id: NodeId::from(self.id),
-            gossip_addr: self.gossip,
-            peer_addr: self.peer_addr,
-            http_addr: self.http,
-            seeds: self.seeds,
-            secret: ClusterSecret::new(self.secret)?,
-            core,
-            gossip: GossipTiming {
-                interval: Duration::from_millis(self.gossip_interval_ms.max(10)),
-                dead_node_grace: Duration::from_secs(self.remove_down_after_secs.max(1)),
-                ..GossipTiming::default()
-            },
-            shards: match self.shards {
-                0 => ringcache::config::default_shards(),
-                n => n.min(64),
-            },
-            client_token: self.client_token,
-            insecure_no_auth: self.insecure_no_auth,
-            advertise: self.advertise,
-            http: HttpConfig {
-                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
-                body_timeout: Duration::from_millis(self.http_body_timeout_ms),
-                idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
-                max_connections: self.http_max_connections,
-                tls: match (self.http_tls_cert, self.http_tls_key) {
-                    (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-                    _ => None,
-                },
-            },
-            resp: RespConfig {
-                addr: (!self.no_resp).then_some(self.resp),
-                idle_timeout: (self.resp_idle_timeout_secs > 0)
-                    .then(|| Duration::from_secs(self.resp_idle_timeout_secs)),
-                request_timeout: Duration::from_millis(self.resp_request_timeout_ms),
-                max_connections: self.resp_max_connections,
-                enable_flushall: self.enable_flushall,
-            },
-        })
-    }
-}
-
 /// Exit codes (documented in README.md): 0 done or found; 1 not found; 2 a usage error (clap);
 /// 3 the cluster could not serve the request (unreachable peer, too few replicas, timeout);
 /// 4 any other failure.
@@ -612,9 +321,11 @@ const EXIT_FAILED: i32 = 4;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    // The matches, not only the parsed values: they tell which settings the user gave.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let target_url = cli.command.target_url();
-    if let Err(error) = run(cli).await {
+    if let Err(error) = run(cli, &matches).await {
         // One readable line (and a hint), never a backtrace.
         // What was being done, and the innermost cause (reqwest's own chain repeats itself).
         let root = error.root_cause();
@@ -672,7 +383,7 @@ impl Commands {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -684,7 +395,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     match cli.command {
-        Commands::Serve(args) => serve(args).await,
+        Commands::Serve(args) => {
+            let matches = matches.subcommand_matches("serve").expect("serve matched");
+            serve(EffectiveConfig::resolve(args, matches)?).await
+        }
+        Commands::Config {
+            command: ConfigCommand::Print(args),
+        } => {
+            let matches = matches
+                .subcommand_matches("config")
+                .and_then(|m| m.subcommand_matches("print"))
+                .expect("config print matched");
+            print!("{}", EffectiveConfig::resolve(args, matches)?.to_toml());
+            Ok(())
+        }
+        Commands::Kill { peer, wait_secs } => {
+            let path = launcher::local_cluster_file()
+                .context("no $XDG_RUNTIME_DIR or $HOME to find the local cluster in")?;
+            let killed = launcher::kill_recorded_peer(&path, &peer).await?;
+            println!("killed {peer} (pid {})", killed.pid);
+            let waited = std::time::Instant::now();
+            let seen_by = killed
+                .wait_until_seen_down(Duration::from_secs(wait_secs))
+                .await?;
+            println!(
+                "{seen_by} sees {peer} down after {:.1} s",
+                waited.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Commands::Up {
             peers,
             logs,
@@ -707,7 +446,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             match max_memory {
                 Some(m) => {
-                    parse_memory_limit(&m).map_err(|e| anyhow::anyhow!(e))?;
+                    m.parse::<MemoryLimit>()
+                        .with_context(|| format!("--max-memory {m}"))?;
                     serve_args.push(format!("--max-memory={m}"));
                 }
                 // N peers on one machine share it: each takes its share of the default.
@@ -900,9 +640,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(settings: EffectiveConfig) -> anyhow::Result<()> {
     raise_open_files_limit();
-    let config = args.into_config()?;
+    if let Some(file) = settings.file() {
+        tracing::info!(
+            "settings from {} (flags and environment first)",
+            file.display()
+        );
+    }
+    let config = settings.args.into_config()?;
     let mut stop = StopSignal::listen()?;
     let peer = RunningPeer::start(config).await?;
     {
@@ -1008,6 +754,17 @@ async fn up(
             urls: cluster.peers.iter().map(|p| p.url()).collect(),
             client_token: client_token.clone(),
             tls_ca: launcher::http_tls_cert(&cluster_serve_args),
+            peers: cluster
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    Some(launcher::RecordedPeer {
+                        id: p.addresses.id.clone(),
+                        url: p.url(),
+                        pid: p.pid()?,
+                    })
+                })
+                .collect(),
         };
         match record.write(path) {
             Ok(()) => println!(
@@ -1060,32 +817,5 @@ impl StopSignal {
             _ = self.term.recv() => Stop::Leave,
             _ = self.interrupt.recv() => Stop::Now,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_and_without_units() {
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("0").is_err());
-    }
-
-    #[test]
-    fn a_memory_limit_is_a_size_or_none() {
-        use super::{parse_memory_limit, MemoryLimit};
-        assert_eq!(parse_memory_limit("none"), Ok(MemoryLimit::Unlimited));
-        assert_eq!(parse_memory_limit("0"), Ok(MemoryLimit::Unlimited));
-        assert_eq!(parse_memory_limit("1GiB"), Ok(MemoryLimit::Bytes(1 << 30)));
-        assert!(parse_memory_limit("lots").is_err());
-        assert!(super::machine_memory_bytes().is_some_and(|m| m > 0));
     }
 }

@@ -99,3 +99,48 @@ fn the_cli_finds_the_cluster_up_is_running_without_a_url() {
     assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n", "{get:?}");
     assert!(!record_left, "the record is removed when up stops");
 }
+
+/// `ringcache kill` kills only what the record says is that peer's `ringcache serve`: a stale
+/// record whose pid now belongs to another process is refused, and an unknown peer is named.
+#[test]
+fn kill_refuses_a_process_that_is_not_the_recorded_peer() {
+    let runtime = std::env::temp_dir().join(format!("ringcache-kill-{}", std::process::id()));
+    let mut bystander = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+    let record = ringcache::launcher::LocalClusterRecord {
+        urls: vec!["http://127.0.0.1:1".into()],
+        client_token: None,
+        tls_ca: None,
+        peers: vec![ringcache::launcher::RecordedPeer {
+            id: "C".into(),
+            url: "http://127.0.0.1:1".into(),
+            pid: bystander.id(),
+        }],
+    };
+    record
+        .write(&runtime.join("ringcache/cluster.json"))
+        .unwrap();
+    let kill = |peer: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(["kill", peer])
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .expect("the CLI runs")
+    };
+    let stale = kill("C");
+    let unknown = kill("Z");
+    let bystander_alive = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let _ = std::fs::remove_dir_all(&runtime);
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("stale"),
+        "{stale:?}"
+    );
+    assert!(bystander_alive, "kill must not touch another process");
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no running peer Z"),
+        "{unknown:?}"
+    );
+}

@@ -34,6 +34,15 @@ const RULES: &[(&str, &[&str])] = &[
         &["crate::client", "crate::server", "crate::launcher"],
     ),
     (
+        "src/config",
+        &[
+            "crate::api",
+            "crate::client",
+            "crate::server",
+            "crate::launcher",
+        ],
+    ),
+    (
         "src/config.rs",
         &[
             "crate::api",

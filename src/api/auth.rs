@@ -16,8 +16,9 @@ use axum::Json;
 use serde_json::json;
 use std::sync::Arc;
 
-/// The environment variable that carries the token to `serve`, `up` and the CLI commands.
-pub const TOKEN_ENV: &str = "RINGCACHE_CLIENT_TOKEN";
+/// The environment variable that carries the token to `serve`, `up` and the CLI commands
+/// (defined with the rest of `serve`'s settings).
+pub use crate::config::serve_args::TOKEN_ENV;
 /// The shortest token accepted, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
