@@ -270,7 +270,10 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
             // This workload sends no TTL changes or increments: its checker has no view of the
             // dots they mint, so it could not excuse an increment lost with a crashed peer's
             // memory (the simulator's workload covers both).
-            OpKind::Expire { .. } | OpKind::Increment { .. } => unreachable!("not generated here"),
+            // Nor conditional writes, judged for linearizability by the simulator.
+            OpKind::Expire { .. } | OpKind::Increment { .. } | OpKind::Conditional { .. } => {
+                unreachable!("not generated here")
+            }
         };
         run.history.borrow_mut().complete(op, run.now(), outcome);
         tokio::time::sleep(Duration::from_millis(rng.below(20))).await;

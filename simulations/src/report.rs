@@ -24,6 +24,9 @@ pub struct Summary {
     pub monotonic_checked: usize,
     pub counters_checked: usize,
     pub increments_checked: usize,
+    pub conditional_keys_checked: usize,
+    pub conditional_ops_checked: usize,
+    pub conditional_keys_skipped: usize,
     pub ryw_weak_checked: usize,
     pub ryw_weak_misses: usize,
     pub false_siblings_after_pruning: usize,
@@ -79,6 +82,9 @@ impl Summary {
         self.monotonic_checked += r.check.monotonic_checked;
         self.counters_checked += r.check.counters_checked;
         self.increments_checked += r.check.increments_checked;
+        self.conditional_keys_checked += r.check.conditional_keys_checked;
+        self.conditional_ops_checked += r.check.conditional_ops_checked;
+        self.conditional_keys_skipped += r.check.conditional_keys_skipped;
         self.ryw_weak_checked += r.check.ryw_weak_checked;
         self.ryw_weak_misses += r.check.ryw_weak_misses;
         self.false_siblings_after_pruning += r.check.false_siblings_after_pruning;
@@ -135,6 +141,13 @@ impl Summary {
             out,
             "counters: {} final sums checked over {} increments",
             self.counters_checked, self.increments_checked
+        );
+        let _ = writeln!(
+            out,
+            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or a crash or ring change during their writes)",
+            self.conditional_keys_checked,
+            self.conditional_ops_checked,
+            self.conditional_keys_skipped
         );
         let _ = writeln!(
             out,

@@ -27,6 +27,11 @@ pub const OVERWRITE_STREAM: u64 = 7;
 pub const COUNTER_STREAM: u64 = 9;
 /// Keys the workload increments (and never reads or writes otherwise).
 pub const COUNTER_KEYS: u64 = 3;
+/// Conditional writes (the seed's share, then each operation's, on stream + 1): its own
+/// stream, so adding them changed no other draw.
+pub const CONDITIONAL_STREAM: u64 = 11;
+/// Keys the workload writes only with conditional writes (compare-and-set).
+pub const CONDITIONAL_KEYS: u64 = 2;
 
 /// Peer names: the first `nodes` start the run, later ones can join.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
@@ -100,6 +105,8 @@ pub struct OpMix {
     pub overwrite_per_10k: u64,
     /// Operations turned into a counter increment (on a `ctr-` key), per 10,000.
     pub increment_per_10k: u64,
+    /// Operations turned into a conditional write (on a `cas-` key), per 10,000.
+    pub conditional_per_10k: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -281,6 +288,8 @@ impl Scenario {
                     .pick(&[0, 3_000, 7_000, 10_000]),
                 increment_per_10k: *Rng::stream(seed, COUNTER_STREAM)
                     .pick(&[0, 1_000, 2_500, 5_000]),
+                conditional_per_10k: *Rng::stream(seed, CONDITIONAL_STREAM)
+                    .pick(&[0, 500, 1_000, 2_000]),
             },
             net,
             clocks,

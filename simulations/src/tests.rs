@@ -333,3 +333,35 @@ fn fixed_seeds_check_counter_sums() {
         .sum();
     assert!(checked > 0, "no seed of ten incremented a counter");
 }
+
+// Conditional writes: linearizable per key.
+
+#[test]
+fn the_checker_catches_a_proposer_that_goes_on_without_a_majority() {
+    let seed = (1..=100).find(|seed| {
+        run(
+            &Scenario::generate(*seed, OPS),
+            Some(PlantedBug::PaxosWithoutMajority),
+        )
+        .check
+        .violations
+        .iter()
+        .any(|v| v.kind == ViolationKind::NotLinearizable)
+    });
+    assert!(
+        seed.is_some(),
+        "conditional writes decided on one promise went unnoticed for 100 seeds"
+    );
+}
+
+#[test]
+fn fixed_seeds_judge_conditional_writes() {
+    let judged: usize = (1..=20)
+        .map(|seed| {
+            run(&Scenario::generate(seed, OPS), None)
+                .check
+                .conditional_ops_checked
+        })
+        .sum();
+    assert!(judged > 0, "no seed of twenty judged a conditional write");
+}

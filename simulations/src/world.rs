@@ -14,15 +14,18 @@
 
 use crate::rng::Rng;
 use crate::scenario::{
-    Fault, Scenario, COUNTER_KEYS, COUNTER_STREAM, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM,
-    OVERWRITE_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
+    Fault, Scenario, CONDITIONAL_KEYS, CONDITIONAL_STREAM, COUNTER_KEYS, COUNTER_STREAM,
+    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::PeerMessage;
 use ringcache::core::node::{Input, Outputs};
+use ringcache::core::paxos::Condition;
 use ringcache::core::planted::PlantedBug;
-use ringcache::core::request::{ClientReply, ClientRequest, RequestError, WriteKind, WriteRequest};
+use ringcache::core::request::{
+    ClientReply, ClientRequest, ConditionalWrite, RequestError, WriteKind, WriteRequest,
+};
 use ringcache::core::ring::Ring;
 use ringcache::core::siblings::{Payload, Siblings};
 use ringcache::core::types::{ClientRequestId, Millis, NodeId, Quorum};
@@ -185,6 +188,9 @@ struct Client {
     session: bool,
     contexts: BTreeMap<Vec<u8>, VersionVector>,
     current: Option<(ClientRequestId, OpId)>,
+    /// What this client last learnt each conditional key holds (from its own conditional
+    /// writes' answers): what its next compare-and-set expects.
+    cas_seen: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 struct World<'s> {
@@ -201,6 +207,13 @@ struct World<'s> {
     next_request: u64,
     pending: BTreeMap<ClientRequestId, Owner>,
     history: History,
+    /// The conditional writes, on keys nothing else touches: judged for linearizability
+    /// apart from `history` (see `history::linearizable`).
+    cas_history: History,
+    /// Client requests that are conditional writes (their ops are in `cas_history`).
+    cas_requests: BTreeSet<ClientRequestId>,
+    /// Which operations become conditional writes, and what they write (`CONDITIONAL_STREAM`).
+    conditionals: Rng,
     work: Rng,
     net: Rng,
     /// Which writes are sloppy (its own stream: see `SLOPPY_STREAM`).
@@ -304,6 +317,7 @@ impl<'s> World<'s> {
                 session: work.chance(s.session_clients_per_10k),
                 contexts: BTreeMap::new(),
                 current: None,
+                cas_seen: BTreeMap::new(),
             })
             .collect();
         let mut world = World {
@@ -320,6 +334,9 @@ impl<'s> World<'s> {
             next_request: 0,
             pending: BTreeMap::new(),
             history: History::new(),
+            cas_history: History::new(),
+            cas_requests: BTreeSet::new(),
+            conditionals: Rng::stream(s.seed, CONDITIONAL_STREAM + 1),
             work,
             net: Rng::stream(s.seed, NETWORK_STREAM),
             sloppy: Rng::stream(s.seed, SLOPPY_STREAM + 1),
@@ -521,7 +538,9 @@ impl<'s> World<'s> {
                 if self.clients[client].current.map(|c| c.0) == Some(id) {
                     let (_, op) = self.clients[client].current.take().expect("checked");
                     self.pending.remove(&id);
-                    self.history.complete(op, self.now, Outcome::Unknown);
+                    let now = self.now;
+                    self.history_of(id).complete(op, now, Outcome::Unknown);
+                    self.cas_requests.remove(&id);
                     let think = self.work.below(40);
                     self.schedule(self.now + think, Event::Issue { client });
                 }
@@ -916,10 +935,32 @@ impl<'s> World<'s> {
             let by = if self.counters.chance(3_000) { -by } else { by };
             let w = kind.w().unwrap_or(Quorum::Quorum);
             (key.into_bytes(), OpKind::Increment { by, w }, None)
+        } else if self.conditionals.chance(s.mix.conditional_per_10k) {
+            let key = format!("cas-{}", self.conditionals.below(CONDITIONAL_KEYS)).into_bytes();
+            let seen = self.clients[c].cas_seen.get(&key).cloned().flatten();
+            let roll = self.conditionals.below(10);
+            let condition = match (&seen, roll) {
+                (_, 0..=2) | (None, _) => Condition::Absent,
+                (Some(v), _) => Condition::Equals(v.clone()),
+            };
+            // A fifth of the writes that expect a value delete it: the key cycles back to
+            // free, and create-only writes race again.
+            let value = if roll == 9 && matches!(condition, Condition::Equals(_)) {
+                None
+            } else {
+                Some(format!("c{}.{}", c, self.issued).into_bytes())
+            };
+            (key, OpKind::Conditional { value, condition }, None)
         } else {
             (key, kind, context_in)
         };
-        let op = self.history.invoke(
+        let conditional = matches!(kind, OpKind::Conditional { .. });
+        let history = if conditional {
+            &mut self.cas_history
+        } else {
+            &mut self.history
+        };
+        let op = history.invoke(
             c as u32,
             key.clone(),
             kind.clone(),
@@ -932,7 +973,7 @@ impl<'s> World<'s> {
                 error: "connection refused".into(),
                 definite: true,
             };
-            self.history.complete(op, self.now + 1, outcome);
+            history.complete(op, self.now + 1, outcome);
             let think = 1 + self.work.below(40);
             self.schedule(self.now + think, Event::Issue { client: c });
             return;
@@ -982,10 +1023,27 @@ impl<'s> World<'s> {
                 sloppy,
                 overwrite: false,
             }),
+            OpKind::Conditional { value, condition } => {
+                ClientRequest::Conditional(ConditionalWrite {
+                    key,
+                    write: match value {
+                        Some(value) => WriteKind::Put {
+                            value,
+                            ttl_ms: None,
+                        },
+                        None => WriteKind::Delete,
+                    },
+                    condition,
+                })
+            }
         };
         let id = self.next_request_id();
         self.clients[c].current = Some((id, op));
-        self.request_ops.insert(id, op);
+        if conditional {
+            self.cas_requests.insert(id);
+        } else {
+            self.request_ops.insert(id, op);
+        }
         self.pending.insert(id, Owner::Client(c));
         let travel = 1 + self.work.below(3);
         self.schedule(
@@ -1013,7 +1071,7 @@ impl<'s> World<'s> {
                     return;
                 }
                 self.clients[c].current = None;
-                let key = self.history.get(op).key.clone();
+                let key = self.history_of(id).get(op).key.clone();
                 let outcome = match reply {
                     ClientReply::Found { values, context } => Outcome::Read { values, context },
                     ClientReply::NotFound { context } => Outcome::Read {
@@ -1025,11 +1083,33 @@ impl<'s> World<'s> {
                     ClientReply::Written { context } | ClientReply::Counted { context, .. } => {
                         Outcome::Written { context }
                     }
+                    // A conditional write whose condition failed reports what it read.
+                    ClientReply::NotApplied { values, context } => {
+                        Outcome::Read { values, context }
+                    }
                     ClientReply::Failed(e) => Outcome::Failed {
                         definite: is_definite(&e),
                         error: e.to_string(),
                     },
                 };
+                if self.cas_requests.remove(&id) {
+                    let learnt = match (&outcome, &self.cas_history.get(op).kind) {
+                        (Outcome::Written { .. }, OpKind::Conditional { value, .. }) => {
+                            Some(value.clone())
+                        }
+                        (Outcome::Read { values, .. }, _) => {
+                            Some(values.last().map(|v| v.data.clone()))
+                        }
+                        _ => None,
+                    };
+                    if let Some(learnt) = learnt {
+                        self.clients[c].cas_seen.insert(key, learnt);
+                    }
+                    self.cas_history.complete(op, self.now, outcome);
+                    let think = self.work.below(40);
+                    self.schedule(self.now + think, Event::Issue { client: c });
+                    return;
+                }
                 if let Some(ctx) = self.history_context(&outcome) {
                     self.clients[c].contexts.insert(key, ctx);
                 }
@@ -1051,6 +1131,15 @@ impl<'s> World<'s> {
                 }
             }
             None => {}
+        }
+    }
+
+    /// The history a client request's operation is recorded in.
+    fn history_of(&mut self, id: ClientRequestId) -> &mut History {
+        if self.cas_requests.contains(&id) {
+            &mut self.cas_history
+        } else {
+            &mut self.history
         }
     }
 

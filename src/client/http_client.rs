@@ -7,6 +7,29 @@ use base64::Engine;
 use std::time::Duration;
 use thiserror::Error;
 
+/// What a compare-and-set requires of the key (`Client::put_if`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// No live value (`If-None-Match: *`): create-only.
+    Absent,
+    /// Some live value (`If-Match: *`).
+    Present,
+    /// Exactly the state this causal context token names (`If-Match: <token>`).
+    Context(String),
+}
+
+/// What a compare-and-set did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written: the key's new causal context.
+    Applied(String),
+    /// The key did not meet the condition: its values and context as the round read them.
+    NotApplied {
+        values: Vec<Vec<u8>>,
+        context: String,
+    },
+}
+
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("request failed: {0}")]
@@ -253,6 +276,52 @@ impl Client {
             None => req.query(&[("persist", "")]),
         };
         expect_written(req.send().await?).await
+    }
+
+    /// Compare-and-set: writes `value` only if the key meets `expected`, decided by a
+    /// consensus round among its replicas (linearizable per key). `Ok(Applied(context))` or
+    /// `Ok(NotApplied { values, context })` with the key as the round read it.
+    pub async fn put_if(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        expected: &Expected,
+        ttl_secs: Option<f64>,
+    ) -> Result<CasOutcome, ClientError> {
+        let mut req = self
+            .key_request(reqwest::Method::PUT, "/v1/kv", key)
+            .body(value);
+        req = match expected {
+            Expected::Absent => req.header("if-none-match", "*"),
+            Expected::Present => req.header("if-match", "*"),
+            Expected::Context(token) => req.header("if-match", token.as_str()),
+        };
+        if let Some(ttl) = ttl_secs {
+            req = req.query(&[("ttl", ttl.to_string())]);
+        }
+        let response = req.send().await?;
+        match response.status().as_u16() {
+            204 => header(&response, causal_context::HEADER)
+                .map(CasOutcome::Applied)
+                .ok_or_else(|| ClientError::Protocol("write acknowledged without context".into())),
+            412 => {
+                let body: serde_json::Value = response.json().await?;
+                let context = body["context"].as_str().unwrap_or_default().to_string();
+                let values = body["siblings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .map(|v| base64::engine::general_purpose::STANDARD.decode(v))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ClientError::Protocol(format!("bad sibling: {e}")))?;
+                Ok(CasOutcome::NotApplied { values, context })
+            }
+            status => Err(ClientError::Status {
+                status,
+                body: response.text().await.unwrap_or_default(),
+            }),
+        }
     }
 
     /// Adds `by` (negative subtracts) to the key's counter with quorum `options.w`: the

@@ -8,4 +8,4 @@ mod cluster_client;
 pub mod cluster_table;
 mod http_client;
 pub use cluster_client::{ClusterClient, REFRESH_EVERY};
-pub use http_client::{Client, ClientError, ReadResult, Ttl, WriteOptions};
+pub use http_client::{CasOutcome, Client, ClientError, Expected, ReadResult, Ttl, WriteOptions};

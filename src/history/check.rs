@@ -69,6 +69,10 @@ pub enum ViolationKind {
     /// A counter's final value is not the sum of its acknowledged increments plus some of
     /// those that may have applied: an increment was lost or counted twice.
     CounterSum,
+    /// No order of a key's conditional writes explains what they answered (see
+    /// `history::linearizable`): two compare-and-sets won on one state, or one won on a
+    /// stale state.
+    NotLinearizable,
 }
 
 impl ViolationKind {
@@ -86,6 +90,7 @@ impl ViolationKind {
             ViolationKind::HintLost => "hint-lost",
             ViolationKind::MonotonicReads => "monotonic-reads",
             ViolationKind::CounterSum => "counter-sum",
+            ViolationKind::NotLinearizable => "not-linearizable",
         }
     }
 }
@@ -295,6 +300,11 @@ pub struct CheckReport {
     /// Counters whose final sums were checked, and the increments they counted.
     pub counters_checked: usize,
     pub increments_checked: usize,
+    /// Keys whose conditional writes were judged for linearizability (by the recorder, with
+    /// `history::linearizable`), their operations, and keys passed over (a copy lost).
+    pub conditional_keys_checked: usize,
+    pub conditional_ops_checked: usize,
+    pub conditional_keys_skipped: usize,
 }
 
 impl CheckReport {

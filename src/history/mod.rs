@@ -11,6 +11,7 @@
 //! only compares them with each other and with the clock uncertainty it is told.
 
 pub mod check;
+pub mod linearizable;
 
 use crate::core::request::ReadValue;
 use crate::core::types::{Millis, Quorum};
@@ -48,6 +49,12 @@ pub enum OpKind {
         by: i64,
         w: Quorum,
     },
+    /// A compare-and-set: write `value` (`None`: delete) if `condition` holds. Judged for
+    /// linearizability (`linearizable`); a condition that failed answers as a read.
+    Conditional {
+        value: Option<Vec<u8>>,
+        condition: crate::core::paxos::Condition,
+    },
 }
 
 impl OpKind {
@@ -63,6 +70,8 @@ impl OpKind {
             | OpKind::Delete { w }
             | OpKind::Expire { w, .. }
             | OpKind::Increment { w, .. } => Some(*w),
+            // Decided by a majority of the replicas, whatever the levels.
+            OpKind::Conditional { .. } => None,
         }
     }
 }
@@ -152,6 +161,13 @@ impl fmt::Display for Operation {
             } => write!(f, "expire {key} {ttl}ms w={w}")?,
             OpKind::Expire { ttl_ms: None, w } => write!(f, "persist {key} w={w}")?,
             OpKind::Increment { by, w } => write!(f, "incrby {key} {by} w={w}")?,
+            OpKind::Conditional { value, condition } => {
+                match value {
+                    Some(v) => write!(f, "cas {key}={}", String::from_utf8_lossy(v))?,
+                    None => write!(f, "cas-del {key}")?,
+                }
+                write!(f, " if {condition:?}")?;
+            }
         }
         if let Some(ctx) = &self.context_in {
             write!(f, " ctx={ctx}")?;

@@ -6,6 +6,7 @@
 use super::*;
 use ringcache::core::counter;
 use ringcache::history::check::{Violation, ViolationKind};
+use ringcache::history::linearizable;
 
 impl World<'_> {
     pub(super) fn heal(&mut self) {
@@ -305,6 +306,41 @@ impl World<'_> {
             .first()
             .map(|k| self.describe_key(k));
         let final_state = self.final_state(&keys_touched);
+        let cas_keys: BTreeSet<Vec<u8>> = self
+            .cas_history
+            .ops()
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        let cas_final = self.final_state(&cas_keys);
+        // The promise (docs/guarantees.md, conditional writes) holds while the key's replicas
+        // keep their memory and agree on who they are: a key is not judged if a copy of it was
+        // lost for good, or if a peer lost its memory (a crash) or the peers' rings disagreed
+        // (a join or leave under way) before its last conditional write was answered.
+        let first_disruption = self
+            .disruptions
+            .iter()
+            .map(|(since, _)| *since)
+            .chain(self.rings_differ_since)
+            .min();
+        let mut last_op: BTreeMap<Vec<u8>, Millis> = BTreeMap::new();
+        for op in self.cas_history.ops() {
+            let end = op.completed_at.unwrap_or(Millis::MAX);
+            let last = last_op.entry(op.key.clone()).or_insert(0);
+            *last = (*last).max(end);
+        }
+        let cas_excused: BTreeSet<Vec<u8>> = cas_keys
+            .iter()
+            .filter(|k| {
+                let lost = self
+                    .losses
+                    .get(*k)
+                    .is_some_and(|ls| ls.iter().any(|l| !l.survived.descends_from(&l.held)));
+                let disrupted = first_disruption.is_some_and(|t| t <= last_op[*k]);
+                lost || disrupted
+            })
+            .cloned()
+            .collect();
         let hinted_writes = self.sloppy_writes.len();
         let circumstances = Circumstances {
             replicas: self.s.replicas,
@@ -319,6 +355,13 @@ impl World<'_> {
             sloppy_writes: std::mem::take(&mut self.sloppy_writes),
         };
         let mut report = check(&self.history, &final_state, &circumstances);
+        let linearizability = linearizable::check(&self.cas_history, &cas_final.keys, &|k| {
+            cas_excused.contains(k)
+        });
+        report.violations.extend(linearizability.violations);
+        report.conditional_keys_checked = linearizability.keys_checked;
+        report.conditional_ops_checked = linearizability.ops_checked;
+        report.conditional_keys_skipped = linearizability.keys_skipped;
         report
             .violations
             .extend(std::mem::take(&mut self.hints_lost));

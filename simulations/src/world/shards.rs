@@ -10,7 +10,6 @@ use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::MembershipView;
 use ringcache::core::node::{Input, Node, NodeStats, Outputs, WriteRan};
 use ringcache::core::planted::PlantedBug;
-use ringcache::core::request::ClientRequest;
 use ringcache::core::ring::{shard_of_key, Ring};
 use ringcache::core::siblings::Siblings;
 use ringcache::core::types::{Millis, NodeId};
@@ -118,13 +117,7 @@ impl Shards {
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
         let count = self.count();
         let shard = match &input {
-            Input::Client { request, .. } => {
-                let key = match request {
-                    ClientRequest::Get { key, .. } => key,
-                    ClientRequest::Write(w) => &w.key,
-                };
-                shard_of_key(key, self.partitions, count)
-            }
+            Input::Client { request, .. } => shard_of_key(request.key(), self.partitions, count),
             Input::Peer { message, .. } => message.shard(self.partitions, count),
             // A shard's sends fail back to it; its request numbers keep its residue.
             Input::Undeliverable { req, .. } => (*req % count as u64) as u32,

@@ -123,6 +123,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("punsubscribe", -1, PUBSUB, NONE),
     spec("quit", -1, OPEN, NONE),
     spec("randomkey", 1, &["readonly"], NONE),
+    spec("rc.cas", -4, W, ONE),
     spec("rc.consistency", -1, CONN, NONE),
     spec("rc.getall", 2, R, ONE),
     spec("rc.set", -5, W, ONE),

@@ -10,12 +10,16 @@
 //! - *Plain writes overwrite*: SET and friends write without a context and with `overwrite`,
 //!   replacing everything the coordinating replica has seen, so SET after SET never piles up
 //!   siblings; only truly concurrent writes (unseen by each other's coordinator) do.
-//! - *Read-modify-write replaces what it read*: APPEND, SETRANGE, GETSET, SET … GET/NX/XX/
-//!   KEEPTTL, GETDEL, GETEX write back with the context of their read.
+//! - *Read-modify-write replaces what it read*: APPEND, SETRANGE, GETSET, SET … XX GET,
+//!   SET … KEEPTTL, GETDEL, GETEX write back with the context of their read.
+//! - *Conditions are decided by consensus*: SET … NX/XX/IFEQ, SETNX, MSETNX (per key) and
+//!   RC.CAS are conditional writes ([`Keyspace::conditional`]), each decided by a Paxos round
+//!   among the key's replicas: two clients racing on one expected state never both win.
 
 use crate::api::resp::frame::Frame;
+use crate::core::paxos::Condition;
 use crate::core::request::{
-    ClientReply, ClientRequest, ReadValue, RequestError, WriteKind, WriteRequest,
+    ClientReply, ClientRequest, ConditionalWrite, ReadValue, RequestError, WriteKind, WriteRequest,
 };
 use crate::core::types::{Millis, Quorum};
 use crate::core::version_vector::VersionVector;
@@ -186,6 +190,41 @@ impl Keyspace {
         }
     }
 
+    /// A write applied only if the key's state meets `condition` (a Paxos round among the
+    /// key's replicas; see `core::paxos`).
+    pub async fn conditional(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        ttl: Ttl,
+        condition: Condition,
+    ) -> Result<Conditional, Frame> {
+        let write = match ttl {
+            Ttl::Past => WriteKind::Delete,
+            Ttl::None => WriteKind::Put {
+                value,
+                ttl_ms: None,
+            },
+            Ttl::Ms(ms) => WriteKind::Put {
+                value,
+                ttl_ms: Some(ms),
+            },
+        };
+        let request = ClientRequest::Conditional(ConditionalWrite {
+            key: key.to_vec(),
+            write,
+            condition,
+        });
+        match self.driver.request(request).await {
+            ClientReply::Written { context } => Ok(Conditional::Applied(context)),
+            ClientReply::NotApplied { values, context } => {
+                Ok(Conditional::NotApplied(Read { values, context }))
+            }
+            ClientReply::Failed(e) => Err(request_error(&e)),
+            _ => Err(Frame::error("ERR unexpected reply to a conditional write")),
+        }
+    }
+
     /// Deletes what `read` saw; nothing to do when it saw no value.
     pub async fn delete_read(&self, key: &[u8], read: &Read) -> Result<bool, Frame> {
         if !read.exists() {
@@ -195,6 +234,15 @@ impl Keyspace {
             .await?;
         Ok(true)
     }
+}
+
+/// What a conditional write did.
+#[derive(Clone, Debug)]
+pub enum Conditional {
+    /// Written: the key's new context.
+    Applied(VersionVector),
+    /// The condition did not hold: the key as the round read it.
+    NotApplied(Read),
 }
 
 /// What an expire write did.

@@ -6,12 +6,15 @@
 //!   the empty string unless the key holds tombstones).
 //! - `RC.SET key value CONTEXT token [EX s|PX ms]`: a write that replaces exactly what the
 //!   context saw (siblings it did not see stay). Answers the new context token.
+//! - `RC.CAS key context value [EX s|PX ms]`: compare-and-set, decided by consensus: writes
+//!   only if the key is still exactly what the context saw; the new token, or nil.
 
 use crate::api::causal_context;
 use crate::api::resp::args::{self, is};
 use crate::api::resp::frame::Frame;
-use crate::api::resp::keyspace::{owned, Ttl};
+use crate::api::resp::keyspace::{owned, Conditional, Ttl};
 use crate::api::resp::session::Session;
+use crate::core::paxos::Condition;
 use crate::core::request::WriteKind;
 use crate::core::types::Quorum;
 use bytes::Bytes;
@@ -71,6 +74,57 @@ pub async fn getall(session: &Session, args: &[Bytes]) -> Frame {
     }
 }
 
+/// `EX s` or `PX ms` as a TTL (`None`: `name` is neither option).
+fn ttl_option(name: &[u8], value: &[u8], command: &str) -> Option<Result<Ttl, Frame>> {
+    let unit = if is(name, "ex") {
+        1000
+    } else if is(name, "px") {
+        1
+    } else {
+        return None;
+    };
+    Some(match args::integer(value) {
+        Ok(n) if n > 0 => Ok(Ttl::Ms(n.saturating_mul(unit) as u64)),
+        Ok(_) => Err(Frame::error(format!(
+            "ERR invalid expire time in '{command}' command"
+        ))),
+        Err(e) => Err(e),
+    })
+}
+
+/// `RC.CAS key context value [EX s|PX ms]`: writes `value` only if the key's state is exactly
+/// the one the context token names (nothing written since it was read), decided by a consensus
+/// round among the key's replicas. Answers the new context token, or nil when the key changed
+/// (read it again with `RC.GETALL`).
+pub async fn cas(session: &Session, args: &[Bytes]) -> Frame {
+    let token = String::from_utf8_lossy(&args[2]);
+    let context = match causal_context::decode(&token, &session.shared.context_key) {
+        Ok(c) => c,
+        Err(e) => return Frame::error(format!("ERR {e}")),
+    };
+    let ttl = match args.get(4..) {
+        Some([name, value]) => match ttl_option(name, value, "rc.cas") {
+            Some(Ok(ttl)) => ttl,
+            Some(Err(e)) => return e,
+            None => return args::syntax_error(),
+        },
+        Some([]) | None => Ttl::None,
+        Some(_) => return args::syntax_error(),
+    };
+    let outcome = session
+        .keyspace()
+        .conditional(&args[1], owned(&args[3]), ttl, Condition::Matches(context))
+        .await;
+    match outcome {
+        Ok(Conditional::Applied(context)) => Frame::bulk(causal_context::encode(
+            &context,
+            &session.shared.context_key,
+        )),
+        Ok(Conditional::NotApplied(_)) => Frame::Null,
+        Err(e) => e,
+    }
+}
+
 pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
     let mut context = None;
     let mut ttl = Ttl::None;
@@ -85,11 +139,9 @@ pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
                 Ok(c) => Some(c),
                 Err(e) => return Frame::error(format!("ERR {e}")),
             };
-        } else if is(&args[i], "ex") || is(&args[i], "px") {
-            let unit = if is(&args[i], "ex") { 1000 } else { 1 };
-            ttl = match args::integer(value) {
-                Ok(n) if n > 0 => Ttl::Ms(n.saturating_mul(unit) as u64),
-                Ok(_) => return Frame::error("ERR invalid expire time in 'rc.set' command"),
+        } else if let Some(parsed) = ttl_option(&args[i], value, "rc.set") {
+            ttl = match parsed {
+                Ok(t) => t,
                 Err(e) => return e,
             };
         } else {

@@ -282,6 +282,7 @@ impl Session {
             "persist" => key_commands::persist(self, args).await,
             "rc.getall" => ringcache_commands::getall(self, args).await,
             "rc.set" => ringcache_commands::set(self, args).await,
+            "rc.cas" => ringcache_commands::cas(self, args).await,
             other => Frame::error(format!("ERR command '{other}' is listed but not served")),
         }
     }
@@ -312,6 +313,7 @@ const KEY_COMMANDS: &[&str] = &[
     "pexpiretime",
     "psetex",
     "pttl",
+    "rc.cas",
     "rc.getall",
     "rc.set",
     "set",

@@ -2,15 +2,17 @@
 //! MGET, MSET, MSETNX, APPEND, STRLEN, GETRANGE, SETRANGE; and the counters, INCR, DECR,
 //! INCRBY and DECRBY (a counter CRDT in the core: no increment is lost to a race).
 //!
-//! Conditional writes (SET NX/XX, SETNX, MSETNX) read, then write with the read's context:
-//! two clients racing may both see the key missing and both write (their writes then stand
-//! as siblings, or the later overwrites). They are not linearizable until a consensus path
-//! exists; `docs/resp.md` says so.
+//! Conditional writes (SET NX/XX/IFEQ, SETNX, MSETNX) are decided by a consensus round per key
+//! (`Keyspace::conditional`): two clients racing to create one free key never both succeed.
+//! Two combinations still read, then write with the read's context: `SET … XX GET` (the old
+//! value a conditional round replaced is not returned by it) and `SET … KEEPTTL` with a
+//! condition; `docs/resp.md` says so. MSETNX is atomic per key, not across its keys.
 
 use crate::api::resp::args::{self, is};
 use crate::api::resp::frame::Frame;
-use crate::api::resp::keyspace::{owned, Keyspace, Read, Ttl};
+use crate::api::resp::keyspace::{owned, Conditional, Keyspace, Ttl};
 use crate::api::resp::session::Session;
+use crate::core::paxos::Condition;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
@@ -30,6 +32,8 @@ struct SetOptions {
     xx: bool,
     keep_ttl: bool,
     get: bool,
+    /// Valkey's `IFEQ comparison-value`: write only if the key holds exactly this value.
+    ifeq: Option<Vec<u8>>,
 }
 
 fn invalid_expire(command: &str) -> Frame {
@@ -74,9 +78,15 @@ fn parse_set_options(args: &[Bytes]) -> Result<SetOptions, Frame> {
             i += 2;
             continue;
         }
-        if is(a, "nx") && !o.xx {
+        if is(a, "ifeq") && !o.nx && !o.xx && o.ifeq.is_none() {
+            let value = args.get(i + 1).ok_or_else(args::syntax_error)?;
+            o.ifeq = Some(value.to_vec());
+            i += 2;
+            continue;
+        }
+        if is(a, "nx") && !o.xx && o.ifeq.is_none() {
             o.nx = true;
-        } else if is(a, "xx") && !o.nx {
+        } else if is(a, "xx") && !o.nx && o.ifeq.is_none() {
             o.xx = true;
         } else if is(a, "keepttl") && o.ttl.is_none() {
             o.keep_ttl = true;
@@ -90,7 +100,7 @@ fn parse_set_options(args: &[Bytes]) -> Result<SetOptions, Frame> {
     Ok(o)
 }
 
-/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+/// `SET key value [NX|XX|IFEQ old] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
 pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
     let options = match parse_set_options(&args[3..]) {
         Ok(o) => o,
@@ -98,6 +108,27 @@ pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
     };
     let keyspace = session.keyspace();
     let (key, value) = (&args[1], owned(&args[2]));
+    let condition = if options.nx {
+        Some(Condition::Absent)
+    } else if options.xx && !options.get {
+        Some(Condition::Present)
+    } else {
+        options.ifeq.clone().map(Condition::Equals)
+    };
+    if let (Some(condition), false) = (condition, options.keep_ttl) {
+        let ttl = options.ttl.unwrap_or(Ttl::None);
+        return match keyspace.conditional(key, value, ttl, condition).await {
+            // Applied: under NX there was no old value, under IFEQ it was the one named.
+            Ok(Conditional::Applied(_)) if options.get => match options.ifeq {
+                Some(old) => Frame::bulk(old),
+                None => Frame::Null,
+            },
+            Ok(Conditional::Applied(_)) => Frame::ok(),
+            Ok(Conditional::NotApplied(read)) if options.get => read.chosen_frame(),
+            Ok(Conditional::NotApplied(_)) => Frame::Null,
+            Err(e) => e,
+        };
+    }
     if !(options.nx || options.xx || options.get || options.keep_ttl) {
         return match keyspace
             .put(key, value, options.ttl.unwrap_or(Ttl::None), None)
@@ -111,7 +142,11 @@ pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
         Ok(read) => read,
         Err(e) => return e,
     };
-    let skipped = (options.nx && read.exists()) || (options.xx && !read.exists());
+    let skipped = (options.nx && read.exists())
+        || (options.xx && !read.exists())
+        || options.ifeq.as_ref().is_some_and(|old| {
+            read.values.len() != 1 || read.chosen().is_some_and(|v| &v.data != old)
+        });
     let answer = |done: bool| {
         if options.get {
             read.chosen_frame()
@@ -135,14 +170,13 @@ pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
     }
 }
 
-/// Writes `value` unless the key exists; whether it wrote (SETNX, and MSETNX per key).
+/// Writes `value` unless the key holds one, decided by a consensus round; whether it wrote
+/// (SETNX, and MSETNX per key).
 async fn set_if_missing(keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<bool, Frame> {
-    let read = keyspace.read(key).await?;
-    if read.exists() {
-        return Ok(false);
-    }
-    keyspace.put(key, value, Ttl::None, Some(&read)).await?;
-    Ok(true)
+    let outcome = keyspace
+        .conditional(key, value, Ttl::None, Condition::Absent)
+        .await?;
+    Ok(matches!(outcome, Conditional::Applied(_)))
 }
 
 pub async fn setnx(session: &Session, args: &[Bytes]) -> Frame {
@@ -298,23 +332,27 @@ pub async fn msetnx(session: &Session, args: &[Bytes]) -> Frame {
         Err(e) => return e,
     };
     let keyspace = session.keyspace();
-    let reads = join_all(pairs.keys().map(|k| keyspace.read(k))).await;
-    let mut seen: Vec<Read> = Vec::with_capacity(reads.len());
-    for read in reads {
+    for read in join_all(pairs.keys().map(|k| keyspace.read(k))).await {
         match read {
             Ok(read) if read.exists() => return Frame::Integer(0),
-            Ok(read) => seen.push(read),
+            Ok(_) => {}
             Err(e) => return e,
         }
     }
+    // Every key was free when read: each is now created only if still free (a consensus
+    // round per key). Atomic per key, not across keys: a key taken meanwhile answers 0 while
+    // the others may have been created.
     let writes = pairs
         .iter()
-        .zip(&seen)
-        .map(|((k, v), read)| keyspace.put(k, owned(v), Ttl::None, Some(read)));
-    match join_all(writes).await.into_iter().find_map(Result::err) {
-        Some(e) => e,
-        None => Frame::Integer(1),
+        .map(|(k, v)| set_if_missing(&keyspace, k, owned(v)));
+    let mut all = true;
+    for outcome in join_all(writes).await {
+        match outcome {
+            Ok(wrote) => all &= wrote,
+            Err(e) => return e,
+        }
     }
+    Frame::Integer(all.into())
 }
 
 /// A value longer than the peer accepts, refused before anything is written.

@@ -5,8 +5,9 @@
 //! 1. **Prepare**: a fresh ballot to every replica; each acceptor promises it (or refuses,
 //!    naming the higher ballot it promised) and answers with its state of the key, the
 //!    round's read. A replica that may not hold the key's data yet (warming: it restarted
-//!    empty, or just gained the partition) counts only once every replica has promised, so
-//!    a majority never rests on replicas that may have forgotten what they accepted.
+//!    empty, or just gained the partition; or stale: it knows of a commit its store does not
+//!    hold, refused when full or evicted since) counts only once every replica has promised,
+//!    so a majority never rests on replicas that may miss what was committed.
 //! 2. With a majority of promises: if one of them holds a proposal accepted above the last
 //!    commit any of them knows, that proposal may have been chosen: it is proposed again under
 //!    this ballot and committed first, then the round starts over. Otherwise the promised
@@ -49,6 +50,9 @@ pub(super) struct ConditionalFlight {
     attempts: u32,
     /// The highest round any acceptor named: the next ballot goes above it.
     highest_round: u64,
+    /// The dots this write was proposed under in earlier rounds: a round that finds one of
+    /// them in progress and finishes it has applied this write.
+    proposed: Vec<crate::core::version_vector::Dot>,
     stage: Stage,
 }
 
@@ -150,6 +154,7 @@ impl Node {
             majority,
             attempts: 0,
             highest_round: 0,
+            proposed: Vec::new(),
             stage: Stage::Backoff { until: now },
         };
         let deadline = now + self.config.request_timeout_ms;
@@ -232,7 +237,16 @@ impl Node {
                 self.paxos_rounds = self.paxos_rounds.max(ballot.round);
                 let promise = self.acceptor.prepare(&key, &ballot);
                 let state = self.store.peek(&key);
-                let warming = self.is_warming(self.ring.partition_of(&key), now);
+                // A replica that knows of a commit its store does not hold (it refused it when
+                // full, or evicted the key since) answers from stale data: like a warming
+                // replica, it counts only beside every other.
+                let stale = match &promise {
+                    Promise::Granted {
+                        committed: Some(b), ..
+                    } => !state.as_ref().is_some_and(|s| s.context().covers(&b.dot())),
+                    _ => false,
+                };
+                let warming = stale || self.is_warming(self.ring.partition_of(&key), now);
                 let reply = PeerMessage::PaxosPromise {
                     req,
                     promise,
@@ -258,7 +272,12 @@ impl Node {
                 state,
             } => {
                 let stored = self.apply_replicated(&key, &state, now);
-                self.acceptor.committed(&key, &ballot);
+                // A commit the store refused (full) stays an accepted proposal here, so the
+                // next round finds it and commits it again rather than building on a state
+                // without it.
+                if stored {
+                    self.acceptor.committed(&key, &ballot);
+                }
                 let reply = PeerMessage::PaxosCommitted { req, stored };
                 self.paxos_send(now, from, reply, out);
             }
@@ -471,6 +490,10 @@ impl Node {
         match next {
             Next::Wait => unreachable!("returned above"),
             Next::Decide => self.decide(now, waiter, deadline, flight, out),
+            // Past its deadline the client has its answer (a timeout): committing now could
+            // land after rounds that never saw this one. A chosen proposal left uncommitted
+            // is finished by the next round that finds it.
+            Next::Commit if now >= deadline => waiter.fail(flight.timeout(), out),
             Next::Commit => self.commit(now, waiter, deadline, flight, out),
             Next::Retry => self.back_off(now, waiter, deadline, flight),
             // An earlier proposal was finished: no contention, the own round starts at once.
@@ -536,9 +559,29 @@ impl Node {
             .filter(|(b, _)| last_commit.as_ref().is_none_or(|c| b > c))
             .max_by(|a, b| a.0.cmp(&b.0))
             .cloned();
-        if let Some((_, state)) = in_progress {
-            // It may have been chosen: finish it under this ballot before our own write.
-            return self.propose(now, waiter, deadline, flight, state, false, out);
+        // A proposal whose state does not hold everything committed since it was made cannot
+        // have been chosen before those commits (their rounds would have found it): finishing
+        // it now would undo them, so it is left, never applied.
+        if let Some((_, state)) =
+            in_progress.filter(|(_, s)| s.context().descends_from(merged.context()))
+        {
+            // It may have been chosen: finish it under this ballot before our own write. If
+            // it is this write's own proposal from an earlier round, finishing it applies it.
+            let own = state.versions().any(|(d, _)| flight.proposed.contains(d));
+            return self.propose(now, waiter, deadline, flight, state, own, out);
+        }
+        // An earlier round of this write may have been chosen and finished by another
+        // proposer: if its value is there, this write applied.
+        if merged.versions().any(|(d, _)| flight.proposed.contains(d)) {
+            self.counters.conditional_applied += 1;
+            let context = merged.context().clone();
+            return waiter.reply(ClientReply::Written { context }, out);
+        }
+        if !flight.condition.holds(&merged, now) && !flight.proposed.is_empty() {
+            // The condition fails now, but an earlier round of this write was proposed and
+            // may have been chosen, applied and replaced since: the outcome is unknown, never
+            // a definite "not applied".
+            return waiter.fail(flight.timeout(), out);
         }
         if !flight.condition.holds(&merged, now) {
             self.counters.conditional_not_applied += 1;
@@ -555,6 +598,7 @@ impl Node {
             flight.highest_round = flight.highest_round.max(dot.counter);
             return self.back_off(now, waiter, deadline, flight);
         }
+        flight.proposed.push(dot.clone());
         state.update_at(
             dot,
             &context,
