@@ -273,7 +273,9 @@ impl RunningPeer {
             let Some(status) = self.driver.status().await else {
                 return;
             };
-            if status.handoff.is_empty() {
+            // Done only once the shards are leaving: before, an empty handoff means none was
+            // planned yet, not that it is over.
+            if status.leaving && status.handoff.is_empty() {
                 tracing::info!(keys = status.keys_handed_off, "handoff done");
                 return;
             }

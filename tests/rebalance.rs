@@ -1,6 +1,8 @@
 //! Data follows the ring with real peers: a fourth peer joins a cluster holding 30,000 keys
 //! and the partitions it now replicates stream to it while the ex-owners drop their copies;
-//! then a peer leaves gracefully and hands everything off. No key is lost either way.
+//! then a peer leaves gracefully and hands everything off. No key is lost either way. And a
+//! peer asked to leave over HTTP stops waiting only once its handoff is over, not before it
+//! began.
 
 #![allow(clippy::disallowed_methods)] // the test waits in wall-clock time
 
@@ -8,7 +10,9 @@ mod common;
 
 use common::{client, with_cluster_args};
 use ringcache::client::{Client, WriteOptions};
+use ringcache::config::PeerConfig;
 use ringcache::launcher::spawn_peer;
+use ringcache::server::RunningPeer;
 use std::time::{Duration, Instant};
 
 const KEYS: usize = 30_000;
@@ -120,4 +124,69 @@ async fn a_join_moves_a_quarter_of_the_data_and_a_graceful_leave_loses_nothing()
         cluster
     })
     .await;
+}
+
+/// What `serve` does when `POST /v1/leave` arrives, raced the way it runs: the HTTP handler
+/// starts the leave while `serve`, woken by `leave_requested`, waits for the handoff to end.
+/// That wait once looked at the shards before they were told to leave, saw no handoff, and
+/// stopped the peer holding all its data (and before gossip carried its announcement, so the
+/// others kept it on their rings as a peer that is down: its copies were never restored).
+/// Several rounds: before the fix the race was lost within the first few in most runs (once
+/// only at the 14th).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_asked_to_leave_stops_waiting_only_once_its_data_is_handed_off() {
+    const SECRET: &str = "the rebalance tests' cluster secret";
+    const ROUNDS: usize = 20;
+    const WRITES: usize = 200;
+    let _guard = common::ONE_CLUSTER_AT_A_TIME.lock().await;
+    for round in 0..ROUNDS {
+        let a = RunningPeer::start(PeerConfig::for_test("A", SECRET, vec![]))
+            .await
+            .unwrap();
+        let b = RunningPeer::start(PeerConfig::for_test("B", SECRET, vec![a.addresses.gossip]))
+            .await
+            .unwrap();
+        let (url_a, url_b) = (a.addresses.http_url(), b.addresses.http_url());
+        for url in [&url_a, &url_b] {
+            common::wait_for_live(url, 2).await;
+        }
+        let client_b = Client::new(&url_b);
+        // W = 2: both peers hold every key (N = 3 with two members).
+        let options = WriteOptions {
+            w: Some("2".into()),
+            ..WriteOptions::default()
+        };
+        for i in 0..WRITES {
+            client_b
+                .put(&key(i), b"v".to_vec(), &options)
+                .await
+                .unwrap();
+        }
+        let held = client_b.cluster().await.unwrap()["keys"].as_u64().unwrap();
+        assert_eq!(held, WRITES as u64, "round {round}: B holds every key");
+
+        let mut leave_requested = b.leave_requested();
+        let asked = tokio::spawn(async move { client_b.leave().await.unwrap() });
+        leave_requested.wait_for(|leaving| *leaving).await.unwrap();
+        let started = Instant::now();
+        b.hand_off_and_wait().await;
+        asked.await.unwrap();
+
+        let status = Client::new(&url_b).cluster().await.unwrap();
+        assert_eq!(
+            status["keys"],
+            0,
+            "round {round}: B stopped waiting after {:?} still holding keys: {status}",
+            started.elapsed()
+        );
+        assert!(status["handoff"].as_array().unwrap().is_empty(), "{status}");
+        let a_holds = Client::new(&url_a).cluster().await.unwrap()["keys"].as_u64();
+        assert_eq!(
+            a_holds,
+            Some(WRITES as u64),
+            "round {round}: A holds every key"
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    }
 }

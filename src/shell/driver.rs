@@ -112,7 +112,7 @@ pub struct Status {
     pub members: ClusterView,
     /// Per member: partitions held as first replica, and as any replica.
     pub ownership: Vec<Ownership>,
-    /// Whether this peer is leaving the cluster.
+    /// Whether this peer is leaving the cluster (summed over shards: once every one is).
     pub leaving: bool,
     /// Partitions this peer is handing off to their new replicas, with progress.
     pub handoff: Vec<HandoffProgress>,
@@ -152,8 +152,12 @@ pub struct DriverHandle {
     shards: Vec<mpsc::Sender<Command>>,
     partitions: u32,
     gossip: Arc<Gossip>,
-    /// Turns true once this peer was asked to leave.
+    /// Turns true once this peer is leaving: only after every shard has its `Leave` queued,
+    /// so whoever sees it true and then asks a shard anything is answered by a leaving node.
     leaving: watch::Sender<bool>,
+    /// Runs the leave once (announce it, queue `Leave` on every shard); a second caller waits
+    /// until the first one's leave is under way.
+    leave_started: Arc<tokio::sync::OnceCell<()>>,
     /// The keys clients ask this peer about most.
     hot_keys: HotKeys,
 }
@@ -219,6 +223,7 @@ impl DriverHandle {
                 None => merged = Some(status),
                 Some(m) => {
                     m.keys += status.keys;
+                    m.leaving &= status.leaving;
                     m.stats.add(&status.stats);
                     m.handoff.extend(status.handoff);
                     m.keys_handed_off += status.keys_handed_off;
@@ -274,19 +279,30 @@ impl DriverHandle {
     }
 
     /// Starts leaving the cluster: gossip tells the other peers, which take this one off their
-    /// rings, and every shard hands its partitions to their new replicas. Idempotent.
+    /// rings, and every shard hands its partitions to their new replicas. Idempotent; returns
+    /// (and [`DriverHandle::leaving`] turns true) only once every shard has its `Leave`
+    /// queued, so a status asked for afterwards shows the handoff.
+    ///
+    /// Why the order matters: `serve` waits on [`DriverHandle::leaving`] and then polls the
+    /// status until no partition is left to hand off. Turned true before the shards had their
+    /// `Leave`, it let that first status arrive ahead of it, find nothing planned, and stop
+    /// the peer with all its data — while its announcement had not yet left by gossip, so the
+    /// others kept it on their rings as a peer that is down and never restored its copies.
     pub async fn leave(&self) {
-        if self.leaving.send_replace(true) {
-            return;
-        }
-        tracing::info!("leaving the cluster: handing every partition off");
-        self.gossip.announce_leaving().await;
-        for shard in &self.shards {
-            let _ = shard.send(Command::Leave).await;
-        }
+        self.leave_started
+            .get_or_init(|| async {
+                tracing::info!("leaving the cluster: handing every partition off");
+                self.gossip.announce_leaving().await;
+                for shard in &self.shards {
+                    let _ = shard.send(Command::Leave).await;
+                }
+            })
+            .await;
+        self.leaving.send_replace(true);
     }
 
-    /// Whether this peer was asked to leave.
+    /// Whether this peer is leaving (turns true once every shard was told; see
+    /// [`DriverHandle::leave`]).
     pub fn leaving(&self) -> watch::Receiver<bool> {
         self.leaving.subscribe()
     }
@@ -389,6 +405,7 @@ pub fn spawn_shards(
             partitions,
             gossip: handle_gossip,
             leaving,
+            leave_started: Arc::new(tokio::sync::OnceCell::new()),
             hot_keys: HotKeys::new(std::time::Instant::now()),
         },
         tasks,
