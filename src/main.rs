@@ -296,7 +296,7 @@ impl Target {
     /// recorded local cluster (so one stopped peer does not blind it), else the default.
     fn seeds(&self) -> anyhow::Result<Vec<Client>> {
         let first = self.client()?;
-        let others = match self.local_cluster() {
+        let others: Vec<String> = match self.local_cluster() {
             Some(local) if self.url.is_none() => local.urls.into_iter().skip(1).collect(),
             _ => Vec::new(),
         };

@@ -482,7 +482,10 @@ async fn rc_hotkeys_answers_the_hottest_keys_with_their_counts() {
     };
     assert_eq!(top, vec![expected("hot", 20), expected("warm", 7)]);
     // Without COUNT: every key seen so far (fewer than the default ten).
-    let all: Vec<redis::Value> = redis::cmd("RC.HOTKEYS").query_async(&mut con).await.unwrap();
+    let all: Vec<redis::Value> = redis::cmd("RC.HOTKEYS")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 3);
     let info: Vec<redis::Value> = redis::cmd("COMMAND")
         .arg("INFO")
@@ -494,7 +497,12 @@ async fn rc_hotkeys_answers_the_hottest_keys_with_their_counts() {
         matches!(&info[..], [redis::Value::Array(spec)] if !spec.is_empty()),
         "{info:?}"
     );
-    for bad in [&["COUNT", "0"][..], &["COUNT", "x"], &["COUNT"], &["LIMIT", "2"]] {
+    for bad in [
+        &["COUNT", "0"][..],
+        &["COUNT", "x"],
+        &["COUNT"],
+        &["LIMIT", "2"],
+    ] {
         let answer: redis::RedisResult<redis::Value> = redis::cmd("RC.HOTKEYS")
             .arg(bad)
             .query_async(&mut con)

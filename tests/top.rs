@@ -94,7 +94,12 @@ async fn top_once_shows_every_peer_its_load_and_a_stopped_peer_as_down() {
         assert!(frame.contains("3 peers, 2 up"), "{frame}");
         let fields: Vec<&str> = row(&frame, &stopped_id).split_whitespace().collect();
         assert_eq!(fields[1..], ["down", "-", "-", "-", "-"], "{frame}");
-        assert_eq!(row(&frame, &cluster.peers[0].addresses.id).split_whitespace().nth(1), Some("up"));
+        assert_eq!(
+            row(&frame, &cluster.peers[0].addresses.id)
+                .split_whitespace()
+                .nth(1),
+            Some("up")
+        );
         cluster
     })
     .await;

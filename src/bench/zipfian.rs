@@ -46,7 +46,10 @@ impl Zipfian {
         assert!(items >= 1, "a Zipf law needs at least one item");
         assert!(theta >= 0.0 && theta.is_finite(), "a Zipf law needs θ >= 0");
         if theta >= 1.0 {
-            assert!(items <= MAX_TABLE_ITEMS, "too many items for a θ >= 1 table");
+            assert!(
+                items <= MAX_TABLE_ITEMS,
+                "too many items for a θ >= 1 table"
+            );
             let mut sum = 0.0;
             let table: Arc<[f64]> = (1..=items)
                 .map(|i| {
@@ -186,7 +189,11 @@ mod tests {
             );
         }
         // θ = 1.2 over 1000 keys: the hottest key draws almost a quarter of all requests.
-        assert!((0.22..0.24).contains(&z.probability(0)), "{}", z.probability(0));
+        assert!(
+            (0.22..0.24).contains(&z.probability(0)),
+            "{}",
+            z.probability(0)
+        );
         assert_eq!(counts.iter().sum::<u64>(), draws as u64);
         assert_eq!(frequencies(&z, 1000, 3), frequencies(&z, 1000, 3));
     }

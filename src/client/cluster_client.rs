@@ -565,7 +565,9 @@ mod tests {
     #[test]
     fn reads_of_one_key_take_turns_among_its_live_replicas() {
         let client = client_of_three(ReadRouting::Spread);
-        let reads: Vec<String> = (0..6).map(|_| first(client.read_candidates(b"hot"))).collect();
+        let reads: Vec<String> = (0..6)
+            .map(|_| first(client.read_candidates(b"hot")))
+            .collect();
         // Every replica coordinates, each in turn, and the cycle repeats.
         assert_eq!(reads.iter().collect::<BTreeSet<_>>().len(), 3, "{reads:?}");
         assert_eq!(reads[..3], reads[3..]);
@@ -580,8 +582,13 @@ mod tests {
     #[test]
     fn reads_from_first_always_ask_the_first_replica() {
         let client = client_of_three(ReadRouting::First);
-        let reads: BTreeSet<String> = (0..6).map(|_| first(client.read_candidates(b"hot"))).collect();
+        let reads: BTreeSet<String> = (0..6)
+            .map(|_| first(client.read_candidates(b"hot")))
+            .collect();
         assert_eq!(reads.len(), 1);
-        assert_eq!(reads.into_iter().next(), Some(first(client.candidates(b"hot"))));
+        assert_eq!(
+            reads.into_iter().next(),
+            Some(first(client.candidates(b"hot")))
+        );
     }
 }

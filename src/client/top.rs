@@ -105,7 +105,7 @@ impl LatencyBuckets {
                     // Past the last finite bound: all that can be said is "at least".
                     return Some(Duration::from_nanos(lower));
                 }
-                let within = (cumulative - below).max(1) as f64;
+                let within = cumulative.saturating_sub(below).max(1) as f64;
                 let share = (rank - below as f64) / within;
                 let nanos = lower as f64 + (bound - lower) as f64 * share.clamp(0.0, 1.0);
                 return Some(Duration::from_nanos(nanos as u64));
@@ -199,7 +199,12 @@ impl Snapshot {
             .as_object()
             .cloned()
             .unwrap_or_default();
-        let scheme = seed.base().split("://").next().unwrap_or("http").to_string();
+        let scheme = seed
+            .base()
+            .split("://")
+            .next()
+            .unwrap_or("http")
+            .to_string();
         let asks = members.into_iter().map(|(id, info)| {
             let scheme = scheme.clone();
             async move {
@@ -383,7 +388,16 @@ fn shown_key(k: &HotKey) -> String {
         (None, None) => (String::new(), false),
     };
     // Control characters would move the cursor: show them escaped.
-    let text: String = text.chars().flat_map(char::escape_default).collect();
+    let text: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     if text.chars().count() > 40 {
         format!("{}…", text.chars().take(39).collect::<String>())
     } else if cut {
