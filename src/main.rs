@@ -164,6 +164,18 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the cluster, redrawn in place: every peer's state, keys, memory, ops/s
+    /// and p99 latency, and the cluster's hot keys. Ctrl-C stops it.
+    Top {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds between frames (rates are over this span).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one frame (two samples `--interval` apart) as plain text and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Make the peer leave the cluster: it hands every partition it holds to the new
     /// replicas, showing progress, then exits (SIGTERM to a `serve` does the same).
     Leave {
@@ -280,6 +292,21 @@ impl Target {
 }
 
 impl Target {
+    /// The peers `top` may ask for the member list, in order: `--url`, else every peer of the
+    /// recorded local cluster (so one stopped peer does not blind it), else the default.
+    fn seeds(&self) -> anyhow::Result<Vec<Client>> {
+        let first = self.client()?;
+        let others: Vec<String> = match self.local_cluster() {
+            Some(local) if self.url.is_none() => local.urls.into_iter().skip(1).collect(),
+            _ => Vec::new(),
+        };
+        let mut seeds = vec![first.clone()];
+        seeds.extend(others.iter().map(|url| first.for_peer(url)));
+        Ok(seeds)
+    }
+}
+
+impl Target {
     /// A client that routes each key to a live replica, learning the ring from `--url`.
     async fn cluster_client(&self) -> anyhow::Result<ClusterClient> {
         ClusterClient::connect(self.client()?)
@@ -377,6 +404,7 @@ impl Commands {
             | Commands::Ttl { target, .. }
             | Commands::Stats { target, .. }
             | Commands::Cluster { target, .. }
+            | Commands::Top { target, .. }
             | Commands::Leave { target, .. } => Some(target.url()),
             _ => None,
         }
@@ -611,6 +639,11 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Commands::Top {
+            target,
+            interval,
+            once,
+        } => top(target.seeds()?, interval, once).await,
         Commands::Leave { target, wait_secs } => {
             let client = target.client()?;
             client.leave().await?;
@@ -637,6 +670,39 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+}
+
+/// `ringcache top`: one frame per interval, each the change since the last sample.
+async fn top(seeds: Vec<Client>, interval: f64, once: bool) -> anyhow::Result<()> {
+    use ringcache::client::top::{in_place, Frame, Snapshot};
+    anyhow::ensure!(
+        interval.is_finite() && interval >= 0.05,
+        "--interval takes at least 0.05 seconds"
+    );
+    let interval = Duration::from_secs_f64(interval);
+    let mut earlier = Snapshot::take(&seeds).await?;
+    let mut stop = StopSignal::listen()?;
+    if !once {
+        // A clean screen to draw over.
+        print!("\x1b[2J");
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait() => return Ok(()),
+        }
+        let later = Snapshot::take(&seeds).await?;
+        let text = Frame::between(&earlier, &later).render();
+        let mut stdout = std::io::stdout().lock();
+        if once {
+            write!(stdout, "{text}")?;
+            return Ok(stdout.flush()?);
+        }
+        write!(stdout, "{}", in_place(&text))?;
+        stdout.flush()?;
+        drop(stdout);
+        earlier = later;
     }
 }
 

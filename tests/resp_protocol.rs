@@ -439,3 +439,76 @@ async fn a_pipeline_run_side_by_side_answers_as_if_run_in_order() {
     );
     peer.shutdown().await;
 }
+
+/// `RC.HOTKEYS [COUNT n]` through a real Redis client: the keys asked about most, hottest
+/// first, each `[key, "reads", n, "writes", n, "error", n]`; listed by `COMMAND INFO`; a bad
+/// `COUNT` is an error.
+#[tokio::test]
+async fn rc_hotkeys_answers_the_hottest_keys_with_their_counts() {
+    let (peer, addr) = start(RespConfig::default(), None).await;
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for (key, reads) in [("hot", 20), ("warm", 7), ("cold", 1)] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("v")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        for _ in 0..reads {
+            let _: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+    }
+    let top: Vec<(String, String, u64, String, u64, String, u64)> = redis::cmd("RC.HOTKEYS")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let expected = |key: &str, reads| {
+        (
+            key.to_string(),
+            "reads".to_string(),
+            reads,
+            "writes".to_string(),
+            1,
+            "error".to_string(),
+            0,
+        )
+    };
+    assert_eq!(top, vec![expected("hot", 20), expected("warm", 7)]);
+    // Without COUNT: every key seen so far (fewer than the default ten).
+    let all: Vec<redis::Value> = redis::cmd("RC.HOTKEYS")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("rc.hotkeys")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&info[..], [redis::Value::Array(spec)] if !spec.is_empty()),
+        "{info:?}"
+    );
+    for bad in [
+        &["COUNT", "0"][..],
+        &["COUNT", "x"],
+        &["COUNT"],
+        &["LIMIT", "2"],
+    ] {
+        let answer: redis::RedisResult<redis::Value> = redis::cmd("RC.HOTKEYS")
+            .arg(bad)
+            .query_async(&mut con)
+            .await;
+        assert!(answer.is_err(), "{bad:?}: {answer:?}");
+    }
+    drop(con);
+    peer.shutdown().await;
+}

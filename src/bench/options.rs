@@ -2,7 +2,7 @@
 //! (clap) and the library's input, so the tests drive exactly what users type.
 //!
 //! Promises: [`BenchOptions::validate`] rejects every combination the runner cannot honour
-//! (a quorum for Redis, a `WAIT` for HTTP, a θ outside Gray et al.'s range…) before anything
+//! (a quorum for Redis, a `WAIT` for HTTP, a negative θ…) before anything
 //! connects.
 
 use crate::api::auth::TOKEN_ENV;
@@ -59,6 +59,10 @@ pub struct BenchOptions {
     /// sending everything to `--url` (which forwards what it does not hold).
     #[arg(long)]
     pub ring: bool,
+    /// (http, with --ring) Which live replica of a key coordinates each read: `spread` takes
+    /// them in turn, `first` always asks the first in ring order (as writes do).
+    #[arg(long = "read-from", value_enum, default_value_t = crate::client::ReadRouting::Spread)]
+    pub read_from: crate::client::ReadRouting,
     /// Concurrent connections, each with one request in flight at a time.
     #[arg(long, short = 'c', default_value_t = 50)]
     pub connections: usize,
@@ -76,8 +80,8 @@ pub struct BenchOptions {
     /// How many distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
-    /// Pick keys with a Zipf law of this exponent θ in [0, 1), e.g. 0.99 (YCSB's); uniform
-    /// without it.
+    /// Pick keys with a Zipf law of this exponent θ >= 0, e.g. 0.99 (YCSB's) or 1.2 (heavier);
+    /// uniform without it.
     #[arg(long)]
     pub zipf: Option<f64>,
     /// Share of requests that are reads, in [0, 1]; the rest are writes.
@@ -122,6 +126,7 @@ impl BenchOptions {
             client_token: None,
             tls_ca: None,
             ring: false,
+            read_from: crate::client::ReadRouting::Spread,
             connections: 50,
             rate: None,
             duration: 10.0,
@@ -170,8 +175,11 @@ impl BenchOptions {
             return invalid("--keys must be at least 1");
         }
         if let Some(theta) = self.zipf {
-            if !(0.0..1.0).contains(&theta) {
-                return invalid("--zipf takes θ in [0, 1) (e.g. 0.99)");
+            if !(theta >= 0.0 && theta.is_finite()) {
+                return invalid("--zipf takes θ >= 0 (e.g. 0.99 or 1.2)");
+            }
+            if theta >= 1.0 && self.keys > crate::bench::zipfian::MAX_TABLE_ITEMS {
+                return invalid("--zipf θ >= 1 takes at most 10,000,000 --keys");
             }
         }
         if !(0.0..=1.0).contains(&self.reads) {
@@ -224,7 +232,12 @@ mod tests {
                 ..redis.clone()
             },
             BenchOptions {
-                zipf: Some(1.0),
+                zipf: Some(-0.5),
+                ..http.clone()
+            },
+            BenchOptions {
+                zipf: Some(1.2),
+                keys: 20_000_000,
                 ..http.clone()
             },
             BenchOptions {

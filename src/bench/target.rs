@@ -156,7 +156,9 @@ impl Target {
                         }
                     })?;
                     // A bench measures plain quorum reads: no session contexts to remember.
-                    HttpClient::Ring(Arc::new(ring.without_session()))
+                    HttpClient::Ring(Arc::new(
+                        ring.without_session().with_reads_from(options.read_from),
+                    ))
                 } else {
                     HttpClient::Peer(client)
                 };

@@ -17,6 +17,12 @@
 //!   for a write: it may have been applied.
 //! - One connection pool serves every peer (the seed client's: same token, same trusted
 //!   certificates).
+//! - Reads of one key take turns among its live replicas ([`ReadRouting::Spread`], the
+//!   default): a hot key's reads are coordinated by all N of its replicas instead of always
+//!   the first, so no one peer serves all of them. Any replica coordinates a read the same way
+//!   (it asks every live replica and answers after R), and a session read carries its context
+//!   wherever it goes, so which replica coordinates changes no answer. Writes still go to the
+//!   first live replica.
 
 // A client is outside the deterministic core: it reads the clock to age its view.
 #![allow(clippy::disallowed_methods)]
@@ -26,6 +32,7 @@ use crate::client::http_client::{Client, ClientError, ReadResult, WriteOptions};
 use crate::core::ring::{Ring, RingParams};
 use crate::core::types::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,6 +75,17 @@ impl Session {
     }
 }
 
+/// Which live replica of a key coordinates a read of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadRouting {
+    /// Each read goes to the next of the key's live replicas in turn.
+    #[default]
+    Spread,
+    /// Every read goes to the first live replica in ring order (as writes do).
+    First,
+}
+
 /// A client routing each key to a live replica (see the module comment). By default it is a
 /// session: it remembers the context of every key it read or wrote and sends it with the next
 /// read of that key, so it always reads its own writes and never reads older than it read
@@ -77,6 +95,9 @@ pub struct ClusterClient {
     topology: Mutex<Option<Topology>>,
     session: Option<Mutex<Session>>,
     near: Option<Mutex<NearCache>>,
+    reads: ReadRouting,
+    /// Reads routed so far: the turn of the next one.
+    read_turn: AtomicU64,
 }
 
 /// Reads at `r=one` kept in the client for a short time (see [`ClusterClient::with_near_cache`]).
@@ -120,9 +141,17 @@ impl ClusterClient {
             topology: Mutex::new(None),
             session: Some(Mutex::new(Session::default())),
             near: None,
+            reads: ReadRouting::default(),
+            read_turn: AtomicU64::new(0),
         };
         client.refresh().await?;
         Ok(client)
+    }
+
+    /// Chooses which live replica coordinates each read (default: [`ReadRouting::Spread`]).
+    pub fn with_reads_from(mut self, reads: ReadRouting) -> ClusterClient {
+        self.reads = reads;
+        self
     }
 
     /// Stops keeping session contexts: every read is a plain quorum read.
@@ -251,11 +280,29 @@ impl ClusterClient {
     /// Where to send a request about `key`, best first: its live replicas in ring order, then
     /// the other live peers (any peer can coordinate), then the seed.
     pub fn candidates(&self, key: &[u8]) -> Vec<Client> {
+        self.candidates_and_replicas(key).0
+    }
+
+    /// Where to send a read of `key`, best first: like [`ClusterClient::candidates`], with its
+    /// live replicas rotated by one more place on each read when reads are spread.
+    pub fn read_candidates(&self, key: &[u8]) -> Vec<Client> {
+        let (mut out, replicas) = self.candidates_and_replicas(key);
+        if self.reads == ReadRouting::Spread && replicas > 1 {
+            let turn = self.read_turn.fetch_add(1, Ordering::Relaxed);
+            out[..replicas].rotate_left((turn % replicas as u64) as usize);
+        }
+        out
+    }
+
+    /// The candidates, and how many of the first are live replicas of `key`.
+    fn candidates_and_replicas(&self, key: &[u8]) -> (Vec<Client>, usize) {
         let guard = self.topology.lock().expect("topology lock");
         let mut out = Vec::new();
+        let mut live_replicas = 0;
         if let Some(t) = guard.as_ref() {
             let replicas = t.ring.replicas_of(key);
             out.extend(replicas.iter().filter_map(|r| t.live.get(r).cloned()));
+            live_replicas = out.len();
             out.extend(
                 t.live
                     .iter()
@@ -266,7 +313,7 @@ impl ClusterClient {
         if out.is_empty() {
             out.push(self.seed.clone());
         }
-        out
+        (out, live_replicas)
     }
 
     /// The peer a request about `key` goes to first.
@@ -282,6 +329,7 @@ impl ClusterClient {
     async fn with_routing<T, F, Fut>(
         &self,
         key: &[u8],
+        read: bool,
         may_retry: fn(&ClientError) -> bool,
         call: F,
     ) -> Result<T, ClientError>
@@ -290,7 +338,11 @@ impl ClusterClient {
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         self.refresh_if_old().await;
-        let candidates = self.candidates(key);
+        let candidates = if read {
+            self.read_candidates(key)
+        } else {
+            self.candidates(key)
+        };
         let mut last = None;
         for (n, peer) in candidates.into_iter().enumerate() {
             match call(peer).await {
@@ -314,7 +366,7 @@ impl ClusterClient {
         }
         let context = self.session_context(key);
         let result = self
-            .with_routing(key, safe_to_retry_read, |peer| {
+            .with_routing(key, true, safe_to_retry_read, |peer| {
                 let context = context.clone();
                 async move { peer.session_get(key, r, context.as_deref()).await }
             })
@@ -336,7 +388,7 @@ impl ClusterClient {
     ) -> Result<String, ClientError> {
         self.forget_near(key);
         let context = self
-            .with_routing(key, safe_to_retry_write, |peer| {
+            .with_routing(key, false, safe_to_retry_write, |peer| {
                 let value = value.clone();
                 async move { peer.put(key, value, options).await }
             })
@@ -348,7 +400,7 @@ impl ClusterClient {
     pub async fn delete(&self, key: &[u8], options: &WriteOptions) -> Result<String, ClientError> {
         self.forget_near(key);
         let context = self
-            .with_routing(key, safe_to_retry_write, |peer| async move {
+            .with_routing(key, false, safe_to_retry_write, |peer| async move {
                 peer.delete(key, options).await
             })
             .await?;
@@ -366,7 +418,7 @@ impl ClusterClient {
     ) -> Result<i64, ClientError> {
         self.forget_near(key);
         let (value, context) = self
-            .with_routing(key, never_reached, |peer| async move {
+            .with_routing(key, false, never_reached, |peer| async move {
                 peer.incr(key, by, options).await
             })
             .await?;
@@ -475,5 +527,68 @@ fn safe_to_retry_write(e: &ClientError) -> bool {
         ClientError::Transport(t) => t.is_connect(),
         ClientError::Status { status: 503, body } => body.contains("not enough replicas"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose view is three live peers, each a replica of every key (N = 3), without
+    /// asking any peer.
+    fn client_of_three(reads: ReadRouting) -> ClusterClient {
+        let client = ClusterClient {
+            seed: Client::new("http://127.0.0.1:1"),
+            topology: Mutex::new(None),
+            session: None,
+            near: None,
+            reads,
+            read_turn: AtomicU64::new(0),
+        };
+        let status = serde_json::json!({
+            "partitions": 16, "vnodes": 8, "replicas": 3,
+            "members": {"members": {
+                "A": {"up": true, "http_addr": "127.0.0.1:7001"},
+                "B": {"up": true, "http_addr": "127.0.0.1:7002"},
+                "C": {"up": true, "http_addr": "127.0.0.1:7003"},
+            }}
+        });
+        let topology = client.topology_from(&status).unwrap();
+        *client.topology.lock().unwrap() = Some(topology);
+        client
+    }
+
+    fn first(candidates: Vec<Client>) -> String {
+        candidates[0].base().to_string()
+    }
+
+    #[test]
+    fn reads_of_one_key_take_turns_among_its_live_replicas() {
+        let client = client_of_three(ReadRouting::Spread);
+        let reads: Vec<String> = (0..6)
+            .map(|_| first(client.read_candidates(b"hot")))
+            .collect();
+        // Every replica coordinates, each in turn, and the cycle repeats.
+        assert_eq!(reads.iter().collect::<BTreeSet<_>>().len(), 3, "{reads:?}");
+        assert_eq!(reads[..3], reads[3..]);
+        // Each read still lists every peer, so a failed one can move on.
+        assert_eq!(client.read_candidates(b"hot").len(), 3);
+        // Writes keep going to the first replica.
+        let writes: BTreeSet<String> = (0..6).map(|_| first(client.candidates(b"hot"))).collect();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes.into_iter().next(), Some(reads[0].clone()));
+    }
+
+    #[test]
+    fn reads_from_first_always_ask_the_first_replica() {
+        let client = client_of_three(ReadRouting::First);
+        let reads: BTreeSet<String> = (0..6)
+            .map(|_| first(client.read_candidates(b"hot")))
+            .collect();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(
+            reads.into_iter().next(),
+            Some(first(client.candidates(b"hot")))
+        );
     }
 }

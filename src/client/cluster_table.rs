@@ -156,7 +156,7 @@ pub fn render(rows: &[PeerRow]) -> String {
     out
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = b as f64;
     let mut unit = 0;

@@ -1,7 +1,7 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
 use crate::api::batch::{BatchOp, BatchRequest, BatchResponse, BatchResult};
-use crate::api::http::{LocalStateBody, SiblingsBody, StatsBody, TTL_HEADER};
+use crate::api::http::{HotKeysBody, LocalStateBody, SiblingsBody, StatsBody, TTL_HEADER};
 use crate::api::{causal_context, keys};
 use base64::Engine;
 use std::time::Duration;
@@ -448,6 +448,30 @@ impl Client {
         let response = req.send().await?;
         let response = expect_success(response).await?;
         Ok(response.json().await?)
+    }
+
+    /// The keys clients ask about most (`GET /v1/hotkeys`): this peer's, or (with `cluster`)
+    /// summed over every live member; at most `limit`.
+    pub async fn hot_keys(&self, cluster: bool, limit: usize) -> Result<HotKeysBody, ClientError> {
+        let mut req = self
+            .http
+            .get(format!("{}/v1/hotkeys", self.base))
+            .query(&[("limit", limit.to_string())]);
+        if cluster {
+            req = req.query(&[("scope", "cluster")]);
+        }
+        let response = expect_success(req.send().await?).await?;
+        Ok(response.json().await?)
+    }
+
+    /// This peer's `GET /metrics` (the Prometheus text format), as text.
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?;
+        Ok(expect_success(response).await?.text().await?)
     }
 
     /// The names of the members this peer believes are up.

@@ -1,5 +1,6 @@
 //! Rust clients for the HTTP API, used by the CLI and the integration tests: [`Client`] talks
-//! to one peer; [`ClusterClient`] knows the ring and sends each key to a live replica.
+//! to one peer; [`ClusterClient`] knows the ring and sends each key to a live replica;
+//! [`top`] samples every peer for `ringcache top`.
 //!
 //! It speaks only the documented wire contract (`docs/http.md`), so it doubles as a check that
 //! the contract is what the server does.
@@ -7,5 +8,6 @@
 mod cluster_client;
 pub mod cluster_table;
 mod http_client;
-pub use cluster_client::{ClusterClient, REFRESH_EVERY};
+pub mod top;
+pub use cluster_client::{ClusterClient, ReadRouting, REFRESH_EVERY};
 pub use http_client::{CasOutcome, Client, ClientError, Expected, ReadResult, Ttl, WriteOptions};

@@ -126,6 +126,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("rc.cas", -4, W, ONE),
     spec("rc.consistency", -1, CONN, NONE),
     spec("rc.getall", 2, R, ONE),
+    spec("rc.hotkeys", -1, &["readonly", "loading", "stale"], NONE),
     spec("rc.set", -5, W, ONE),
     spec("reset", 1, OPEN, NONE),
     spec("scan", -2, &["readonly"], NONE),

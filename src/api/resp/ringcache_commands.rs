@@ -8,6 +8,11 @@
 //!   context saw (siblings it did not see stay). Answers the new context token.
 //! - `RC.CAS key context value [EX s|PX ms]`: compare-and-set, decided by consensus: writes
 //!   only if the key is still exactly what the context saw; the new token, or nil.
+//! - `RC.HOTKEYS [COUNT n]`: the keys clients asked this peer about most over the last one to
+//!   two minutes (the sketch behind `GET /v1/hotkeys`), hottest first, each as
+//!   `[key, "reads", n, "writes", n, "error", n]`: field names beside their counts, so
+//!   `redis-cli` prints a readable list. Redis has no command of this name; the `RC.` prefix
+//!   keeps ringcache's own commands apart from any Redis may add.
 
 use crate::api::causal_context;
 use crate::api::resp::args::{self, is};
@@ -17,6 +22,8 @@ use crate::api::resp::session::Session;
 use crate::core::paxos::Condition;
 use crate::core::request::WriteKind;
 use crate::core::types::Quorum;
+use crate::shell::hot_keys;
+use base64::Engine;
 use bytes::Bytes;
 
 pub fn consistency(session: &mut Session, args: &[Bytes]) -> Frame {
@@ -173,4 +180,44 @@ pub async fn set(session: &Session, args: &[Bytes]) -> Frame {
         )),
         Err(e) => e,
     }
+}
+
+/// How many keys `RC.HOTKEYS` answers without `COUNT`.
+pub const HOTKEYS_DEFAULT_COUNT: usize = 10;
+
+pub fn hotkeys(session: &Session, args: &[Bytes]) -> Frame {
+    let count = match args {
+        [_] => HOTKEYS_DEFAULT_COUNT,
+        [_, word, n] if is(word, "count") => match args::integer(n) {
+            Ok(n) if n > 0 => (n as usize).min(hot_keys::CAPACITY),
+            Ok(_) => return Frame::error("ERR COUNT must be positive"),
+            Err(e) => return e,
+        },
+        _ => return args::syntax_error(),
+    };
+    let keys = session.shared.driver.hot_keys(count);
+    Frame::Array(
+        keys.into_iter()
+            .map(|k| {
+                // The sketch keeps a non-UTF-8 key as base64; RESP is binary-safe: the bytes.
+                let key: Bytes = match (k.key, k.key_base64) {
+                    (Some(text), _) => text.into(),
+                    (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .unwrap_or_default()
+                        .into(),
+                    (None, None) => Bytes::new(),
+                };
+                Frame::Array(vec![
+                    Frame::bulk(key),
+                    Frame::bulk("reads"),
+                    Frame::Integer(k.reads as i64),
+                    Frame::bulk("writes"),
+                    Frame::Integer(k.writes as i64),
+                    Frame::bulk("error"),
+                    Frame::Integer(k.error as i64),
+                ])
+            })
+            .collect(),
+    )
 }

@@ -245,6 +245,7 @@ impl Session {
             "publish" => pubsub_commands::publish(self, args),
             "pubsub" => pubsub_commands::pubsub(self, args),
             "rc.consistency" => ringcache_commands::consistency(self, args),
+            "rc.hotkeys" => ringcache_commands::hotkeys(self, args),
             _ => self.run_key_command(spec, args).await,
         }
     }
