@@ -94,8 +94,10 @@ struct Entry {
     promised: Option<Ballot>,
     /// The proposal accepted and not yet known committed: the key's state it would install.
     accepted: Option<(Ballot, Siblings)>,
-    /// The highest ballot known committed.
+    /// The highest ballot known committed, and the clock of the state it committed (what
+    /// this replica's store must cover to be current).
     committed: Option<Ballot>,
+    committed_clock: Option<VersionVector>,
     /// When it was last touched, in the acceptor's own sequence (for forgetting the oldest).
     touched: u64,
 }
@@ -161,16 +163,23 @@ impl Acceptor {
         Ok(())
     }
 
-    /// The proposal of `ballot` was chosen and its state stored: nothing at or below it is in
-    /// progress any more.
-    pub fn committed(&mut self, key: &[u8], ballot: &Ballot) {
+    /// The proposal of `ballot`, with `clock`, was chosen and its state stored: nothing at or
+    /// below it is in progress any more.
+    pub fn committed(&mut self, key: &[u8], ballot: &Ballot, clock: &VersionVector) {
         let entry = self.touch(key);
         if entry.committed.as_ref().is_none_or(|c| c < ballot) {
             entry.committed = Some(ballot.clone());
+            entry.committed_clock = Some(clock.clone());
         }
         if entry.accepted.as_ref().is_some_and(|(b, _)| b <= ballot) {
             entry.accepted = None;
         }
+    }
+
+    /// The clock of the last commit this acceptor noted for `key`: a store that does not
+    /// cover it lost or refused committed data.
+    pub fn committed_clock(&self, key: &[u8]) -> Option<&VersionVector> {
+        self.entries.get(key)?.committed_clock.as_ref()
     }
 
     /// The entry of `key`, created if absent and marked most recently touched; forgets the
@@ -253,7 +262,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        a.committed(b"k", &ballot(2, "A"));
+        a.committed(b"k", &ballot(2, "A"), &VersionVector::new());
         match a.prepare(b"k", &ballot(4, "A")) {
             Promise::Granted {
                 accepted,

@@ -240,12 +240,10 @@ impl Node {
                 // A replica that knows of a commit its store does not hold (it refused it when
                 // full, or evicted the key since) answers from stale data: like a warming
                 // replica, it counts only beside every other.
-                let stale = match &promise {
-                    Promise::Granted {
-                        committed: Some(b), ..
-                    } => !state.as_ref().is_some_and(|s| s.context().covers(&b.dot())),
-                    _ => false,
-                };
+                let stale = self
+                    .acceptor
+                    .committed_clock(&key)
+                    .is_some_and(|c| !state.as_ref().is_some_and(|s| s.context().descends_from(c)));
                 let warming = stale || self.is_warming(self.ring.partition_of(&key), now);
                 let reply = PeerMessage::PaxosPromise {
                     req,
@@ -276,7 +274,7 @@ impl Node {
                 // next round finds it and commits it again rather than building on a state
                 // without it.
                 if stored {
-                    self.acceptor.committed(&key, &ballot);
+                    self.acceptor.committed(&key, &ballot, state.context());
                 }
                 let reply = PeerMessage::PaxosCommitted { req, stored };
                 self.paxos_send(now, from, reply, out);
@@ -706,10 +704,11 @@ impl Node {
     ) {
         self.counters.conditional_retries += 1;
         let req = self.requests.fresh();
-        // Jitter from the request number: proposers that collided spread apart.
-        let jitter = req.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59; // 0..31
-        let step = 5 * u64::from(flight.attempts.min(8));
-        let until = now + step + jitter;
+        // Exponential, with jitter over the whole window taken from the request number (no
+        // random source in the core): proposers that collided spread apart.
+        let window = 10u64 << flight.attempts.min(4); // 20, 40, 80, 160 ms
+        let jitter = req.wrapping_mul(0x9E37_79B9_7F4A_7C15) % window;
+        let until = now + window / 2 + jitter / 2;
         flight.stage = Stage::Backoff { until };
         self.conditional_backoffs.insert((until, req));
         self.requests.insert(
