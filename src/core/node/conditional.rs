@@ -569,16 +569,29 @@ impl Node {
             return self.propose(now, waiter, deadline, flight, state, own, out);
         }
         // An earlier round of this write may have been chosen and finished by another
-        // proposer: if its value is there, this write applied.
-        if merged.versions().any(|(d, _)| flight.proposed.contains(d)) {
+        // proposer. Its dot is unique ((proposer/cas, round): one flight per round), so a
+        // clock whose entry for that actor is exactly the round has seen this write applied
+        // (and maybe replaced since). An entry above it was raised by a later write of the
+        // same proposer: whether this one applied before it cannot be told.
+        let seen = |d: &crate::core::version_vector::Dot| merged.context().get(&d.actor);
+        if flight.proposed.iter().any(|d| seen(d) == d.counter) {
             self.counters.conditional_applied += 1;
             let context = merged.context().clone();
             return waiter.reply(ClientReply::Written { context }, out);
         }
-        if !flight.condition.holds(&merged, now) && !flight.proposed.is_empty() {
-            // The condition fails now, but an earlier round of this write was proposed and
-            // may have been chosen, applied and replaced since: the outcome is unknown, never
-            // a definite "not applied".
+        if flight.proposed.iter().any(|d| seen(d) > d.counter) {
+            return waiter.fail(flight.timeout(), out);
+        }
+        // The condition fails now. If an earlier round of this write was proposed in a ballot
+        // above the last commit, that proposal may still be accepted somewhere and finished
+        // later: the outcome is unknown, never a definite "not applied". Below the last
+        // commit it never will be (rounds pass over proposals older than the last commit).
+        let may_still_apply = flight
+            .proposed
+            .iter()
+            .filter_map(Ballot::of_dot)
+            .any(|b| last_commit.as_ref().is_none_or(|c| b > *c));
+        if !flight.condition.holds(&merged, now) && may_still_apply {
             return waiter.fail(flight.timeout(), out);
         }
         if !flight.condition.holds(&merged, now) {

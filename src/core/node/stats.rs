@@ -118,6 +118,9 @@ impl NodeStats {
         self.hints_dropped += other.hints_dropped;
         self.hints_refused += other.hints_refused;
         self.writes_forwarded += other.writes_forwarded;
+        self.conditional_applied += other.conditional_applied;
+        self.conditional_not_applied += other.conditional_not_applied;
+        self.conditional_retries += other.conditional_retries;
         self.client_writes += other.client_writes;
     }
 }
