@@ -146,6 +146,11 @@ pub struct Node {
     startup_warming: Option<(std::collections::BTreeSet<NodeId>, Millis)>,
     /// The Paxos acceptor of the keys this node replicates (conditional writes).
     acceptor: crate::core::paxos::Acceptor,
+    /// For a peer that started empty: the peers it has finished an anti-entropy exchange with,
+    /// and until when it may still hold a proposal round's messages from before it started.
+    /// Its Paxos promises count only beside every other replica's until both are done (see
+    /// `paxos_recovering`): it forgot what it accepted, and its store may miss commits.
+    paxos_recovery: Option<(std::collections::BTreeSet<NodeId>, Millis)>,
     /// The highest Paxos round this node has seen (its ballots start above it).
     paxos_rounds: u64,
     /// Conditional writes waiting out a backoff: (when it ends, request number).
@@ -210,6 +215,7 @@ impl Node {
             warming: std::collections::BTreeMap::new(),
             startup_warming: None,
             acceptor: crate::core::paxos::Acceptor::default(),
+            paxos_recovery: None,
             paxos_rounds: 0,
             conditional_backoffs: std::collections::BTreeSet::new(),
             #[cfg(feature = "planted-bugs")]
@@ -370,6 +376,9 @@ impl Node {
     /// Notes a finished anti-entropy exchange with `peer`; a peer that just started stops
     /// warming once it has one with every other live ring member.
     fn startup_synced(&mut self, peer: &NodeId) {
+        if let Some((synced, _)) = self.paxos_recovery.as_mut() {
+            synced.insert(peer.clone());
+        }
         let Some((synced, _)) = self.startup_warming.as_mut() else {
             return;
         };
@@ -383,6 +392,28 @@ impl Node {
         if done {
             self.startup_warming = None;
         }
+    }
+
+    /// Whether this peer, having started empty, has yet to synchronize with every other ring
+    /// member (up or not: one that is down may hold the only other copy of a commit) and to
+    /// outlast any round begun before it started (two request timeouts: a proposer commits
+    /// only before its deadline). Until then its promises count only beside every other
+    /// replica's, so no majority rests on an acceptor that forgot what it accepted.
+    fn paxos_recovering(&mut self, now: Millis) -> bool {
+        let Some((synced, until)) = self.paxos_recovery.as_ref() else {
+            return false;
+        };
+        let all_synced = self
+            .ring
+            .members()
+            .iter()
+            .filter(|m| **m != self.id)
+            .all(|m| synced.contains(m));
+        if all_synced && now >= *until {
+            self.paxos_recovery = None;
+            return false;
+        }
+        true
     }
 
     /// Partitions this peer gained in a ring change and is still filling (moving in).

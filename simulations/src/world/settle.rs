@@ -300,6 +300,7 @@ impl World<'_> {
         };
         if let Some(since) = self.rings_differ_since.take() {
             self.disruptions.push((since, self.now));
+            self.ring_disagreements.push((since, self.now));
         }
         let divergence = convergence
             .diverged_keys
@@ -316,12 +317,14 @@ impl World<'_> {
         // The promise (docs/guarantees.md, conditional writes) holds while the key's replicas
         // keep their memory and agree on who they are: a key is not judged if a copy of it was
         // lost for good, or if a peer lost its memory (a crash) or the peers' rings disagreed
-        // (a join or leave under way) before its last conditional write was answered.
+        // (a join or leave under way) before its last conditional write was answered. (With
+        // crashes judged too, a restarted peer's recovery rule, `Node::paxos_recovering`,
+        // leaves about one seed in a thousand unexplained: seed 40525, left open.)
         let first_disruption = self
             .disruptions
             .iter()
             .map(|(since, _)| *since)
-            .chain(self.rings_differ_since)
+            .chain(self.ring_disagreements.iter().map(|(since, _)| *since))
             .min();
         let mut last_op: BTreeMap<Vec<u8>, Millis> = BTreeMap::new();
         for op in self.cas_history.ops() {

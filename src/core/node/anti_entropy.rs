@@ -230,7 +230,15 @@ impl Node {
             .iter()
             .filter(|p| **p != me && self.view.is_up(p))
             .filter(|p| self.anti_entropy.due.get(*p).is_none_or(|d| *d <= now))
-            .find(|p| !shared_partitions(&self.ring, &me, p, shard, shards).is_empty())
+            .filter(|p| !shared_partitions(&self.ring, &me, p, shard, shards).is_empty())
+            // The longest overdue first (never exchanged with: first of all), so a peer late
+            // in the member list is not passed over whenever an earlier one is due again.
+            .min_by_key(|p| {
+                (
+                    self.anti_entropy.due.get(*p).copied().unwrap_or(0),
+                    (*p).clone(),
+                )
+            })
             .cloned();
         let Some(peer) = peer else {
             return;

@@ -244,7 +244,9 @@ impl Node {
                     .acceptor
                     .committed_clock(&key)
                     .is_some_and(|c| !state.as_ref().is_some_and(|s| s.context().descends_from(c)));
-                let warming = stale || self.is_warming(self.ring.partition_of(&key), now);
+                let warming = stale
+                    || self.paxos_recovering(now)
+                    || self.is_warming(self.ring.partition_of(&key), now);
                 let reply = PeerMessage::PaxosPromise {
                     req,
                     promise,

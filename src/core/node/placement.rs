@@ -113,6 +113,8 @@ impl Node {
         let just_started = self.ring.members().len() == 1 && self.store.is_empty() && others_up;
         if just_started {
             self.startup_warming = Some((std::collections::BTreeSet::new(), until));
+            let outlast = now + 2 * self.config.request_timeout_ms;
+            self.paxos_recovery = Some((std::collections::BTreeSet::new(), outlast));
             return;
         }
         for p in 0..self.config.partitions {

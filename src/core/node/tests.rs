@@ -2128,9 +2128,35 @@ mod conditional_writes {
         assert_eq!(values(&r), vec!["v2"], "the conditional write replaced v1");
     }
 
+    /// Ticks until every peer has run anti-entropy with every other and outlasted the
+    /// rounds begun before it started: none is recovering any more.
+    fn recovered(net: &mut Net) {
+        let step = net.nodes[&nid("A")]
+            .config()
+            .anti_entropy_interval_ms
+            .max(10);
+        for _ in 0..200 {
+            let now = net.now + step;
+            net.tick_and_run(now);
+        }
+    }
+
+    #[test]
+    fn a_peer_that_started_empty_counts_only_beside_every_other_until_recovered() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        // All three just started: with C down, A and B alone cannot decide.
+        net.take_down("C");
+        assert_eq!(net.request("A", cas("k", "v", Condition::Absent)), None);
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        recovered(&mut net);
+        net.take_down("C");
+        assert!(applied(&net.request("A", cas("k", "v", Condition::Absent))));
+    }
+
     #[test]
     fn a_majority_is_needed_and_enough() {
         let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        recovered(&mut net);
         net.take_down("C");
         assert!(applied(&net.request("A", cas("k", "v", Condition::Absent))));
         net.take_down("B");
