@@ -985,6 +985,7 @@ impl<'s> World<'s> {
                 key,
                 r,
                 session: context_in,
+                stale_ok_ms: 0,
             },
             OpKind::Put {
                 value,
