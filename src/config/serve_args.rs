@@ -185,7 +185,6 @@ pub struct ServeArgs {
     /// so `GET …?stale_ok=SECONDS` can still serve it marked stale (stale-while-revalidate).
     /// 0, the default, reclaims expired values at once.
     #[arg(long, default_value_t = CoreConfig::default().stale_window_ms)]
-    #[serde(default)]
     pub stale_window_ms: u64,
     /// How often each peer compares its hash trees with every other replica, in milliseconds
     /// (0 turns anti-entropy off; a peer coming back starts a round at once, a ring change
