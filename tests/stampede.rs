@@ -8,6 +8,9 @@
 //! Loopback only, bounded in time, every peer stopped at the end (tests/common).
 //! The counts are printed (`cargo test --release --test stampede -- --nocapture`).
 
+// Tests time the readers on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::{client, with_cluster_args};

@@ -37,6 +37,10 @@
 //! The lease must not be a value of the cached key itself: readers of the key would see it.
 //! `{key}\0lease` sits elsewhere on the ring and expires on its own.
 
+// The client is no part of the deterministic core: it waits on the wall clock and draws its
+// jitter, XFetch draws and lease tokens from the thread's RNG.
+#![allow(clippy::disallowed_methods)]
+
 use crate::client::http_client::{CachedRead, CasOutcome, Client, ClientError, Expected};
 use crate::client::http_client::{ReadResult, WriteOptions};
 use std::future::Future;
@@ -216,7 +220,7 @@ impl<'a> Lease<'a> {
             Ok(CasOutcome::NotApplied { .. }) => Ok(false),
             Err(e) if e.status() == Some(503) => {
                 let read = self.peer.get(&self.key, None).await?;
-                Ok(read.values().iter().any(|v| *v == self.token))
+                Ok(read.values().contains(&self.token))
             }
             Err(e) => Err(e),
         }
