@@ -29,7 +29,9 @@
 //!   holder is slower than `lease_ttl` expires and lets a second loader in: pick `lease_ttl`
 //!   above the loader's worst case.
 //! - Every call returns a value (hit, loaded, or loaded by another) or an error; a waiter
-//!   gives up with [`LoadError::TimedOut`] after `max_wait`, never loops forever.
+//!   gives up with [`LoadError::TimedOut`] after `max_wait`, never loops forever. An early or
+//!   stale refresh is best effort: if taking the lease, the loader or the write fails, the
+//!   reader returns the value it read (so a failing loader is only reported on a miss).
 //! - A write this walk makes is a plain overwrite (`?overwrite=true`) with the caller's TTL: a
 //!   cache-aside value, not a session write.
 //!
@@ -130,10 +132,12 @@ where
                     1.0 - rand::random::<f64>(),
                 )
             });
-        if refresh && lease.acquire().await? {
-            return lease
+        // The refresh is best effort: whatever fails in it, the reader has a value to return.
+        if refresh && lease.acquire().await.unwrap_or(false) {
+            let refreshed = lease
                 .load_unless_done(value_peer, Some(&first), key, ttl, loader, options)
                 .await;
+            return Ok(refreshed.unwrap_or(value));
         }
         return Ok(value);
     }
