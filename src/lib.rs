@@ -17,7 +17,8 @@
 //!   connection cap and optional TLS), its wire formats (causal-context tokens, key encoding),
 //!   and the Redis protocol endpoint ([`api::resp`]: our own RESP2/RESP3 parser, pipelined
 //!   connections, Redis's commands over the same quorum core).
-//! - [`client`] — a Rust HTTP client used by the CLI and the tests.
+//! - [`client`] — a Rust HTTP client used by the CLI and the tests, with `get_or_load`
+//!   (stampede protection: a cluster-wide lease, early refresh, stale reads).
 //! - [`server`] — assembles one peer from the layers above: sockets, gossip, QUIC, driver, HTTP,
 //!   RESP.
 //! - [`launcher`] — starts N peers as child processes: `ringcache up`.

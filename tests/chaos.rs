@@ -211,7 +211,13 @@ async fn client_loop(run: &Run, client: u32, seed: u64) {
         // the server's `ceil(secs * 1000)` is exactly the `ttl_ms` recorded.
         let ttl_secs = (roll >= 5 && rng.below(4) == 0).then(|| 1.0 + 0.5 * rng.below(5) as f64);
         let (kind, context_in) = match roll {
-            0..=4 => (OpKind::Get { r: Quorum::Quorum }, None),
+            0..=4 => (
+                OpKind::Get {
+                    r: Quorum::Quorum,
+                    stale_ok_ms: 0,
+                },
+                None,
+            ),
             5..=8 => (
                 OpKind::Put {
                     value: format!("c{client}.{n}").into_bytes(),

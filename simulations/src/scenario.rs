@@ -30,6 +30,10 @@ pub const COUNTER_KEYS: u64 = 3;
 /// Conditional writes (the seed's share, then each operation's, on stream + 1): its own
 /// stream, so adding them changed no other draw.
 pub const CONDITIONAL_STREAM: u64 = 11;
+/// Which reads accept stale values (`stale_ok`), and how stale; on stream + 1, whether the
+/// seed's peers keep expired values for stale reads. Its own stream, so adding them changed
+/// no other draw.
+pub const STALE_READ_STREAM: u64 = 13;
 /// Keys the workload writes only with conditional writes (compare-and-set).
 pub const CONDITIONAL_KEYS: u64 = 2;
 

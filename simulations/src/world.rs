@@ -15,7 +15,8 @@
 use crate::rng::Rng;
 use crate::scenario::{
     Fault, Scenario, CONDITIONAL_KEYS, CONDITIONAL_STREAM, COUNTER_KEYS, COUNTER_STREAM,
-    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM, WORKLOAD_STREAM,
+    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM,
+    STALE_READ_STREAM, WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
@@ -225,6 +226,8 @@ struct World<'s> {
     /// Which operations become counter increments, on which key, by how much (see
     /// `COUNTER_STREAM`).
     counters: Rng,
+    /// Which reads accept stale values, and how stale (`STALE_READ_STREAM`).
+    stale_reads: Rng,
     /// Faults currently in force (by index), and whether a flapping cut is on right now.
     active: BTreeMap<usize, bool>,
     faults_injected: BTreeMap<&'static str, usize>,
@@ -311,6 +314,14 @@ impl<'s> World<'s> {
             // Low enough that hot keys written blind reach it: refused writes must never cost
             // an acknowledged sibling.
             max_siblings: 6,
+            // In half the seeds expired values stay a second before active expiry reclaims
+            // them (for `stale_ok` reads): plain reads must still never see them
+            // (`expired-read`).
+            stale_window_ms: if Rng::stream(s.seed, STALE_READ_STREAM + 1).chance(5_000) {
+                1_000
+            } else {
+                0
+            },
             ..CoreConfig::default()
         };
         let mut work = Rng::stream(s.seed, WORKLOAD_STREAM);
@@ -345,6 +356,7 @@ impl<'s> World<'s> {
             forged: Rng::stream(s.seed, FORGED_CONTEXT_STREAM),
             overwrites: Rng::stream(s.seed, OVERWRITE_STREAM + 1),
             counters: Rng::stream(s.seed, COUNTER_STREAM + 1),
+            stale_reads: Rng::stream(s.seed, STALE_READ_STREAM),
             active: BTreeMap::new(),
             faults_injected: BTreeMap::new(),
             healed_at: None,
@@ -873,7 +885,15 @@ impl<'s> World<'s> {
         let (r, w) = s.quorums(&mut self.work);
         let roll = self.work.below(10_000);
         let kind = if roll < s.mix.read_per_10k {
-            OpKind::Get { r }
+            // One read in ten accepts a value expired up to 1.5 s ago (the peers keep them
+            // 1 s in half the seeds): stale-while-revalidate, judged with its window by
+            // `expired-read`.
+            let stale_ok_ms = if self.stale_reads.chance(1_000) {
+                self.stale_reads.between(100, 1_500)
+            } else {
+                0
+            };
+            OpKind::Get { r, stale_ok_ms }
         } else if roll < s.mix.read_per_10k + s.mix.delete_per_10k {
             OpKind::Delete { w }
         } else if roll < s.mix.read_per_10k + s.mix.delete_per_10k + s.mix.expire_per_10k {
@@ -984,10 +1004,11 @@ impl<'s> World<'s> {
         let sloppy = Some(self.sloppy.chance(s.mix.sloppy_per_10k));
         let request = match kind {
             // A session client's read carries the context it last saw: a session read.
-            OpKind::Get { r } => ClientRequest::Get {
+            OpKind::Get { r, stale_ok_ms } => ClientRequest::Get {
                 key,
                 r,
                 session: context_in,
+                stale_ok_ms,
             },
             OpKind::Put {
                 value,

@@ -172,6 +172,7 @@ fn to_request(op: BatchOp, context_key: &ContextKey) -> Result<ClientRequest, St
             key: key.clone(),
             r: quorum(op.r)?,
             session: context,
+            stale_ok_ms: 0,
         }),
         "put" => {
             let value =

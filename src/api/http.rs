@@ -41,6 +41,8 @@ const INCR_SUFFIX: &str = "/incr";
 pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 /// On a single-value read: milliseconds the value has left, on the answering peer's clock.
 pub const TTL_HEADER: &str = "x-ttl-ms";
+/// Set (to `true`) on a `stale_ok` read answered with a value past its expiry.
+pub const STALE_HEADER: &str = "x-stale";
 
 /// The routers of one peer's HTTP API: the whole API, and `GET /health` alone for the
 /// connections past the cap (see `http_server`).
@@ -533,8 +535,15 @@ async fn kv(
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
         Ok(request) if get_and_set => get_and_set_response(&state, request, &query).await,
         Ok(request) => {
+            let stale_ok =
+                matches!(request, ClientRequest::Get { stale_ok_ms, .. } if stale_ok_ms > 0);
             let reply = timed(&state.metrics, &state.driver, request).await;
-            reply_response(reply, &state.context_key)
+            let stale = stale_ok && is_stale(&reply, crate::shell::driver::wall_clock_ms());
+            let mut response = reply_response(reply, &state.context_key);
+            if stale {
+                set_header(&mut response, STALE_HEADER, "true");
+            }
+            response
         }
         Err(error) => error.into_response(),
     }
@@ -616,6 +625,7 @@ async fn get_and_set_response(
             key: write.key.clone(),
             r,
             session: None,
+            stale_ok_ms: 0,
         })
         .await;
     let read_context = match &old {
@@ -744,10 +754,17 @@ fn kv_request(
     match method {
         // HEAD answers like GET without the body: whether the key exists, and its context.
         // With a context, a session read: never older than what the context saw.
+        // With `?stale_ok=SECONDS`, a value expired less than that long ago is still answered
+        // when none is live, marked `X-Stale: true` (stale-while-revalidate).
         Method::GET | Method::HEAD => Ok(ClientRequest::Get {
             key,
             r: quorum("r")?,
             session: context,
+            stale_ok_ms: query
+                .get("stale_ok")
+                .map(|v| stale_ok_ms(v))
+                .transpose()?
+                .unwrap_or(0),
         }),
         Method::PUT => {
             let ttl_ms = query.get("ttl").map(|v| ttl_ms(v)).transpose()?;
@@ -875,6 +892,29 @@ fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>,
         (None, None) => return Err(ApiError::bad_request("no key: /v1/kv/{key}")),
     };
     keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Parses `stale_ok`, a window in seconds (fractions allowed, 0 for none), into milliseconds.
+fn stale_ok_ms(v: &str) -> Result<u64, ApiError> {
+    let secs: f64 = v
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            ApiError::bad_request("stale_ok must be a non-negative number of seconds")
+        })?;
+    Ok((secs * 1000.0).ceil() as u64)
+}
+
+/// Whether a read's answer holds a value already expired at `now` (only a `stale_ok` read
+/// can get one).
+fn is_stale(reply: &ClientReply, now: u64) -> bool {
+    match reply {
+        ClientReply::Found { values, .. } => values
+            .iter()
+            .any(|v| v.expires_at_ms.is_some_and(|at| at <= now)),
+        _ => false,
+    }
 }
 
 /// Parses a TTL in seconds (fractions allowed) into milliseconds.

@@ -29,6 +29,7 @@
 
 use crate::api::batch::{BatchOp, BatchResult};
 use crate::client::http_client::{Client, ClientError, ReadResult, WriteOptions};
+use crate::client::stampede::{self, LoadError, LoadOptions};
 use crate::core::ring::{Ring, RingParams};
 use crate::core::types::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -378,6 +379,26 @@ impl ClusterClient {
                 .put(key, result.clone());
         }
         Ok(result)
+    }
+
+    /// A cache-aside read with stampede protection (see `Client::get_or_load`): the key is
+    /// read and written at its first live replica, the lease at the lease key's. Not a
+    /// session read, and the near cache is not used.
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &[u8],
+        ttl: Duration,
+        loader: F,
+        options: &LoadOptions,
+    ) -> Result<Vec<u8>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
+    {
+        self.forget_near(key);
+        let value_peer = self.route(key);
+        let lease_peer = self.route(&stampede::lease_key(key));
+        stampede::get_or_load(&value_peer, &lease_peer, key, ttl, loader, options).await
     }
 
     pub async fn put(

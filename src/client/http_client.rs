@@ -1,8 +1,11 @@
 //! [`Client`]: get, put and delete with per-request quorums and causal contexts.
 
 use crate::api::batch::{BatchOp, BatchRequest, BatchResponse, BatchResult};
-use crate::api::http::{HotKeysBody, LocalStateBody, SiblingsBody, StatsBody, TTL_HEADER};
+use crate::api::http::{
+    HotKeysBody, LocalStateBody, SiblingsBody, StatsBody, STALE_HEADER, TTL_HEADER,
+};
 use crate::api::{causal_context, keys};
+use crate::client::stampede::{self, LoadError, LoadOptions};
 use base64::Engine;
 use std::time::Duration;
 use thiserror::Error;
@@ -77,6 +80,17 @@ impl ReadResult {
             ReadResult::NotFound { .. } => &[],
         }
     }
+}
+
+/// A read with what a cache needs besides the value (`Client::get_cached`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedRead {
+    pub read: ReadResult,
+    /// Milliseconds the (single) value has left on the answering peer's clock; `None` for a
+    /// value without expiry, siblings or no value. 0 for a stale value.
+    pub ttl_ms: Option<u64>,
+    /// Whether the value is past its expiry (served because the read allowed staleness).
+    pub stale: bool,
 }
 
 /// What `ttl` found, as Redis's TTL reports it.
@@ -196,42 +210,80 @@ impl Client {
         r: Option<&str>,
         context: Option<&str>,
     ) -> Result<ReadResult, ClientError> {
+        Ok(self.read(key, r, context, None).await?.read)
+    }
+
+    /// A read that also reports the value's remaining time to live (`X-TTL-Ms`) and, with
+    /// `stale_ok`, accepts a value expired less than that long ago when none is live
+    /// (`?stale_ok=`; the peer keeps expired values only for its `--stale-window-ms`).
+    pub async fn get_cached(
+        &self,
+        key: &[u8],
+        r: Option<&str>,
+        stale_ok: Option<Duration>,
+    ) -> Result<CachedRead, ClientError> {
+        self.read(key, r, None, stale_ok).await
+    }
+
+    async fn read(
+        &self,
+        key: &[u8],
+        r: Option<&str>,
+        context: Option<&str>,
+        stale_ok: Option<Duration>,
+    ) -> Result<CachedRead, ClientError> {
         let mut req = self.key_request(reqwest::Method::GET, "/v1/kv", key);
         if let Some(r) = r {
             req = req.query(&[("r", r)]);
+        }
+        if let Some(window) = stale_ok {
+            req = req.query(&[("stale_ok", window.as_secs_f64().to_string())]);
         }
         if let Some(context) = context {
             req = req.header(causal_context::HEADER, context);
         }
         let response = req.send().await?;
-        let context = header(&response, causal_context::HEADER);
-        match response.status().as_u16() {
-            200 => Ok(ReadResult::Found {
-                values: vec![response.bytes().await?.to_vec()],
-                context: context
-                    .ok_or_else(|| ClientError::Protocol("200 without context".into()))?,
-            }),
-            300 => {
-                let body: SiblingsBody = response.json().await?;
-                let values = body
-                    .siblings
-                    .iter()
-                    .map(|s| base64::engine::general_purpose::STANDARD.decode(&s.value))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                Ok(ReadResult::Found {
-                    values,
-                    context: body.context,
-                })
-            }
-            404 => Ok(ReadResult::NotFound { context }),
-            status => Err(ClientError::Status {
-                status,
-                body: response.text().await.unwrap_or_default(),
-            }),
-        }
+        let ttl_ms = header(&response, TTL_HEADER).and_then(|ms| ms.parse().ok());
+        let stale = header(&response, STALE_HEADER).as_deref() == Some("true");
+        let read = read_result(response).await?;
+        Ok(CachedRead {
+            read,
+            ttl_ms,
+            stale,
+        })
     }
+}
 
+/// The body of a GET's response as a [`ReadResult`].
+async fn read_result(response: reqwest::Response) -> Result<ReadResult, ClientError> {
+    let context = header(&response, causal_context::HEADER);
+    match response.status().as_u16() {
+        200 => Ok(ReadResult::Found {
+            values: vec![response.bytes().await?.to_vec()],
+            context: context.ok_or_else(|| ClientError::Protocol("200 without context".into()))?,
+        }),
+        300 => {
+            let body: SiblingsBody = response.json().await?;
+            let values = body
+                .siblings
+                .iter()
+                .map(|s| base64::engine::general_purpose::STANDARD.decode(&s.value))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            Ok(ReadResult::Found {
+                values,
+                context: body.context,
+            })
+        }
+        404 => Ok(ReadResult::NotFound { context }),
+        status => Err(ClientError::Status {
+            status,
+            body: response.text().await.unwrap_or_default(),
+        }),
+    }
+}
+
+impl Client {
     /// Writes `value`; returns the context that covers the write.
     pub async fn put(
         &self,
@@ -276,6 +328,24 @@ impl Client {
             None => req.query(&[("persist", "")]),
         };
         expect_written(req.send().await?).await
+    }
+
+    /// A cache-aside read with stampede protection: the key's value, or on a miss the value
+    /// `loader` produces, written with `ttl`, with at most one loader at a time across every
+    /// client that uses the same key (see `client::stampede` for the lease, the early refresh
+    /// and the stale reads `options` control).
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &[u8],
+        ttl: Duration,
+        loader: F,
+        options: &LoadOptions,
+    ) -> Result<Vec<u8>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
+    {
+        stampede::get_or_load(self, self, key, ttl, loader, options).await
     }
 
     /// Compare-and-set: writes `value` only if the key meets `expected`, decided by a

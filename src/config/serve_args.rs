@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// in flight can arrive after them and bring the value back.
     #[arg(long, default_value_t = CoreConfig::default().tombstone_grace_ms)]
     pub tombstone_grace_ms: u64,
+    /// How long an expired value is kept before active expiry reclaims it, in milliseconds,
+    /// so `GET …?stale_ok=SECONDS` can still serve it marked stale (stale-while-revalidate).
+    /// 0, the default, reclaims expired values at once.
+    #[arg(long, default_value_t = CoreConfig::default().stale_window_ms)]
+    pub stale_window_ms: u64,
     /// How often each peer compares its hash trees with every other replica, in milliseconds
     /// (0 turns anti-entropy off; a peer coming back starts a round at once, a ring change
     /// within one interval).
@@ -304,6 +309,7 @@ impl ServeArgs {
             max_memory_bytes: memory_limit(self.max_memory),
             eviction: self.eviction,
             tombstone_grace_ms: self.tombstone_grace_ms,
+            stale_window_ms: self.stale_window_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
             anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec.bytes(),

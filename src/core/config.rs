@@ -63,6 +63,12 @@ pub struct CoreConfig {
     /// Most bytes a key's concurrent values may take in all after a write this peer
     /// coordinates; a write past it is refused (409).
     pub max_state_bytes: usize,
+    /// How long an expired value's bytes are kept before active expiry reclaims them, so a
+    /// read with `stale_ok` can still be answered with it (stale-while-revalidate). 0, the
+    /// default, reclaims them as soon as they expire. Readers that do not ask for staleness
+    /// never see such a value either way.
+    #[serde(default)]
+    pub stale_window_ms: Millis,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -110,6 +116,7 @@ impl Default for CoreConfig {
             hint_deliveries_per_tick: 64,
             max_siblings: 64,
             max_state_bytes: 64 * 1024 * 1024,
+            stale_window_ms: 0,
         }
     }
 }

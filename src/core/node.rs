@@ -316,8 +316,18 @@ impl Node {
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
         match input {
             Input::Client { id, request } => match request {
-                ClientRequest::Get { key, r, session } => {
-                    let read = ReadSpec { key, r, session };
+                ClientRequest::Get {
+                    key,
+                    r,
+                    session,
+                    stale_ok_ms,
+                } => {
+                    let read = ReadSpec {
+                        key,
+                        r,
+                        session,
+                        stale_ok_ms,
+                    };
                     self.start_read(now, Waiter::Client(id), None, read, out)
                 }
                 ClientRequest::Write(write) => {

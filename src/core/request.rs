@@ -22,6 +22,11 @@ pub enum ClientRequest {
         /// Read-your-writes and monotonic reads at any R.
         #[serde(default)]
         session: Option<VersionVector>,
+        /// Stale-while-revalidate: when no value is live, a value that expired less than this
+        /// long ago is still answered (0: only live values, the default). Such a value is only
+        /// there while active expiry has not reclaimed it (`CoreConfig::stale_window_ms`).
+        #[serde(default)]
+        stale_ok_ms: Millis,
     },
     /// A write of a value, or (with `Payload::Tombstone`) a delete.
     Write(WriteRequest),

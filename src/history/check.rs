@@ -649,8 +649,13 @@ impl<'h> Checker<'h> {
                 }
                 // Only an acknowledged put bounds when its expiry was fixed: one whose client gave
                 // up may be applied (and its TTL started) any time later.
+                // A read that accepts stale values may see one up to its window past expiry.
+                let stale_ok_ms = match op.kind {
+                    OpKind::Get { stale_ok_ms, .. } => stale_ok_ms,
+                    _ => 0,
+                };
                 if let Some(latest_expiry) = self.latest_expiry(put_id, &v.data, done) {
-                    if op.invoked_at > latest_expiry {
+                    if op.invoked_at > latest_expiry.saturating_add(stale_ok_ms) {
                         self.violation(
                             ViolationKind::ExpiredRead,
                             &op.key,
@@ -962,7 +967,7 @@ impl<'h> Checker<'h> {
             });
         let ok = (sees_context && sees_value) || aftermath;
         let n = self.c.replicas;
-        let (OpKind::Get { r }, Some(w)) = (&read.kind, write.kind.w()) else {
+        let (OpKind::Get { r, .. }, Some(w)) = (&read.kind, write.kind.w()) else {
             return;
         };
         // A session read that carried a context covering the write is held to read-your-writes

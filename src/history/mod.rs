@@ -27,6 +27,9 @@ pub struct OpId(pub usize);
 pub enum OpKind {
     Get {
         r: Quorum,
+        /// How long past its expiry a value may be answered (`stale_ok`); 0 for none.
+        #[serde(default)]
+        stale_ok_ms: Millis,
     },
     Put {
         value: Vec<u8>,
@@ -141,7 +144,10 @@ impl fmt::Display for Operation {
             .unwrap_or_else(|| "?".into());
         write!(f, "[{}..{}] c{} ", self.invoked_at, done, self.client)?;
         match &self.kind {
-            OpKind::Get { r } => write!(f, "get {key} r={r}")?,
+            OpKind::Get { r, stale_ok_ms: 0 } => write!(f, "get {key} r={r}")?,
+            OpKind::Get { r, stale_ok_ms } => {
+                write!(f, "get {key} r={r} stale_ok={stale_ok_ms}ms")?
+            }
             OpKind::Put {
                 value,
                 ttl_ms,

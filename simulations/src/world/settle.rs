@@ -151,6 +151,7 @@ impl World<'_> {
                 key,
                 r: Quorum::One,
                 session: None,
+                stale_ok_ms: 0,
             };
             self.schedule(
                 self.now + 1,

@@ -81,6 +81,7 @@ impl Keyspace {
             key: key.to_vec(),
             r: self.r,
             session: None,
+            stale_ok_ms: 0,
         };
         match self.driver.request(request).await {
             ClientReply::Found { values, context } => Ok(Read { values, context }),

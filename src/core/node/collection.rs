@@ -79,9 +79,11 @@ impl Collection {
 impl Node {
     /// Runs one round of active expiry. A key whose values all expired is collected like a
     /// deleted one: its first live replica reads it from every replica, which schedules the
-    /// collection if they agree.
+    /// collection if they agree. A value is reclaimed only once it has been expired for the
+    /// stale window (`CoreConfig::stale_window_ms`), so stale reads can still find it.
     pub(super) fn expire_and_collect(&mut self, now: Millis, out: &mut Outputs) {
-        for key in self.store.expire_step(now) {
+        let reclaim_before = now.saturating_sub(self.config.stale_window_ms);
+        for key in self.store.expire_step(reclaim_before) {
             let first_live = self
                 .ring
                 .replicas_of(&key)

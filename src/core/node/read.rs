@@ -26,6 +26,9 @@ pub(super) struct ReadSpec {
     pub(super) key: Vec<u8>,
     pub(super) r: Quorum,
     pub(super) session: Option<VersionVector>,
+    /// How long past its expiry a value may still be answered when none is live (see
+    /// `ClientRequest::Get`).
+    pub(super) stale_ok_ms: Millis,
 }
 
 impl ReadSpec {
@@ -35,6 +38,7 @@ impl ReadSpec {
             key,
             r,
             session: None,
+            stale_ok_ms: 0,
         }
     }
 }
@@ -62,6 +66,8 @@ pub(super) struct ReadFlight {
     session: Option<VersionVector>,
     /// Replicas of the key this node believed down when the read started (not asked).
     not_asked: usize,
+    /// How long past its expiry a value may still be answered when none is live.
+    stale_ok_ms: Millis,
 }
 
 impl ReadFlight {
@@ -108,7 +114,12 @@ impl Node {
         read: ReadSpec,
         out: &mut Outputs,
     ) {
-        let ReadSpec { key, r, session } = read;
+        let ReadSpec {
+            key,
+            r,
+            session,
+            stale_ok_ms,
+        } = read;
         // The planted bug: answer after R, whatever the session's context.
         let session = session.filter(|_| !self.has_bug(PlantedBug::SessionIgnored));
         let needed =
@@ -173,6 +184,7 @@ impl Node {
             expire,
             session,
             not_asked,
+            stale_ok_ms,
         };
         flight.count_deferred_once_all_answered();
         self.requests.insert(
@@ -273,7 +285,7 @@ impl Node {
                 None if matches!(waiter, Waiter::Nobody) => {}
                 None => {
                     let reply = match found {
-                        Ok(merged) => read_reply(merged, now),
+                        Ok(merged) => read_reply(merged, now, read.stale_ok_ms),
                         Err(error) => ClientReply::Failed(error),
                     };
                     self.counters.count_read(&reply);
@@ -322,7 +334,7 @@ impl Node {
             && read.tracker.successes() + read.deferred.len() >= read.tracker.needed()
             && read.session_satisfied()
         {
-            let reply = read_reply(&read.merged, now);
+            let reply = read_reply(&read.merged, now, read.stale_ok_ms);
             if matches!(waiter, Waiter::Client(_)) {
                 self.counters.count_read(&reply);
             }
@@ -337,9 +349,15 @@ impl Node {
     }
 }
 
-/// What a reader sees of a merged state at `now`.
-fn read_reply(merged: &Siblings, now: Millis) -> ClientReply {
-    let values = reader_values(merged, now);
+/// What a reader sees of a merged state at `now`. When no value is live and the read accepts
+/// stale values (`stale_ok_ms`), it sees what it would have seen `stale_ok_ms` ago, minus
+/// nothing newer: the state is the same, only the expiry line moves (a delete or a newer write
+/// already replaced the older values in `merged`, so they cannot come back).
+fn read_reply(merged: &Siblings, now: Millis, stale_ok_ms: Millis) -> ClientReply {
+    let mut values = reader_values(merged, now);
+    if values.is_empty() && stale_ok_ms > 0 {
+        values = reader_values(merged, now.saturating_sub(stale_ok_ms));
+    }
     let context = merged.context().clone();
     if values.is_empty() {
         ClientReply::NotFound { context }

@@ -170,6 +170,7 @@ fn get(key: &str, r: Quorum) -> ClientRequest {
         key: key.as_bytes().to_vec(),
         r,
         session: None,
+        stale_ok_ms: 0,
     }
 }
 
@@ -405,6 +406,7 @@ fn session_get(key: &str, r: Quorum, session: VersionVector) -> ClientRequest {
         key: key.as_bytes().to_vec(),
         r,
         session: Some(session),
+        stale_ok_ms: 0,
     }
 }
 
@@ -906,6 +908,7 @@ fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
                     key: key.clone(),
                     r: Quorum::All,
                     session: None,
+                    stale_ok_ms: 0,
                 },
             },
             &mut out,
@@ -981,6 +984,70 @@ fn a_key_whose_values_expired_is_collected_without_any_client_read() {
             "internal reads are not misses"
         );
     }
+}
+
+fn stale_get(key: &str, stale_ok_ms: Millis) -> ClientRequest {
+    ClientRequest::Get {
+        key: key.as_bytes().to_vec(),
+        r: Quorum::Quorum,
+        session: None,
+        stale_ok_ms,
+    }
+}
+
+#[test]
+fn a_stale_ok_read_gets_an_expired_value_within_the_stale_window_and_no_other_read_does() {
+    let config = CoreConfig {
+        stale_window_ms: 5_000,
+        ..CoreConfig::for_test()
+    };
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let start = net.now;
+    net.request("A", put_ttl("k", "v", 1_000)).unwrap();
+    // Expired 2 s ago; active expiry has run but keeps the bytes for the stale window.
+    tick_and_deliver(&mut net, start + 3_000);
+    let plain = net.request("B", get("k", Quorum::Quorum)).unwrap();
+    assert!(matches!(plain, ClientReply::NotFound { .. }), "{plain:?}");
+    let too_short = net.request("B", stale_get("k", 1_500)).unwrap();
+    assert!(
+        matches!(too_short, ClientReply::NotFound { .. }),
+        "{too_short:?}"
+    );
+    let stale = net.request("B", stale_get("k", 2_500)).unwrap();
+    assert_eq!(values(&stale), vec!["v"]);
+    let ClientReply::Found { values: found, .. } = &stale else {
+        unreachable!()
+    };
+    assert_eq!(
+        found[0].expires_at_ms,
+        Some(start + 1_000),
+        "the reply shows its expiry"
+    );
+    // A live value wins over a stale one: a new write is what every read sees.
+    net.request("A", put("k", "w", None, Quorum::All)).unwrap();
+    assert_eq!(
+        values(&net.request("C", stale_get("k", 60_000)).unwrap()),
+        vec!["w"]
+    );
+}
+
+#[test]
+fn past_the_stale_window_active_expiry_reclaims_the_value_even_for_stale_ok_reads() {
+    let config = CoreConfig {
+        stale_window_ms: 2_000,
+        ..CoreConfig::for_test()
+    };
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let start = net.now;
+    net.request("A", put_ttl("k", "v", 1_000)).unwrap();
+    tick_and_deliver(&mut net, start + 3_000);
+    tick_and_deliver(&mut net, start + 3_020);
+    for n in ["A", "B", "C"] {
+        let state = net.nodes[&nid(n)].store().peek(b"k");
+        assert!(state.is_some_and(|s| s.is_tombstones_only()), "replica {n}");
+    }
+    let r = net.request("B", stale_get("k", 60_000)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
 }
 
 #[test]

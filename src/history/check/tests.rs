@@ -32,7 +32,10 @@ fn get(h: &mut History, client: u32, at: Millis) -> OpId {
     h.invoke(
         client,
         b"k".to_vec(),
-        OpKind::Get { r: Quorum::Quorum },
+        OpKind::Get {
+            r: Quorum::Quorum,
+            stale_ok_ms: 0,
+        },
         None,
         at,
     )
@@ -273,6 +276,49 @@ fn a_value_read_long_after_its_ttl_is_an_expired_read() {
     c.clock_uncertainty_ms = 400;
     let report = check(&h, &late, &c);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[test]
+fn a_stale_ok_read_may_see_a_value_within_its_window_past_expiry_and_no_further() {
+    let history = |stale_ok_ms: Millis| {
+        let mut h = History::new();
+        let p = h.invoke(
+            1,
+            b"k".to_vec(),
+            OpKind::Put {
+                value: b"a".to_vec(),
+                ttl_ms: Some(100),
+                w: Quorum::Quorum,
+                overwrite: false,
+            },
+            None,
+            10,
+        );
+        written(&mut h, p, 20, vv(&[("A", 1)]));
+        let r = h.invoke(
+            2,
+            b"k".to_vec(),
+            OpKind::Get {
+                r: Quorum::Quorum,
+                stale_ok_ms,
+            },
+            None,
+            500,
+        );
+        read(&mut h, r, 510, &["a"], vv(&[("A", 1)]));
+        h
+    };
+    let late = FinalState {
+        at: 1_000,
+        ..FinalState::default()
+    };
+    let mut c = circumstances();
+    c.clock_uncertainty_ms = 50;
+    // Expired by at most 20 + 100 + 50 = 170: read at 500, 330 ms past it.
+    let report = check(&history(400), &late, &c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let report = check(&history(300), &late, &c);
+    assert_eq!(kinds(&report), vec![ViolationKind::ExpiredRead]);
 }
 
 #[test]
@@ -735,7 +781,10 @@ fn a_session_read_that_loses_a_value_its_previous_read_saw_breaks_monotonic_read
         let r2 = h.invoke(
             1,
             b"k".to_vec(),
-            OpKind::Get { r: Quorum::One },
+            OpKind::Get {
+                r: Quorum::One,
+                stale_ok_ms: 0,
+            },
             Some(vv(&[("A", 1)])),
             50,
         );
