@@ -18,7 +18,9 @@ use crate::core::siblings::Payload;
 use crate::core::types::Quorum;
 use crate::shell::driver::DriverHandle;
 use crate::shell::health::Health;
-use crate::shell::hot_keys::{self, HotKey};
+use crate::shell::hot_keys;
+/// One hot key as `GET /v1/hotkeys` reports it (the shell's sketch type, named here for clients).
+pub use crate::shell::hot_keys::HotKey;
 use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Query, State};

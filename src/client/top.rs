@@ -21,9 +21,9 @@
 // A client is outside the deterministic core: it reads the clock to time its samples.
 #![allow(clippy::disallowed_methods)]
 
+use crate::api::http::HotKey;
 use crate::client::cluster_table::human_bytes;
 use crate::client::http_client::{Client, ClientError};
-use crate::shell::hot_keys::HotKey;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
