@@ -8,7 +8,7 @@
 //!
 //! `tests/resp/session.expected` is `tests/resp/session.redis` as redis-cli 7 shows it; it
 //! matches what redis-server 7 answers to the same script except where `docs/resp.md` says
-//! ringcache differs (SELECT 1, INCR, the RC.* commands, FLUSHALL's flag). Regenerate it after
+//! ringcache differs (SELECT 1, the RC.* commands, FLUSHALL's flag). Regenerate it after
 //! a deliberate change with `RINGCACHE_BLESS=1 cargo test --test resp_tools`, and read the diff.
 
 #![allow(clippy::disallowed_methods)] // child processes and deadlines
