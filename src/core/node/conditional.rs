@@ -182,17 +182,37 @@ impl Node {
             round: self.paxos_rounds,
             proposer: self.id.clone(),
         };
-        flight.stage = Stage::Preparing {
+        let stage = Stage::Preparing {
             granted: BTreeMap::new(),
             warming: BTreeMap::new(),
             not_granted: 0,
         };
+        let phase = (waiter, deadline, flight, stage);
+        self.send_phase(now, phase, out, |req, key, ballot| {
+            PeerMessage::PaxosPrepare {
+                req,
+                key: key.to_vec(),
+                ballot: ballot.clone(),
+            }
+        });
+    }
+
+    /// Starts a phase of `flight`'s round under a fresh request number (so late answers
+    /// to an earlier phase match nothing) and sends its message to every replica.
+    fn send_phase(
+        &mut self,
+        now: Millis,
+        (waiter, deadline, mut flight, stage): (Waiter, Millis, ConditionalFlight, Stage),
+        out: &mut Outputs,
+        message: impl Fn(u64, &[u8], &Ballot) -> PeerMessage,
+    ) {
+        flight.stage = stage;
         let req = self.requests.fresh();
-        let (key, ballot, replicas) = (
-            flight.key.clone(),
-            flight.ballot.clone(),
-            flight.replicas.clone(),
-        );
+        let messages: Vec<(NodeId, PeerMessage)> = flight
+            .replicas
+            .iter()
+            .map(|r| (r.clone(), message(req, &flight.key, &flight.ballot)))
+            .collect();
         self.requests.insert(
             req,
             Request {
@@ -201,12 +221,7 @@ impl Node {
                 flight: Flight::Conditional(flight),
             },
         );
-        for replica in replicas {
-            let message = PeerMessage::PaxosPrepare {
-                req,
-                key: key.clone(),
-                ballot: ballot.clone(),
-            };
+        for (replica, message) in messages {
             self.paxos_send(now, replica, message, out);
         }
     }
@@ -627,40 +642,26 @@ impl Node {
         now: Millis,
         waiter: Waiter,
         deadline: Millis,
-        mut flight: ConditionalFlight,
+        flight: ConditionalFlight,
         state: Siblings,
         own: bool,
         out: &mut Outputs,
     ) {
-        let req = self.requests.fresh();
-        let (key, ballot, replicas) = (
-            flight.key.clone(),
-            flight.ballot.clone(),
-            flight.replicas.clone(),
-        );
-        flight.stage = Stage::Proposing {
+        let stage = Stage::Proposing {
             state: state.clone(),
             own,
             accepted: BTreeSet::new(),
             refused: 0,
         };
-        self.requests.insert(
-            req,
-            Request {
-                waiter,
-                deadline,
-                flight: Flight::Conditional(flight),
-            },
-        );
-        for replica in replicas {
-            let message = PeerMessage::PaxosPropose {
+        let phase = (waiter, deadline, flight, stage);
+        self.send_phase(now, phase, out, |req, key, ballot| {
+            PeerMessage::PaxosPropose {
                 req,
-                key: key.clone(),
+                key: key.to_vec(),
                 ballot: ballot.clone(),
                 state: state.clone(),
-            };
-            self.paxos_send(now, replica, message, out);
-        }
+            }
+        });
     }
 
     /// A majority accepted: the proposal is chosen; every replica gets it.
@@ -677,35 +678,21 @@ impl Node {
         else {
             unreachable!("commit follows propose")
         };
-        let req = self.requests.fresh();
-        let (key, ballot, replicas) = (
-            flight.key.clone(),
-            flight.ballot.clone(),
-            flight.replicas.clone(),
-        );
-        flight.stage = Stage::Committing {
+        let stage = Stage::Committing {
             state: state.clone(),
             own,
             stored: BTreeSet::new(),
             failed: 0,
         };
-        self.requests.insert(
-            req,
-            Request {
-                waiter,
-                deadline,
-                flight: Flight::Conditional(flight),
-            },
-        );
-        for replica in replicas {
-            let message = PeerMessage::PaxosCommit {
+        let phase = (waiter, deadline, flight, stage);
+        self.send_phase(now, phase, out, |req, key, ballot| {
+            PeerMessage::PaxosCommit {
                 req,
-                key: key.clone(),
+                key: key.to_vec(),
                 ballot: ballot.clone(),
                 state: state.clone(),
-            };
-            self.paxos_send(now, replica, message, out);
-        }
+            }
+        });
     }
 
     /// A higher ballot is about (or an earlier proposal was just finished): wait a little,
