@@ -1,7 +1,8 @@
 //! Reads and their quorum.
 //!
 //! The receiving peer asks the key's replicas (`Fetch`), merges the states it gets, and
-//! replies after R of them with the visible siblings and one merged context. It keeps
+//! replies after R of them with the visible siblings (counter siblings joined into one value,
+//! see `reader_values`) and one merged context. It keeps
 //! listening until every asked replica answered (or the deadline), then read-repairs (see
 //! `read_repair`). A read may wait for a client, for nobody (the node confirming tombstones
 //! before collecting them: not counted as a hit or a miss), or be the first half of an expire

@@ -1,10 +1,13 @@
-//! Client writes (put or delete), their coordination and their replication acks.
+//! Client writes (put, delete or increment), their coordination and their replication acks.
 //!
 //! The receiving peer coordinates if it is one of the key's N replicas, otherwise it forwards
 //! to the first live replica (`Coordinate`, see `forward`). The coordinator applies the write
 //! to its own store (new dot, context applied), sends the resulting state to the other
 //! replicas (`Store`), and replies once W distinct replicas hold it. An expire is coordinated
-//! here too, but reads first (see `expire`).
+//! here too, but reads first (see `expire`). An increment raises this replica's tally on the
+//! counter it holds (`PayloadPlan::Increment`, see `core::counter`), and a put of an integer
+//! or a delete that replaces a counter becomes a reset that keeps the tallies it saw
+//! (`PayloadPlan::Reset`). Conditional writes are not coordinated here (see `conditional`).
 //!
 //! A sloppy write (`WriteRequest::sloppy`, puts and deletes) does not give up on a replica
 //! believed down: the state goes, with a hint naming that replica, to the next healthy peer
