@@ -269,8 +269,8 @@ struct World<'s> {
     /// Handoff drops no other peer could have confirmed (see `check_handed_off`).
     handoff_unconfirmed: Vec<String>,
     disruptions: Vec<(Millis, Millis)>,
-    /// The intervals of `disruptions` during which peers disagreed on the ring.
-    ring_disagreements: Vec<(Millis, Millis)>,
+    /// When each peer crashed (and so lost its memory), in order.
+    memory_losses: Vec<(Millis, NodeId)>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
     rings_differ_since: Option<Millis>,
@@ -382,7 +382,7 @@ impl<'s> World<'s> {
             over_memory: Vec::new(),
             handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
-            ring_disagreements: Vec::new(),
+            memory_losses: Vec::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,

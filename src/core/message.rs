@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`].
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -110,11 +110,13 @@ pub enum PeerMessage {
         req: u64,
     },
     // Conditional writes: one single-decree Paxos round per write (see `node/conditional`).
-    /// Phase 1: promise `ballot` for `key`.
+    /// Phase 1: promise `ballot` for `key`. `replicas`: the key's replicas by the proposer's
+    /// ring; an acceptor whose ring names others does not take part (see `node/conditional`).
     PaxosPrepare {
         req: u64,
         key: Vec<u8>,
         ballot: Ballot,
+        replicas: Vec<NodeId>,
     },
     /// The acceptor's promise (or refusal), and its state of the key: the round's read.
     /// `warming`: the replier may not hold the key's data yet; its promise does not count.
@@ -124,12 +126,14 @@ pub enum PeerMessage {
         state: Option<Siblings>,
         warming: bool,
     },
-    /// Phase 2: accept `state`, the key's state the write would install, in `ballot`.
+    /// Phase 2: accept `state`, the key's state the write would install, in `ballot`, among
+    /// `replicas` (as in the prepare).
     PaxosPropose {
         req: u64,
         key: Vec<u8>,
         ballot: Ballot,
         state: Siblings,
+        replicas: Vec<NodeId>,
     },
     /// Accepted, or refused for the higher ballot promised.
     PaxosAccepted {

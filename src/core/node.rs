@@ -215,7 +215,10 @@ impl Node {
             warming: std::collections::BTreeMap::new(),
             startup_warming: None,
             acceptor: crate::core::paxos::Acceptor::default(),
-            paxos_recovery: None,
+            // Every start is a restart as far as Paxos is concerned: this acceptor knows
+            // nothing of what it promised or accepted before. The deadline starts on the
+            // first tick or message (`paxos_recovering`).
+            paxos_recovery: Some((std::collections::BTreeSet::new(), Millis::MAX)),
             paxos_rounds: 0,
             conditional_backoffs: std::collections::BTreeSet::new(),
             #[cfg(feature = "planted-bugs")]
@@ -348,6 +351,7 @@ impl Node {
     /// Fails every request whose deadline has passed, and runs one round of active expiry and
     /// one of hint delivery.
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
+        self.paxos_recovering(now); // starts a new acceptor's recovery deadline
         self.expire_and_collect(now, out);
         self.deliver_hints(now, out);
         // A forwarder gives up after one request timeout; remember its requests twice that.
@@ -410,9 +414,16 @@ impl Node {
     /// only before its deadline). Until then its promises count only beside every other
     /// replica's, so no majority rests on an acceptor that forgot what it accepted.
     fn paxos_recovering(&mut self, now: Millis) -> bool {
-        let Some((synced, until)) = self.paxos_recovery.as_ref() else {
+        if self.has_bug(crate::core::planted::PlantedBug::PaxosAmnesia) {
+            return false;
+        }
+        let outlast = now + 2 * self.config.request_timeout_ms;
+        let Some((synced, until)) = self.paxos_recovery.as_mut() else {
             return false;
         };
+        if *until == Millis::MAX {
+            *until = outlast;
+        }
         let all_synced = self
             .ring
             .members()

@@ -14,14 +14,18 @@
 //!   or above its promise, so two different proposals cannot both be chosen in one ballot
 //!   order; a proposer that finds a proposal accepted above the last commit it hears of
 //!   finishes that proposal before its own.
+//! - A ballot's proposer is an incarnation (the peer's [`Actor`]), not a peer: a peer that
+//!   restarts with its memory wiped starts its rounds again from its Lamport clock's floor,
+//!   and could otherwise mint the ballot, and so the dot, of a proposal it made before —
+//!   two different proposals in one ballot, or two values under one dot.
 //! - The acceptor's memory is bounded ([`MAX_ACCEPTOR_ENTRIES`]): only entries with no
-//!   accepted, uncommitted proposal are forgotten, oldest first. Forgetting a promise is safe
-//!   for conditional writes here because each round re-reads the key's state from a majority
-//!   and compares its condition with that state: a stale proposer that is promised again
-//!   still sees every committed write.
+//!   accepted, uncommitted proposal are forgotten, oldest first, and the highest promise
+//!   among them becomes the promise of every key it no longer remembers. A forgotten promise
+//!   would otherwise let a lower ballot be accepted after a higher one was promised — the
+//!   proposer of the higher ballot, which read the key before that accept, could then choose
+//!   a second value.
 
 use crate::core::siblings::{Payload, Siblings};
-use crate::core::types::NodeId;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,11 +33,11 @@ use std::collections::BTreeMap;
 /// Keys an acceptor remembers at most (see the module's promises).
 pub const MAX_ACCEPTOR_ENTRIES: usize = 65_536;
 
-/// A Paxos ballot: ordered by round, then proposer.
+/// A Paxos ballot: ordered by round, then proposer (the proposing peer's incarnation).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     pub round: u64,
-    pub proposer: NodeId,
+    pub proposer: Actor,
 }
 
 impl Ballot {
@@ -53,7 +57,7 @@ impl Ballot {
         let proposer = dot.actor.0.strip_suffix("/cas")?;
         Some(Ballot {
             round: dot.counter,
-            proposer: NodeId::from(proposer),
+            proposer: Actor(proposer.into()),
         })
     }
 }
@@ -113,6 +117,9 @@ pub enum Promise {
     },
     /// Refused: it promised this higher ballot (the proposer retries above it).
     Refused { promised: Ballot },
+    /// Not taking part: by this acceptor's ring the key's replicas are others than the
+    /// proposer named (a join or leave not yet seen by both). Nothing was promised.
+    OtherReplicas,
 }
 
 /// The acceptor side of every key this peer replicates.
@@ -122,6 +129,8 @@ pub struct Acceptor {
     /// Keys by last touch, for forgetting the oldest settled entry.
     by_touch: BTreeMap<u64, Vec<u8>>,
     sequence: u64,
+    /// The highest promise among forgotten entries: the promise of every key not remembered.
+    forgotten_promise: Option<Ballot>,
 }
 
 impl Acceptor {
@@ -163,6 +172,26 @@ impl Acceptor {
         Ok(())
     }
 
+    /// Phase 2 at an acceptor that lost its memory (a peer restarted empty) and has yet to
+    /// recover: it no longer knows what it promised before, so it accepts only a ballot it
+    /// promised since, and refuses any other as if that ballot were promised.
+    pub fn accept_promised_only(
+        &mut self,
+        key: &[u8],
+        ballot: &Ballot,
+        state: &Siblings,
+    ) -> Result<(), Ballot> {
+        let entry = self.touch(key);
+        if entry.promised.as_ref() != Some(ballot) {
+            return Err(entry
+                .promised
+                .clone()
+                .unwrap_or_else(|| ballot.clone())
+                .max(ballot.clone()));
+        }
+        self.accept(key, ballot, state)
+    }
+
     /// The proposal of `ballot`, with `clock`, was chosen and its state stored: nothing at or
     /// below it is in progress any more.
     pub fn committed(&mut self, key: &[u8], ballot: &Ballot, clock: &VersionVector) {
@@ -187,7 +216,11 @@ impl Acceptor {
     fn touch(&mut self, key: &[u8]) -> &mut Entry {
         self.sequence += 1;
         let sequence = self.sequence;
-        let entry = self.entries.entry(key.to_vec()).or_default();
+        let floor = &self.forgotten_promise;
+        let entry = self.entries.entry(key.to_vec()).or_insert_with(|| Entry {
+            promised: floor.clone(),
+            ..Entry::default()
+        });
         if entry.touched != 0 {
             self.by_touch.remove(&entry.touched);
         }
@@ -206,7 +239,9 @@ impl Acceptor {
         if let Some((&touched, key)) = settled {
             let key = key.clone();
             self.by_touch.remove(&touched);
-            self.entries.remove(&key);
+            if let Some(forgotten) = self.entries.remove(&key) {
+                self.forgotten_promise = self.forgotten_promise.take().max(forgotten.promised);
+            }
         }
     }
 }
@@ -218,7 +253,7 @@ mod tests {
     fn ballot(round: u64, proposer: &str) -> Ballot {
         Ballot {
             round,
-            proposer: NodeId::from(proposer),
+            proposer: Actor(proposer.into()),
         }
     }
 
@@ -313,5 +348,57 @@ mod tests {
             Promise::Granted { accepted, .. } => assert!(accepted.is_some()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_forgotten_promise_still_refuses_lower_ballots() {
+        let mut a = Acceptor::default();
+        assert!(matches!(
+            a.prepare(b"old", &ballot(9, "B")),
+            Promise::Granted { .. }
+        ));
+        for i in 0..MAX_ACCEPTOR_ENTRIES + 10 {
+            a.prepare(format!("k{i}").as_bytes(), &ballot(1, "A"));
+        }
+        // "old" was forgotten (oldest, settled), its promise of round 9 with it; a proposal
+        // prepared at round 5 before that must not be accepted now.
+        assert_eq!(
+            a.accept(b"old", &ballot(5, "A"), &Siblings::new()),
+            Err(ballot(9, "B"))
+        );
+        assert_eq!(
+            a.prepare(b"never-seen", &ballot(3, "A")),
+            Promise::Refused {
+                promised: ballot(9, "B")
+            }
+        );
+        assert!(matches!(
+            a.prepare(b"never-seen", &ballot(10, "A")),
+            Promise::Granted { .. }
+        ));
+    }
+
+    #[test]
+    fn a_recovering_acceptor_accepts_only_what_it_promised_since() {
+        let mut a = Acceptor::default();
+        let state = Siblings::new();
+        // A proposal prepared before the restart: no promise here now.
+        assert_eq!(
+            a.accept_promised_only(b"k", &ballot(4, "A"), &state),
+            Err(ballot(4, "A"))
+        );
+        assert!(matches!(
+            a.prepare(b"k", &ballot(2, "B")),
+            Promise::Granted { .. }
+        ));
+        assert_eq!(
+            a.accept_promised_only(b"k", &ballot(4, "A"), &state),
+            Err(ballot(4, "A")),
+            "a higher ballot than the one promised was prepared before the restart"
+        );
+        assert_eq!(
+            a.accept_promised_only(b"k", &ballot(2, "B"), &state),
+            Ok(())
+        );
     }
 }

@@ -57,10 +57,14 @@ pub enum PlantedBug {
     /// the first to arrive) instead of a majority's: two compare-and-sets on one expected
     /// state can both apply.
     PaxosWithoutMajority,
+    /// A peer that restarted empty acts as a Paxos acceptor at once: it promises and accepts
+    /// as if it remembered nothing because nothing happened, and its proposals reuse the
+    /// ballots (and dots) of its previous incarnation.
+    PaxosAmnesia,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -77,6 +81,7 @@ impl PlantedBug {
         PlantedBug::SessionIgnored,
         PlantedBug::IncrementReadAddWrite,
         PlantedBug::PaxosWithoutMajority,
+        PlantedBug::PaxosAmnesia,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +102,7 @@ impl PlantedBug {
             PlantedBug::SessionIgnored => "session-ignored",
             PlantedBug::IncrementReadAddWrite => "increment-read-add-write",
             PlantedBug::PaxosWithoutMajority => "paxos-without-majority",
+            PlantedBug::PaxosAmnesia => "paxos-amnesia",
         }
     }
 }

@@ -301,7 +301,7 @@ pub struct CheckReport {
     pub counters_checked: usize,
     pub increments_checked: usize,
     /// Keys whose conditional writes were judged for linearizability (by the recorder, with
-    /// `history::linearizable`), their operations, and keys passed over (a copy lost).
+    /// `history::linearizable`), their operations, and keys passed over (a copy lost, a majority of replicas crashed, or a ring change).
     pub conditional_keys_checked: usize,
     pub conditional_ops_checked: usize,
     pub conditional_keys_skipped: usize,

@@ -93,7 +93,6 @@ impl World<'_> {
             (false, None) => self.rings_differ_since = Some(self.now),
             (true, Some(since)) => {
                 self.disruptions.push((since, self.now));
-                self.ring_disagreements.push((since, self.now));
                 self.rings_differ_since = None;
             }
             _ => {}

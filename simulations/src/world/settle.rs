@@ -301,7 +301,6 @@ impl World<'_> {
         };
         if let Some(since) = self.rings_differ_since.take() {
             self.disruptions.push((since, self.now));
-            self.ring_disagreements.push((since, self.now));
         }
         let divergence = convergence
             .diverged_keys
@@ -315,24 +314,46 @@ impl World<'_> {
             .map(|o| o.key.clone())
             .collect();
         let cas_final = self.final_state(&cas_keys);
-        // The promise (docs/guarantees.md, conditional writes) holds while the key's replicas
-        // keep their memory and agree on who they are: a key is not judged if a copy of it was
-        // lost for good, or if a peer lost its memory (a crash) or the peers' rings disagreed
-        // (a join or leave under way) before its last conditional write was answered. (With
-        // crashes judged too, a restarted peer's recovery rule, `Node::paxos_recovering`,
-        // leaves about one seed in a thousand unexplained: seed 40525, left open.)
-        let first_disruption = self
-            .disruptions
+        // The promise (docs/guarantees.md, conditional writes) holds while a majority of the
+        // key's replicas keep their memory: a key is not judged if a copy of it was lost for
+        // good, or if a majority of its replicas crashed before its last conditional write was
+        // answered. (Its replicas: those of the ring the cluster started with and of the ring
+        // it ended with; a crashed peer counts if it was a replica in either.) A minority that
+        // crashed is judged — a restarted acceptor recovers (`Node::paxos_recovering`) before
+        // its promises and accepts count on their own — and so are joins and leaves: every
+        // acceptor of a round agrees with its proposer on the key's replicas.
+        let initial: BTreeSet<NodeId> = crate::scenario::NAMES[..self.s.nodes]
             .iter()
-            .map(|(since, _)| *since)
-            .chain(self.ring_disagreements.iter().map(|(since, _)| *since))
-            .min();
+            .map(|n| NodeId::from(*n))
+            .collect();
+        let rings: Vec<Ring> = Ring::new(self.config.ring_params(), initial)
+            .ok()
+            .into_iter()
+            .chain(
+                self.peers
+                    .values()
+                    .filter(|p| !p.left)
+                    .find_map(|p| p.node.as_ref())
+                    .map(|n| n.ring().clone()),
+            )
+            .collect();
         let mut last_op: BTreeMap<Vec<u8>, Millis> = BTreeMap::new();
         for op in self.cas_history.ops() {
             let end = op.completed_at.unwrap_or(Millis::MAX);
             let last = last_op.entry(op.key.clone()).or_insert(0);
             *last = (*last).max(end);
         }
+        let majority_crashed = |key: &[u8], until: Millis| {
+            let replicas: BTreeSet<&NodeId> =
+                rings.iter().flat_map(|r| r.replicas_of(key)).collect();
+            let crashed: BTreeSet<&NodeId> = self
+                .memory_losses
+                .iter()
+                .filter(|(at, who)| *at <= until && replicas.contains(who))
+                .map(|(_, who)| who)
+                .collect();
+            crashed.len() > self.s.replicas / 2
+        };
         let cas_excused: BTreeSet<Vec<u8>> = cas_keys
             .iter()
             .filter(|k| {
@@ -340,8 +361,7 @@ impl World<'_> {
                     .losses
                     .get(*k)
                     .is_some_and(|ls| ls.iter().any(|l| !l.survived.descends_from(&l.held)));
-                let disrupted = first_disruption.is_some_and(|t| t <= last_op[*k]);
-                lost || disrupted
+                lost || majority_crashed(k, last_op[*k])
             })
             .cloned()
             .collect();

@@ -475,6 +475,9 @@ impl World<'_> {
     /// A peer is about to lose its memory: note what the cluster loses with it.
     pub(super) fn lose_memory(&mut self, victim: &NodeId, cause: LossCause) {
         self.disruptions.push((self.now, self.now));
+        if cause == LossCause::Crash {
+            self.memory_losses.push((self.now, victim.clone()));
+        }
         let Some(node) = self.peers[victim].node.as_ref() else {
             return;
         };

@@ -148,7 +148,7 @@ impl Node {
             payload,
             ballot: Ballot {
                 round: 0,
-                proposer: self.id.clone(),
+                proposer: self.ballot_proposer(),
             },
             replicas,
             majority,
@@ -171,6 +171,9 @@ impl Node {
         out: &mut Outputs,
     ) {
         flight.attempts += 1;
+        // Each round asks the key's replicas as this node's ring names them now.
+        flight.replicas = self.ring.replicas_of(&flight.key).to_vec();
+        flight.majority = flight.replicas.len() / 2 + 1;
         // A Lamport clock over every ballot this node has seen, on any key: a new round
         // starts above them all, so a proposer rarely meets a refusal it could have avoided.
         self.paxos_rounds = self
@@ -180,7 +183,7 @@ impl Node {
             + 1;
         flight.ballot = Ballot {
             round: self.paxos_rounds,
-            proposer: self.id.clone(),
+            proposer: self.ballot_proposer(),
         };
         let stage = Stage::Preparing {
             granted: BTreeMap::new(),
@@ -188,12 +191,11 @@ impl Node {
             not_granted: 0,
         };
         let phase = (waiter, deadline, flight, stage);
-        self.send_phase(now, phase, out, |req, key, ballot| {
-            PeerMessage::PaxosPrepare {
-                req,
-                key: key.to_vec(),
-                ballot: ballot.clone(),
-            }
+        self.send_phase(now, phase, out, |req, flight| PeerMessage::PaxosPrepare {
+            req,
+            key: flight.key.clone(),
+            ballot: flight.ballot.clone(),
+            replicas: flight.replicas.clone(),
         });
     }
 
@@ -204,14 +206,14 @@ impl Node {
         now: Millis,
         (waiter, deadline, mut flight, stage): (Waiter, Millis, ConditionalFlight, Stage),
         out: &mut Outputs,
-        message: impl Fn(u64, &[u8], &Ballot) -> PeerMessage,
+        message: impl Fn(u64, &ConditionalFlight) -> PeerMessage,
     ) {
         flight.stage = stage;
         let req = self.requests.fresh();
         let messages: Vec<(NodeId, PeerMessage)> = flight
             .replicas
             .iter()
-            .map(|r| (r.clone(), message(req, &flight.key, &flight.ballot)))
+            .map(|r| (r.clone(), message(req, &flight)))
             .collect();
         self.requests.insert(
             req,
@@ -224,6 +226,21 @@ impl Node {
         for (replica, message) in messages {
             self.paxos_send(now, replica, message, out);
         }
+    }
+
+    /// Who this peer's ballots name: its incarnation, so a restarted peer never mints a
+    /// ballot (or a dot) its previous incarnation used.
+    fn ballot_proposer(&self) -> crate::core::version_vector::Actor {
+        if self.has_bug(PlantedBug::PaxosAmnesia) {
+            return crate::core::version_vector::Actor(self.id.to_string().into());
+        }
+        self.actor.clone()
+    }
+
+    /// Whether this node's ring names `replicas` as `key`'s replicas, as the proposer's did.
+    fn same_replicas(&self, key: &[u8], replicas: &[NodeId]) -> bool {
+        let mine = self.ring.replicas_of(key);
+        mine.len() == replicas.len() && mine.iter().all(|r| replicas.contains(r))
     }
 
     /// Sends to a replica, or hands the message to this node's own acceptor.
@@ -248,9 +265,22 @@ impl Node {
         out: &mut Outputs,
     ) {
         match message {
-            PeerMessage::PaxosPrepare { req, key, ballot } => {
+            PeerMessage::PaxosPrepare {
+                req,
+                key,
+                ballot,
+                replicas,
+            } => {
                 self.paxos_rounds = self.paxos_rounds.max(ballot.round);
-                let promise = self.acceptor.prepare(&key, &ballot);
+                // Every acceptor of a round agrees with its proposer on the key's replicas:
+                // two proposers that disagree (one has seen a join or leave, the other not)
+                // could otherwise each gather a majority of a different replica set, and the
+                // two majorities need not meet.
+                let promise = if self.same_replicas(&key, &replicas) {
+                    self.acceptor.prepare(&key, &ballot)
+                } else {
+                    Promise::OtherReplicas
+                };
                 let state = self.store.peek(&key);
                 // A replica that knows of a commit its store does not hold (it refused it when
                 // full, or evicted the key since) answers from stale data: like a warming
@@ -259,9 +289,10 @@ impl Node {
                     .acceptor
                     .committed_clock(&key)
                     .is_some_and(|c| !state.as_ref().is_some_and(|s| s.context().descends_from(c)));
-                let warming = stale
-                    || self.paxos_recovering(now)
-                    || self.is_warming(self.ring.partition_of(&key), now);
+                let amnesic = self.paxos_recovering(now)
+                    || (self.is_warming(self.ring.partition_of(&key), now)
+                        && !self.has_bug(PlantedBug::PaxosAmnesia));
+                let warming = stale || amnesic;
                 let reply = PeerMessage::PaxosPromise {
                     req,
                     promise,
@@ -275,8 +306,16 @@ impl Node {
                 key,
                 ballot,
                 state,
+                replicas,
             } => {
-                let refused_by = self.acceptor.accept(&key, &ballot, &state).err();
+                let refused_by = if !self.same_replicas(&key, &replicas) {
+                    Err(ballot.clone())
+                } else if self.paxos_recovering(now) {
+                    self.acceptor.accept_promised_only(&key, &ballot, &state)
+                } else {
+                    self.acceptor.accept(&key, &ballot, &state)
+                }
+                .err();
                 let reply = PeerMessage::PaxosAccepted { req, refused_by };
                 self.paxos_send(now, from, reply, out);
             }
@@ -368,6 +407,7 @@ impl Node {
                 flight.highest_round = flight.highest_round.max(promised.round);
                 *not_granted += 1;
             }
+            Promise::OtherReplicas => *not_granted += 1,
         }
         self.advance(now, req, out);
     }
@@ -654,13 +694,12 @@ impl Node {
             refused: 0,
         };
         let phase = (waiter, deadline, flight, stage);
-        self.send_phase(now, phase, out, |req, key, ballot| {
-            PeerMessage::PaxosPropose {
-                req,
-                key: key.to_vec(),
-                ballot: ballot.clone(),
-                state: state.clone(),
-            }
+        self.send_phase(now, phase, out, |req, flight| PeerMessage::PaxosPropose {
+            req,
+            key: flight.key.clone(),
+            ballot: flight.ballot.clone(),
+            state: state.clone(),
+            replicas: flight.replicas.clone(),
         });
     }
 
@@ -685,13 +724,11 @@ impl Node {
             failed: 0,
         };
         let phase = (waiter, deadline, flight, stage);
-        self.send_phase(now, phase, out, |req, key, ballot| {
-            PeerMessage::PaxosCommit {
-                req,
-                key: key.to_vec(),
-                ballot: ballot.clone(),
-                state: state.clone(),
-            }
+        self.send_phase(now, phase, out, |req, flight| PeerMessage::PaxosCommit {
+            req,
+            key: flight.key.clone(),
+            ballot: flight.ballot.clone(),
+            state: state.clone(),
         });
     }
 

@@ -2128,7 +2128,7 @@ mod counters {
 mod conditional_writes {
     //! Compare-and-set through the real proposer and acceptor paths.
     use super::*;
-    use crate::core::paxos::{Ballot, Condition};
+    use crate::core::paxos::{Ballot, Condition, Promise};
     use crate::core::request::ConditionalWrite;
 
     fn cas(key: &str, value: &str, condition: Condition) -> ClientRequest {
@@ -2244,9 +2244,10 @@ mod conditional_writes {
             &net.request("C", cas("other", "x", Condition::Absent))
         ));
         // A proposer "Z" got A and B to accept a create of "chosen", then vanished.
+        let replicas = all_three();
         let ballot = Ballot {
             round: 1,
-            proposer: nid("Z"),
+            proposer: crate::core::version_vector::Actor("Z.1".into()),
         };
         let mut state = Siblings::new();
         state.update_at(
@@ -2266,12 +2267,14 @@ mod conditional_writes {
                     req: 1,
                     key: b"k".to_vec(),
                     ballot: ballot.clone(),
+                    replicas: replicas.clone(),
                 },
                 PeerMessage::PaxosPropose {
                     req: 2,
                     key: b"k".to_vec(),
                     ballot: ballot.clone(),
                     state: state.clone(),
+                    replicas: replicas.clone(),
                 },
             ] {
                 node.handle(
@@ -2293,5 +2296,174 @@ mod conditional_writes {
         }
         let r = net.request("A", get("k", Quorum::All)).unwrap();
         assert_eq!(values(&r), vec!["chosen"]);
+    }
+
+    /// The replicas of every key in a cluster of A, B and C at N = 3.
+    fn all_three() -> Vec<NodeId> {
+        vec![nid("A"), nid("B"), nid("C")]
+    }
+
+    /// Replaces `name` with a new incarnation that remembers nothing (a crash and restart).
+    fn restart(net: &mut Net, name: &str, incarnation: u64) {
+        let config = net.nodes[&nid(name)].config().clone();
+        let view = net.nodes[&nid(name)].view().clone();
+        let mut node = Node::new(nid(name), incarnation, config);
+        node.handle(net.now, Input::Membership(view), &mut Outputs::default());
+        net.nodes.insert(nid(name), node);
+    }
+
+    /// What `node` answers to one Paxos message from B, acting as a proposer.
+    fn paxos_answer(net: &mut Net, node: &str, message: PeerMessage) -> PeerMessage {
+        let mut out = Outputs::default();
+        let now = net.now;
+        net.nodes.get_mut(&nid(node)).unwrap().handle(
+            now,
+            Input::Peer {
+                from: nid("B"),
+                message,
+            },
+            &mut out,
+        );
+        out.messages
+            .into_iter()
+            .find(|m| m.to == nid("B"))
+            .map(|m| m.message)
+            .expect("an answer to B")
+    }
+
+    #[test]
+    fn a_restarted_acceptor_refuses_a_proposal_it_did_not_promise_since() {
+        // Z prepared round 5 at C before C crashed; C, restarted empty, must not accept
+        // it: it may have promised a higher ballot to a proposer that then read the key
+        // and chose its own value. (Accepting would let two values be chosen.)
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        recovered(&mut net);
+        let ballot = Ballot {
+            round: 5,
+            proposer: crate::core::version_vector::Actor("Z.1".into()),
+        };
+        let replicas = all_three();
+        let prepare = PeerMessage::PaxosPrepare {
+            req: 1,
+            key: b"k".to_vec(),
+            ballot: ballot.clone(),
+            replicas: replicas.clone(),
+        };
+        let propose = PeerMessage::PaxosPropose {
+            req: 2,
+            key: b"k".to_vec(),
+            ballot: ballot.clone(),
+            state: Siblings::new(),
+            replicas: replicas.clone(),
+        };
+        assert!(matches!(
+            paxos_answer(&mut net, "C", prepare.clone()),
+            PeerMessage::PaxosPromise { .. }
+        ));
+        restart(&mut net, "C", 99);
+        match paxos_answer(&mut net, "C", propose.clone()) {
+            PeerMessage::PaxosAccepted { refused_by, .. } => {
+                assert!(refused_by.is_some(), "an amnesic acceptor accepted")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Prepared again since the restart, the same ballot is accepted.
+        paxos_answer(&mut net, "C", prepare);
+        match paxos_answer(&mut net, "C", propose.clone()) {
+            PeerMessage::PaxosAccepted { refused_by, .. } => assert_eq!(refused_by, None),
+            other => panic!("{other:?}"),
+        }
+        // Once recovered, it is an ordinary acceptor again.
+        recovered(&mut net);
+        let later = Ballot {
+            round: 9,
+            proposer: crate::core::version_vector::Actor("Z.1".into()),
+        };
+        match paxos_answer(
+            &mut net,
+            "C",
+            PeerMessage::PaxosPropose {
+                req: 3,
+                key: b"other".to_vec(),
+                ballot: later,
+                state: Siblings::new(),
+                replicas,
+            },
+        ) {
+            PeerMessage::PaxosAccepted { refused_by, .. } => assert_eq!(refused_by, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_restarted_proposer_never_mints_a_dot_of_its_previous_life() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        recovered(&mut net);
+        let first = net.request("A", cas("k", "v1", Condition::Absent));
+        let Some(ClientReply::Written { context: before }) = first else {
+            panic!("{first:?}")
+        };
+        restart(&mut net, "A", 99);
+        recovered(&mut net);
+        let second = net.request("A", cas("j", "v2", Condition::Absent));
+        let Some(ClientReply::Written { context: after }) = second else {
+            panic!("{second:?}")
+        };
+        let actors = |c: &VersionVector| -> Vec<String> {
+            c.iter().map(|(a, _)| a.0.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(actors(&before), vec!["A.1/cas".to_string()]);
+        assert_eq!(
+            actors(&after),
+            vec!["A.99/cas".to_string()],
+            "the new incarnation's ballots name it, so its rounds can restart at 1"
+        );
+    }
+
+    #[test]
+    fn an_acceptor_takes_no_part_in_a_round_among_other_replicas() {
+        // The proposer's ring names D in C's place (it saw a join C has not, or the other way
+        // round): C must neither promise nor accept, or two proposers that disagree could each
+        // gather a majority of a different replica set.
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        recovered(&mut net);
+        let elsewhere = vec![nid("A"), nid("B"), nid("D")];
+        let ballot = |round| Ballot {
+            round,
+            proposer: crate::core::version_vector::Actor("B.1".into()),
+        };
+        let prepare = |round, replicas: &Vec<NodeId>| PeerMessage::PaxosPrepare {
+            req: 1,
+            key: b"k".to_vec(),
+            ballot: ballot(round),
+            replicas: replicas.clone(),
+        };
+        match paxos_answer(&mut net, "C", prepare(7, &elsewhere)) {
+            PeerMessage::PaxosPromise { promise, .. } => {
+                assert_eq!(promise, Promise::OtherReplicas)
+            }
+            other => panic!("{other:?}"),
+        }
+        match paxos_answer(
+            &mut net,
+            "C",
+            PeerMessage::PaxosPropose {
+                req: 2,
+                key: b"k".to_vec(),
+                ballot: ballot(7),
+                state: Siblings::new(),
+                replicas: elsewhere,
+            },
+        ) {
+            PeerMessage::PaxosAccepted { refused_by, .. } => assert!(refused_by.is_some()),
+            other => panic!("{other:?}"),
+        }
+        // Nothing was promised: a lower ballot among the right replicas is granted.
+        match paxos_answer(&mut net, "C", prepare(3, &all_three())) {
+            PeerMessage::PaxosPromise { promise, .. } => {
+                assert!(matches!(promise, Promise::Granted { .. }), "{promise:?}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
