@@ -358,6 +358,12 @@ fn peers_on_three_hosts_serve_a_client_on_a_fourth_and_survive_a_kill_9() {
         }
     }
 
+    // The fields docs/deploy.md's "settled" check reads with jq between restarts.
+    let out = lab.cli(&["cluster", "--json", "--url", &url(2)], true);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cluster --json");
+    assert!(status["handoff"].is_array(), "{status}");
+    assert!(status["partitions_moving_in"].is_array(), "{status}");
+
     // The API is closed to a client without the token.
     let refused = lab.cli(&["get", "k0", "--url", &url(1)], false);
     assert!(!refused.status.success(), "{refused:?}");
