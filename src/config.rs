@@ -15,6 +15,7 @@ use crate::core::config::CoreConfig;
 use crate::core::types::NodeId;
 use crate::shell::auth::ClusterSecret;
 use crate::shell::gossip::GossipTiming;
+use crate::shell::seed_addr::SeedAddr;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,8 +41,9 @@ pub struct PeerConfig {
     pub peer_addr: SocketAddr,
     /// TCP address for the HTTP API (port 0 picks a free one).
     pub http_addr: SocketAddr,
-    /// Gossip addresses of peers to join through; empty for the first peer.
-    pub seeds: Vec<SocketAddr>,
+    /// Gossip addresses (or `host:port` names) of peers to join through; empty for the
+    /// first peer.
+    pub seeds: Vec<SeedAddr>,
     /// Shared by every peer of the cluster; authenticates gossip and QUIC.
     pub secret: ClusterSecret,
     /// Placement, quorum and limit settings of the protocol core.
@@ -233,7 +235,7 @@ impl PeerConfig {
             gossip_addr: loopback,
             peer_addr: loopback,
             http_addr: loopback,
-            seeds,
+            seeds: seeds.into_iter().map(SeedAddr::from).collect(),
             secret: ClusterSecret::new(secret).expect("test secrets are long enough"),
             core: CoreConfig::for_test(),
             gossip: GossipTiming {

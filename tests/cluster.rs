@@ -259,7 +259,7 @@ async fn a_member_with_the_cluster_id_but_a_forged_tag_cannot_join() {
             advertise_addr: listen_addr,
             node: NodeId::from("F"),
             generation: 1,
-            seeds: vec![cluster.seed()],
+            seeds: vec![cluster.seed().into()],
             cluster_id: secret.cluster_id(),
             gossip_key: wrong.gossip_key(),
             seal_key: secret.gossip_seal_key(),

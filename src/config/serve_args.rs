@@ -21,6 +21,7 @@ use crate::core::eviction::EvictionPolicy;
 use crate::core::types::NodeId;
 use crate::shell::auth::ClusterSecret;
 use crate::shell::gossip::GossipTiming;
+use crate::shell::seed_addr::SeedAddr;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -75,9 +76,11 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<IpAddr>,
-    /// Gossip address of a peer to join through (repeatable; in a file, a list).
-    #[arg(long)]
-    pub seed: Vec<SocketAddr>,
+    /// Gossip address of a peer to join through, `IP:PORT` or `HOST:PORT` (repeatable; in a
+    /// file, a list). A name is resolved at start and again every minute, and may stand for
+    /// several peers (a Kubernetes headless Service).
+    #[arg(long, value_name = "ADDR")]
+    pub seed: Vec<SeedAddr>,
     /// Shared secret of the cluster (at least 16 bytes; required); prefer the environment
     /// variable.
     #[arg(long, env = SECRET_ENV, hide_env_values = true)]

@@ -50,6 +50,7 @@ pub use crate::shell::gossip_entry::{check_entry_size, member_tag, EntryTooLarge
 use crate::shell::gossip_transport::{wall_clock_ms, GossipWireStats, SealedTransport};
 use crate::shell::health::Health;
 use crate::shell::restart_budget::RestartBudget;
+use crate::shell::seed_addr::SeedAddr;
 use chitchat::{
     Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
 };
@@ -189,7 +190,8 @@ pub struct GossipSetup {
     pub node: NodeId,
     /// Distinguishes this start of the peer from earlier ones (boot time in ms).
     pub generation: u64,
-    pub seeds: Vec<SocketAddr>,
+    /// Where to join: addresses, or names chitchat resolves (again every minute).
+    pub seeds: Vec<SeedAddr>,
     pub cluster_id: String,
     /// The key of membership tags (`ClusterSecret::gossip_key`).
     pub gossip_key: [u8; 32],
@@ -210,7 +212,7 @@ struct Launch {
     listen_addr: SocketAddr,
     advertise_addr: SocketAddr,
     node: NodeId,
-    seeds: Vec<SocketAddr>,
+    seeds: Vec<SeedAddr>,
     cluster_id: String,
     gossip_key: [u8; 32],
     seal_key: [u8; 32],
@@ -254,7 +256,7 @@ impl Launch {
             cluster_id: self.cluster_id.clone(),
             gossip_interval: timing.interval,
             listen_addr: self.listen_addr,
-            seed_nodes: self.seeds.iter().map(|s| s.to_string()).collect(),
+            seed_nodes: self.seeds.iter().map(|s| s.as_str().to_string()).collect(),
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: timing.phi_threshold,
                 initial_interval: timing.interval,
@@ -805,7 +807,7 @@ mod tests {
             advertise_addr: advertise,
             node: NodeId::from(node),
             generation: 42,
-            seeds,
+            seeds: seeds.into_iter().map(SeedAddr::from).collect(),
             cluster_id: "ringcache-test".into(),
             gossip_key: [5; 32],
             seal_key: [6; 32],
