@@ -8,7 +8,7 @@ use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
 use crate::api::metrics::{self, RequestMetrics};
-use crate::api::{batch, pubsub_http, ui};
+use crate::api::{batch, json_errors, pubsub_http, ui};
 use crate::core::node::NodeStats;
 use crate::core::paxos::Condition;
 use crate::core::request::{
@@ -112,6 +112,8 @@ pub fn router(
         .route("/v1/local", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
+        // axum's own rejections (body too large, bad query, wrong method) answer JSON too.
+        .layer(middleware::from_fn(json_errors::json_errors))
         .layer(middleware::from_fn_with_state(
             client_token,
             auth::require_token,
