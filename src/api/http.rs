@@ -214,8 +214,21 @@ async fn cluster(State(driver): State<DriverHandle>) -> Response {
 
 #[derive(Deserialize)]
 struct StatsQuery {
-    /// `cluster` sums the stats of every live member; anything else is this peer's.
+    /// `cluster` sums the stats of every live member; absent, this peer's (see [`scope`]).
     scope: Option<String>,
+}
+
+/// Whether a `scope` query parameter asks for the whole cluster: `cluster` does, its absence
+/// does not, anything else is refused (a misspelt `scope=clustr` used to answer this peer's
+/// figures as if they were the cluster's).
+fn cluster_scope(scope: Option<&str>) -> Result<bool, ApiError> {
+    match scope {
+        None => Ok(false),
+        Some("cluster") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "scope takes one value, cluster (or leave it out for this peer), not {other:?}"
+        ))),
+    }
 }
 
 /// The body of `GET /v1/stats`.
@@ -248,13 +261,16 @@ async fn peer_stats(
 }
 
 async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Response {
+    let cluster = match cluster_scope(q.scope.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(e) => return e.into_response(),
+    };
     let driver = &state.driver;
     let Some(status) = driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
     let mut total = status.stats;
     let mut peers = vec![status.id.to_string()];
-    let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
         for (id, addr) in other_live_peers(&status) {
             match peer_stats(&state, addr).await {
@@ -281,7 +297,7 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
 
 #[derive(Deserialize)]
 struct HotKeysQuery {
-    /// `cluster` sums every live member's sketch; anything else is this peer's.
+    /// `cluster` sums every live member's sketch; absent, this peer's (see [`cluster_scope`]).
     scope: Option<String>,
     /// How many keys (default 20, at most the sketch's capacity).
     limit: Option<usize>,
@@ -299,13 +315,16 @@ pub struct HotKeysBody {
 
 /// `GET /v1/hotkeys[?scope=cluster][&limit=N]`: the keys clients ask about most.
 async fn hot_keys(State(state): State<ApiState>, Query(q): Query<HotKeysQuery>) -> Response {
+    let cluster = match cluster_scope(q.scope.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(e) => return e.into_response(),
+    };
     let limit = q.limit.unwrap_or(20).min(hot_keys::CAPACITY);
     let Some(status) = state.driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
     let mut reports = vec![state.driver.hot_keys(hot_keys::CAPACITY)];
     let mut peers = vec![status.id.to_string()];
-    let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
         for (id, addr) in other_live_peers(&status) {
             let mut request = state.peers.get(format!(
