@@ -568,7 +568,19 @@ async fn kv(
             }
             response
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            // RFC 9110: a 405 names the methods the resource serves.
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                let methods = if uri.path().ends_with(INCR_SUFFIX) {
+                    "GET, HEAD, PUT, PATCH, DELETE, POST"
+                } else {
+                    "GET, HEAD, PUT, PATCH, DELETE"
+                };
+                set_header(&mut response, "allow", methods);
+            }
+            response
+        }
     }
 }
 
@@ -710,6 +722,19 @@ fn kv_request(
     body: Bytes,
     context_key: &ContextKey,
 ) -> Result<ClientRequest, ApiError> {
+    // The method first: a method the path does not serve is a 405 whatever else is wrong
+    // with the request (a bad context on a TRACE used to answer 400).
+    let served = match method {
+        Method::GET | Method::HEAD | Method::PUT | Method::PATCH | Method::DELETE => true,
+        Method::POST => uri.path().ends_with(INCR_SUFFIX),
+        _ => false,
+    };
+    if !served {
+        return Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}, POST on /v1/kv/{key}/incr".into(),
+        ));
+    }
     // `POST /v1/kv/{key}/incr`: the key is the path before the suffix (a key that itself
     // ends in `/incr` is `…%2Fincr/incr`), or the x-key header with `POST /v1/kv/incr`.
     let path = match method {
