@@ -929,9 +929,15 @@ fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>,
     let in_header = headers.get(keys::KEY_HEADER);
     let raw = match (in_path, in_header) {
         (Some(path), None) => path,
+        // Encoded as in a path, where a space cannot appear raw (it is %20): visible ASCII
+        // without spaces, as docs/openapi.yaml documents the header.
         (None, Some(header)) => header
             .to_str()
-            .map_err(|_| ApiError::bad_request("the x-key header must be percent-encoded ASCII"))?,
+            .ok()
+            .filter(|k| !k.contains([' ', '\t']))
+            .ok_or_else(|| {
+                ApiError::bad_request("the x-key header must be percent-encoded ASCII (no spaces)")
+            })?,
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "send the key in the path or in the x-key header, not both",
@@ -939,7 +945,13 @@ fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>,
         }
         (None, None) => return Err(ApiError::bad_request("no key: /v1/kv/{key}")),
     };
-    keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+    let key = keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The core refuses an empty key too, but `/v1/local` never reaches its check: an empty
+    // `x-key` header there used to answer the state of the empty key.
+    if key.is_empty() {
+        return Err(ApiError::bad_request("keys must not be empty"));
+    }
+    Ok(key)
 }
 
 /// Parses `stale_ok`, a window in seconds (fractions allowed, 0 for none), into milliseconds.
