@@ -26,6 +26,14 @@ sim-plant bug="last-write-wins" k="30":
 fuzz secs="300":
     RINGCACHE_FUZZ_SECS={{secs}} cargo test --release --test fuzz -- --nocapture
 
+# Schema-driven conformance and fuzzing of the HTTP API for SECS seconds: one debug peer, every
+# operation of docs/openapi.yaml, many examples each and the stateful phase; no 5xx but the
+# documented 503/507 (tests/api_conformance/run.sh; CI runs its short form). Replay a failure
+# with RINGCACHE_API_FUZZ_SEED=<seed it printed>.
+api-fuzz secs="600":
+    cargo build --bin ringcache
+    RINGCACHE_API_FUZZ_SECS={{secs}} bash tests/api_conformance/run.sh long
+
 # Real-process chaos for SECS seconds (root; needs nftables: apt-get install nftables).
 chaos secs="300":
     RINGCACHE_CHAOS_SECS={{secs}} cargo test --release --test chaos -- --nocapture

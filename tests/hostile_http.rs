@@ -347,3 +347,98 @@ async fn a_bad_certificate_file_fails_start_up() {
     assert!(message.contains("certificate"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What schemathesis found against docs/openapi.yaml (issue 16, item 8), pinned here so it
+/// cannot come back without this test failing: every refusal is the documented status with
+/// a JSON `error` body, `scope` takes only `cluster`, an empty key is refused on every path,
+/// and a method a key path does not serve is a 405 naming the ones it does, before any
+/// header is looked at.
+#[tokio::test]
+async fn refusals_are_the_documented_status_with_a_json_error() {
+    let mut config = config(HttpConfig::default());
+    config.core.max_value_bytes = 1024;
+    let peer = RunningPeer::start(config).await.expect("peer starts");
+    let base = peer.addresses.http_url();
+    let http = reqwest::Client::new();
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("answer");
+        let status = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body: serde_json::Value = match content_type.as_str() {
+            "application/json" => response.json().await.expect("JSON"),
+            other => panic!("status {status}: content type {other}, not JSON"),
+        };
+        assert!(body["error"].is_string(), "{body}");
+        (status, allow)
+    };
+    let get = |path: &str| http.get(format!("{base}{path}"));
+
+    // `scope` is `cluster` or absent; anything else used to answer this peer's figures.
+    assert_eq!(
+        http.get(format!("{base}/v1/stats?scope=cluster"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(send(get("/v1/stats?scope=AAA")).await, (400, None));
+    assert_eq!(send(get("/v1/hotkeys?scope=clustr")).await, (400, None));
+    // axum's own query rejection used to be text/plain.
+    assert_eq!(send(get("/v1/hotkeys?limit=many")).await, (400, None));
+    // An empty key in the x-key header: /v1/local used to answer the empty key's state.
+    assert_eq!(
+        send(get("/v1/local").header("x-key", "")).await,
+        (400, None)
+    );
+    assert_eq!(send(get("/v1/kv").header("x-key", "")).await, (400, None));
+    // The header is percent-encoded like a path: no raw spaces.
+    assert_eq!(
+        send(get("/v1/local").header("x-key", "a b")).await,
+        (400, None)
+    );
+    assert_eq!(
+        http.get(format!("{base}/v1/local"))
+            .header("x-key", "a%20b")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The method first: TRACE with a bad context used to be a 400 about the context.
+    let kv_methods = Some("GET, HEAD, PUT, PATCH, DELETE".to_string());
+    let trace = http
+        .request(reqwest::Method::TRACE, format!("{base}/v1/kv/k"))
+        .header("x-causal-context", "0000");
+    assert_eq!(send(trace).await, (405, kv_methods.clone()));
+    assert_eq!(
+        send(http.post(format!("{base}/v1/kv/k"))).await,
+        (405, kv_methods)
+    );
+    // axum's 405 for the other routes: no body before, an Allow header kept.
+    let (status, allow) = send(http.post(format!("{base}/v1/cluster"))).await;
+    assert_eq!((status, allow.is_some()), (405, true));
+    // A value over --max-value-bytes: axum's body limit used to answer text/plain.
+    let big = http.put(format!("{base}/v1/kv/k")).body(vec![b'v'; 2048]);
+    assert_eq!(send(big).await, (413, None));
+    // Batches: no JSON content type, JSON that is not a batch, and not JSON at all.
+    let batch = || http.post(format!("{base}/v1/batch"));
+    assert_eq!(send(batch().body(r#"{"ops": []}"#)).await, (415, None));
+    let json = |body: &'static str| {
+        batch()
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    assert_eq!(send(json(r#"{"ops": 5}"#)).await, (422, None));
+    assert_eq!(send(json("{not json")).await, (400, None));
+    assert_eq!(json(r#"{"ops": []}"#).send().await.unwrap().status(), 200);
+    peer.shutdown().await;
+}

@@ -8,7 +8,7 @@ use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
 use crate::api::metrics::{self, RequestMetrics};
-use crate::api::{batch, pubsub_http, ui};
+use crate::api::{batch, json_errors, pubsub_http, ui};
 use crate::core::node::NodeStats;
 use crate::core::paxos::Condition;
 use crate::core::request::{
@@ -112,6 +112,8 @@ pub fn router(
         .route("/v1/local", get(local))
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .with_state(state)
+        // axum's own rejections (body too large, bad query, wrong method) answer JSON too.
+        .layer(middleware::from_fn(json_errors::json_errors))
         .layer(middleware::from_fn_with_state(
             client_token,
             auth::require_token,
@@ -212,8 +214,21 @@ async fn cluster(State(driver): State<DriverHandle>) -> Response {
 
 #[derive(Deserialize)]
 struct StatsQuery {
-    /// `cluster` sums the stats of every live member; anything else is this peer's.
+    /// `cluster` sums the stats of every live member; absent, this peer's (see [`scope`]).
     scope: Option<String>,
+}
+
+/// Whether a `scope` query parameter asks for the whole cluster: `cluster` does, its absence
+/// does not, anything else is refused (a misspelt `scope=clustr` used to answer this peer's
+/// figures as if they were the cluster's).
+fn cluster_scope(scope: Option<&str>) -> Result<bool, ApiError> {
+    match scope {
+        None => Ok(false),
+        Some("cluster") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "scope takes one value, cluster (or leave it out for this peer), not {other:?}"
+        ))),
+    }
 }
 
 /// The body of `GET /v1/stats`.
@@ -246,13 +261,16 @@ async fn peer_stats(
 }
 
 async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Response {
+    let cluster = match cluster_scope(q.scope.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(e) => return e.into_response(),
+    };
     let driver = &state.driver;
     let Some(status) = driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
     let mut total = status.stats;
     let mut peers = vec![status.id.to_string()];
-    let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
         for (id, addr) in other_live_peers(&status) {
             match peer_stats(&state, addr).await {
@@ -279,7 +297,7 @@ async fn stats(State(state): State<ApiState>, Query(q): Query<StatsQuery>) -> Re
 
 #[derive(Deserialize)]
 struct HotKeysQuery {
-    /// `cluster` sums every live member's sketch; anything else is this peer's.
+    /// `cluster` sums every live member's sketch; absent, this peer's (see [`cluster_scope`]).
     scope: Option<String>,
     /// How many keys (default 20, at most the sketch's capacity).
     limit: Option<usize>,
@@ -297,13 +315,16 @@ pub struct HotKeysBody {
 
 /// `GET /v1/hotkeys[?scope=cluster][&limit=N]`: the keys clients ask about most.
 async fn hot_keys(State(state): State<ApiState>, Query(q): Query<HotKeysQuery>) -> Response {
+    let cluster = match cluster_scope(q.scope.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(e) => return e.into_response(),
+    };
     let limit = q.limit.unwrap_or(20).min(hot_keys::CAPACITY);
     let Some(status) = state.driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
     let mut reports = vec![state.driver.hot_keys(hot_keys::CAPACITY)];
     let mut peers = vec![status.id.to_string()];
-    let cluster = q.scope.as_deref() == Some("cluster");
     if cluster {
         for (id, addr) in other_live_peers(&status) {
             let mut request = state.peers.get(format!(
@@ -547,7 +568,19 @@ async fn kv(
             }
             response
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            // RFC 9110: a 405 names the methods the resource serves.
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                let methods = if uri.path().ends_with(INCR_SUFFIX) {
+                    "GET, HEAD, PUT, PATCH, DELETE, POST"
+                } else {
+                    "GET, HEAD, PUT, PATCH, DELETE"
+                };
+                set_header(&mut response, "allow", methods);
+            }
+            response
+        }
     }
 }
 
@@ -689,6 +722,19 @@ fn kv_request(
     body: Bytes,
     context_key: &ContextKey,
 ) -> Result<ClientRequest, ApiError> {
+    // The method first: a method the path does not serve is a 405 whatever else is wrong
+    // with the request (a bad context on a TRACE used to answer 400).
+    let served = match method {
+        Method::GET | Method::HEAD | Method::PUT | Method::PATCH | Method::DELETE => true,
+        Method::POST => uri.path().ends_with(INCR_SUFFIX),
+        _ => false,
+    };
+    if !served {
+        return Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, HEAD, PUT, PATCH or DELETE on /v1/kv/{key}, POST on /v1/kv/{key}/incr".into(),
+        ));
+    }
     // `POST /v1/kv/{key}/incr`: the key is the path before the suffix (a key that itself
     // ends in `/incr` is `…%2Fincr/incr`), or the x-key header with `POST /v1/kv/incr`.
     let path = match method {
@@ -883,9 +929,15 @@ fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>,
     let in_header = headers.get(keys::KEY_HEADER);
     let raw = match (in_path, in_header) {
         (Some(path), None) => path,
+        // Encoded as in a path, where a space cannot appear raw (it is %20): visible ASCII
+        // without spaces, as docs/openapi.yaml documents the header.
         (None, Some(header)) => header
             .to_str()
-            .map_err(|_| ApiError::bad_request("the x-key header must be percent-encoded ASCII"))?,
+            .ok()
+            .filter(|k| !k.contains([' ', '\t']))
+            .ok_or_else(|| {
+                ApiError::bad_request("the x-key header must be percent-encoded ASCII (no spaces)")
+            })?,
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "send the key in the path or in the x-key header, not both",
@@ -893,7 +945,13 @@ fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>,
         }
         (None, None) => return Err(ApiError::bad_request("no key: /v1/kv/{key}")),
     };
-    keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+    let key = keys::percent_decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The core refuses an empty key too, but `/v1/local` never reaches its check: an empty
+    // `x-key` header there used to answer the state of the empty key.
+    if key.is_empty() {
+        return Err(ApiError::bad_request("keys must not be empty"));
+    }
+    Ok(key)
 }
 
 /// Parses `stale_ok`, a window in seconds (fractions allowed, 0 for none), into milliseconds.

@@ -5,6 +5,7 @@ pub mod causal_context;
 pub mod conn_guard;
 pub mod http;
 pub mod http_server;
+pub mod json_errors;
 pub mod keys;
 pub mod metrics;
 pub mod pubsub_http;
