@@ -8,5 +8,6 @@ pub mod http_server;
 pub mod keys;
 pub mod metrics;
 pub mod pubsub_http;
+pub mod request_log;
 pub mod resp;
 pub mod ui;
