@@ -72,6 +72,7 @@ fn peer(from: &str, message: PeerMessage) -> Input {
     Input::Peer {
         from: NodeId::from(from),
         message,
+        trace: None,
     }
 }
 
@@ -98,7 +99,15 @@ fn round(a: &mut Node, b: &mut Node, now: u64, traffic: &mut Traffic) {
             &mut *a
         };
         let mut out = Outputs::default();
-        to.handle(now, Input::Peer { from, message }, &mut out);
+        to.handle(
+            now,
+            Input::Peer {
+                from,
+                message,
+                trace: None,
+            },
+            &mut out,
+        );
         let sender = to.id().clone();
         queue.extend(
             out.messages

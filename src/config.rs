@@ -60,6 +60,9 @@ pub struct PeerConfig {
     /// The host other peers reach this one at, in place of an unspecified bind address
     /// (`0.0.0.0`, `::`), which cannot be gossiped.
     pub advertise: Option<IpAddr>,
+    /// Key requests (HTTP and RESP) that take this long or more are logged as slow, with how
+    /// long each replica asked took to answer (`--slow-request-ms`; zero logs every one).
+    pub slow_request: Duration,
     /// Timeouts, the connection cap and TLS of the HTTP API.
     pub http: HttpConfig,
     /// The Redis protocol endpoint: its address, deadlines and connection cap.
@@ -84,6 +87,9 @@ pub struct RespConfig {
     /// Whether FLUSHALL may delete every key (`--enable-flushall`); refused otherwise.
     pub enable_flushall: bool,
 }
+
+/// Requests slower than this are logged unless `--slow-request-ms` says otherwise.
+pub const DEFAULT_SLOW_REQUEST: Duration = Duration::from_millis(250);
 
 /// The RESP address a single peer serves on by default: beside a Redis server's 6379, not
 /// on it, so both can run on one machine.
@@ -246,6 +252,7 @@ impl PeerConfig {
             client_token: None,
             insecure_no_auth: false,
             advertise: None,
+            slow_request: DEFAULT_SLOW_REQUEST,
             http: HttpConfig::default(),
             resp: RespConfig {
                 addr: Some(loopback),

@@ -36,6 +36,10 @@ pub struct LaunchOptions {
     pub serve_args: Vec<String>,
     /// Let the peers' logs through to this process's stderr.
     pub show_logs: bool,
+    /// Write each peer's logs to `<dir>/<peer id>.log` instead (for tests that read them).
+    pub log_dir: Option<PathBuf>,
+    /// Environment variables set for every peer (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
     /// The client token every peer requires (and the launcher sends); `None`: open peers.
     pub client_token: Option<String>,
     /// For peers serving HTTPS: the PEM certificate the launcher trusts to reach them (their
@@ -50,6 +54,8 @@ impl LaunchOptions {
             secret: crate::shell::auth::ClusterSecret::generate_hex(),
             serve_args: Vec::new(),
             show_logs: false,
+            log_dir: None,
+            env: Vec::new(),
             client_token: None,
             tls_ca: None,
         }
@@ -337,10 +343,16 @@ pub async fn spawn_peer(
         .env(SECRET_ENV, &options.secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if options.show_logs {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .stderr(match &options.log_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{id}.log"));
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                Stdio::from(file)
+            }
+            None if options.show_logs => Stdio::inherit(),
+            None => Stdio::null(),
         })
         .kill_on_drop(true);
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.

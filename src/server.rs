@@ -194,6 +194,7 @@ impl RunningPeer {
                     replicas: config.core.replicas,
                     max_memory_bytes: config.core.max_memory_bytes,
                     eviction: config.core.eviction.to_string(),
+                    slow_request: config.slow_request,
                 },
                 counters: Default::default(),
                 local_addr: addresses.resp.expect("bound above"),
@@ -204,7 +205,10 @@ impl RunningPeer {
         let routers = http::router(
             driver.clone(),
             pubsub.clone(),
-            config.core.max_value_bytes,
+            http::ApiSettings {
+                max_value_bytes: config.core.max_value_bytes,
+                slow_request: config.slow_request,
+            },
             ContextKey::new(config.secret.context_key()),
             client_token,
             health,

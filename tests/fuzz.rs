@@ -108,8 +108,9 @@ fn peer_frame_decoder() {
         |bytes| {
             if let Ok(envelope) = message::decode(&bytes) {
                 // Whatever decodes re-encodes, and decodes to the same envelope again.
-                let again = message::encode(&envelope.from, &envelope.message)
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let again =
+                    message::encode(&envelope.from, envelope.trace.as_ref(), &envelope.message)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let twice = message::decode(&again)
                     .map_err(|e| TestCaseError::fail(format!("re-encoded frame: {e}")))?;
                 prop_assert_eq!(format!("{envelope:?}"), format!("{twice:?}"));

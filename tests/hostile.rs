@@ -386,19 +386,19 @@ async fn an_envelope_not_from_its_certificate_s_peer_is_dropped() {
         let to = NodeId::from("R");
         let addr = receiver.local_addr().unwrap();
         impostor
-            .send(&to, addr, &PeerMessage::StoreAck { req: 1 })
+            .send(&to, addr, None, &PeerMessage::StoreAck { req: 1 })
             .await
             .unwrap();
         honest
-            .send(&to, addr, &PeerMessage::StoreAck { req: 2 })
+            .send(&to, addr, None, &PeerMessage::StoreAck { req: 2 })
             .await
             .unwrap();
-        let (from, message) = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        let inbound = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(
-            (from, message),
+            (inbound.from, inbound.message),
             (NodeId::from("B"), PeerMessage::StoreAck { req: 2 })
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -414,7 +414,12 @@ async fn an_envelope_not_from_its_certificate_s_peer_is_dropped() {
         );
         // And a peer dialed as R that is not R is refused before anything is sent.
         let wrong = impostor
-            .send(&NodeId::from("S"), addr, &PeerMessage::StoreAck { req: 3 })
+            .send(
+                &NodeId::from("S"),
+                addr,
+                None,
+                &PeerMessage::StoreAck { req: 3 },
+            )
             .await;
         assert!(wrong.is_err());
         for t in [receiver, impostor, honest] {

@@ -328,6 +328,24 @@ async fn metrics_count_a_known_workload() {
                 .await
                 .unwrap();
         }
+        // Conditional writes: four creates that apply, two that find the key already there.
+        for (key, expected) in [
+            ("c0", 204),
+            ("c1", 204),
+            ("c0", 412),
+            ("c2", 204),
+            ("c1", 412),
+            ("c3", 204),
+        ] {
+            let r = http
+                .put(format!("{base}/v1/kv/{key}"))
+                .header("if-none-match", "*")
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), expected, "{key}");
+        }
         let bad = http
             .get(format!("{base}/v1/kv/m1?r=9"))
             .send()
@@ -365,9 +383,28 @@ async fn metrics_count_a_known_workload() {
         assert_eq!(sample(&text, "ringcache_hits_total"), Some(7.0));
         assert_eq!(sample(&text, "ringcache_misses_total"), Some(3.0));
         assert_eq!(sample(&text, "ringcache_members_up"), Some(3.0));
+        // Every conditional write this peer proposed is counted once, by how it ended, and
+        // the counts add up to the `cas` requests it answered; one client on fresh keys meets
+        // no contention, so no round was started again.
+        let applied = sample(&text, "ringcache_conditional_applied_total");
+        let not_applied = sample(&text, "ringcache_conditional_not_applied_total");
+        assert_eq!(applied, Some(4.0), "{text}");
+        assert_eq!(not_applied, Some(2.0));
+        assert_eq!(
+            count(r#"op="cas",consistency="serial",outcome="ok""#),
+            applied
+        );
+        assert_eq!(
+            count(r#"op="cas",consistency="serial",outcome="not_applied""#),
+            not_applied
+        );
+        assert_eq!(
+            sample(&text, "ringcache_conditional_retries_total"),
+            Some(0.0)
+        );
         assert_eq!(
             sample(&text, "ringcache_keys"),
-            Some(7.0),
+            Some(11.0),
             "N=3 of 3 peers: every key here"
         );
         // Every metric the example dashboard queries is one the peer serves.

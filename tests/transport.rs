@@ -15,7 +15,7 @@
 use ringcache::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
 use ringcache::core::types::NodeId;
 use ringcache::shell::auth::{ClusterSecret, PeerIdentity, ALPN, PEER_SERVER_NAME};
-use ringcache::shell::transport::PeerTransport;
+use ringcache::shell::transport::{Inbound, PeerTransport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -31,7 +31,7 @@ fn identity(name: &str, secret: &str) -> PeerIdentity {
     PeerIdentity::new(&ClusterSecret::new(secret).unwrap(), name).unwrap()
 }
 
-fn start(name: &str, secret: &str) -> (PeerTransport, mpsc::Receiver<(NodeId, PeerMessage)>) {
+fn start(name: &str, secret: &str) -> (PeerTransport, mpsc::Receiver<Inbound>) {
     let identity = identity(name, secret);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (tx, rx) = mpsc::channel(16);
@@ -53,29 +53,31 @@ async fn peers_of_one_cluster_exchange_messages_both_ways() {
     a.send(
         &NodeId::from("B"),
         b_addr,
+        None,
         &PeerMessage::StoreAck { req: 7 },
     )
     .await
     .unwrap();
-    let (from, msg) = tokio::time::timeout(Duration::from_secs(5), b_rx.recv())
+    let inbound = tokio::time::timeout(Duration::from_secs(5), b_rx.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(from, NodeId::from("A"));
-    assert_eq!(msg, PeerMessage::StoreAck { req: 7 });
+    assert_eq!(inbound.from, NodeId::from("A"));
+    assert_eq!(inbound.message, PeerMessage::StoreAck { req: 7 });
     b.send(
         &NodeId::from("A"),
         a_addr,
+        None,
         &PeerMessage::StoreAck { req: 8 },
     )
     .await
     .unwrap();
-    let (from, msg) = tokio::time::timeout(Duration::from_secs(5), a_rx.recv())
+    let inbound = tokio::time::timeout(Duration::from_secs(5), a_rx.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (from, msg),
+        (inbound.from, inbound.message),
         (NodeId::from("B"), PeerMessage::StoreAck { req: 8 })
     );
     a.close();
@@ -91,6 +93,7 @@ async fn a_peer_with_another_secret_is_refused() {
         .send(
             &NodeId::from("A"),
             a.local_addr().unwrap(),
+            None,
             &PeerMessage::StoreAck { req: 1 },
         )
         .await;
@@ -100,6 +103,7 @@ async fn a_peer_with_another_secret_is_refused() {
         .send(
             &NodeId::from("X"),
             stranger.local_addr().unwrap(),
+            None,
             &PeerMessage::StoreAck { req: 2 },
         )
         .await;
@@ -182,7 +186,7 @@ async fn send_skipping_the_server_check(
 ) -> Result<(), String> {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let config = client_skipping_its_check(identity);
-    let frame = message::encode(&NodeId::from("X"), message).unwrap();
+    let frame = message::encode(&NodeId::from("X"), None, message).unwrap();
     let connecting = endpoint
         .connect_with(config, addr, PEER_SERVER_NAME)
         .unwrap();
@@ -222,7 +226,11 @@ async fn the_server_alone_refuses_a_client_certificate_from_another_secret() {
     assert_eq!(result, Ok(()), "a client of the cluster is accepted");
     assert_eq!(
         next(&mut a_rx, Duration::from_secs(2)).await,
-        Some((NodeId::from("X"), PeerMessage::StoreAck { req: 1 })),
+        Some(Inbound {
+            from: NodeId::from("X"),
+            trace: None,
+            message: PeerMessage::StoreAck { req: 1 }
+        }),
     );
     // The same client with another secret's certificate: only A's own check stands between
     // it and A, and it must refuse the connection and deliver nothing.
@@ -286,6 +294,7 @@ async fn the_client_alone_refuses_a_server_certificate_from_another_secret() {
     a.send(
         &NodeId::from("F"),
         friend.local_addr().unwrap(),
+        None,
         &PeerMessage::StoreAck { req: 1 },
     )
     .await
@@ -302,6 +311,7 @@ async fn the_client_alone_refuses_a_server_certificate_from_another_secret() {
         .send(
             &NodeId::from("X"),
             stranger.local_addr().unwrap(),
+            None,
             &PeerMessage::StoreAck { req: 2 },
         )
         .await;

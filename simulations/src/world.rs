@@ -21,7 +21,7 @@ use crate::scenario::{
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
 use ringcache::core::message::PeerMessage;
-use ringcache::core::node::{Input, Outputs};
+use ringcache::core::node::{Completion, Input, Outputs};
 use ringcache::core::paxos::Condition;
 use ringcache::core::planted::PlantedBug;
 use ringcache::core::request::{
@@ -500,6 +500,7 @@ impl<'s> World<'s> {
                     Input::Peer {
                         from,
                         message: message.clone(),
+                        trace: None,
                     },
                 );
                 for (key, clock) in carried {
@@ -545,7 +546,14 @@ impl<'s> World<'s> {
                 }) {
                     return;
                 }
-                self.feed(&node, Input::Client { id, request });
+                self.feed(
+                    &node,
+                    Input::Client {
+                        id,
+                        request,
+                        trace: None,
+                    },
+                );
             }
             Event::Reply { id, reply } => self.on_reply(id, reply),
             Event::Issue { client } => self.issue(client),
@@ -708,7 +716,7 @@ impl<'s> World<'s> {
         for msg in out.messages {
             self.send(from, msg.to, msg.message);
         }
-        for (id, reply) in out.replies {
+        for Completion { id, reply, .. } in out.replies {
             let delay = 1 + self.net.below(3);
             self.schedule(self.now + delay, Event::Reply { id, reply });
         }

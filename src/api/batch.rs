@@ -13,7 +13,7 @@
 
 use crate::api::causal_context::{self, ContextKey};
 use crate::core::request::{ClientReply, ClientRequest, WriteKind, WriteRequest};
-use crate::core::types::{BadQuorum, Quorum};
+use crate::core::types::{BadQuorum, Quorum, TraceId};
 use crate::shell::driver::DriverHandle;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -104,11 +104,13 @@ impl BatchResult {
     }
 }
 
-/// Runs every operation of `batch` at once; results in the request's order.
+/// Runs every operation of `batch` at once, all under the batch's `trace`; results in the
+/// request's order.
 pub async fn run(
     driver: &DriverHandle,
     context_key: &ContextKey,
     batch: BatchRequest,
+    trace: &TraceId,
 ) -> Result<BatchResponse, String> {
     if batch.ops.len() > MAX_BATCH_OPS {
         return Err(format!(
@@ -119,7 +121,7 @@ pub async fn run(
     // Every operation is in flight at once; the driver deals each to its key's shard.
     let running = batch.ops.into_iter().map(|op| async move {
         match to_request(op, context_key) {
-            Ok(request) => to_result(driver.request(request).await, context_key),
+            Ok(request) => to_result(driver.request(request, trace).await.reply, context_key),
             Err(refused) => BatchResult::bad_request(refused),
         }
     });

@@ -3,11 +3,16 @@
 //!
 //! Handlers only translate: HTTP in → [`ClientRequest`] → the driver → [`ClientReply`] → HTTP
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
+//!
+//! Every request is given a trace id (the client's `X-Request-Id` when sane, see
+//! `request_log`), answered in `X-Request-Id` and named by a `request` span around its
+//! handling, so each log line of the request carries `trace_id`.
 
 use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
 use crate::api::keys;
 use crate::api::metrics::{self, RequestMetrics};
+use crate::api::request_log::{self, REQUEST_ID_HEADER};
 use crate::api::{batch, json_errors, pubsub_http, ui};
 use crate::core::node::NodeStats;
 use crate::core::paxos::Condition;
@@ -15,7 +20,7 @@ use crate::core::request::{
     ClientReply, ClientRequest, ConditionalWrite, RequestError, WriteKind, WriteRequest,
 };
 use crate::core::siblings::Payload;
-use crate::core::types::Quorum;
+use crate::core::types::{Quorum, TraceId};
 use crate::shell::driver::DriverHandle;
 use crate::shell::health::Health;
 use crate::shell::hot_keys;
@@ -23,9 +28,9 @@ use crate::shell::hot_keys;
 pub use crate::shell::hot_keys::HotKey;
 use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -34,6 +39,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
 
 const KV_PREFIX: &str = "/v1/kv/";
 const LOCAL_PREFIX: &str = "/v1/local/";
@@ -45,6 +52,15 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 pub const TTL_HEADER: &str = "x-ttl-ms";
 /// Set (to `true`) on a `stale_ok` read answered with a value past its expiry.
 pub const STALE_HEADER: &str = "x-stale";
+
+/// What the HTTP API takes from the peer's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiSettings {
+    /// The largest value a write may carry (`--max-value-bytes`): bounds request bodies.
+    pub max_value_bytes: usize,
+    /// Key requests that take this long or more are logged as slow (`--slow-request-ms`).
+    pub slow_request: Duration,
+}
 
 /// The routers of one peer's HTTP API: the whole API, and `GET /health` alone for the
 /// connections past the cap (see `http_server`).
@@ -61,7 +77,7 @@ pub struct Routers {
 pub fn router(
     driver: DriverHandle,
     pubsub: PubSub,
-    max_value_bytes: usize,
+    settings: ApiSettings,
     context_key: ContextKey,
     client_token: Option<ClientToken>,
     health: Health,
@@ -82,11 +98,14 @@ pub fn router(
         health,
         peers: peers.build()?,
         peer_scheme: if peer_tls.is_some() { "https" } else { "http" },
+        slow_request: settings.slow_request,
     };
+    let max_value_bytes = settings.max_value_bytes;
     let health_only = Router::new()
         .route("/health", get(health_check))
         .fallback(too_many_connections)
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(middleware::from_fn(request_id));
     let app = Router::new()
         .route("/health", get(health_check))
         .route("/v1/cluster", get(cluster))
@@ -117,8 +136,26 @@ pub fn router(
         .layer(middleware::from_fn_with_state(
             client_token,
             auth::require_token,
-        ));
+        ))
+        // Outermost, so a refused request is answered with its id too.
+        .layer(middleware::from_fn(request_id));
     Ok(Routers { app, health_only })
+}
+
+/// Gives the request its trace id (the client's `X-Request-Id` when sane, else a fresh one):
+/// in the request's extensions for the handlers, as the `trace_id` of a `request` span
+/// around its handling, and in the response's `X-Request-Id`.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let asked = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let trace = request_log::trace_id_or_new(asked);
+    request.extensions_mut().insert(trace.clone());
+    let span = tracing::info_span!("request", trace_id = %trace);
+    let mut response = next.run(request).instrument(span).await;
+    set_header(&mut response, REQUEST_ID_HEADER, trace.as_str());
+    response
 }
 
 /// Anything but `GET /health` on a connection past the cap.
@@ -147,6 +184,8 @@ struct ApiState {
     peers: reqwest::Client,
     /// `http`, or `https` when this peer (and so every peer) serves TLS.
     peer_scheme: &'static str,
+    /// Key requests that take this long or more are logged as slow.
+    slow_request: Duration,
 }
 
 impl FromRef<ApiState> for PubSub {
@@ -545,6 +584,7 @@ async fn local(State(driver): State<DriverHandle>, uri: Uri, headers: HeaderMap)
 
 async fn kv(
     State(state): State<ApiState>,
+    Extension(trace): Extension<TraceId>,
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
@@ -556,11 +596,11 @@ async fn kv(
         return ApiError::bad_request("return takes one value: ?return=old").into_response();
     }
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
-        Ok(request) if get_and_set => get_and_set_response(&state, request, &query).await,
+        Ok(request) if get_and_set => get_and_set_response(&state, request, &query, &trace).await,
         Ok(request) => {
             let stale_ok =
                 matches!(request, ClientRequest::Get { stale_ok_ms, .. } if stale_ok_ms > 0);
-            let reply = timed(&state.metrics, &state.driver, request).await;
+            let reply = timed(&state, request, &trace).await;
             let stale = stale_ok && is_stale(&reply, crate::shell::driver::wall_clock_ms());
             let mut response = reply_response(reply, &state.context_key);
             if stale {
@@ -584,40 +624,12 @@ async fn kv(
     }
 }
 
-/// Runs a key request, recording its kind, outcome and latency for `/metrics`.
-#[allow(clippy::disallowed_methods)] // the API layer times requests on the wall clock
-async fn timed(
-    metrics: &RequestMetrics,
-    driver: &DriverHandle,
-    request: ClientRequest,
-) -> ClientReply {
-    let started = std::time::Instant::now();
-    let labels = RequestMetrics::labels(&request);
-    let key_shown = slow_request_key(&request);
-    let reply = driver.request(request).await;
-    let took = started.elapsed();
-    if took >= SLOW_REQUEST {
-        tracing::warn!(
-            op = labels.op,
-            consistency = %labels.consistency,
-            key = %key_shown,
-            outcome = metrics::outcome_of(&reply),
-            took_ms = took.as_millis() as u64,
-            "slow request"
-        );
-    }
-    metrics.observe(labels, &reply, took);
-    reply
-}
-
-/// Requests slower than this are logged (`slow request`, with operation, level, key and
-/// outcome).
-pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// A key as a slow-request log line shows it: at most 64 bytes, lossy UTF-8.
-fn slow_request_key(request: &ClientRequest) -> String {
-    let key = request.key();
-    String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
+/// Runs a key request (logged when slow, see `request_log`), recording its kind, outcome and
+/// latency for `/metrics`.
+async fn timed(state: &ApiState, request: ClientRequest, trace: &TraceId) -> ClientReply {
+    let ran = request_log::run(&state.driver, request, trace, state.slow_request, "http").await;
+    state.metrics.observe(ran.labels, &ran.reply, ran.took);
+    ran.reply
 }
 
 /// `GET /metrics`: Prometheus text format (see `api::metrics`).
@@ -645,6 +657,7 @@ async fn get_and_set_response(
     state: &ApiState,
     request: ClientRequest,
     query: &HashMap<String, String>,
+    trace: &TraceId,
 ) -> Response {
     let ClientRequest::Write(mut write) = request else {
         return ApiError::bad_request("return=old goes with PUT").into_response();
@@ -654,15 +667,13 @@ async fn get_and_set_response(
         Some(Ok(r)) => r,
         Some(Err(e)) => return ApiError::bad_request(e.to_string()).into_response(),
     };
-    let old = state
-        .driver
-        .request(ClientRequest::Get {
-            key: write.key.clone(),
-            r,
-            session: None,
-            stale_ok_ms: 0,
-        })
-        .await;
+    let read = ClientRequest::Get {
+        key: write.key.clone(),
+        r,
+        session: None,
+        stale_ok_ms: 0,
+    };
+    let old = state.driver.request(read, trace).await.reply;
     let read_context = match &old {
         ClientReply::Found { context, .. } | ClientReply::NotFound { context } => context.clone(),
         _ => return reply_response(old, &state.context_key),
@@ -670,7 +681,11 @@ async fn get_and_set_response(
     if write.context.is_none() {
         write.context = Some(read_context);
     }
-    let written = state.driver.request(ClientRequest::Write(write)).await;
+    let written = state
+        .driver
+        .request(ClientRequest::Write(write), trace)
+        .await
+        .reply;
     let ClientReply::Written { context } = written else {
         return reply_response(written, &state.context_key);
     };
@@ -690,9 +705,10 @@ async fn get_and_set_response(
 /// `POST /v1/batch`: see [`batch`].
 async fn batch(
     State(state): State<ApiState>,
+    Extension(trace): Extension<TraceId>,
     Json(request): Json<batch::BatchRequest>,
 ) -> Response {
-    match batch::run(&state.driver, &state.context_key, request).await {
+    match batch::run(&state.driver, &state.context_key, request, &trace).await {
         Ok(body) => Json(body).into_response(),
         Err(e) => error_response(StatusCode::BAD_REQUEST, &e),
     }

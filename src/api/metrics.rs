@@ -8,9 +8,9 @@
 //! What: request counters and latency histograms by operation, consistency level and outcome,
 //! recorded by the HTTP handlers ([`RequestMetrics::observe`]); and, read at scrape time from
 //! the peer's status, its store (keys, memory, evictions, expiries), repairs, anti-entropy,
-//! hints, conflicts, forwards, membership and pub/sub. Names follow Prometheus conventions
-//! (`ringcache_` prefix, `_total` for counters, `_seconds`, `_bytes`); `docs/operations.md`
-//! lists them. Built on `prometheus-client` (the Prometheus project's own Rust client): one
+//! hints, conflicts, forwards, conditional writes, membership and pub/sub. Names follow
+//! Prometheus conventions (`ringcache_` prefix, `_total` for counters, `_seconds`, `_bytes`);
+//! `docs/operations.md` lists them. Built on `prometheus-client` (the Prometheus project's own Rust client): one
 //! registry per peer, so several peers in one process never mix their figures.
 
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
@@ -257,6 +257,21 @@ pub fn render(requests: &RequestMetrics, status: &Status, pubsub: PubSubStats) -
             "hints_refused",
             "Hints given up after a full owner refused them",
             s.hints_refused,
+        ),
+        (
+            "conditional_applied",
+            "Conditional writes this peer proposed that applied",
+            s.conditional_applied,
+        ),
+        (
+            "conditional_not_applied",
+            "Conditional writes this peer proposed whose condition did not hold",
+            s.conditional_not_applied,
+        ),
+        (
+            "conditional_retries",
+            "Paxos rounds this peer started again (contention, or an earlier proposal finished)",
+            s.conditional_retries,
         ),
         (
             "pubsub_published",

@@ -9,5 +9,6 @@ pub mod json_errors;
 pub mod keys;
 pub mod metrics;
 pub mod pubsub_http;
+pub mod request_log;
 pub mod resp;
 pub mod ui;

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Deadline of each request, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub request_timeout_ms: u64,
+    /// Log key requests (HTTP and RESP) that take this long or more, in milliseconds, as
+    /// `slow request` at warn, with how long each replica asked took to answer (0: all).
+    #[arg(long, default_value_t = super::DEFAULT_SLOW_REQUEST.as_millis() as u64)]
+    pub slow_request_ms: u64,
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_value_bytes: usize,
@@ -343,6 +347,7 @@ impl ServeArgs {
             client_token: self.client_token,
             insecure_no_auth: self.insecure_no_auth,
             advertise: self.advertise,
+            slow_request: Duration::from_millis(self.slow_request_ms),
             http: HttpConfig {
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),
                 body_timeout: Duration::from_millis(self.http_body_timeout_ms),
@@ -468,8 +473,10 @@ mod tests {
             })
         ));
         args.http_tls_cert = None;
+        args.slow_request_ms = 40;
         let config = args.into_config().unwrap();
         config.validate().unwrap();
         assert_eq!(config.id.as_str(), "A");
+        assert_eq!(config.slow_request, Duration::from_millis(40));
     }
 }

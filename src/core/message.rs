@@ -1,18 +1,20 @@
 //! The peer-to-peer protocol: every message one peer's core sends another's.
 //!
 //! Messages are plain values; the shell frames them with [`encode`] / [`decode`] (bincode, with
-//! a protocol version in every frame) and moves the bytes. Requests carry a `req` number chosen
+//! a protocol version and the trace of the client request it serves in every frame) and moves
+//! the bytes. Requests carry a `req` number chosen
 //! by the sender, and replies echo it, so the core never needs a connection to match them.
 
 use crate::core::paxos::{Ballot, Promise};
 use crate::core::request::{ClientReply, WriteRequest};
 use crate::core::siblings::Siblings;
-use crate::core::types::NodeId;
+use crate::core::types::{NodeId, TraceId};
 use crate::core::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Bumped on any incompatible change to [`PeerMessage`].
+/// Bumped on any incompatible change to [`PeerMessage`] or [`Envelope`] (6: the envelope
+/// carries a trace id; Paxos ballots name incarnations and rounds name their replicas).
 pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
@@ -268,6 +270,71 @@ impl PeerMessage {
         }
     }
 
+    /// Whether this answers a request of the receiver's (its `req` is the receiver's number),
+    /// rather than asking something or informing.
+    pub fn is_reply(&self) -> bool {
+        match self {
+            PeerMessage::StoreAck { .. }
+            | PeerMessage::StoreRefused { .. }
+            | PeerMessage::FetchReply { .. }
+            | PeerMessage::CoordinateReply { .. }
+            | PeerMessage::HandoffAck { .. }
+            | PeerMessage::HintAck { .. }
+            | PeerMessage::HintRefused { .. }
+            | PeerMessage::PaxosPromise { .. }
+            | PeerMessage::PaxosAccepted { .. }
+            | PeerMessage::PaxosCommitted { .. } => true,
+            PeerMessage::AntiEntropy { message, .. } => matches!(
+                message,
+                AntiEntropyMessage::SummaryReply { .. }
+                    | AntiEntropyMessage::BranchesReply { .. }
+                    | AntiEntropyMessage::KeysReply { .. }
+                    | AntiEntropyMessage::PushReply { .. }
+            ),
+            PeerMessage::Store { .. }
+            | PeerMessage::Repair { .. }
+            | PeerMessage::Forget { .. }
+            | PeerMessage::Fetch { .. }
+            | PeerMessage::Coordinate { .. }
+            | PeerMessage::Handoff { .. }
+            | PeerMessage::HintStore { .. }
+            | PeerMessage::HintDeliver { .. }
+            | PeerMessage::PaxosPrepare { .. }
+            | PeerMessage::PaxosPropose { .. }
+            | PeerMessage::PaxosCommit { .. }
+            | PeerMessage::Publish { .. } => false,
+        }
+    }
+
+    /// A short name of the message's kind, for log lines (`Store`, `FetchReply`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Store { .. } => "Store",
+            PeerMessage::StoreAck { .. } => "StoreAck",
+            PeerMessage::StoreRefused { .. } => "StoreRefused",
+            PeerMessage::Repair { .. } => "Repair",
+            PeerMessage::Forget { .. } => "Forget",
+            PeerMessage::Fetch { .. } => "Fetch",
+            PeerMessage::FetchReply { .. } => "FetchReply",
+            PeerMessage::Coordinate { .. } => "Coordinate",
+            PeerMessage::CoordinateReply { .. } => "CoordinateReply",
+            PeerMessage::AntiEntropy { .. } => "AntiEntropy",
+            PeerMessage::Handoff { .. } => "Handoff",
+            PeerMessage::HandoffAck { .. } => "HandoffAck",
+            PeerMessage::HintStore { .. } => "HintStore",
+            PeerMessage::HintDeliver { .. } => "HintDeliver",
+            PeerMessage::HintAck { .. } => "HintAck",
+            PeerMessage::HintRefused { .. } => "HintRefused",
+            PeerMessage::PaxosPrepare { .. } => "PaxosPrepare",
+            PeerMessage::PaxosPromise { .. } => "PaxosPromise",
+            PeerMessage::PaxosPropose { .. } => "PaxosPropose",
+            PeerMessage::PaxosAccepted { .. } => "PaxosAccepted",
+            PeerMessage::PaxosCommit { .. } => "PaxosCommit",
+            PeerMessage::PaxosCommitted { .. } => "PaxosCommitted",
+            PeerMessage::Publish { .. } => "Publish",
+        }
+    }
+
     /// The request number the message carries, for matching replies and undelivered sends.
     pub fn req(&self) -> u64 {
         match self {
@@ -298,11 +365,13 @@ impl PeerMessage {
     }
 }
 
-/// What travels on the wire: the version, the sender, the message.
+/// What travels on the wire: the version, the sender, the trace of the client request the
+/// message was sent for (if any; see `node`'s *Traces*), the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub version: u16,
     pub from: NodeId,
+    pub trace: Option<TraceId>,
     pub message: PeerMessage,
 }
 
@@ -320,10 +389,15 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
 }
 
-pub fn encode(from: &NodeId, message: &PeerMessage) -> Result<Vec<u8>, CodecError> {
+pub fn encode(
+    from: &NodeId,
+    trace: Option<&TraceId>,
+    message: &PeerMessage,
+) -> Result<Vec<u8>, CodecError> {
     let envelope = Envelope {
         version: PROTOCOL_VERSION,
         from: from.clone(),
+        trace: trace.cloned(),
         message: message.clone(),
     };
     bincode::serde::encode_to_vec(&envelope, bincode_config())
@@ -391,19 +465,24 @@ mod tests {
             key: b"k".to_vec(),
             state,
         };
-        let bytes = encode(&NodeId::from("A"), &msg).unwrap();
+        let trace = TraceId::parse("4bf92f3577b34da6").unwrap();
+        let bytes = encode(&NodeId::from("A"), Some(&trace), &msg).unwrap();
         let env = decode(&bytes).unwrap();
         assert_eq!(env.message, msg);
         assert_eq!(env.from, NodeId::from("A"));
+        assert_eq!(env.trace, Some(trace));
+        let untraced = decode(&encode(&NodeId::from("A"), None, &msg).unwrap()).unwrap();
+        assert_eq!(untraced.trace, None);
     }
 
     #[test]
     fn other_versions_and_garbage_are_rejected() {
-        let mut bytes = encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        let mut bytes =
+            encode(&NodeId::from("A"), None, &PeerMessage::StoreAck { req: 1 }).unwrap();
         bytes[0] = 9; // varint-encoded version 9
         assert!(matches!(decode(&bytes), Err(CodecError::Version(9))));
         assert!(decode(&[0xff, 0xff, 0xff]).is_err());
-        let mut ok = encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        let mut ok = encode(&NodeId::from("A"), None, &PeerMessage::StoreAck { req: 1 }).unwrap();
         ok.push(0);
         assert!(matches!(decode(&ok), Err(CodecError::Malformed(_))));
     }

@@ -23,7 +23,15 @@
 //! - `hints`: hinted handoff, the states kept for replicas believed down (sloppy quorum);
 //! - `anti_entropy`: Merkle anti-entropy exchanges with the other replicas;
 //! - `handoff`: streaming partitions this peer no longer replicates to their new replicas;
-//! - `stats`: [`NodeStats`] and the node's counters.
+//! - `stats`: [`NodeStats`] and the node's counters;
+//! - `replica_timings`: how long each replica a client request asked took to answer.
+//!
+//! # Traces
+//! A client request comes with a [`TraceId`] (made by the API layer) and every message sent on
+//! its behalf carries it ([`Outgoing::trace`]), so its coordinator's and replicas' log lines
+//! can be joined. A request's messages take the trace of its waiter (`Waiter::send`); any
+//! other message sent while handling a traced input (a replica's answer, a read repair) takes
+//! that input's. Traces label what a node sends; they never change what it does.
 
 mod anti_entropy;
 mod collection;
@@ -36,6 +44,7 @@ mod placement;
 mod read;
 mod read_repair;
 mod replica;
+mod replica_timings;
 mod requests;
 mod stats;
 #[cfg(test)]
@@ -44,6 +53,7 @@ mod write;
 
 pub use anti_entropy::AntiEntropyStats;
 pub use handoff::{HandedOff, HandoffProgress};
+pub use replica_timings::{ReplicaAnswer, ReplicaTiming};
 pub use stats::NodeStats;
 pub use write::WriteRan;
 
@@ -54,7 +64,7 @@ use crate::core::request::{ClientReply, ClientRequest};
 use crate::core::ring::Ring;
 use crate::core::siblings::Siblings;
 use crate::core::store::{Store, StoreLimits};
-use crate::core::types::{ClientRequestId, Millis, NodeId};
+use crate::core::types::{ClientRequestId, Millis, NodeId, TraceId};
 use crate::core::version_vector::Actor;
 use anti_entropy::AntiEntropy;
 use collection::Collection;
@@ -81,10 +91,13 @@ pub enum Input {
     Client {
         id: ClientRequestId,
         request: ClientRequest,
+        trace: Option<TraceId>,
     },
     Peer {
         from: NodeId,
         message: PeerMessage,
+        /// The trace the message arrived with (see the module's *Traces*).
+        trace: Option<TraceId>,
     },
     Membership(MembershipView),
     /// The shell could not hand `req`'s message to `to` (no connection, stream refused).
@@ -99,18 +112,38 @@ pub enum Input {
 pub struct Outgoing {
     pub to: NodeId,
     pub message: PeerMessage,
+    /// The client request it was sent for, if any (see the module's *Traces*).
+    pub trace: Option<TraceId>,
+}
+
+/// A client request's outcome: its reply, and how each replica asked on its behalf fared
+/// (empty when none was asked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub id: ClientRequestId,
+    pub reply: ClientReply,
+    pub replicas: Vec<ReplicaTiming>,
 }
 
 /// What the node wants done, appended to by `handle` and `tick`.
 #[derive(Debug, Default)]
 pub struct Outputs {
     pub messages: Vec<Outgoing>,
-    pub replies: Vec<(ClientRequestId, ClientReply)>,
+    pub replies: Vec<Completion>,
 }
 
 impl Outputs {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.replies.is_empty()
+    }
+
+    /// Sends `message` to `to`, for no request of this node's (an answer, housekeeping).
+    fn send(&mut self, to: NodeId, message: PeerMessage) {
+        self.messages.push(Outgoing {
+            to,
+            message,
+            trace: None,
+        });
     }
 }
 
@@ -317,8 +350,22 @@ impl Node {
     }
 
     pub fn handle(&mut self, now: Millis, input: Input, out: &mut Outputs) {
+        let first = out.messages.len();
+        let trace = match &input {
+            Input::Client { trace, .. } | Input::Peer { trace, .. } => trace.clone(),
+            Input::Membership(_) | Input::Undeliverable { .. } => None,
+        };
+        self.dispatch(now, input, out);
+        if let Some(trace) = trace {
+            for message in out.messages[first..].iter_mut() {
+                message.trace.get_or_insert_with(|| trace.clone());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Millis, input: Input, out: &mut Outputs) {
         match input {
-            Input::Client { id, request } => match request {
+            Input::Client { id, request, trace } => match request {
                 ClientRequest::Get {
                     key,
                     r,
@@ -331,20 +378,36 @@ impl Node {
                         session,
                         stale_ok_ms,
                     };
-                    self.start_read(now, Waiter::Client(id), None, read, out)
+                    self.start_read(now, Waiter::client(id, trace), None, read, out)
                 }
                 ClientRequest::Write(write) => {
                     self.counters.client_writes += 1;
-                    self.start_write(now, Waiter::Client(id), write, out)
+                    self.start_write(now, Waiter::client(id, trace), write, out)
                 }
                 ClientRequest::Conditional(write) => {
                     self.counters.client_writes += 1;
-                    self.start_conditional(now, Waiter::Client(id), write, out)
+                    self.start_conditional(now, Waiter::client(id, trace), write, out)
                 }
             },
-            Input::Peer { from, message } => self.on_peer_message(now, from, message, out),
+            Input::Peer {
+                from,
+                message,
+                trace,
+            } => {
+                if message.is_reply() {
+                    if let Some(request) = self.requests.get_mut(message.req()) {
+                        request.waiter.answered(&from, now);
+                    }
+                }
+                self.on_peer_message(now, (from, trace), message, out)
+            }
             Input::Membership(view) => self.on_membership(now, view),
-            Input::Undeliverable { to, req } => self.on_undeliverable(now, to, req, out),
+            Input::Undeliverable { to, req } => {
+                if let Some(request) = self.requests.get_mut(req) {
+                    request.waiter.unreachable(&to);
+                }
+                self.on_undeliverable(now, to, req, out)
+            }
         }
     }
 
@@ -469,7 +532,7 @@ impl Node {
     fn on_peer_message(
         &mut self,
         now: Millis,
-        from: NodeId,
+        (from, trace): (NodeId, Option<TraceId>),
         message: PeerMessage,
         out: &mut Outputs,
     ) {
@@ -488,7 +551,7 @@ impl Node {
                 warming,
             } => self.on_fetch_reply(now, from, req, state, warming, out),
             PeerMessage::Coordinate { req, write } => {
-                self.on_coordinate(now, from, req, write, out)
+                self.on_coordinate(now, (from, trace), req, write, out)
             }
             PeerMessage::CoordinateReply { req, reply } => {
                 self.on_coordinate_reply(req, reply, out)

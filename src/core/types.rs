@@ -1,4 +1,4 @@
-//! Small value types shared by the core: peer names, request ids, quorum levels.
+//! Small value types shared by the core: peer names, request ids, trace ids, quorum levels.
 //!
 //! They carry no behaviour beyond parsing and display, so every other core module can depend on
 //! this one without creating cycles.
@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A peer's name, unique in the cluster and stable across its restarts (e.g. `"A"`).
@@ -43,6 +44,60 @@ pub type Millis = u64;
 /// Identifies a client request between the driver and the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientRequestId(pub u64);
+
+/// Names one client request wherever it goes, so the log lines of the peer it arrived at and
+/// of every replica it reached can be joined (`X-Request-Id` over HTTP).
+///
+/// The API layer makes one per request (or takes the client's); the core never makes one (it
+/// draws no randomness) but passes it on: every peer message sent on the request's behalf
+/// carries it, and the replicas' answers carry it back. It labels, and never changes, what a
+/// node does.
+///
+/// Invariant: 1 to [`TraceId::MAX_LEN`] bytes of ASCII letters, digits and `-_.:`, so it is
+/// safe to echo in a header and a log line. Deserializing checks it like [`TraceId::parse`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TraceId(Arc<str>);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("a trace id is 1 to {max} ASCII letters, digits and `-_.:`", max = TraceId::MAX_LEN)]
+pub struct BadTraceId;
+
+impl TraceId {
+    /// The longest trace id accepted, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// `s` as a trace id, if it is one (see the type's invariant).
+    pub fn parse(s: &str) -> Result<TraceId, BadTraceId> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(allowed) {
+            return Err(BadTraceId);
+        }
+        Ok(TraceId(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for TraceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TraceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        TraceId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 /// How many replicas must answer: a number, or a name resolved against N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,5 +164,27 @@ mod tests {
         assert_eq!("2".parse::<Quorum>().unwrap().resolve(3), 2);
         assert!("0".parse::<Quorum>().is_err());
         assert!("most".parse::<Quorum>().is_err());
+    }
+
+    #[test]
+    fn trace_ids_are_short_and_plain() {
+        for good in ["a", "4bf92f3577b34da6", "req-42_x.y:z", &"x".repeat(64)] {
+            assert_eq!(TraceId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", &"x".repeat(65), "a b", "a\nb", "é", "a\"b", "{}"] {
+            assert_eq!(TraceId::parse(bad), Err(BadTraceId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_decoded_trace_id_is_checked_like_a_parsed_one() {
+        let config = bincode::config::standard();
+        let good = TraceId::parse("abc").unwrap();
+        let bytes = bincode::serde::encode_to_vec(&good, config).unwrap();
+        let (back, _): (TraceId, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, good);
+        let bytes = bincode::serde::encode_to_vec("a b", config).unwrap();
+        assert!(bincode::serde::decode_from_slice::<TraceId, _>(&bytes, config).is_err());
     }
 }

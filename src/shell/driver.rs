@@ -7,13 +7,21 @@
 //! a slow peer never stalls the loop), replies go back to the waiting HTTP handler. A router
 //! task deals inbound peer messages to shards (`PeerMessage::shard`), and [`DriverHandle`]
 //! deals client requests by key. This is the only place the wall clock reaches the core.
+//!
+//! Every client request comes with a trace id (made by the API layer) that the core puts on
+//! each message sent for it; a peer message that arrived with one is handled inside a
+//! `peer_message` span carrying it (`trace_id`), and logged at debug under the target
+//! [`TRACE_TARGET`], so `RUST_LOG=ringcache::trace=debug` shows every peer a request
+//! touched.
 
 use crate::core::message::PeerMessage;
-use crate::core::node::{HandoffProgress, Input, Node, NodeStats, Outputs};
+use crate::core::node::{
+    Completion, HandoffProgress, Input, Node, NodeStats, Outputs, ReplicaTiming,
+};
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::{shard_of_key, PartitionId};
 use crate::core::siblings::Siblings;
-use crate::core::types::{ClientRequestId, Millis, NodeId};
+use crate::core::types::{ClientRequestId, Millis, NodeId, TraceId};
 use crate::shell::gossip::{ClusterView, Gossip};
 use crate::shell::hot_keys::{Access, HotKey, HotKeys};
 use crate::shell::pubsub::PubSub;
@@ -29,6 +37,9 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often gossip's view is read into the core.
 const VIEW_POLL: Duration = Duration::from_millis(100);
 
+/// The log target of request tracing: what each peer did for a traced request (at debug).
+pub const TRACE_TARGET: &str = "ringcache::trace";
+
 /// Milliseconds since the Unix epoch: the cluster's shared clock for expiry.
 pub fn wall_clock_ms() -> Millis {
     std::time::SystemTime::now()
@@ -41,7 +52,9 @@ pub fn wall_clock_ms() -> Millis {
 pub enum Command {
     Request {
         request: ClientRequest,
-        reply: oneshot::Sender<ClientReply>,
+        /// Names the request in every peer message sent for it and in the log lines.
+        trace: TraceId,
+        reply: oneshot::Sender<Answer>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -66,6 +79,23 @@ pub enum Command {
     Ring {
         reply: oneshot::Sender<Vec<Vec<NodeId>>>,
     },
+}
+
+/// What a client request came to: the core's reply, and how long each replica asked for it
+/// took to answer (see `core::node::ReplicaTiming`), for the slow-request log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub reply: ClientReply,
+    pub replicas: Vec<ReplicaTiming>,
+}
+
+impl Answer {
+    fn failed(error: RequestError) -> Answer {
+        Answer {
+            reply: ClientReply::Failed(error),
+            replicas: Vec::new(),
+        }
+    }
 }
 
 /// One page of a scan over this peer's keys.
@@ -163,7 +193,9 @@ pub struct DriverHandle {
 }
 
 impl DriverHandle {
-    pub async fn request(&self, request: ClientRequest) -> ClientReply {
+    /// Runs a client request on the shard that holds its key; `trace` names it in the peer
+    /// messages sent for it.
+    pub async fn request(&self, request: ClientRequest, trace: &TraceId) -> Answer {
         let access = match &request {
             ClientRequest::Get { .. } => Access::Read,
             ClientRequest::Write(_) | ClientRequest::Conditional(_) => Access::Write,
@@ -173,15 +205,16 @@ impl DriverHandle {
             .observe(key, access, std::time::Instant::now());
         let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
-        if self.shards[shard]
-            .send(Command::Request { request, reply: tx })
-            .await
-            .is_err()
-        {
-            return ClientReply::Failed(RequestError::ShuttingDown);
+        let command = Command::Request {
+            request,
+            trace: trace.clone(),
+            reply: tx,
+        };
+        if self.shards[shard].send(command).await.is_err() {
+            return Answer::failed(RequestError::ShuttingDown);
         }
         rx.await
-            .unwrap_or(ClientReply::Failed(RequestError::ShuttingDown))
+            .unwrap_or(Answer::failed(RequestError::ShuttingDown))
     }
 
     /// Every partition's preference list as this peer's ring has it; `None` while stopping.
@@ -379,13 +412,13 @@ pub fn spawn_shards(
         loop {
             tokio::select! {
                 received = inbound.recv() => {
-                    let Some((from, message)) = received else { break };
-                    if let PeerMessage::Publish { stream, seq, channel, payload } = message {
-                        pubsub.deliver_from_peer(&from, (stream, seq), channel, payload);
+                    let Some(received) = received else { break };
+                    if let PeerMessage::Publish { stream, seq, channel, payload } = received.message {
+                        pubsub.deliver_from_peer(&received.from, (stream, seq), channel, payload);
                         continue;
                     }
-                    let shard = message.shard(partitions, count) as usize;
-                    if inboxes[shard].send((from, message)).await.is_err() {
+                    let shard = received.message.shard(partitions, count) as usize;
+                    if inboxes[shard].send(received).await.is_err() {
                         break;
                     }
                 }
@@ -417,7 +450,7 @@ pub struct Driver {
     views: watch::Receiver<ClusterView>,
     transport: PeerTransport,
     view: ClusterView,
-    pending: HashMap<ClientRequestId, oneshot::Sender<ClientReply>>,
+    pending: HashMap<ClientRequestId, oneshot::Sender<Answer>>,
     next_client: u64,
     undeliverable_tx: mpsc::UnboundedSender<(NodeId, u64)>,
 }
@@ -463,11 +496,12 @@ impl Driver {
             // request would be stamped and judged for expiry at an instant before it was sent.
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Request { request, reply }) => {
+                    Some(Command::Request { request, trace, reply }) => {
                         self.next_client += 1;
                         let id = ClientRequestId(self.next_client);
                         self.pending.insert(id, reply);
-                        self.node.handle(wall_clock_ms(), Input::Client { id, request }, &mut out);
+                        let input = Input::Client { id, request, trace: Some(trace) };
+                        self.node.handle(wall_clock_ms(), input, &mut out);
                     }
                     Some(Command::Status { reply }) => {
                         let _ = reply.send(self.status());
@@ -494,8 +528,15 @@ impl Driver {
                     }
                     None => break,
                 },
-                Some((from, message)) = inbound.recv() => {
-                    self.node.handle(wall_clock_ms(), Input::Peer { from, message }, &mut out);
+                Some(Inbound { from, trace, message }) = inbound.recv() => {
+                    let input = Input::Peer { from, message, trace };
+                    match traced_span(&input) {
+                        Some(span) => span.in_scope(|| {
+                            tracing::debug!(target: TRACE_TARGET, "peer message");
+                            self.node.handle(wall_clock_ms(), input, &mut out);
+                        }),
+                        None => self.node.handle(wall_clock_ms(), input, &mut out),
+                    }
                 }
                 Some((to, req)) = undeliverable.recv() => {
                     self.node.handle(wall_clock_ms(), Input::Undeliverable { to, req }, &mut out);
@@ -514,22 +555,27 @@ impl Driver {
             self.execute(out);
         }
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(ClientReply::Failed(RequestError::ShuttingDown));
+            let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
         }
     }
 
     fn execute(&mut self, out: Outputs) {
-        for (id, reply) in out.replies {
+        for Completion {
+            id,
+            reply,
+            replicas,
+        } in out.replies
+        {
             if let Some(waiter) = self.pending.remove(&id) {
-                let _ = waiter.send(reply);
+                let _ = waiter.send(Answer { reply, replicas });
             }
         }
         for outgoing in out.messages {
-            self.send(outgoing.to, outgoing.message);
+            self.send(outgoing.to, outgoing.trace, outgoing.message);
         }
     }
 
-    fn send(&self, to: NodeId, message: PeerMessage) {
+    fn send(&self, to: NodeId, trace: Option<TraceId>, message: PeerMessage) {
         let req = message.req();
         let Some(addr) = self.view.peer_addr(&to) else {
             let _ = self.undeliverable_tx.send((to, req));
@@ -538,8 +584,9 @@ impl Driver {
         let transport = self.transport.clone();
         let undeliverable = self.undeliverable_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = transport.send(&to, addr, &message).await {
-                tracing::debug!(peer = %to, error = %e, "send failed");
+            if let Err(e) = transport.send(&to, addr, trace.as_ref(), &message).await {
+                let trace_id = trace.as_ref().map(TraceId::as_str);
+                tracing::debug!(peer = %to, trace_id, error = %e, "send failed");
                 let _ = undeliverable.send((to, req));
             }
         });
@@ -599,4 +646,24 @@ impl Driver {
             partitions_moving_in: self.node.partitions_moving_in(wall_clock_ms()),
         }
     }
+}
+
+/// The span a traced peer message is handled in: its trace id, sender and kind (debug, under
+/// [`TRACE_TARGET`]); `None` for an untraced one.
+fn traced_span(input: &Input) -> Option<tracing::Span> {
+    let Input::Peer {
+        from,
+        message,
+        trace: Some(trace),
+    } = input
+    else {
+        return None;
+    };
+    Some(tracing::debug_span!(
+        target: TRACE_TARGET,
+        "peer_message",
+        trace_id = %trace,
+        from = %from,
+        kind = message.kind(),
+    ))
 }

@@ -423,7 +423,7 @@ fn spawn_peer_sender(
             let Some(addr) = views.borrow().peer_addr(&to) else {
                 continue;
             };
-            if let Err(e) = transport.send(&to, addr, &message).await {
+            if let Err(e) = transport.send(&to, addr, None, &message).await {
                 tracing::debug!(peer = %to, error = %e, "published message not delivered");
             }
         }

@@ -1,7 +1,7 @@
 //! Peer-to-peer message transport over QUIC (quinn), mutually authenticated by TLS.
 //!
 //! One QUIC connection per peer pair, one unidirectional stream per message: a frame is the
-//! bincode-encoded [`Envelope`], written whole and finished. A peer dials another on first use
+//! bincode-encoded [`Envelope`] (sender, trace, message), written whole and finished. A peer dials another on first use
 //! and caches the connection; an accepted connection is cached under the sender's name too, so
 //! the pair shares it both ways. Every remote call (connect, open, write) has a timeout, and a
 //! failed send is reported to the caller so the core can count the replica as failed at once.
@@ -22,7 +22,7 @@
 //!   accepted connections are open at once; more are refused.
 
 use crate::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
-use crate::core::types::NodeId;
+use crate::core::types::{NodeId, TraceId};
 use crate::shell::auth::{peer_name_of, PeerIdentity, PEER_SERVER_NAME};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -63,8 +63,13 @@ pub enum TransportError {
     Codec(#[from] message::CodecError),
 }
 
-/// A message that arrived from a peer.
-pub type Inbound = (NodeId, PeerMessage);
+/// A message that arrived from a peer, with the trace of the client request it was sent for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub from: NodeId,
+    pub trace: Option<TraceId>,
+    pub message: PeerMessage,
+}
 
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -178,7 +183,12 @@ impl PeerTransport {
                         .entry(envelope.from.clone())
                         .or_insert(connection);
                 }
-                let _ = this.inbound.send((envelope.from, envelope.message)).await;
+                let inbound = Inbound {
+                    from: envelope.from,
+                    trace: envelope.trace,
+                    message: envelope.message,
+                };
+                let _ = this.inbound.send(inbound).await;
             });
         }
     }
@@ -228,14 +238,16 @@ impl PeerTransport {
         Ok(connection)
     }
 
-    /// Sends one message to `node` at `addr`. On failure the cached connection is dropped.
+    /// Sends one message to `node` at `addr`, labelled with the trace of the client request
+    /// it is sent for, if any. On failure the cached connection is dropped.
     pub async fn send(
         &self,
         node: &NodeId,
         addr: SocketAddr,
+        trace: Option<&TraceId>,
         message: &PeerMessage,
     ) -> Result<(), TransportError> {
-        let frame = message::encode(&self.self_name, message)?;
+        let frame = message::encode(&self.self_name, trace, message)?;
         let result = tokio::time::timeout(SEND_TIMEOUT, async {
             let connection = self.connection_to(node, addr).await?;
             let mut stream = connection
@@ -334,7 +346,8 @@ mod tests {
 
     #[test]
     fn an_envelope_must_come_from_its_certificate_s_peer() {
-        let frame = message::encode(&NodeId::from("A"), &PeerMessage::StoreAck { req: 1 }).unwrap();
+        let frame =
+            message::encode(&NodeId::from("A"), None, &PeerMessage::StoreAck { req: 1 }).unwrap();
         let envelope = message::decode(&frame).unwrap();
         assert!(sender_matches("A", &envelope));
         assert!(!sender_matches("B", &envelope));

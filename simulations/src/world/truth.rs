@@ -79,10 +79,12 @@ impl World<'_> {
             Input::Client {
                 id,
                 request: ClientRequest::Write(write),
+                ..
             } => (self.op_of_client_request(*id)?, write),
             Input::Peer {
                 from,
                 message: PeerMessage::Coordinate { req, write },
+                ..
             } => (*self.forwards.get(&(from.clone(), *req))?, write),
             _ => return None,
         };

@@ -16,15 +16,17 @@
 //!   RC.CAS are conditional writes ([`Keyspace::conditional`]), each decided by a Paxos round
 //!   among the key's replicas: two clients racing on one expected state never both win.
 
+use crate::api::request_log;
 use crate::api::resp::frame::Frame;
 use crate::core::paxos::Condition;
 use crate::core::request::{
     ClientReply, ClientRequest, ConditionalWrite, ReadValue, RequestError, WriteKind, WriteRequest,
 };
-use crate::core::types::{Millis, Quorum};
+use crate::core::types::{Millis, Quorum, TraceId};
 use crate::core::version_vector::VersionVector;
 use crate::shell::driver::{wall_clock_ms, DriverHandle};
 use bytes::Bytes;
+use std::time::Duration;
 
 /// What a read found: the visible values (empty when the key is missing) and the context
 /// that covers them (and any tombstones).
@@ -65,15 +67,32 @@ impl Read {
     }
 }
 
-/// A connection's view of the keyspace: the driver and its read and write quorums.
+/// A connection's view of the keyspace for one command: the driver, the connection's read
+/// and write quorums, and the command's trace id (every request it makes carries it).
 #[derive(Clone)]
 pub struct Keyspace {
     pub driver: DriverHandle,
     pub r: Quorum,
     pub w: Quorum,
+    pub trace: TraceId,
+    /// Requests that take this long or more are logged as slow (`--slow-request-ms`).
+    pub slow_request: Duration,
 }
 
 impl Keyspace {
+    /// Runs one request of the command, logged when slow (see `request_log`).
+    async fn run(&self, request: ClientRequest) -> ClientReply {
+        request_log::run(
+            &self.driver,
+            request,
+            &self.trace,
+            self.slow_request,
+            "resp",
+        )
+        .await
+        .reply
+    }
+
     pub async fn read(&self, key: &[u8]) -> Result<Read, Frame> {
         // Not a session read: a connection keeps no per-key contexts (they would grow with
         // every key it touches); its quorums give read-your-writes when R + W > N.
@@ -83,7 +102,7 @@ impl Keyspace {
             session: None,
             stale_ok_ms: 0,
         };
-        match self.driver.request(request).await {
+        match self.run(request).await {
             ClientReply::Found { values, context } => Ok(Read { values, context }),
             ClientReply::NotFound { context } => Ok(Read {
                 values: Vec::new(),
@@ -111,7 +130,7 @@ impl Keyspace {
             sloppy: None,
             overwrite,
         });
-        match self.driver.request(request).await {
+        match self.run(request).await {
             ClientReply::Written { context } => Ok(context),
             ClientReply::Failed(e) => Err(request_error(&e)),
             _ => Err(Frame::error("ERR unexpected reply to a write")),
@@ -128,7 +147,7 @@ impl Keyspace {
             sloppy: None,
             overwrite: false,
         });
-        match self.driver.request(request).await {
+        match self.run(request).await {
             ClientReply::Counted { value, .. } => Ok(value),
             ClientReply::Failed(e) => Err(request_error(&e)),
             _ => Err(Frame::error("ERR unexpected reply to an increment")),
@@ -145,7 +164,7 @@ impl Keyspace {
             sloppy: None,
             overwrite: false,
         });
-        match self.driver.request(request).await {
+        match self.run(request).await {
             ClientReply::Written { .. } => Ok(Expired::Done),
             ClientReply::Failed(RequestError::NothingToExpire) => Ok(Expired::NoValue),
             ClientReply::Failed(RequestError::Conflict { .. }) => Ok(Expired::Siblings),
@@ -216,7 +235,7 @@ impl Keyspace {
             write,
             condition,
         });
-        match self.driver.request(request).await {
+        match self.run(request).await {
             ClientReply::Written { context } => Ok(Conditional::Applied(context)),
             ClientReply::NotApplied { values, context } => {
                 Ok(Conditional::NotApplied(Read { values, context }))

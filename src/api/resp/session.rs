@@ -10,6 +10,7 @@
 //! - A session's consistency levels apply to its own reads and writes only; they start at
 //!   the defaults below and are changed with `RC.CONSISTENCY`.
 
+use crate::api::request_log;
 use crate::api::resp::args;
 use crate::api::resp::command_table::{self, CommandSpec};
 use crate::api::resp::frame::{Frame, Protocol};
@@ -98,11 +99,15 @@ impl Session {
         self.protocol == Protocol::Resp2 && self.subscriber.is_some()
     }
 
+    /// The keyspace as this session sees it, for one command: a command takes it once, so
+    /// each command's requests share one fresh trace id.
     pub fn keyspace(&self) -> Keyspace {
         Keyspace {
             driver: self.shared.driver.clone(),
             r: self.r,
             w: self.w,
+            trace: request_log::new_trace_id(),
+            slow_request: self.shared.settings.slow_request,
         }
     }
 

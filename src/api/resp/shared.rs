@@ -28,6 +28,8 @@ pub struct RespSettings {
     /// The store's memory limit and eviction policy, for `INFO` and `CONFIG GET`.
     pub max_memory_bytes: Option<u64>,
     pub eviction: String,
+    /// Requests that take this long or more are logged as slow (`--slow-request-ms`).
+    pub slow_request: Duration,
 }
 
 /// Counters of the endpoint, read by `INFO`.

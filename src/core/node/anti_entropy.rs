@@ -33,7 +33,7 @@
 //! - States are merged only into partitions this node replicates, by the store's repair rule
 //!   (an absent key is added only below the low-water mark).
 
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::hash_tree::{FANOUT, LEAVES};
 use crate::core::message::{encoded_len, AntiEntropyMessage, KeyState, PeerMessage};
 use crate::core::planted::PlantedBug;
@@ -331,7 +331,7 @@ impl Node {
         let bytes = encoded_len(&message);
         self.anti_entropy.stats.bytes_sent += bytes;
         self.spend(0, bytes);
-        out.messages.push(Outgoing { to, message });
+        out.send(to, message);
     }
 
     /// Ends the exchange in flight; the peer is next due an interval from now (sooner when

@@ -10,7 +10,7 @@
 
 use super::read::ReadSpec;
 use super::requests::{Requests, Waiter};
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::store::Store;
 use crate::core::types::{Millis, NodeId, Quorum};
@@ -62,14 +62,14 @@ impl Collection {
                     store.forget(&key, &clock);
                 } else {
                     let req = requests.fresh();
-                    out.messages.push(Outgoing {
-                        to: replica,
-                        message: PeerMessage::Forget {
+                    out.send(
+                        replica,
+                        PeerMessage::Forget {
                             req,
                             key: key.clone(),
                             clock: clock.clone(),
                         },
-                    });
+                    );
                 }
             }
         }

@@ -29,7 +29,7 @@
 //! sibling, and the next conditional write must name it (its context) or match it.
 
 use super::requests::{validate_key, Flight, Request, Waiter};
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::paxos::{Ballot, Condition, Promise};
 use crate::core::planted::PlantedBug;
@@ -243,13 +243,18 @@ impl Node {
         mine.len() == replicas.len() && mine.iter().all(|r| replicas.contains(r))
     }
 
-    /// Sends to a replica, or hands the message to this node's own acceptor.
+    /// Sends to a replica (a proposer's request on its waiter's behalf, see `Waiter::send`),
+    /// or hands the message to this node's own acceptor.
     fn paxos_send(&mut self, now: Millis, to: NodeId, message: PeerMessage, out: &mut Outputs) {
         if to == self.id {
             let me = self.id.clone();
             self.on_paxos_message(now, me, message, out);
         } else if self.view.is_up(&to) {
-            out.messages.push(Outgoing { to, message });
+            let proposing = !message.is_reply();
+            match self.requests.get_mut(message.req()).filter(|_| proposing) {
+                Some(request) => request.waiter.send(now, to, message, out),
+                None => out.send(to, message),
+            }
         } else {
             let req = message.req();
             self.on_paxos_unreachable(now, req, out);

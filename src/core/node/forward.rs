@@ -7,10 +7,10 @@
 //! the same value would survive a later overwrite whose context covers the first.
 
 use super::requests::{Flight, Request, Waiter};
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::request::{ClientReply, RequestError, WriteRequest};
-use crate::core::types::{ClientRequestId, Millis, NodeId};
+use crate::core::types::{Millis, NodeId, TraceId};
 use std::collections::BTreeMap;
 
 /// A write forwarded to a coordinator, waiting for its reply.
@@ -47,11 +47,12 @@ impl RecentForwards {
 }
 
 impl Node {
-    /// Sends a client's write to the first live replica of its key to coordinate.
+    /// Sends a client's write (`client` waits for it) to the first live replica of its key to
+    /// coordinate.
     pub(super) fn forward_write(
         &mut self,
         now: Millis,
-        client: ClientRequestId,
+        mut client: Waiter,
         write: WriteRequest,
         needed: usize,
         out: &mut Outputs,
@@ -59,29 +60,27 @@ impl Node {
         let replicas = self.ring.replicas_of(&write.key);
         let Some(target) = replicas.iter().find(|r| self.view.is_up(r)).cloned() else {
             let error = RequestError::Unavailable { needed, got: 0 };
-            return out.replies.push((client, ClientReply::Failed(error)));
+            return client.fail(error, out);
         };
         let req = self.requests.fresh();
         self.counters.writes_forwarded += 1;
-        out.messages.push(Outgoing {
-            to: target,
-            message: PeerMessage::Coordinate { req, write },
-        });
+        client.send(now, target, PeerMessage::Coordinate { req, write }, out);
         self.requests.insert(
             req,
             Request {
-                waiter: Waiter::Client(client),
+                waiter: client,
                 deadline: now + self.config.request_timeout_ms,
                 flight: Flight::Forward(ForwardFlight { needed }),
             },
         );
     }
 
-    /// A peer asks us to coordinate a write; a duplicate of one already seen is ignored.
+    /// A peer asks us to coordinate a write (sent with `trace`, which the write's messages
+    /// keep); a duplicate of one already seen is ignored.
     pub(super) fn on_coordinate(
         &mut self,
         now: Millis,
-        from: NodeId,
+        (from, trace): (NodeId, Option<TraceId>),
         req: u64,
         write: WriteRequest,
         out: &mut Outputs,
@@ -89,7 +88,11 @@ impl Node {
         if !self.recent_forwards.first_time(from.clone(), req, now) {
             return; // a duplicate: the first copy is being (or was) coordinated
         }
-        let origin = Waiter::Peer { node: from, req };
+        let origin = Waiter::Peer {
+            node: from,
+            req,
+            trace,
+        };
         self.start_write(now, origin, write, out);
     }
 

@@ -16,7 +16,7 @@
 //! - The receiving side merges handed-off states (a join, never an overwrite) into partitions
 //!   it replicates, subject to its memory limit like any replicated write.
 
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::{KeyState, PeerMessage};
 use crate::core::ring::PartitionId;
 use crate::core::siblings::Siblings;
@@ -270,14 +270,14 @@ impl Node {
             }
         }
         for to in &targets {
-            out.messages.push(Outgoing {
-                to: to.clone(),
-                message: PeerMessage::Handoff {
+            out.send(
+                to.clone(),
+                PeerMessage::Handoff {
                     req,
                     partition,
                     states: states.clone(),
                 },
-            });
+            );
         }
         if let Some(m) = self.handoff.moves.get_mut(&partition) {
             m.batch = Some(Batch {
@@ -322,14 +322,14 @@ impl Node {
                         .is_some_and(|s| s.context().descends_from(state.context()))
                 });
         }
-        out.messages.push(Outgoing {
-            to: from,
-            message: PeerMessage::HandoffAck {
+        out.send(
+            from,
+            PeerMessage::HandoffAck {
                 req,
                 partition,
                 stored,
             },
-        });
+        );
     }
 
     /// The ex-owner's side: once every live new replica answered, drop the copies they

@@ -27,7 +27,7 @@
 //! - A hint whose owner is no longer a member of the cluster is handed to the key's first
 //!   replica instead (to this peer's own store if that is this peer).
 
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 use crate::core::siblings::Siblings;
@@ -211,7 +211,7 @@ impl Node {
         } else {
             PeerMessage::StoreRefused { req }
         };
-        out.messages.push(Outgoing { to: from, message });
+        out.send(from, message);
     }
 
     /// A holder hands us a hint: merged into the store (a join), then acknowledged.
@@ -231,7 +231,7 @@ impl Node {
         } else {
             PeerMessage::HintRefused { req }
         };
-        out.messages.push(Outgoing { to: from, message });
+        out.send(from, message);
     }
 
     /// The owner's answer to a delivery: the hint is dropped either way (`stored`: it holds
@@ -320,10 +320,7 @@ impl Node {
         if self.has_bug(PlantedBug::HintDroppedBeforeAck) {
             // The planted bug: the hint goes with the message, before any ack.
             if let Some(state) = self.hints.remove(owner, &key) {
-                out.messages.push(Outgoing {
-                    to: owner.clone(),
-                    message: PeerMessage::HintDeliver { req, key, state },
-                });
+                out.send(owner.clone(), PeerMessage::HintDeliver { req, key, state });
             }
             return;
         }
@@ -343,10 +340,7 @@ impl Node {
         self.hints
             .in_flight
             .insert(req, (owner.clone(), key.clone()));
-        out.messages.push(Outgoing {
-            to: owner.clone(),
-            message: PeerMessage::HintDeliver { req, key, state },
-        });
+        out.send(owner.clone(), PeerMessage::HintDeliver { req, key, state });
     }
 
     /// Hints for owners that are no longer members go to the key's first replica; those that

@@ -10,7 +10,7 @@
 
 use super::expire::PendingExpire;
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::counter::{self, parse_integer};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
@@ -110,7 +110,7 @@ impl Node {
     pub(super) fn start_read(
         &mut self,
         now: Millis,
-        waiter: Waiter,
+        mut waiter: Waiter,
         expire: Option<Box<PendingExpire>>,
         read: ReadSpec,
         out: &mut Outputs,
@@ -161,13 +161,11 @@ impl Node {
                 }
             } else if self.view.is_up(replica) {
                 asked += 1;
-                out.messages.push(Outgoing {
-                    to: replica.clone(),
-                    message: PeerMessage::Fetch {
-                        req,
-                        key: key.clone(),
-                    },
-                });
+                let message = PeerMessage::Fetch {
+                    req,
+                    key: key.clone(),
+                };
+                waiter.send(now, replica.clone(), message, out);
             } else {
                 tracker.record_failure(replica);
                 not_asked += 1;
@@ -336,7 +334,7 @@ impl Node {
             && read.session_satisfied()
         {
             let reply = read_reply(&read.merged, now, read.stale_ok_ms);
-            if matches!(waiter, Waiter::Client(_)) {
+            if matches!(waiter, Waiter::Client { .. }) {
                 self.counters.count_read(&reply);
             }
             waiter.reply(reply, out);

@@ -5,7 +5,7 @@
 //! every replica answered with the same tombstone-only state (or nothing), there is nothing to
 //! repair: the tombstones are scheduled for collection instead (see `collection`).
 
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::siblings::Siblings;
 use crate::core::types::{Millis, NodeId};
@@ -58,14 +58,14 @@ impl Node {
                 self.store.merge_repair(key, merged, now);
             } else {
                 let req = self.requests.fresh();
-                out.messages.push(Outgoing {
-                    to: replica,
-                    message: PeerMessage::Repair {
+                out.send(
+                    replica,
+                    PeerMessage::Repair {
                         req,
                         key: key.to_vec(),
                         state: merged.clone(),
                     },
-                });
+                );
             }
         }
     }

@@ -8,7 +8,7 @@
 //! store does not hold is added only below its low-water mark; a `Forget` drops the key only
 //! if its state is still the tombstone-only state the clock describes.
 
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 #[cfg(feature = "planted-bugs")]
@@ -32,7 +32,7 @@ impl Node {
         } else {
             PeerMessage::StoreRefused { req }
         };
-        out.messages.push(Outgoing { to: from, message });
+        out.send(from, message);
     }
 
     pub(super) fn on_fetch(
@@ -45,14 +45,14 @@ impl Node {
     ) {
         let state = self.store.read(key, now);
         let warming = self.is_warming(self.ring.partition_of(key), now);
-        out.messages.push(Outgoing {
-            to: from,
-            message: PeerMessage::FetchReply {
+        out.send(
+            from,
+            PeerMessage::FetchReply {
                 req,
                 state,
                 warming,
             },
-        });
+        );
     }
 
     pub(super) fn on_repair(&mut self, now: Millis, key: &[u8], state: &Siblings) {

@@ -1,11 +1,12 @@
 //! The request table: every request this node coordinates or forwarded, by request number.
 //!
 //! It numbers requests, remembers who waits for each outcome (one [`Waiter`] type for all
-//! kinds) and each request's deadline. Every request has a deadline; `tick` fails those past
-//! it with `Timeout { needed, got }`, finding them through a deadline index rather than by
-//! scanning the table, and handles them in request-number order. A request that cannot reach
-//! its quorum among live replicas fails at once with `Unavailable { needed, got }` and writes
-//! nothing.
+//! kinds; a client's waiter also carries its trace and times the replicas asked, see
+//! `replica_timings`) and each request's deadline. Every request has a deadline; `tick` fails
+//! those past it with `Timeout { needed, got }`, finding them through a deadline index rather
+//! than by scanning the table, and handles them in request-number order. A request that cannot
+//! reach its quorum among live replicas fails at once with `Unavailable { needed, got }` and
+//! writes nothing.
 //!
 //! Request numbers advance by the shard count, keeping their residue (see `Node::new_shard`),
 //! and start from a scramble of the incarnation, so a reply meant for an earlier incarnation
@@ -14,22 +15,29 @@
 use super::conditional::ConditionalFlight;
 use super::forward::ForwardFlight;
 use super::read::ReadFlight;
+use super::replica_timings::ReplicaTimings;
 use super::write::WriteFlight;
-use super::{Outgoing, Outputs};
+use super::{Completion, Outgoing, Outputs};
 use crate::core::config::CoreConfig;
 use crate::core::message::PeerMessage;
 use crate::core::request::{ClientReply, RequestError};
-use crate::core::types::{ClientRequestId, Millis, NodeId, Quorum};
+use crate::core::types::{ClientRequestId, Millis, NodeId, Quorum, TraceId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Who is waiting for a request's outcome.
+/// Who is waiting for a request's outcome, and the trace its messages carry.
 #[derive(Clone, Debug)]
 pub(super) enum Waiter {
-    Client(ClientRequestId),
+    Client {
+        id: ClientRequestId,
+        trace: Option<TraceId>,
+        /// The replicas asked on the client's behalf, handed back with its reply.
+        replicas: ReplicaTimings,
+    },
     /// A peer that forwarded a write for us to coordinate.
     Peer {
         node: NodeId,
         req: u64,
+        trace: Option<TraceId>,
     },
     /// Nobody: the node itself (confirming tombstones before collecting them), or a waiter
     /// already answered. Its replies are dropped, and it is not counted as a hit or a miss.
@@ -37,13 +45,65 @@ pub(super) enum Waiter {
 }
 
 impl Waiter {
-    /// Hands `reply` to whoever waits: a client reply, or a `CoordinateReply` to the peer.
+    pub(super) fn client(id: ClientRequestId, trace: Option<TraceId>) -> Waiter {
+        Waiter::Client {
+            id,
+            trace,
+            replicas: ReplicaTimings::default(),
+        }
+    }
+
+    /// The trace of the client request this waiter stands for, if any.
+    pub(super) fn trace(&self) -> Option<&TraceId> {
+        match self {
+            Waiter::Client { trace, .. } | Waiter::Peer { trace, .. } => trace.as_ref(),
+            Waiter::Nobody => None,
+        }
+    }
+
+    /// Sends `message`, a request to `to`, on this waiter's behalf: it carries the waiter's
+    /// trace, and for a client, `to` is timed from `now` until it answers.
+    pub(super) fn send(
+        &mut self,
+        now: Millis,
+        to: NodeId,
+        message: PeerMessage,
+        out: &mut Outputs,
+    ) {
+        if let Waiter::Client { replicas, .. } = self {
+            replicas.asked(&to, now);
+        }
+        let trace = self.trace().cloned();
+        out.messages.push(Outgoing { to, message, trace });
+    }
+
+    /// `from` answered one of this waiter's requests at `now`.
+    pub(super) fn answered(&mut self, from: &NodeId, now: Millis) {
+        if let Waiter::Client { replicas, .. } = self {
+            replicas.answered(from, now);
+        }
+    }
+
+    /// One of this waiter's requests could not be handed to `to`.
+    pub(super) fn unreachable(&mut self, to: &NodeId) {
+        if let Waiter::Client { replicas, .. } = self {
+            replicas.unreachable(to);
+        }
+    }
+
+    /// Hands `reply` to whoever waits: a client reply (with how each replica asked fared),
+    /// or a `CoordinateReply` to the peer.
     pub(super) fn reply(self, reply: ClientReply, out: &mut Outputs) {
         match self {
-            Waiter::Client(id) => out.replies.push((id, reply)),
-            Waiter::Peer { node, req } => out.messages.push(Outgoing {
+            Waiter::Client { id, replicas, .. } => out.replies.push(Completion {
+                id,
+                reply,
+                replicas: replicas.summary(),
+            }),
+            Waiter::Peer { node, req, trace } => out.messages.push(Outgoing {
                 to: node,
                 message: PeerMessage::CoordinateReply { req, reply },
+                trace,
             }),
             Waiter::Nobody => {}
         }

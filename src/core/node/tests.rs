@@ -62,7 +62,14 @@ impl Net {
         self.next_client += 1;
         let id = ClientRequestId(self.next_client);
         let mut queue: VecDeque<(NodeId, Input)> = VecDeque::new();
-        queue.push_back((nid(at), Input::Client { id, request }));
+        queue.push_back((
+            nid(at),
+            Input::Client {
+                id,
+                request,
+                trace: None,
+            },
+        ));
         self.run(queue, Some(id))
     }
 
@@ -101,6 +108,7 @@ impl Net {
                 Input::Peer {
                     from,
                     message: msg.message,
+                    trace: msg.trace,
                 },
             ));
         }
@@ -119,9 +127,9 @@ impl Net {
                 .get_mut(&target)
                 .expect("known node")
                 .handle(self.now, input, &mut out);
-            for (rid, r) in out.replies {
-                if Some(rid) == id {
-                    reply = Some(r);
+            for done in out.replies {
+                if Some(done.id) == id {
+                    reply = Some(done.reply);
                 }
             }
             for msg in out.messages {
@@ -137,7 +145,7 @@ impl Net {
         for n in self.nodes.values_mut() {
             let mut out = Outputs::default();
             n.tick(now, &mut out);
-            replies.extend(out.replies.into_iter().map(|(_, r)| r));
+            replies.extend(out.replies.into_iter().map(|done| done.reply));
         }
         replies
     }
@@ -643,6 +651,7 @@ fn a_read_whose_last_replica_is_silent_repairs_at_the_deadline() {
         Input::Peer {
             from: nid("A"),
             message: repair.message.clone(),
+            trace: None,
         },
         &mut Outputs::default(),
     );
@@ -678,6 +687,7 @@ fn a_duplicated_forward_is_coordinated_once() {
     let input = Input::Peer {
         from: nid("A"),
         message: message.clone(),
+        trace: None,
     };
     b.handle(net.now, input.clone(), &mut first);
     let mut second = Outputs::default();
@@ -827,6 +837,7 @@ fn tombstones_are_collected_once_every_replica_holds_them_and_the_grace_passed()
             Input::Peer {
                 from: nid("B"),
                 message: msg.message,
+                trace: None,
             },
             &mut Outputs::default(),
         );
@@ -871,6 +882,7 @@ fn a_write_after_the_collection_was_scheduled_keeps_the_key() {
             Input::Peer {
                 from: nid("B"),
                 message: msg.message,
+                trace: None,
             },
             &mut Outputs::default(),
         );
@@ -910,6 +922,7 @@ fn a_shard_numbers_its_requests_so_replies_route_back_to_it() {
                     session: None,
                     stale_ok_ms: 0,
                 },
+                trace: None,
             },
             &mut out,
         );
@@ -944,10 +957,15 @@ fn tick_and_deliver(net: &mut Net, now: Millis) {
     }
     while let Some((from, to, message)) = queue.pop_front() {
         let mut out = Outputs::default();
-        net.nodes
-            .get_mut(&to)
-            .unwrap()
-            .handle(now, Input::Peer { from, message }, &mut out);
+        net.nodes.get_mut(&to).unwrap().handle(
+            now,
+            Input::Peer {
+                from,
+                message,
+                trace: None,
+            },
+            &mut out,
+        );
         queue.extend(
             out.messages
                 .into_iter()
@@ -1090,6 +1108,7 @@ fn a_peer_that_becomes_a_replica_again_drops_its_possibly_stale_copies() {
             Input::Peer {
                 from: nid("B"),
                 message: store,
+                trace: None,
             },
             &mut Outputs::default(),
         );
@@ -1156,7 +1175,11 @@ fn plant_state(net: &mut Net, node: &str, key: &str, actor: &str, value: &str) {
     let from = if node == "A" { nid("B") } else { nid("A") };
     net.nodes.get_mut(&nid(node)).unwrap().handle(
         net.now,
-        Input::Peer { from, message },
+        Input::Peer {
+            from,
+            message,
+            trace: None,
+        },
         &mut Outputs::default(),
     );
 }
@@ -1667,6 +1690,7 @@ fn a_delivered_hint_is_joined_with_what_the_owner_holds() {
         Input::Peer {
             from,
             message: hint,
+            trace: None,
         },
         &mut out,
     );
@@ -1714,6 +1738,7 @@ fn hints_over_the_bound_are_refused_and_counted() {
             Input::Peer {
                 from: nid("A"),
                 message,
+                trace: None,
             },
             &mut out,
         );
@@ -1857,6 +1882,7 @@ fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
                 owner: nid("C"),
                 state,
             },
+            trace: None,
         }
     };
     node.handle(5, hint(1, "first", "A.1"), &mut Outputs::default());
@@ -1875,6 +1901,7 @@ fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
     let ack = Input::Peer {
         from: nid("C"),
         message: PeerMessage::HintAck { req: sent },
+        trace: None,
     };
     node.handle(12, ack, &mut Outputs::default());
     let held: Vec<usize> = node.hints_held().map(|(_, _, s)| s.len()).collect();
@@ -1894,6 +1921,7 @@ fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
     let ack = Input::Peer {
         from: nid("C"),
         message: PeerMessage::HintAck { req },
+        trace: None,
     };
     node.handle(21, ack, &mut Outputs::default());
     assert_eq!(node.hints_held().count(), 0);
@@ -1933,7 +1961,13 @@ fn a_warming_answer_counts_at_the_deadline_when_the_others_are_silent() {
         .unwrap()
         .tick(start + timeout, &mut out);
     assert!(
-        matches!(out.replies.as_slice(), [(_, ClientReply::NotFound { .. })]),
+        matches!(
+            out.replies.as_slice(),
+            [Completion {
+                reply: ClientReply::NotFound { .. },
+                ..
+            }]
+        ),
         "answered, not failed: {:?}",
         out.replies
     );
@@ -2282,6 +2316,7 @@ mod conditional_writes {
                     Input::Peer {
                         from: nid("Z"),
                         message,
+                        trace: None,
                     },
                     &mut out,
                 );
@@ -2321,6 +2356,7 @@ mod conditional_writes {
             Input::Peer {
                 from: nid("B"),
                 message,
+                trace: None,
             },
             &mut out,
         );
@@ -2465,5 +2501,202 @@ mod conditional_writes {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+mod traces {
+    //! Request traces on the messages sent for a request, and the per-replica timings a
+    //! client's reply comes with (see the module's *Traces* and `replica_timings`).
+    use super::*;
+    use crate::core::paxos::Condition;
+    use crate::core::request::ConditionalWrite;
+
+    fn trace(s: &str) -> TraceId {
+        TraceId::parse(s).unwrap()
+    }
+
+    fn client(id: u64, request: ClientRequest, trace: Option<TraceId>) -> Input {
+        Input::Client {
+            id: ClientRequestId(id),
+            request,
+            trace,
+        }
+    }
+
+    /// The timings of `done`, by peer name.
+    fn timings(done: &Completion) -> Vec<(String, ReplicaAnswer)> {
+        let mut shown: Vec<(String, ReplicaAnswer)> = done
+            .replicas
+            .iter()
+            .map(|t| (t.peer.to_string(), t.answer))
+            .collect();
+        shown.sort_by(|a, b| a.0.cmp(&b.0));
+        shown
+    }
+
+    #[test]
+    fn a_client_reply_says_how_long_each_replica_took_or_that_it_did_not_answer() {
+        let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+        let t = trace("t-1");
+        let mut out = Outputs::default();
+        let put_k = put("k", "v", None, Quorum::Quorum);
+        net.nodes.get_mut(&nid("A")).unwrap().handle(
+            100,
+            client(1, put_k, Some(t.clone())),
+            &mut out,
+        );
+        let stores = std::mem::take(&mut out.messages);
+        assert_eq!(stores.len(), 2, "{stores:?}");
+        assert!(
+            stores.iter().all(|m| m.trace == Some(t.clone())),
+            "{stores:?}"
+        );
+        // B stores it; its ack carries the trace back and reaches A 7 ms after the ask.
+        let to_b = stores.iter().find(|m| m.to == nid("B")).unwrap().clone();
+        let mut at_b = Outputs::default();
+        let store = Input::Peer {
+            from: nid("A"),
+            message: to_b.message,
+            trace: to_b.trace,
+        };
+        net.nodes
+            .get_mut(&nid("B"))
+            .unwrap()
+            .handle(103, store, &mut at_b);
+        let [ack] = at_b.messages.as_slice() else {
+            panic!("one ack expected: {:?}", at_b.messages)
+        };
+        assert_eq!(
+            ack.trace,
+            Some(t.clone()),
+            "the answer carries the trace back"
+        );
+        let ack = Input::Peer {
+            from: nid("B"),
+            message: ack.message.clone(),
+            trace: ack.trace.clone(),
+        };
+        let a = net.nodes.get_mut(&nid("A")).unwrap();
+        a.handle(107, ack, &mut out);
+        let [done] = out.replies.as_slice() else {
+            panic!("one reply expected: {:?}", out.replies)
+        };
+        assert!(matches!(done.reply, ClientReply::Written { .. }));
+        assert_eq!(
+            timings(done),
+            [
+                ("B".to_string(), ReplicaAnswer::After(7)),
+                ("C".to_string(), ReplicaAnswer::NoAnswer),
+            ]
+        );
+
+        // A write at W=all whose Store to C cannot be handed over fails at once: C is
+        // unreachable, B has not answered yet.
+        let mut out = Outputs::default();
+        let put_all = put("k2", "v", None, Quorum::All);
+        a.handle(200, client(2, put_all, None), &mut out);
+        let to_c = out.messages.iter().find(|m| m.to == nid("C")).unwrap();
+        assert_eq!(
+            to_c.trace, None,
+            "an untraced request sends untraced messages"
+        );
+        let undeliverable = Input::Undeliverable {
+            to: nid("C"),
+            req: to_c.message.req(),
+        };
+        a.handle(203, undeliverable, &mut out);
+        let [done] = out.replies.as_slice() else {
+            panic!("one reply expected: {:?}", out.replies)
+        };
+        assert!(matches!(done.reply, ClientReply::Failed(_)), "{done:?}");
+        assert_eq!(
+            timings(done),
+            [
+                ("B".to_string(), ReplicaAnswer::NoAnswer),
+                ("C".to_string(), ReplicaAnswer::Unreachable),
+            ]
+        );
+    }
+
+    /// Runs `input` at `at` and everything it causes, all at `net.now`; returns the
+    /// completions and every message sent.
+    fn run(net: &mut Net, at: &str, input: Input) -> (Vec<Completion>, Vec<Outgoing>) {
+        let mut queue = VecDeque::from([(nid(at), input)]);
+        let (mut done, mut sent) = (Vec::new(), Vec::new());
+        while let Some((target, input)) = queue.pop_front() {
+            let mut out = Outputs::default();
+            net.nodes
+                .get_mut(&target)
+                .unwrap()
+                .handle(net.now, input, &mut out);
+            done.extend(out.replies);
+            for m in out.messages {
+                queue.push_back((
+                    m.to.clone(),
+                    Input::Peer {
+                        from: target.clone(),
+                        message: m.message.clone(),
+                        trace: m.trace.clone(),
+                    },
+                ));
+                sent.push(m);
+            }
+        }
+        (done, sent)
+    }
+
+    #[test]
+    fn every_message_sent_for_a_traced_request_carries_its_trace() {
+        let config = CoreConfig {
+            replicas: 3,
+            ..CoreConfig::for_test()
+        };
+        let mut net = Net::new(&["A", "B", "C", "D"], config);
+        // A key D does not replicate: its writes are forwarded to a replica to coordinate.
+        let key = (0..)
+            .map(|i| format!("key{i}"))
+            .find(|k| {
+                !net.nodes[&nid("D")]
+                    .ring()
+                    .replicas_of(k.as_bytes())
+                    .contains(&nid("D"))
+            })
+            .unwrap();
+        let conditional = ClientRequest::Conditional(ConditionalWrite {
+            key: key.as_bytes().to_vec(),
+            write: WriteKind::Put {
+                value: b"w".to_vec(),
+                ttl_ms: None,
+            },
+            condition: Condition::Present,
+        });
+        let requests = [
+            ("put", put(&key, "v", None, Quorum::All)),
+            ("get", get(&key, Quorum::All)),
+            ("cas", conditional),
+        ];
+        for (i, (name, request)) in requests.into_iter().enumerate() {
+            let t = trace(&format!("trace-{name}"));
+            let (done, sent) = run(&mut net, "D", client(i as u64, request, Some(t.clone())));
+            assert_eq!(done.len(), 1, "{name}: {done:?}");
+            assert!(
+                !matches!(done[0].reply, ClientReply::Failed(_)),
+                "{name}: {done:?}"
+            );
+            assert!(sent.len() >= 4, "{name}: {sent:?}");
+            for m in &sent {
+                assert_eq!(m.trace, Some(t.clone()), "{name}: {m:?}");
+            }
+            if name == "put" {
+                // The forwarder asked the coordinator alone; the coordinator, the others.
+                assert_eq!(done[0].replicas.len(), 1, "{:?}", done[0].replicas);
+                assert!(sent
+                    .iter()
+                    .any(|m| matches!(m.message, PeerMessage::Store { .. })));
+            }
+        }
+        // Untraced, nothing is labelled.
+        let (_, sent) = run(&mut net, "D", client(9, get(&key, Quorum::All), None));
+        assert!(sent.iter().all(|m| m.trace.is_none()), "{sent:?}");
     }
 }

@@ -16,7 +16,7 @@
 //! once with `Unavailable`, as it always did.
 
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
-use super::{Node, Outgoing, Outputs};
+use super::{Node, Outputs};
 use crate::core::config::CoreConfig;
 use crate::core::counter::{self, Counter};
 use crate::core::message::PeerMessage;
@@ -133,8 +133,8 @@ impl WriteLog {
     fn record(&mut self, waiter: &Waiter, key: &[u8], dot: Dot, hinted: bool) {
         if let Some(log) = self.0.as_mut() {
             let (client, forwarded_by) = match waiter {
-                Waiter::Client(id) => (Some(*id), None),
-                Waiter::Peer { node, req } => (None, Some((node.clone(), *req))),
+                Waiter::Client { id, .. } => (Some(*id), None),
+                Waiter::Peer { node, req, .. } => (None, Some((node.clone(), *req))),
                 Waiter::Nobody => (None, None),
             };
             log.push(WriteRan {
@@ -171,7 +171,7 @@ impl Node {
         out: &mut Outputs,
     ) {
         let mut write = write;
-        if matches!(origin, Waiter::Client(_)) {
+        if matches!(origin, Waiter::Client { .. }) {
             // Fixed here, so a forwarded write keeps this peer's default.
             write.sloppy.get_or_insert(self.config.sloppy_quorum);
         }
@@ -185,10 +185,7 @@ impl Node {
         if replicas.contains(&self.id) || matches!(origin, Waiter::Peer { .. }) {
             return self.coordinate_write(now, origin, write, needed, out);
         }
-        let Waiter::Client(client) = origin else {
-            unreachable!("peer origins coordinate above")
-        };
-        self.forward_write(now, client, write, needed, out);
+        self.forward_write(now, origin, write, needed, out);
     }
 
     fn coordinate_write(
@@ -427,7 +424,7 @@ impl Node {
     pub(super) fn store_and_replicate(
         &mut self,
         now: Millis,
-        origin: Waiter,
+        mut origin: Waiter,
         write: CoordinatedWrite,
         deadline: Millis,
         out: &mut Outputs,
@@ -477,25 +474,21 @@ impl Node {
         let req = self.requests.fresh();
         for replica in replicas.iter().filter(|r| **r != self.id) {
             if self.view.is_up(replica) {
-                out.messages.push(Outgoing {
-                    to: replica.clone(),
-                    message: PeerMessage::Store {
-                        req,
-                        key: key.clone(),
-                        state: state.clone(),
-                    },
-                });
+                let message = PeerMessage::Store {
+                    req,
+                    key: key.clone(),
+                    state: state.clone(),
+                };
+                origin.send(now, replica.clone(), message, out);
             } else if let Some((_, holder)) = stand_ins.iter().find(|(owner, _)| owner == replica) {
                 // The holder takes the replica's place in the tracker: its ack counts.
-                out.messages.push(Outgoing {
-                    to: holder.clone(),
-                    message: PeerMessage::HintStore {
-                        req,
-                        key: key.clone(),
-                        owner: replica.clone(),
-                        state: state.clone(),
-                    },
-                });
+                let message = PeerMessage::HintStore {
+                    req,
+                    key: key.clone(),
+                    owner: replica.clone(),
+                    state: state.clone(),
+                };
+                origin.send(now, holder.clone(), message, out);
             } else {
                 tracker.record_failure(replica);
             }
