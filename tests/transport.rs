@@ -186,7 +186,8 @@ async fn send_skipping_the_server_check(
 ) -> Result<(), String> {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let config = client_skipping_its_check(identity);
-    let frame = message::encode(&NodeId::from("X"), None, message).unwrap();
+    let frame =
+        ringcache::shell::transport::encode_frame(&NodeId::from("X"), None, message).unwrap();
     let connecting = endpoint
         .connect_with(config, addr, PEER_SERVER_NAME)
         .unwrap();
@@ -276,8 +277,9 @@ fn server_skipping_its_check(
                     return;
                 };
                 while let Ok(mut stream) = connection.accept_uni().await {
+                    // A stream of one message: its 4-byte length, then the envelope.
                     if let Ok(frame) = stream.read_to_end(MAX_FRAME_BYTES).await {
-                        let _ = tx.send(message::decode(&frame).unwrap()).await;
+                        let _ = tx.send(message::decode(&frame[4..]).unwrap()).await;
                     }
                 }
             });
@@ -324,4 +326,122 @@ async fn the_client_alone_refuses_a_server_certificate_from_another_secret() {
         .await
         .is_none());
     a.close();
+}
+
+/// A large message (a payload over the outbox limit) among small ones.
+fn publish(seq: u64, bytes: usize) -> PeerMessage {
+    PeerMessage::Publish {
+        stream: 1,
+        seq,
+        channel: b"c".to_vec(),
+        payload: vec![b'x'; bytes],
+    }
+}
+
+#[tokio::test]
+async fn queued_messages_arrive_in_order_and_a_large_one_does_not_wait_behind_them() {
+    let (a, _a_rx) = start("A", CLUSTER);
+    let (b, mut b_rx) = start("B", CLUSTER);
+    let b_addr = b.local_addr().unwrap();
+    let (undeliverable, mut undelivered) = mpsc::unbounded_channel();
+    // A thousand small messages, queued at once: they share the outbox stream, in order.
+    for req in 0..1_000 {
+        a.enqueue(
+            NodeId::from("B"),
+            b_addr,
+            None,
+            &PeerMessage::StoreAck { req },
+            Some(undeliverable.clone()),
+        );
+    }
+    let big = ringcache::shell::transport::OUTBOX_FRAME_BYTES + 1;
+    a.enqueue(NodeId::from("B"), b_addr, None, &publish(1, big), None);
+    let mut acks = Vec::new();
+    let mut got_big = false;
+    while acks.len() < 1_000 || !got_big {
+        let inbound = next(&mut b_rx, Duration::from_secs(5))
+            .await
+            .expect("every queued message arrives");
+        match inbound.message {
+            PeerMessage::StoreAck { req } => acks.push(req),
+            PeerMessage::Publish { payload, .. } => {
+                assert_eq!(payload.len(), big);
+                got_big = true;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(acks, (0..1_000).collect::<Vec<_>>(), "in the order queued");
+    assert!(
+        undelivered.try_recv().is_err(),
+        "nothing reported undeliverable"
+    );
+    a.close();
+    b.close();
+}
+
+#[tokio::test]
+async fn a_message_to_a_peer_that_is_not_there_is_reported_undeliverable() {
+    let (a, _a_rx) = start("A", CLUSTER);
+    // A bound socket nobody answers on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (undeliverable, mut undelivered) = mpsc::unbounded_channel();
+    for req in [41, 42] {
+        a.enqueue(
+            NodeId::from("B"),
+            silent.local_addr().unwrap(),
+            None,
+            &PeerMessage::StoreAck { req },
+            Some(undeliverable.clone()),
+        );
+    }
+    let mut reported = Vec::new();
+    while reported.len() < 2 {
+        let (peer, req) = tokio::time::timeout(Duration::from_secs(5), undelivered.recv())
+            .await
+            .expect("reported within the connect timeout")
+            .unwrap();
+        assert_eq!(peer, NodeId::from("B"));
+        reported.push(req);
+    }
+    reported.sort();
+    assert_eq!(reported, vec![41, 42]);
+    a.close();
+}
+
+#[tokio::test]
+async fn a_frame_announced_over_the_limit_ends_its_stream_and_nothing_else() {
+    let (b, mut b_rx) = start("B", CLUSTER);
+    let x = identity("X", CLUSTER);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(x.quic_client_config().unwrap());
+    let connection = endpoint
+        .connect(b.local_addr().unwrap(), PEER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    // A length over the limit, then a trickle of bytes that must never be buffered.
+    let mut bad = connection.open_uni().await.unwrap();
+    bad.write_all(&((MAX_FRAME_BYTES as u32) + 1).to_le_bytes())
+        .await
+        .unwrap();
+    let _ = bad.write_all(&[0u8; 1024]).await;
+    // The connection still serves a well-formed message.
+    let frame = ringcache::shell::transport::encode_frame(
+        &NodeId::from("X"),
+        None,
+        &PeerMessage::StoreAck { req: 5 },
+    )
+    .unwrap();
+    let mut good = connection.open_uni().await.unwrap();
+    good.write_all(&frame).await.unwrap();
+    good.finish().unwrap();
+    let inbound = next(&mut b_rx, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(inbound.message, PeerMessage::StoreAck { req: 5 });
+    // The oversized stream was stopped by the reader.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), bad.stopped()).await;
+    assert!(matches!(stopped, Ok(Ok(Some(_)))), "{stopped:?}");
+    assert!(next(&mut b_rx, Duration::from_millis(200)).await.is_none());
+    endpoint.close(0u32.into(), b"done");
+    b.close();
 }

@@ -581,15 +581,13 @@ impl Driver {
             let _ = self.undeliverable_tx.send((to, req));
             return;
         };
-        let transport = self.transport.clone();
-        let undeliverable = self.undeliverable_tx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = transport.send(&to, addr, trace.as_ref(), &message).await {
-                let trace_id = trace.as_ref().map(TraceId::as_str);
-                tracing::debug!(peer = %to, trace_id, error = %e, "send failed");
-                let _ = undeliverable.send((to, req));
-            }
-        });
+        self.transport.enqueue(
+            to,
+            addr,
+            trace.as_ref(),
+            &message,
+            Some(self.undeliverable_tx.clone()),
+        );
     }
 
     /// See [`Command::LiveKeys`]: stops at `limit` keys, but only between two positions.

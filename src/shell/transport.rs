@@ -1,10 +1,15 @@
 //! Peer-to-peer message transport over QUIC (quinn), mutually authenticated by TLS.
 //!
-//! One QUIC connection per peer pair, one unidirectional stream per message: a frame is the
-//! bincode-encoded [`Envelope`] (sender, trace, message), written whole and finished. A peer dials another on first use
-//! and caches the connection; an accepted connection is cached under the sender's name too, so
-//! the pair shares it both ways. Every remote call (connect, open, write) has a timeout, and a
-//! failed send is reported to the caller so the core can count the replica as failed at once.
+//! One QUIC connection per peer pair. A stream carries a sequence of frames, each a 4-byte
+//! little-endian length and the bincode-encoded [`Envelope`]. Messages a core sends go through
+//! [`PeerTransport::enqueue`]: small ones join the peer's *outbox*, whose one writer task keeps a
+//! long-lived stream open and writes whatever has queued since its last write in one go (under
+//! load, many messages per write and no task, stream or wake-up per message); a large one (a
+//! handoff step, an anti-entropy batch) gets a stream of its own, so it never holds up the small
+//! ones behind it. A peer dials another on first use and caches the connection; an accepted
+//! connection is cached under the sender's name too, so the pair shares it both ways. Every
+//! remote call (connect, open, write) has a timeout, and a message that could not be written is
+//! reported to its sender so the core can count the replica as failed at once.
 //!
 //! # Promises towards a peer holding the cluster secret
 //! - An envelope is delivered only if its `from` is the peer name in the sender's certificate
@@ -17,8 +22,9 @@
 //!   once, quinn's receive windows ([`STREAM_RECEIVE_WINDOW`], [`CONNECTION_RECEIVE_WINDOW`];
 //!   see `auth::transport_config`), and frames being read hold at most
 //!   [`READ_BUDGET_PER_CONNECTION`] bytes between them (a stream waits for room, so the sender
-//!   is slowed by flow control). A frame over `MAX_FRAME_BYTES` is dropped, and a stream that
-//!   does not finish within the send timeout is dropped. At most [`MAX_INBOUND_CONNECTIONS`]
+//!   is slowed by flow control). A frame announced over `MAX_FRAME_BYTES` ends its stream
+//!   before a byte of it is read, and a frame that does not arrive whole within the send
+//!   timeout of its first byte ends its stream. At most [`MAX_INBOUND_CONNECTIONS`]
 //!   accepted connections are open at once; more are refused.
 
 use crate::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
@@ -45,8 +51,10 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
 pub const READ_BUDGET_PER_CONNECTION: usize = MAX_FRAME_BYTES;
 /// Accepted connections open at once (a few per member is plenty).
 pub const MAX_INBOUND_CONNECTIONS: usize = 1024;
-/// Bytes read from a stream at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// Encoded messages up to this size share the peer's outbox stream; larger ones get their own.
+pub const OUTBOX_FRAME_BYTES: usize = 64 * 1024;
+/// Most bytes an outbox writes at once (it takes what has queued, up to this).
+const OUTBOX_BATCH_BYTES: usize = 256 * 1024;
 // One largest frame must fit the budget, or it could never be read.
 const _: () = assert!(READ_BUDGET_PER_CONNECTION >= MAX_FRAME_BYTES);
 const _: () = assert!(READ_BUDGET_PER_CONNECTION <= Semaphore::MAX_PERMITS);
@@ -71,11 +79,24 @@ pub struct Inbound {
     pub message: PeerMessage,
 }
 
+/// Where to report a message that could not be written: its peer and request number.
+pub type Undeliverable = mpsc::UnboundedSender<(NodeId, u64)>;
+
+/// A message waiting in a peer's outbox, already framed.
+struct Queued {
+    addr: SocketAddr,
+    frame: Vec<u8>,
+    req: u64,
+    undeliverable: Option<Undeliverable>,
+}
+
 #[derive(Clone)]
 pub struct PeerTransport {
     endpoint: quinn::Endpoint,
     self_name: NodeId,
     connections: Arc<Mutex<HashMap<NodeId, quinn::Connection>>>,
+    /// Per peer, the queue its outbox writer drains (see [`PeerTransport::enqueue`]).
+    outboxes: Arc<std::sync::Mutex<HashMap<NodeId, mpsc::UnboundedSender<Queued>>>>,
     inbound: mpsc::Sender<Inbound>,
     /// Envelopes dropped because their `from` was not the sender's certificate name.
     rejected: Arc<AtomicU64>,
@@ -105,6 +126,7 @@ impl PeerTransport {
             endpoint,
             self_name,
             connections: Arc::new(Mutex::new(HashMap::new())),
+            outboxes: Arc::new(std::sync::Mutex::new(HashMap::new())),
             inbound,
             rejected: Arc::new(AtomicU64::new(0)),
             inbound_connections: Arc::new(AtomicUsize::new(0)),
@@ -155,40 +177,43 @@ impl PeerTransport {
         let sender: Arc<str> = sender.into();
         let budget = Arc::new(Semaphore::new(READ_BUDGET_PER_CONNECTION));
         let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        while let Ok(stream) = connection.accept_uni().await {
+        while let Ok(mut stream) = connection.accept_uni().await {
             let this = self.clone();
             let connection = connection.clone();
             let registered = registered.clone();
             let budget = budget.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
-                let Some((envelope, _held)) = read_frame(stream, &connection, budget).await else {
-                    return;
-                };
-                if !sender_matches(&sender, &envelope) {
-                    let total = this.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(
-                        from = %envelope.from,
-                        certificate = %sender,
-                        remote = %connection.remote_address(),
-                        rejected_total = total,
-                        "peer envelope whose sender is not its certificate's peer: dropped"
-                    );
-                    return;
+                while let Some((envelope, _held)) =
+                    read_frame(&mut stream, &connection, &budget).await
+                {
+                    if !sender_matches(&sender, &envelope) {
+                        let total = this.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(
+                            from = %envelope.from,
+                            certificate = %sender,
+                            remote = %connection.remote_address(),
+                            rejected_total = total,
+                            "peer envelope whose sender is not its certificate's peer: dropped"
+                        );
+                        continue;
+                    }
+                    if !registered.swap(true, Ordering::Relaxed) {
+                        this.connections
+                            .lock()
+                            .await
+                            .entry(envelope.from.clone())
+                            .or_insert(connection.clone());
+                    }
+                    let inbound = Inbound {
+                        from: envelope.from,
+                        trace: envelope.trace,
+                        message: envelope.message,
+                    };
+                    if this.inbound.send(inbound).await.is_err() {
+                        return;
+                    }
                 }
-                if !registered.swap(true, Ordering::Relaxed) {
-                    this.connections
-                        .lock()
-                        .await
-                        .entry(envelope.from.clone())
-                        .or_insert(connection);
-                }
-                let inbound = Inbound {
-                    from: envelope.from,
-                    trace: envelope.trace,
-                    message: envelope.message,
-                };
-                let _ = this.inbound.send(inbound).await;
             });
         }
     }
@@ -238,8 +263,9 @@ impl PeerTransport {
         Ok(connection)
     }
 
-    /// Sends one message to `node` at `addr`, labelled with the trace of the client request
-    /// it is sent for, if any. On failure the cached connection is dropped.
+    /// Sends one message to `node` at `addr` on a stream of its own, labelled with the trace
+    /// of the client request it is sent for, if any, and waits until it is written. On failure
+    /// the cached connection is dropped.
     pub async fn send(
         &self,
         node: &NodeId,
@@ -247,7 +273,16 @@ impl PeerTransport {
         trace: Option<&TraceId>,
         message: &PeerMessage,
     ) -> Result<(), TransportError> {
-        let frame = message::encode(&self.self_name, trace, message)?;
+        let frame = encode_frame(&self.self_name, trace, message)?;
+        self.send_frames(node, addr, &frame).await
+    }
+
+    async fn send_frames(
+        &self,
+        node: &NodeId,
+        addr: SocketAddr,
+        frames: &[u8],
+    ) -> Result<(), TransportError> {
         let result = tokio::time::timeout(SEND_TIMEOUT, async {
             let connection = self.connection_to(node, addr).await?;
             let mut stream = connection
@@ -255,7 +290,7 @@ impl PeerTransport {
                 .await
                 .map_err(|e| TransportError::Stream(e.to_string()))?;
             stream
-                .write_all(&frame)
+                .write_all(frames)
                 .await
                 .map_err(|e| TransportError::Stream(e.to_string()))?;
             stream
@@ -269,6 +304,117 @@ impl PeerTransport {
             self.connections.lock().await.remove(node);
         }
         result
+    }
+
+    /// Queues one message for `node` at `addr` and returns at once; if it cannot be written,
+    /// `(node, req)` goes to `undeliverable`. Small messages share the peer's outbox stream
+    /// (written in order, batched under load); a large one is sent on a stream of its own.
+    pub fn enqueue(
+        &self,
+        node: NodeId,
+        addr: SocketAddr,
+        trace: Option<&TraceId>,
+        message: &PeerMessage,
+        undeliverable: Option<Undeliverable>,
+    ) {
+        let req = message.req();
+        let frame = match encode_frame(&self.self_name, trace, message) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(peer = %node, error = %e, "message not encoded");
+                if let Some(u) = undeliverable {
+                    let _ = u.send((node, req));
+                }
+                return;
+            }
+        };
+        if frame.len() > OUTBOX_FRAME_BYTES {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.send_frames(&node, addr, &frame).await {
+                    tracing::debug!(peer = %node, error = %e, "send failed");
+                    if let Some(u) = undeliverable {
+                        let _ = u.send((node, req));
+                    }
+                }
+            });
+            return;
+        }
+        let queued = Queued {
+            addr,
+            frame,
+            req,
+            undeliverable,
+        };
+        let mut outboxes = self.outboxes.lock().expect("outboxes lock");
+        let queued = match outboxes.get(&node) {
+            Some(tx) => match tx.send(queued) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(queued)) => queued,
+            },
+            None => queued,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(queued);
+        outboxes.insert(node.clone(), tx);
+        let this = self.clone();
+        tokio::spawn(async move { this.write_outbox(node, rx).await });
+    }
+
+    /// The outbox writer of one peer: writes what has queued, as one batch, on a stream it
+    /// keeps open; after a failure it reports the batch undeliverable and starts afresh.
+    async fn write_outbox(self, node: NodeId, mut queue: mpsc::UnboundedReceiver<Queued>) {
+        let mut stream: Option<(SocketAddr, quinn::SendStream)> = None;
+        let mut batch: Vec<Queued> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(first) = queue.recv().await {
+            let mut batch_bytes = first.frame.len();
+            batch.push(first);
+            while batch_bytes < OUTBOX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        batch_bytes += next.frame.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let addr = batch.last().expect("not empty").addr;
+            bytes.clear();
+            for q in &batch {
+                bytes.extend_from_slice(&q.frame);
+            }
+            if stream.as_ref().is_some_and(|(a, _)| *a != addr) {
+                stream = None;
+            }
+            let written = tokio::time::timeout(SEND_TIMEOUT, async {
+                if stream.is_none() {
+                    let connection = self.connection_to(&node, addr).await?;
+                    let opened = connection
+                        .open_uni()
+                        .await
+                        .map_err(|e| TransportError::Stream(e.to_string()))?;
+                    stream = Some((addr, opened));
+                }
+                let (_, open) = stream.as_mut().expect("just opened");
+                open.write_all(&bytes)
+                    .await
+                    .map_err(|e| TransportError::Stream(e.to_string()))
+            })
+            .await
+            .unwrap_or(Err(TransportError::Timeout(SEND_TIMEOUT)));
+            if let Err(e) = written {
+                tracing::debug!(peer = %node, error = %e, messages = batch.len(), "send failed");
+                stream = None;
+                self.connections.lock().await.remove(&node);
+                for q in batch.drain(..) {
+                    if let Some(u) = q.undeliverable {
+                        let _ = u.send((node.clone(), q.req));
+                    }
+                }
+            }
+            batch.clear();
+        }
     }
 
     pub fn close(&self) {
@@ -291,43 +437,64 @@ fn sender_matches(certificate_name: &str, envelope: &Envelope) -> bool {
     envelope.from.as_str() == certificate_name
 }
 
-/// Reads and decodes one message stream; a bad, slow or oversized stream is logged and
-/// dropped. The frame's bytes are taken from the connection's read `budget` as they arrive, and
-/// the returned permit holds them until the envelope is handed on.
+/// One message as it travels: its envelope's length (4 bytes, little-endian), then the
+/// envelope.
+pub fn encode_frame(
+    from: &NodeId,
+    trace: Option<&TraceId>,
+    message: &PeerMessage,
+) -> Result<Vec<u8>, message::CodecError> {
+    let envelope = message::encode(from, trace, message)?;
+    let mut frame = Vec::with_capacity(4 + envelope.len());
+    frame.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&envelope);
+    Ok(frame)
+}
+
+/// Reads and decodes the next frame of a stream: `None` at its clean end, or when the frame
+/// is bad, oversized or slow (logged; the stream is stopped). The frame's bytes are taken from
+/// the connection's read `budget` before they are read, and the returned permit holds them
+/// until the envelope is handed on.
 async fn read_frame(
-    mut stream: quinn::RecvStream,
+    stream: &mut quinn::RecvStream,
     connection: &quinn::Connection,
-    budget: Arc<Semaphore>,
+    budget: &Arc<Semaphore>,
 ) -> Option<(Envelope, OwnedSemaphorePermit)> {
+    let mut length = [0u8; 4];
+    match stream.read_exact(&mut length).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, "peer stream read failed");
+            return None;
+        }
+    }
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_FRAME_BYTES {
+        tracing::warn!(remote = %connection.remote_address(), "peer frame over {MAX_FRAME_BYTES} bytes dropped");
+        let _ = stream.stop(0u32.into());
+        return None;
+    }
     let read = async {
-        let mut frame = Vec::new();
-        let mut held = budget.clone().acquire_many_owned(0).await.ok()?;
-        while let Some(chunk) = stream
-            .read_chunk(READ_CHUNK, true)
+        let held = budget
+            .clone()
+            .acquire_many_owned(length as u32)
+            .await
+            .ok()?;
+        let mut frame = vec![0u8; length];
+        stream
+            .read_exact(&mut frame)
             .await
             .map_err(|e| tracing::debug!(error = %e, "peer stream read failed"))
-            .ok()?
-        {
-            if frame.len() + chunk.bytes.len() > MAX_FRAME_BYTES {
-                tracing::warn!(remote = %connection.remote_address(), "peer frame over {MAX_FRAME_BYTES} bytes dropped");
-                let _ = stream.stop(0u32.into());
-                return None;
-            }
-            let permit = budget
-                .clone()
-                .acquire_many_owned(chunk.bytes.len() as u32)
-                .await
-                .ok()?;
-            held.merge(permit);
-            frame.extend_from_slice(&chunk.bytes);
-        }
+            .ok()?;
         Some((frame, held))
     };
     let (frame, held) = match tokio::time::timeout(SEND_TIMEOUT, read).await {
         Ok(Some(read)) => read,
         Ok(None) => return None,
         Err(_) => {
-            tracing::debug!("peer stream read timed out");
+            tracing::debug!("peer frame read timed out");
+            let _ = stream.stop(0u32.into());
             return None;
         }
     };
@@ -335,6 +502,7 @@ async fn read_frame(
         Ok(envelope) => Some((envelope, held)),
         Err(e) => {
             tracing::warn!(error = %e, remote = %connection.remote_address(), "bad peer frame dropped");
+            let _ = stream.stop(0u32.into());
             None
         }
     }
