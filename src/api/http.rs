@@ -223,8 +223,8 @@ async fn health_check(State(state): State<ApiState>) -> Response {
         )
             .into_response();
     }
-    match state.driver.status().await {
-        Some(status) => Json(json!({"status": "ok", "id": status.id})).into_response(),
+    match state.driver.running_as() {
+        Some(id) => Json(json!({"status": "ok", "id": id})).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "stopping"})),
@@ -637,7 +637,12 @@ async fn prometheus_metrics(State(state): State<ApiState>) -> Response {
     let Some(status) = state.driver.status().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "the peer is shutting down");
     };
-    let body = metrics::render(&state.metrics, &status, state.pubsub.stats());
+    let body = metrics::render(
+        &state.metrics,
+        &status,
+        state.pubsub.stats(),
+        state.driver.peer_messages_shed(),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

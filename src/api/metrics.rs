@@ -140,7 +140,13 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 }
 
 /// The Prometheus text exposition of the peer: `requests` plus `status` read now.
-pub fn render(requests: &RequestMetrics, status: &Status, pubsub: PubSubStats) -> String {
+/// `peer_messages_shed`: peer messages dropped because their shard's inbox was full.
+pub fn render(
+    requests: &RequestMetrics,
+    status: &Status,
+    pubsub: PubSubStats,
+    peer_messages_shed: u64,
+) -> String {
     let mut registry = Registry::with_prefix("ringcache");
     registry.register(
         "requests",
@@ -287,6 +293,11 @@ pub fn render(requests: &RequestMetrics, status: &Status, pubsub: PubSubStats) -
             "pubsub_subscribers_lagged",
             "Subscribers cut off for falling behind",
             pubsub.subscribers_lagged,
+        ),
+        (
+            "peer_messages_shed",
+            "Peer messages dropped on arrival because their shard's inbox was full (overload)",
+            peer_messages_shed,
         ),
     ] {
         counter(&mut registry, name, help, value);

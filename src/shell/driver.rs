@@ -28,6 +28,7 @@ use crate::shell::pubsub::PubSub;
 use crate::shell::transport::{Inbound, PeerTransport};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -190,6 +191,10 @@ pub struct DriverHandle {
     leave_started: Arc<tokio::sync::OnceCell<()>>,
     /// The keys clients ask this peer about most.
     hot_keys: HotKeys,
+    /// This peer's name (`None` only for a peer of no shard).
+    id: Option<NodeId>,
+    /// Peer messages dropped because their shard's inbox was full.
+    peer_messages_shed: Arc<AtomicU64>,
 }
 
 impl DriverHandle {
@@ -215,6 +220,20 @@ impl DriverHandle {
         }
         rx.await
             .unwrap_or(Answer::failed(RequestError::ShuttingDown))
+    }
+
+    /// This peer's name while every shard still runs, without asking them anything (what
+    /// `/health` needs: it must stay cheap however busy the shards are); `None` once stopping.
+    pub fn running_as(&self) -> Option<&NodeId> {
+        if self.shards.iter().any(|s| s.is_closed()) {
+            return None;
+        }
+        self.id.as_ref()
+    }
+
+    /// Peer messages shed so far because their shard's inbox was full.
+    pub fn peer_messages_shed(&self) -> u64 {
+        self.peer_messages_shed.load(Ordering::Relaxed)
     }
 
     /// Every partition's preference list as this peer's ring has it; `None` while stopping.
@@ -355,6 +374,7 @@ pub fn spawn_shards(
 ) -> (DriverHandle, Vec<tokio::task::JoinHandle<()>>) {
     let partitions = nodes.first().map(|n| n.config().partitions).unwrap_or(1);
     let count = nodes.len() as u32;
+    let nodes_id = nodes.first().map(|n| n.id().clone());
     let mut shards = Vec::new();
     let mut inboxes = Vec::new();
     let mut tasks = Vec::new();
@@ -408,6 +428,9 @@ pub fn spawn_shards(
         tasks.push(task);
     }
     let mut stop = shutdown;
+    let peer_messages_shed = Arc::new(AtomicU64::new(0));
+    let shed_by_router = peer_messages_shed.clone();
+    let id = nodes_id;
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -417,9 +440,19 @@ pub fn spawn_shards(
                         pubsub.deliver_from_peer(&received.from, (stream, seq), channel, payload);
                         continue;
                     }
+                    // Never wait on one shard's full inbox: every other shard's messages
+                    // would wait behind it. A message shed here is a message the network lost,
+                    // which every protocol already survives (timeouts, retries, repair).
                     let shard = received.message.shard(partitions, count) as usize;
-                    if inboxes[shard].send(received).await.is_err() {
-                        break;
+                    match inboxes[shard].try_send(received) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let total = shed_by_router.fetch_add(1, Ordering::Relaxed) + 1;
+                            if total.is_power_of_two() {
+                                tracing::warn!(shard, shed_total = total, "shard inbox full: peer message shed");
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
                 changed = stop.changed() => {
@@ -440,6 +473,8 @@ pub fn spawn_shards(
             leaving,
             leave_started: Arc::new(tokio::sync::OnceCell::new()),
             hot_keys: HotKeys::new(std::time::Instant::now()),
+            id,
+            peer_messages_shed,
         },
         tasks,
     )
