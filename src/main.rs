@@ -23,6 +23,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: a loaded peer spent a fifth of its time in the
+/// allocator (see docs/performance.md, "The quorum path"). Only the binary uses it; the
+/// library, its tests and its benchmarks keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The release and the peer protocol it speaks: peers of different protocol versions cannot
 /// talk, so an operator rolling an upgrade needs both.
 const VERSION: &str = concat!(
