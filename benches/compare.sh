@@ -35,7 +35,8 @@ build_ringcache
 # The plot's renderer, built now so that its compilation does not overlap the measurements.
 cargo bench --bench plot_latency --no-run -q
 out=$(mktemp -d)
-echo "runs' reports in $out" >&2
+peer_logs="$out"
+echo "runs' reports and peers' logs in $out" >&2
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # One run of `ringcache bench`: its JSON report is kept, and one row (comparison, side, ops/s,

@@ -13,12 +13,13 @@ trap cleanup EXIT
 
 build_ringcache() { cargo build --release --bin ringcache -q; }
 
+# A peer's output goes to $peer_logs/ID.log when the script sets peer_logs, else nowhere.
 start_peer() { # id resp_port http_port gossip_port quic_port replicas [seed's gossip port]
     local seed=()
     [ -n "${7:-}" ] && seed=(--seed "127.0.0.1:$7")
     RINGCACHE_CLUSTER_SECRET="$secret" "$bin" serve --id "$1" --resp "127.0.0.1:$2" \
         --http "127.0.0.1:$3" --gossip "127.0.0.1:$4" --peer-addr "127.0.0.1:$5" \
-        --replicas "$6" --max-memory 1GiB "${seed[@]}" >/dev/null 2>&1 &
+        --replicas "$6" --max-memory 1GiB "${seed[@]}" >"${peer_logs:-/dev/null}${peer_logs:+/$1.log}" 2>&1 &
     pids+=($!)
 }
 
@@ -29,7 +30,7 @@ stop_last() { # count
     pids=("${pids[@]:0:${#pids[@]}-$1}")
 }
 
-wait_port() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "nothing answers on port $1" >&2; exit 1; }
+wait_port() { for _ in $(seq 300); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "nothing answers on port $1" >&2; exit 1; }
 
 wait_members() { # count http_port…: every peer sees COUNT members up
     local count="$1" port; shift
@@ -42,12 +43,13 @@ wait_members() { # count http_port…: every peer sees COUNT members up
 }
 
 # Sets the variable named $1 to a loopback TCP port nothing listens on and that no earlier call
-# handed out (ports for UDP gossip come from the same draw).
+# handed out, below the kernel's range for ephemeral ports (where tests' port-0 sockets, TCP
+# and UDP, land); ports for UDP gossip and QUIC come from the same draw.
 ports_taken=" "
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 25000))
+        p=$((16000 + RANDOM % 16000))
         [[ $ports_taken == *" $p "* ]] && continue
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
         ports_taken+="$p "

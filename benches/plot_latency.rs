@@ -64,7 +64,7 @@ fn plot(by_op: &BTreeMap<String, Vec<Point>>, out: &str) -> Result<(), Box<dyn E
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "ringcache, 3 peers (N=3, HTTP): latency from due time against throughput",
-            ("sans-serif", 18),
+            ("sans-serif", 20),
         )
         .margin(16)
         .x_label_area_size(44)
@@ -74,6 +74,8 @@ fn plot(by_op: &BTreeMap<String, Vec<Point>>, out: &str) -> Result<(), Box<dyn E
         .configure_mesh()
         .x_desc("achieved ops/s (open loop)")
         .y_desc("latency, ms (log scale)")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
@@ -98,6 +100,7 @@ fn plot(by_op: &BTreeMap<String, Vec<Point>>, out: &str) -> Result<(), Box<dyn E
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
+        .label_font(("sans-serif", 14))
         .draw()?;
     root.present()?;
     Ok(())
@@ -110,7 +113,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let [sweep, out] = &args[..] else {
-        println!("usage: cargo bench --bench plot_latency -- SWEEP.tsv OUT.svg (benches/compare.sh)");
+        println!(
+            "usage: cargo bench --bench plot_latency -- SWEEP.tsv OUT.svg (benches/compare.sh)"
+        );
         return Ok(());
     };
     let by_op = read_sweep(&std::fs::read_to_string(sweep)?)?;

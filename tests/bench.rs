@@ -290,7 +290,10 @@ fn the_benchmark_scripts_parse() {
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
         .collect();
     scripts.sort();
-    assert!(scripts.iter().any(|p| p.ends_with("compare.sh")), "{scripts:?}");
+    assert!(
+        scripts.iter().any(|p| p.ends_with("compare.sh")),
+        "{scripts:?}"
+    );
     for script in scripts {
         let output = std::process::Command::new("bash")
             .arg("-n")
