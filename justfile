@@ -55,6 +55,17 @@ bench:
 bench-run url="http://127.0.0.1:7070" *args="":
     cargo run --release -- bench --url {{url}} --connections 50 --keys 10000 --zipf 0.99 --reads 0.9 --preload --duration 10 {{args}}
 
+# ringcache against Redis with the same load generator, on loopback, in one run: GET and SET
+# (one peer, N=1, HTTP and RESP, against a lone redis-server), quorum PUT and GET on three peers
+# against SET + WAIT 1 on a primary with two replicas and a lone GET, open loop too, and a
+# latency-against-throughput SVG. Medians of BENCH_ROUNDS (3) rounds of BENCH_SECS (10) s each;
+# the table replaces the bench-compare section of docs/performance.md (benches/compare.sh lists
+# its settings). Installs redis-server and jq if missing and root.
+bench-compare:
+    command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+    command -v jq >/dev/null || (apt-get update -qq && apt-get install -y -qq jq)
+    bash benches/compare.sh
+
 fmt:
     cargo fmt --all
 

@@ -9,25 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin ringcache -q
-bin="$target/release/ringcache"
-secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-pids=()
-# SIGINT stops a peer at once (SIGTERM would make it hand its data off first).
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-start_peer() { # id resp_port http_port gossip_port quic_port replicas [seed]
-    local seed=()
-    [ -n "${7:-}" ] && seed=(--seed "127.0.0.1:$7")
-    RINGCACHE_CLUSTER_SECRET="$secret" "$bin" serve --id "$1" --resp "127.0.0.1:$2" \
-        --http "127.0.0.1:$3" --gossip "127.0.0.1:$4" --peer-addr "127.0.0.1:$5" \
-        --replicas "$6" --max-memory 1GiB "${seed[@]}" >/dev/null 2>&1 &
-    pids+=($!)
-}
-
-wait_port() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.1; done; exit 1; }
+source benches/lib.sh
+build_ringcache
 
 bench() { # label port
     for pipeline in 1 16; do
@@ -51,10 +34,5 @@ start_peer A 16381 17071 17001 17101 3
 start_peer B 16382 17072 17002 17102 3 17001
 start_peer C 16383 17073 17003 17103 3 17001
 wait_port 16381; wait_port 16382; wait_port 16383
-for port in 17071 17072 17073; do # every peer sees three members up
-    for _ in $(seq 200); do
-        [ "$(curl -s "http://127.0.0.1:$port/v1/cluster" | grep -o '"up":true' | wc -l)" = 3 ] && break
-        sleep 0.1
-    done
-done
+wait_members 3 17071 17072 17073
 bench "ringcache N=3 R=W=2" 16381

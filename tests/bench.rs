@@ -276,3 +276,35 @@ async fn against_redis_server_with_and_without_wait() {
     check(&report);
     assert_eq!(report.wait, Some(0));
 }
+
+/// The benchmark scripts (benches/*.sh, e.g. `just bench-compare`'s) at least parse: they run
+/// for minutes, so CI checks their syntax with `bash -n` instead of running them. They read
+/// `ringcache bench --json`'s `ops_per_sec`, `latency_ms.all.p50`/`p99`, `errors` and
+/// `unsent`, which `check` above reads back too.
+#[test]
+fn the_benchmark_scripts_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.iter().any(|p| p.ends_with("compare.sh")),
+        "{scripts:?}"
+    );
+    for script in scripts {
+        let output = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
