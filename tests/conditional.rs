@@ -118,7 +118,17 @@ async fn resp_conditional_writes_answer_as_redis_does() {
         let mut cons = Vec::new();
         for url in &urls {
             let c = redis::Client::open(url.as_str()).unwrap();
-            cons.push(c.get_multiplexed_async_connection().await.unwrap());
+            // Twelve racers through three coordinators right after the cluster formed, while
+            // every acceptor is still recovering (a promise counts only beside all three): the
+            // race can take over a second to settle, longer than redis-rs's default 500 ms
+            // response timeout.
+            let config = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+            cons.push(
+                c.get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .unwrap(),
+            );
         }
         // Twelve SET NX racing through three peers: one OK, the rest nil.
         let racers = (0..12).map(|i| {
