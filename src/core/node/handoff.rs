@@ -14,10 +14,7 @@
 //!   collected a delete this stale copy missed, and sending it would bring the value back; the
 //!   replicas that stayed, and anti-entropy, restore N copies of everything else.
 //! - The receiving side merges handed-off states (a join, never an overwrite) into partitions
-//!   it replicates, subject to its memory limit like any replicated write, and paces its
-//!   intake by its own budget: a batch that arrives while that budget is overdrawn is refused
-//!   (and sent again later), so any number of ex-owners together hand a newcomer no more than
-//!   one peer's budget.
+//!   it replicates, subject to its memory limit like any replicated write.
 
 use super::{Node, Outputs};
 use crate::core::message::{KeyState, PeerMessage};
@@ -307,27 +304,6 @@ impl Node {
         out: &mut Outputs,
     ) {
         let replicates = self.ring.preference_list(partition).contains(&self.id);
-        // The receiver paces its intake too, from the same budget as its own anti-entropy
-        // and handoff: several ex-owners streaming to one newcomer at once would otherwise
-        // each spend their own budget on it, and its clients would wait behind the merges.
-        // A batch refused here is sent again after a request timeout.
-        self.refill_budget(now);
-        if replicates && self.anti_entropy_budget_overdrawn() {
-            self.counters.handoff_batches_deferred += 1;
-            out.send(
-                from,
-                PeerMessage::HandoffAck {
-                    req,
-                    partition,
-                    stored: false,
-                },
-            );
-            return;
-        }
-        if replicates {
-            let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
-            self.spend_anti_entropy_budget(states.len(), bytes);
-        }
         let mut stored = replicates;
         if replicates {
             for (key, state) in &states {

@@ -79,9 +79,6 @@ pub struct NodeStats {
     /// Paxos rounds this peer started again (contention, or an earlier proposal finished).
     #[serde(default)]
     pub conditional_retries: u64,
-    /// Handoff batches this peer refused on arrival to pace its intake (sent again later).
-    #[serde(default)]
-    pub handoff_batches_deferred: u64,
 }
 
 impl NodeStats {
@@ -124,7 +121,6 @@ impl NodeStats {
         self.conditional_applied += other.conditional_applied;
         self.conditional_not_applied += other.conditional_not_applied;
         self.conditional_retries += other.conditional_retries;
-        self.handoff_batches_deferred += other.handoff_batches_deferred;
         self.client_writes += other.client_writes;
     }
 }
@@ -152,8 +148,6 @@ pub(super) struct Counters {
     pub(super) conditional_not_applied: u64,
     /// Paxos rounds started again (a higher ballot about, or an earlier proposal finished).
     pub(super) conditional_retries: u64,
-    /// Handoff batches refused on arrival to pace intake.
-    pub(super) handoff_batches_deferred: u64,
 }
 
 impl Counters {
@@ -209,7 +203,6 @@ impl Node {
             conditional_applied: self.counters.conditional_applied,
             conditional_not_applied: self.counters.conditional_not_applied,
             conditional_retries: self.counters.conditional_retries,
-            handoff_batches_deferred: self.counters.handoff_batches_deferred,
         }
     }
 
