@@ -108,6 +108,38 @@ fn caught_within(bug: PlantedBug, seeds: u64) -> Option<u64> {
     })
 }
 
+/// The first of `seeds` seeds whose run of `scenario` with `bug` planted has a violation of
+/// `kind`, if any.
+fn caught_as(
+    scenario: impl Fn(u64) -> Scenario,
+    bug: PlantedBug,
+    kind: ViolationKind,
+    seeds: u64,
+) -> Option<u64> {
+    (1..=seeds).find(|seed| {
+        run(&scenario(*seed), Some(bug))
+            .check
+            .violations
+            .iter()
+            .any(|v| v.kind == kind)
+    })
+}
+
+/// Conditional writes judged over `seeds` clean runs of `scenario`; panics on any violation.
+fn judged_without_violations(scenario: impl Fn(u64) -> Scenario, seeds: u64) -> usize {
+    let mut judged = 0;
+    for seed in 1..=seeds {
+        let result = run(&scenario(seed), None);
+        assert!(
+            result.check.violations.is_empty(),
+            "seed {seed}: {:?}",
+            result.check.violations
+        );
+        judged += result.check.conditional_ops_checked;
+    }
+    judged
+}
+
 #[test]
 fn the_checker_catches_an_early_ack() {
     let seed = caught_within(PlantedBug::AckAfterWMinusOne, 30);
@@ -306,16 +338,12 @@ fn values_lost_while_only_reads_held_them_are_excused() {
 #[test]
 fn the_checker_catches_a_read_add_write_increment() {
     // The sums themselves must fail, not only the phantom values the plain writes leave.
-    let seed = (1..=100).find(|seed| {
-        run(
-            &Scenario::generate(*seed, OPS),
-            Some(PlantedBug::IncrementReadAddWrite),
-        )
-        .check
-        .violations
-        .iter()
-        .any(|v| v.kind == ViolationKind::CounterSum)
-    });
+    let seed = caught_as(
+        |seed| Scenario::generate(seed, OPS),
+        PlantedBug::IncrementReadAddWrite,
+        ViolationKind::CounterSum,
+        100,
+    );
     assert!(
         seed.is_some(),
         "read-add-write increments losing counts went unnoticed for 100 seeds"
@@ -338,16 +366,12 @@ fn fixed_seeds_check_counter_sums() {
 
 #[test]
 fn the_checker_catches_a_proposer_that_goes_on_without_a_majority() {
-    let seed = (1..=100).find(|seed| {
-        run(
-            &Scenario::generate(*seed, OPS),
-            Some(PlantedBug::PaxosWithoutMajority),
-        )
-        .check
-        .violations
-        .iter()
-        .any(|v| v.kind == ViolationKind::NotLinearizable)
-    });
+    let seed = caught_as(
+        |seed| Scenario::generate(seed, OPS),
+        PlantedBug::PaxosWithoutMajority,
+        ViolationKind::NotLinearizable,
+        100,
+    );
     assert!(
         seed.is_some(),
         "conditional writes decided on one promise went unnoticed for 100 seeds"
@@ -411,13 +435,12 @@ fn one_amnesic_acceptor(seed: u64) -> Scenario {
 #[test]
 fn the_checker_catches_an_acceptor_that_forgets_what_it_promised() {
     // Caught in 11 of seeds 1-30 when this test was written.
-    let seed = (1..=30).find(|seed| {
-        run(&one_amnesic_acceptor(*seed), Some(PlantedBug::PaxosAmnesia))
-            .check
-            .violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::NotLinearizable)
-    });
+    let seed = caught_as(
+        one_amnesic_acceptor,
+        PlantedBug::PaxosAmnesia,
+        ViolationKind::NotLinearizable,
+        30,
+    );
     assert!(
         seed.is_some(),
         "a restarted acceptor acting on promises it forgot went unnoticed for 30 seeds"
@@ -426,16 +449,7 @@ fn the_checker_catches_an_acceptor_that_forgets_what_it_promised() {
 
 #[test]
 fn a_minority_that_keeps_crashing_is_judged_and_keeps_conditional_writes_linearizable() {
-    let mut judged = 0;
-    for seed in 1..=20 {
-        let result = run(&one_amnesic_acceptor(seed), None);
-        assert!(
-            result.check.violations.is_empty(),
-            "seed {seed}: {:?}",
-            result.check.violations
-        );
-        judged += result.check.conditional_ops_checked;
-    }
+    let judged = judged_without_violations(one_amnesic_acceptor, 20);
     assert!(judged > 500, "only {judged} conditional writes judged");
 }
 
@@ -476,15 +490,6 @@ fn replicas_on_the_move(seed: u64) -> Scenario {
 
 #[test]
 fn joins_and_leaves_are_judged_and_keep_conditional_writes_linearizable() {
-    let mut judged = 0;
-    for seed in 1..=20 {
-        let result = run(&replicas_on_the_move(seed), None);
-        assert!(
-            result.check.violations.is_empty(),
-            "seed {seed}: {:?}",
-            result.check.violations
-        );
-        judged += result.check.conditional_ops_checked;
-    }
+    let judged = judged_without_violations(replicas_on_the_move, 20);
     assert!(judged > 500, "only {judged} conditional writes judged");
 }
