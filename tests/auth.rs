@@ -267,11 +267,16 @@ async fn starts(extra: &[&str], token: Option<&str>) -> (String, String) {
     let (status, _, _) = raw(reqwest::Method::GET, &format!("{url}/health"), None, "").await;
     assert_eq!(status, 200);
     // The cluster view gossips the advertised address, not 0.0.0.0.
-    let view = Client::with_token(&url, token)
-        .unwrap()
-        .cluster()
-        .await
-        .unwrap();
+    // /health answers without asking the shards, so the view may not list this peer yet.
+    let client = Client::with_token(&url, token).unwrap();
+    let mut view = client.cluster().await.unwrap();
+    for _ in 0..50 {
+        if !view["members"]["members"]["S"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        view = client.cluster().await.unwrap();
+    }
     let me = &view["members"]["members"]["S"];
     for (field, key) in [
         ("http_addr", "http"),
