@@ -144,7 +144,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed, before their last write)",
+            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed or evicted them, before their last write)",
             self.conditional_keys_checked,
             self.conditional_ops_checked,
             self.conditional_keys_skipped

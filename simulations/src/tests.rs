@@ -26,6 +26,22 @@ fn fixed_seeds_keep_every_promise() {
     }
 }
 
+/// Seeds that once failed a sweep, at the sweep's length, each for a bug since fixed: a hint
+/// delivered after the delete that covered it was collected (1795797059), a create-if-absent
+/// decided by replicas that had all just gained the key's partition (3325), and a
+/// conditional key most of whose replicas evicted it (4458, an excuse the checker lacked).
+#[test]
+fn seeds_that_once_failed_keep_every_promise() {
+    for seed in [1_795_797_059, 3325, 4458] {
+        let result = run(&Scenario::generate(seed, 600), None);
+        assert!(
+            result.check.violations.is_empty(),
+            "seed {seed}: {:?}\nreplay: cargo run --release -p simulations -- run --seed {seed}",
+            result.check.violations
+        );
+    }
+}
+
 #[test]
 fn the_same_seed_replays_bit_for_bit() {
     for seed in [3, 17] {

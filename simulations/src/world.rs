@@ -271,6 +271,8 @@ struct World<'s> {
     disruptions: Vec<(Millis, Millis)>,
     /// When each peer crashed (and so lost its memory), in order.
     memory_losses: Vec<(Millis, NodeId)>,
+    /// When each peer evicted a copy of a key under its memory limit, by key.
+    evictions: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
     rings_differ_since: Option<Millis>,
@@ -383,6 +385,7 @@ impl<'s> World<'s> {
             handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
             memory_losses: Vec::new(),
+            evictions: BTreeMap::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,

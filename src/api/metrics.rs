@@ -265,6 +265,11 @@ pub fn render(
             s.hints_refused,
         ),
         (
+            "hints_expired",
+            "Hints given up undelivered at the end of their lifetime",
+            s.hints_expired,
+        ),
+        (
             "conditional_applied",
             "Conditional writes this peer proposed that applied",
             s.conditional_applied,

@@ -166,6 +166,15 @@ impl CoreConfig {
         Ok(())
     }
 
+    /// How long a hint may wait for its owner before it is given up: the tombstone grace less
+    /// a request timeout, so a hint taken before a delete's tombstones were seen on every
+    /// replica reaches its owner before the collection's confirming read (see
+    /// `node::hints`).
+    pub fn hint_lifetime_ms(&self) -> Millis {
+        self.tombstone_grace_ms
+            .saturating_sub(self.request_timeout_ms)
+    }
+
     /// A small, fast configuration for tests: fewer partitions and tokens, short deadlines.
     pub fn for_test() -> Self {
         Self {

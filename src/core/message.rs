@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`] or [`Envelope`] (6: the envelope
-/// carries a trace id; Paxos ballots name incarnations and rounds name their replicas).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// carries a trace id; Paxos ballots name incarnations and rounds name their replicas; 7: an
+/// acceptor that just gained a partition answers `Promise::Incomplete`).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;

@@ -377,6 +377,7 @@ impl Node {
                         r,
                         session,
                         stale_ok_ms,
+                        confirms: None,
                     };
                     self.start_read(now, Waiter::client(id, trace), None, read, out)
                 }
@@ -519,14 +520,19 @@ impl Node {
     }
 
     /// Whether this peer's answers for `partition` do not count toward R yet.
+    /// Whether this peer gained `partition` in a ring change (a join or leave) recently
+    /// enough that the ex-owners may still be handing its data over.
+    fn gained_recently(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
+        self.warming
+            .get(&partition)
+            .is_some_and(|until| now < *until)
+    }
+
     fn is_warming(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
         self.startup_warming
             .as_ref()
             .is_some_and(|(_, until)| now < *until)
-            || self
-                .warming
-                .get(&partition)
-                .is_some_and(|until| now < *until)
+            || self.gained_recently(partition, now)
     }
 
     fn on_peer_message(

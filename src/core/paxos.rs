@@ -120,6 +120,10 @@ pub enum Promise {
     /// Not taking part: by this acceptor's ring the key's replicas are others than the
     /// proposer named (a join or leave not yet seen by both). Nothing was promised.
     OtherReplicas,
+    /// Not taking part yet: this acceptor just gained the key's partition (a join or leave
+    /// moved it here) and its data may still be on the way from the ex-owners, so what it
+    /// holds must not decide a round, even beside every other replica. Nothing was promised.
+    Incomplete,
 }
 
 /// The acceptor side of every key this peer replicates.

@@ -61,10 +61,17 @@ pub enum PlantedBug {
     /// as if it remembered nothing because nothing happened, and its proposals reuse the
     /// ballots (and dots) of its previous incarnation.
     PaxosAmnesia,
+    /// Hints never expire: a hint held past the tombstone grace is still handed to its owner,
+    /// which may hold nothing of the key because a delete since was collected everywhere.
+    HintOutlivesGrace,
+    /// Tombstone collection forgets a key once its grace ends without reading every replica
+    /// again, so a value that reached a replica holding nothing during the grace (a late
+    /// hint, a delayed message) outlives the tombstones that covered it.
+    ForgetWithoutConfirming,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -82,6 +89,8 @@ impl PlantedBug {
         PlantedBug::IncrementReadAddWrite,
         PlantedBug::PaxosWithoutMajority,
         PlantedBug::PaxosAmnesia,
+        PlantedBug::HintOutlivesGrace,
+        PlantedBug::ForgetWithoutConfirming,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +112,8 @@ impl PlantedBug {
             PlantedBug::IncrementReadAddWrite => "increment-read-add-write",
             PlantedBug::PaxosWithoutMajority => "paxos-without-majority",
             PlantedBug::PaxosAmnesia => "paxos-amnesia",
+            PlantedBug::HintOutlivesGrace => "hint-outlives-grace",
+            PlantedBug::ForgetWithoutConfirming => "forget-without-confirming",
         }
     }
 }

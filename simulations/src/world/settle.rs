@@ -316,8 +316,8 @@ impl World<'_> {
         let cas_final = self.final_state(&cas_keys);
         // The promise (docs/guarantees.md, conditional writes) holds while a majority of the
         // key's replicas keep their memory: a key is not judged if a copy of it was lost for
-        // good, or if a majority of its replicas crashed before its last conditional write was
-        // answered. (Its replicas: those of the ring the cluster started with and of the ring
+        // good, or if a majority of its replicas crashed or evicted it before its last
+        // conditional write was answered. (Its replicas: those of the ring the cluster started with and of the ring
         // it ended with; a crashed peer counts if it was a replica in either.) A minority that
         // crashed is judged — a restarted acceptor recovers (`Node::paxos_recovering`) before
         // its promises and accepts count on their own — and so are joins and leaves: every
@@ -346,9 +346,11 @@ impl World<'_> {
         let majority_crashed = |key: &[u8], until: Millis| {
             let replicas: BTreeSet<&NodeId> =
                 rings.iter().flat_map(|r| r.replicas_of(key)).collect();
+            let evicted = self.evictions.get(key).into_iter().flatten();
             let crashed: BTreeSet<&NodeId> = self
                 .memory_losses
                 .iter()
+                .chain(evicted)
                 .filter(|(at, who)| *at <= until && replicas.contains(who))
                 .map(|(_, who)| who)
                 .collect();

@@ -545,7 +545,14 @@ impl World<'_> {
                         .and_then(|n| n.peek(&h.key))
                         .is_some_and(|s| s.context().descends_from(h.state.context()))
             });
-            if held_elsewhere {
+            // Tombstones the new replicas collected since they confirmed them are retired,
+            // not lost.
+            let retired = h.state.is_tombstones_only()
+                && self
+                    .collected
+                    .get(&h.key)
+                    .is_some_and(|c| c.descends_from(h.state.context()));
+            if held_elsewhere || retired {
                 continue;
             }
             let excuse = h.confirmed_by.iter().find_map(|c| {
@@ -591,6 +598,10 @@ impl World<'_> {
                 }
                 None => self.s.memory.is_some().then_some(LossCause::Eviction),
             };
+            if cause == Some(LossCause::Eviction) {
+                let at = (self.now, node.clone());
+                self.evictions.entry(key.clone()).or_default().push(at);
+            }
             if let Some(cause) = cause {
                 self.lose_copy(None, &key, state.context(), cause);
             }

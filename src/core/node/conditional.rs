@@ -7,7 +7,11 @@
 //!    round's read. A replica that may not hold the key's data yet (warming: it restarted
 //!    empty, or just gained the partition; or stale: it knows of a commit its store does not
 //!    hold, refused when full or evicted since) counts only once every replica has promised,
-//!    so a majority never rests on replicas that may miss what was committed.
+//!    so a majority never rests on replicas that may miss what was committed. A replica that
+//!    just gained the key's partition in a join or leave does not promise at all
+//!    (`Promise::Incomplete`) until the ex-owners had time to hand it the data: otherwise,
+//!    when every replica of the new ring is new to the partition (or warming), all of them
+//!    promising would decide on nothing while the value is still on its way.
 //! 2. With a majority of promises: if one of them holds a proposal accepted above the last
 //!    commit any of them knows, that proposal may have been chosen: it is proposed again under
 //!    this ballot and committed first, then the round starts over. Otherwise the promised
@@ -281,10 +285,16 @@ impl Node {
                 // two proposers that disagree (one has seen a join or leave, the other not)
                 // could otherwise each gather a majority of a different replica set, and the
                 // two majorities need not meet.
-                let promise = if self.same_replicas(&key, &replicas) {
-                    self.acceptor.prepare(&key, &ballot)
-                } else {
+                let promise = if !self.same_replicas(&key, &replicas) {
                     Promise::OtherReplicas
+                } else if self.gained_recently(self.ring.partition_of(&key), now)
+                    && !self.has_bug(PlantedBug::PaxosAmnesia)
+                {
+                    // Its data may still be at the ex-owners: every replica could be new to
+                    // the partition, and all of them promising would decide on nothing.
+                    Promise::Incomplete
+                } else {
+                    self.acceptor.prepare(&key, &ballot)
                 };
                 let state = self.store.peek(&key);
                 // A replica that knows of a commit its store does not hold (it refused it when
@@ -412,7 +422,7 @@ impl Node {
                 flight.highest_round = flight.highest_round.max(promised.round);
                 *not_granted += 1;
             }
-            Promise::OtherReplicas => *not_granted += 1,
+            Promise::OtherReplicas | Promise::Incomplete => *not_granted += 1,
         }
         self.advance(now, req, out);
     }
@@ -499,7 +509,11 @@ impl Node {
             } => {
                 if granted.len() >= promises_needed || granted.len() + warming.len() == n {
                     Next::Decide
-                } else if *not_granted > n - majority {
+                } else if *not_granted > n - majority
+                    || granted.len() + warming.len() + *not_granted == n
+                {
+                    // Too many refused, or every replica answered and the warming ones cannot
+                    // count: try again after the backoff.
                     Next::Retry
                 } else {
                     Next::Wait

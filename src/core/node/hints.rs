@@ -26,6 +26,13 @@
 //!   the last tick stopped, so one owner's backlog cannot starve the others.
 //! - A hint whose owner is no longer a member of the cluster is handed to the key's first
 //!   replica instead (to this peer's own store if that is this peer).
+//! - **A hint lives less than a tombstone's grace.** A hint not delivered within
+//!   `CoreConfig::hint_lifetime_ms` of its taking (the tombstone grace less a request timeout)
+//!   is given up and counted (`expired`). A hint older than that could carry a value that a
+//!   delete since covered and that tombstone collection already forgot everywhere (it asks
+//!   the replicas, not the hint holders): handed to an owner that holds nothing of the key, it
+//!   would come back. Anti-entropy carries what an expired hint held, from any replica that
+//!   has it (as Cassandra's hints live no longer than its `gc_grace_seconds`).
 
 use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
@@ -57,6 +64,9 @@ struct OwnerHints {
 
 struct Hint {
     state: Siblings,
+    /// When this peer first took a hint for this owner and key (merges keep it): the hint's
+    /// lifetime counts from here.
+    taken_at: Millis,
     /// The state's footprint as a store entry: what the byte bound counts.
     bytes: u64,
     /// The delivery in flight (its request number) and when to send it again unacknowledged.
@@ -72,6 +82,8 @@ pub(super) struct HintCounters {
     pub(super) dropped: u64,
     /// Hints given up because their owner's full store refused them.
     pub(super) refused: u64,
+    /// Hints given up undelivered once their lifetime ended (see the module's promises).
+    pub(super) expired: u64,
 }
 
 impl Hints {
@@ -99,14 +111,21 @@ impl Hints {
         })
     }
 
-    /// Merges `state` into the hint for (`owner`, `key`); false if the bound refuses it.
-    fn keep(&mut self, limits: (usize, u64), owner: &NodeId, key: &[u8], state: &Siblings) -> bool {
+    /// Merges `state`, taken at `taken_at`, into the hint for (`owner`, `key`); false if the
+    /// bound refuses it. A merged hint keeps the earlier taking time.
+    fn keep(
+        &mut self,
+        limits: (usize, u64),
+        (owner, key): (&NodeId, &[u8]),
+        state: &Siblings,
+        taken_at: Millis,
+    ) -> bool {
         let (max_count, max_bytes) = limits;
         let o = self.owners.entry(owner.clone()).or_default();
-        let (merged, old_bytes) = match o.hints.get(key) {
-            Some(h) => (h.state.merged(state), h.bytes),
+        let (merged, old_bytes, taken_at) = match o.hints.get(key) {
+            Some(h) => (h.state.merged(state), h.bytes, h.taken_at.min(taken_at)),
             None if o.hints.len() >= max_count => return self.refuse(owner),
-            None => (state.clone(), 0),
+            None => (state.clone(), 0, taken_at),
         };
         if let Some(h) = o.hints.get(key) {
             if merged == h.state {
@@ -127,6 +146,7 @@ impl Hints {
             Hint {
                 state: merged,
                 bytes,
+                taken_at,
                 sent: None,
             },
         ) {
@@ -144,6 +164,10 @@ impl Hints {
     }
 
     fn remove(&mut self, owner: &NodeId, key: &[u8]) -> Option<Siblings> {
+        self.remove_hint(owner, key).map(|h| h.state)
+    }
+
+    fn remove_hint(&mut self, owner: &NodeId, key: &[u8]) -> Option<Hint> {
         let o = self.owners.get_mut(owner)?;
         let hint = o.hints.remove(key)?;
         o.bytes -= hint.bytes;
@@ -153,7 +177,27 @@ impl Hints {
         if let Some((req, _)) = hint.sent {
             self.in_flight.remove(&req);
         }
-        Some(hint.state)
+        Some(hint)
+    }
+
+    /// Removes the hints taken before `taken_before`: (owner, key, state) of each.
+    fn remove_taken_before(&mut self, taken_before: Millis) -> Vec<(NodeId, Vec<u8>, Siblings)> {
+        let old: Vec<(NodeId, Vec<u8>)> = self
+            .owners
+            .iter()
+            .flat_map(|(owner, o)| {
+                o.hints
+                    .iter()
+                    .filter(|(_, h)| h.taken_at < taken_before)
+                    .map(move |(k, _)| (owner.clone(), k.clone()))
+            })
+            .collect();
+        old.into_iter()
+            .filter_map(|(owner, key)| {
+                let state = self.remove(&owner, &key)?;
+                Some((owner, key, state))
+            })
+            .collect()
     }
 
     /// The delivery `req` if it is still the one in flight for its hint: (owner, key).
@@ -204,7 +248,7 @@ impl Node {
                 self.config.max_hints_per_peer,
                 self.config.max_hint_bytes_per_peer,
             );
-            self.hints.keep(limits, &owner, &key, &state)
+            self.hints.keep(limits, (&owner, &key), &state, now)
         };
         let message = if kept {
             PeerMessage::StoreAck { req }
@@ -249,6 +293,7 @@ impl Node {
         if stored {
             self.hints.counters.delivered += 1;
         } else {
+            self.hints.counters.refused += 1;
             self.give_up_hint(owner, key, state);
         }
     }
@@ -269,7 +314,6 @@ impl Node {
     }
 
     fn give_up_hint(&mut self, owner: NodeId, key: Vec<u8>, state: Siblings) {
-        self.hints.counters.refused += 1;
         if let Some(log) = self.hints.given_up.as_mut() {
             log.push((owner, key, state));
         }
@@ -281,6 +325,7 @@ impl Node {
         if self.hints.owners.is_empty() {
             return;
         }
+        self.expire_hints(now);
         self.rehome_hints(now);
         let mut budget = self.config.hint_deliveries_per_tick;
         let owners: Vec<NodeId> = {
@@ -343,6 +388,19 @@ impl Node {
         out.send(owner.clone(), PeerMessage::HintDeliver { req, key, state });
     }
 
+    /// Gives up the hints whose lifetime ended undelivered (see the module's promises). A
+    /// delivery already sent may still land: it left within the lifetime.
+    fn expire_hints(&mut self, now: Millis) {
+        let lifetime = self.config.hint_lifetime_ms();
+        if self.has_bug(PlantedBug::HintOutlivesGrace) || now < lifetime {
+            return;
+        }
+        for (owner, key, state) in self.hints.remove_taken_before(now - lifetime) {
+            self.hints.counters.expired += 1;
+            self.give_up_hint(owner, key, state);
+        }
+    }
+
     /// Hints for owners that are no longer members go to the key's first replica; those that
     /// land here are merged into the store.
     fn rehome_hints(&mut self, now: Millis) {
@@ -363,13 +421,19 @@ impl Node {
                 let Some(heir) = self.ring.replicas_of(&key).first().cloned() else {
                     continue; // no members at all: keep it
                 };
-                let state = self.hints.remove(&owner, &key).expect("listed just above");
-                if heir == self.id {
-                    if !self.apply_replicated(&key, &state, now) {
-                        self.give_up_hint(owner.clone(), key, state);
-                    }
-                } else if !self.hints.keep(limits, &heir, &key, &state) {
-                    self.give_up_hint(owner.clone(), key, state);
+                let hint = self
+                    .hints
+                    .remove_hint(&owner, &key)
+                    .expect("listed just above");
+                let kept = if heir == self.id {
+                    self.apply_replicated(&key, &hint.state, now)
+                } else {
+                    self.hints
+                        .keep(limits, (&heir, &key), &hint.state, hint.taken_at)
+                };
+                if !kept {
+                    self.hints.counters.refused += 1;
+                    self.give_up_hint(owner.clone(), key, hint.state);
                 }
             }
         }
@@ -400,20 +464,20 @@ mod tests {
     fn the_bound_refuses_and_counts_what_does_not_fit() {
         let mut hints = Hints::default();
         let owner = NodeId::from("X");
-        assert!(hints.keep((2, u64::MAX), &owner, b"a", &state("1")));
-        assert!(hints.keep((2, u64::MAX), &owner, b"b", &state("2")));
-        assert!(!hints.keep((2, u64::MAX), &owner, b"c", &state("3")));
+        assert!(hints.keep((2, u64::MAX), (&owner, b"a"), &state("1"), 0));
+        assert!(hints.keep((2, u64::MAX), (&owner, b"b"), &state("2"), 0));
+        assert!(!hints.keep((2, u64::MAX), (&owner, b"c"), &state("3"), 0));
         // The same key merges into its hint: no new hint, within the count.
-        assert!(hints.keep((2, u64::MAX), &owner, b"a", &state("4")));
+        assert!(hints.keep((2, u64::MAX), (&owner, b"a"), &state("4"), 0));
         assert_eq!(hints.len(), 2);
         assert_eq!(hints.counters.dropped, 1);
         // Another owner has its own bound.
-        assert!(hints.keep((2, u64::MAX), &NodeId::from("Y"), b"c", &state("3")));
+        assert!(hints.keep((2, u64::MAX), (&NodeId::from("Y"), b"c"), &state("3"), 0));
         // Bytes: one small state fits, a second does not.
         let mut small = Hints::default();
         let one = footprint(b"a", &state("1"));
-        assert!(small.keep((100, one + 10), &owner, b"a", &state("1")));
-        assert!(!small.keep((100, one + 10), &owner, b"b", &state("2")));
+        assert!(small.keep((100, one + 10), (&owner, b"a"), &state("1"), 0));
+        assert!(!small.keep((100, one + 10), (&owner, b"b"), &state("2"), 0));
         assert_eq!(small.counters.dropped, 1);
         assert_eq!(small.owners[&owner].bytes, one);
         small.remove(&owner, b"a");

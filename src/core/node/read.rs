@@ -30,6 +30,10 @@ pub(super) struct ReadSpec {
     /// How long past its expiry a value may still be answered when none is live (see
     /// `ClientRequest::Get`).
     pub(super) stale_ok_ms: Millis,
+    /// Set for the read that confirms a scheduled tombstone collection: the clock of the
+    /// tombstone-only state every replica was seen holding a grace period ago (see
+    /// `collection`).
+    pub(super) confirms: Option<VersionVector>,
 }
 
 impl ReadSpec {
@@ -40,6 +44,7 @@ impl ReadSpec {
             r,
             session: None,
             stale_ok_ms: 0,
+            confirms: None,
         }
     }
 }
@@ -51,7 +56,7 @@ pub(super) struct ReadFlight {
     tracker: QuorumTracker,
     pub(super) merged: Siblings,
     /// What each replica answered, kept to find the stale ones once all have answered.
-    answers: BTreeMap<NodeId, Option<Siblings>>,
+    pub(super) answers: BTreeMap<NodeId, Option<Siblings>>,
     /// Replicas asked (live ones, including this node if it is a replica).
     asked: usize,
     /// Replicas that answered while warming (see `Node::is_warming`): counted toward R only
@@ -69,6 +74,8 @@ pub(super) struct ReadFlight {
     not_asked: usize,
     /// How long past its expiry a value may still be answered when none is live.
     stale_ok_ms: Millis,
+    /// The collection this read confirms, if it does (see `ReadSpec::confirms`).
+    pub(super) confirms: Option<VersionVector>,
 }
 
 impl ReadFlight {
@@ -120,6 +127,7 @@ impl Node {
             r,
             session,
             stale_ok_ms,
+            confirms,
         } = read;
         // The planted bug: answer after R, whatever the session's context.
         let session = session.filter(|_| !self.has_bug(PlantedBug::SessionIgnored));
@@ -184,6 +192,7 @@ impl Node {
             session,
             not_asked,
             stale_ok_ms,
+            confirms,
         };
         flight.count_deferred_once_all_answered();
         self.requests.insert(
@@ -306,7 +315,7 @@ impl Node {
         else {
             return;
         };
-        self.read_repair(now, &read.key, &read.merged, read.answers, out);
+        self.read_repair(now, read, out);
     }
 
     /// A read past its deadline: its waiter fails with a timeout, unless it already has its
@@ -320,12 +329,12 @@ impl Node {
     ) {
         if read.replied {
             // The waiter has its answer; repair whoever answered in time.
-            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+            return self.read_repair(now, read, out);
         }
         // A session read that found no replica covering its context in time.
         if read.tracker.outcome() == QuorumOutcome::Met && !read.session_satisfied() {
             waiter.fail(RequestError::SessionBehind, out);
-            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+            return self.read_repair(now, read, out);
         }
         // Warming replicas answered but a silent one kept them from counting: at the
         // deadline they count after all, so warming costs a read latency, never its answer.
@@ -338,7 +347,7 @@ impl Node {
                 self.counters.count_read(&reply);
             }
             waiter.reply(reply, out);
-            return self.read_repair(now, &read.key, &read.merged, read.answers, out);
+            return self.read_repair(now, read, out);
         }
         let error = RequestError::Timeout {
             needed: read.tracker.needed(),

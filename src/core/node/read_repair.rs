@@ -3,25 +3,27 @@
 //!
 //! Replicas merge it (a join), so a repair can never undo a newer write that raced it. When
 //! every replica answered with the same tombstone-only state (or nothing), there is nothing to
-//! repair: the tombstones are scheduled for collection instead (see `collection`).
+//! repair: the tombstones are scheduled for collection instead, or collected now if this read
+//! confirms a collection scheduled a grace period ago with that very state (see `collection`).
 
+use super::collection::Collection;
+use super::read::ReadFlight;
 use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
-use crate::core::siblings::Siblings;
 use crate::core::types::{Millis, NodeId};
-use std::collections::BTreeMap;
 
 impl Node {
     /// Sends the merged state of `key` to every replica that answered with something else.
     /// Replicas merge it (a join), so a repair can never undo a newer write that raced it.
-    pub(super) fn read_repair(
-        &mut self,
-        now: Millis,
-        key: &[u8],
-        merged: &Siblings,
-        answers: BTreeMap<NodeId, Option<Siblings>>,
-        out: &mut Outputs,
-    ) {
+    pub(super) fn read_repair(&mut self, now: Millis, read: ReadFlight, out: &mut Outputs) {
+        let ReadFlight {
+            key,
+            merged,
+            answers,
+            confirms,
+            ..
+        } = read;
+        let (key, merged) = (key.as_slice(), &merged);
         if merged.context().is_empty() {
             return;
         }
@@ -38,10 +40,17 @@ impl Node {
                     .is_some_and(|a| a.is_none() || a.as_ref() == Some(merged))
             });
         if all_agree {
+            if confirms.as_ref() == Some(merged.context()) {
+                // Unchanged on every replica for a whole grace period: forget it.
+                let (me, store) = (&self.id, &mut self.store);
+                let clock = merged.context();
+                Collection::forget(key, clock, replicas, me, store, &mut self.requests, out);
+                return;
+            }
             let due = now + self.config.tombstone_grace_ms;
             let seq = self.requests.fresh();
             self.collection
-                .schedule(due, seq, key, merged.context().clone(), replicas);
+                .schedule(due, seq, key, merged.context().clone());
             return;
         }
         for (replica, answer) in answers {

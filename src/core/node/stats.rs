@@ -64,6 +64,9 @@ pub struct NodeStats {
     /// Hints given up because their owner's full store refused them.
     #[serde(default)]
     pub hints_refused: u64,
+    /// Hints given up undelivered at the end of their lifetime (`CoreConfig::hint_lifetime_ms`).
+    #[serde(default)]
+    pub hints_expired: u64,
     /// Client writes this peer forwarded to a replica because it is not one of the key's
     /// replicas (the hop a ring-aware client saves).
     #[serde(default)]
@@ -117,6 +120,7 @@ impl NodeStats {
         self.hints_delivered += other.hints_delivered;
         self.hints_dropped += other.hints_dropped;
         self.hints_refused += other.hints_refused;
+        self.hints_expired += other.hints_expired;
         self.writes_forwarded += other.writes_forwarded;
         self.conditional_applied += other.conditional_applied;
         self.conditional_not_applied += other.conditional_not_applied;
@@ -198,6 +202,7 @@ impl Node {
             hints_delivered: self.hints.counters.delivered,
             hints_dropped: self.hints.counters.dropped,
             hints_refused: self.hints.counters.refused,
+            hints_expired: self.hints.counters.expired,
             writes_forwarded: self.counters.writes_forwarded,
             client_writes: self.counters.client_writes,
             conditional_applied: self.counters.conditional_applied,

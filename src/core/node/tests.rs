@@ -822,26 +822,12 @@ fn tombstones_are_collected_once_every_replica_holds_them_and_the_grace_passed()
         3,
         "nothing is collected before the grace period"
     );
-    net.tick_all(net.now + grace - 1);
+    let start = net.now;
+    tick_and_deliver(&mut net, start + grace - 1);
     assert_eq!(held(&net), 3);
-    // B's tick sends the Forget messages; deliver them.
-    let mut out = Outputs::default();
-    net.now += grace;
-    net.nodes
-        .get_mut(&nid("B"))
-        .unwrap()
-        .tick(net.now, &mut out);
-    for msg in out.messages {
-        net.nodes.get_mut(&msg.to).unwrap().handle(
-            net.now,
-            Input::Peer {
-                from: nid("B"),
-                message: msg.message,
-                trace: None,
-            },
-            &mut Outputs::default(),
-        );
-    }
+    // B's tick reads every replica again; all still hold the tombstone, so B forgets the key
+    // and tells the others to.
+    tick_and_deliver(&mut net, start + grace);
     assert_eq!(held(&net), 0, "every replica collected the tombstone");
     let collected: u64 = net
         .nodes
@@ -869,24 +855,8 @@ fn a_write_after_the_collection_was_scheduled_keeps_the_key() {
     // A new write lands before the grace period ends.
     net.request("C", put("k", "new", Some(context(&d)), Quorum::All))
         .unwrap();
-    net.now += grace;
-    let mut out = Outputs::default();
-    net.nodes
-        .get_mut(&nid("B"))
-        .unwrap()
-        .tick(net.now, &mut out);
-    assert!(!out.messages.is_empty(), "the forgets were sent");
-    for msg in out.messages {
-        net.nodes.get_mut(&msg.to).unwrap().handle(
-            net.now,
-            Input::Peer {
-                from: nid("B"),
-                message: msg.message,
-                trace: None,
-            },
-            &mut Outputs::default(),
-        );
-    }
+    let start = net.now;
+    tick_and_deliver(&mut net, start + grace);
     for n in ["A", "B", "C"] {
         assert_eq!(
             local_data(&net, n, b"k"),
@@ -2502,6 +2472,70 @@ mod conditional_writes {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn an_acceptor_that_just_gained_the_partition_promises_nothing_until_its_data_had_time_to_arrive(
+    ) {
+        let config = CoreConfig {
+            replicas: 2,
+            ..CoreConfig::for_test()
+        };
+        let warming = config.tombstone_grace_ms / 4 + config.request_timeout_ms;
+        let mut net = Net::new(&["A", "B", "C"], config);
+        recovered(&mut net);
+        // A key that C does not replicate while all three are members.
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                !net.nodes[&nid("A")]
+                    .ring()
+                    .replicas_of(k.as_bytes())
+                    .contains(&nid("C"))
+            })
+            .unwrap();
+        // A leaves: C gains the key's partition.
+        let leaving = net.nodes[&nid("C")]
+            .view()
+            .clone()
+            .with("A", Liveness::Leaving);
+        let now = net.now;
+        for n in net.nodes.values_mut() {
+            n.handle(
+                now,
+                Input::Membership(leaving.clone()),
+                &mut Outputs::default(),
+            );
+        }
+        let replicas = net.nodes[&nid("C")]
+            .ring()
+            .replicas_of(key.as_bytes())
+            .to_vec();
+        assert!(replicas.contains(&nid("C")), "{replicas:?}");
+        let prepare = |round| PeerMessage::PaxosPrepare {
+            req: round,
+            key: key.as_bytes().to_vec(),
+            ballot: Ballot {
+                round,
+                proposer: crate::core::version_vector::Actor("B.1".into()),
+            },
+            replicas: replicas.clone(),
+        };
+        // The key's value may still be on its way from A: C's promise must not count.
+        match paxos_answer(&mut net, "C", prepare(5)) {
+            PeerMessage::PaxosPromise { promise, .. } => {
+                assert_eq!(promise, Promise::Incomplete)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the ex-owner's handoff has had its time, C takes part again.
+        net.now += warming;
+        match paxos_answer(&mut net, "C", prepare(6)) {
+            PeerMessage::PaxosPromise { promise, .. } => {
+                assert!(matches!(promise, Promise::Granted { .. }), "{promise:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 mod traces {
@@ -2698,5 +2732,127 @@ mod traces {
         // Untraced, nothing is labelled.
         let (_, sent) = run(&mut net, "D", client(9, get(&key, Quorum::All), None));
         assert!(sent.iter().all(|m| m.trace.is_none()), "{sent:?}");
+    }
+}
+
+/// D holds a hint for C (down) of key `key`, taken at `at`.
+fn holder_with_hint(key: &str, at: Millis) -> Node {
+    let mut node = Node::new(nid("D"), 1, CoreConfig::for_test());
+    let view = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Down)
+        .with("D", Liveness::Up);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    let mut state = Siblings::new();
+    state.update(
+        &Actor("A.1".into()),
+        &VersionVector::new(),
+        Payload::Value {
+            data: b"old".to_vec(),
+            expires_at_ms: None,
+        },
+        8,
+    );
+    let message = PeerMessage::HintStore {
+        req: 1,
+        key: key.as_bytes().to_vec(),
+        owner: nid("C"),
+        state,
+    };
+    let input = Input::Peer {
+        from: nid("A"),
+        message,
+        trace: None,
+    };
+    node.handle(at, input, &mut Outputs::default());
+    node
+}
+
+/// Marks C up in `node`'s view and ticks it at `now`: the hint deliveries sent.
+fn deliveries_once_c_is_up(node: &mut Node, now: Millis) -> usize {
+    let view = node.view().clone().with("C", Liveness::Up);
+    node.handle(now, Input::Membership(view), &mut Outputs::default());
+    let mut out = Outputs::default();
+    node.tick(now, &mut out);
+    out.messages
+        .iter()
+        .filter(|m| matches!(m.message, PeerMessage::HintDeliver { .. }))
+        .count()
+}
+
+#[test]
+fn a_hint_is_delivered_within_its_lifetime_and_given_up_after_it() {
+    let lifetime = CoreConfig::for_test().hint_lifetime_ms();
+    assert!(lifetime > 0 && lifetime < CoreConfig::for_test().tombstone_grace_ms);
+    // Within its lifetime the hint goes to its owner once it is up.
+    let mut node = holder_with_hint("k", 100);
+    assert_eq!(deliveries_once_c_is_up(&mut node, 100 + lifetime - 20), 1);
+    // Past it, the hint is given up unsent and counted: a delete since may have been
+    // collected on every replica, and the old value would come back on an empty owner.
+    let mut node = holder_with_hint("k", 100);
+    let mut out = Outputs::default();
+    node.tick(100 + lifetime + 1, &mut out); // C still down: expiry does not wait for it
+    assert_eq!(deliveries_once_c_is_up(&mut node, 100 + lifetime + 20), 0);
+    let stats = node.stats();
+    assert_eq!((stats.hints_pending, stats.hints_expired), (0, 1));
+    assert_eq!(stats.hints_refused, 0, "expired, not refused");
+}
+
+#[test]
+fn a_covered_value_that_reaches_an_empty_replica_during_the_grace_keeps_the_key_from_collection() {
+    let config = CoreConfig::for_test();
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    // C is cut off while the value is written and deleted: what it misses is held.
+    net.cut.insert(nid("C"));
+    net.drop_silently = true;
+    let w = net.request("A", put("k", "old", None, Quorum::Exactly(2)));
+    let w = w.unwrap();
+    net.request("A", delete("k", Some(context(&w)), Quorum::Exactly(2)))
+        .unwrap();
+    let late: Vec<(NodeId, Outgoing)> = std::mem::take(&mut net.held);
+    // C is back and holds nothing: the read sees tombstones or nothing everywhere, and
+    // schedules the collection.
+    net.cut.clear();
+    let r = net.request("B", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+    assert!(net.nodes[&nid("C")].store().peek(b"k").is_none());
+    // During the grace the value's own replication (as a late hint would) reaches C.
+    let (from, store) = late
+        .into_iter()
+        .find(|(_, m)| {
+            matches!(&m.message, PeerMessage::Store { state, .. } if !state.is_tombstones_only())
+        })
+        .expect("the value's replication to C was held");
+    let input = Input::Peer {
+        from,
+        message: store.message,
+        trace: None,
+    };
+    let now = net.now;
+    net.nodes
+        .get_mut(&nid("C"))
+        .unwrap()
+        .handle(now, input, &mut Outputs::default());
+    assert_eq!(net.local_values("C", b"k"), 1);
+    // The grace ends: the confirming read finds C's value, so nothing is forgotten, and C is
+    // repaired with the tombstones instead.
+    let start = net.now;
+    tick_and_deliver(&mut net, start + grace + 1);
+    for n in ["A", "B", "C"] {
+        let state = net.nodes[&nid(n)].store().peek(b"k");
+        assert!(
+            state.is_some_and(|s| s.is_tombstones_only()),
+            "replica {n} holds the tombstones"
+        );
+    }
+    let r = net.request("A", get("k", Quorum::All)).unwrap();
+    assert!(matches!(r, ClientReply::NotFound { .. }), "{r:?}");
+    // That read saw the tombstones everywhere; after another grace they are collected.
+    let start = net.now;
+    tick_and_deliver(&mut net, start + grace + 1);
+    for n in ["A", "B", "C"] {
+        assert!(net.nodes[&nid(n)].store().peek(b"k").is_none(), "{n}");
     }
 }
