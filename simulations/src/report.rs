@@ -40,6 +40,7 @@ pub struct Summary {
     pub hints_delivered: u64,
     pub hints_dropped: u64,
     pub hints_refused: u64,
+    pub hints_expired: u64,
 }
 
 impl Summary {
@@ -97,6 +98,7 @@ impl Summary {
         self.hints_delivered += r.hints_delivered;
         self.hints_dropped += r.hints_dropped;
         self.hints_refused += r.hints_refused;
+        self.hints_expired += r.hints_expired;
         self.messages += r.messages;
     }
 
@@ -144,7 +146,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed or evicted them, before their last write)",
+            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed, evicted them or left holding them, before their last write)",
             self.conditional_keys_checked,
             self.conditional_ops_checked,
             self.conditional_keys_skipped
@@ -172,8 +174,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "sloppy quorum: {} writes hinted; hints delivered {}, dropped at the bound {}, refused by full owners {} (by peers running at the end)",
-            self.hinted_writes, self.hints_delivered, self.hints_dropped, self.hints_refused
+            "sloppy quorum: {} writes hinted; hints delivered {}, dropped at the bound {}, refused by full owners {}, expired {} (by peers running at the end)",
+            self.hinted_writes, self.hints_delivered, self.hints_dropped, self.hints_refused, self.hints_expired
         );
         let _ = writeln!(
             out,

@@ -87,6 +87,7 @@ pub struct RunResult {
     pub hints_delivered: u64,
     pub hints_dropped: u64,
     pub hints_refused: u64,
+    pub hints_expired: u64,
 }
 
 #[derive(Debug)]
@@ -271,8 +272,9 @@ struct World<'s> {
     disruptions: Vec<(Millis, Millis)>,
     /// When each peer crashed (and so lost its memory), in order.
     memory_losses: Vec<(Millis, NodeId)>,
-    /// When each peer evicted a copy of a key under its memory limit, by key.
-    evictions: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
+    /// When each peer lost its copy of a key other than by crashing, by key: evicted under its
+    /// memory limit, or still held when it left the cluster or abandoned a handoff.
+    copies_dropped: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
     rings_differ_since: Option<Millis>,
@@ -385,7 +387,7 @@ impl<'s> World<'s> {
             handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
             memory_losses: Vec::new(),
-            evictions: BTreeMap::new(),
+            copies_dropped: BTreeMap::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,
@@ -674,7 +676,7 @@ impl<'s> World<'s> {
             .map(|(k, s)| (k.clone(), s.context().clone()))
             .collect();
         self.note_dropped(node, dropped, ring_before.as_ref());
-        self.note_abandoned(abandoned);
+        self.note_abandoned(node, abandoned);
         self.check_handed_off(node, handed_off);
         let given_up = self.note_hints_given_up(node);
         self.check_hints_kept(node, hints_before, &given_up);
@@ -831,7 +833,7 @@ impl<'s> World<'s> {
             self.check_memory(name);
             self.absorb(name, out);
             self.note_dropped(name, dropped, None);
-            self.note_abandoned(abandoned);
+            self.note_abandoned(name, abandoned);
             self.check_handed_off(name, handed_off);
             let given_up = self.note_hints_given_up(name);
             self.check_hints_kept(name, hints_before, &given_up);

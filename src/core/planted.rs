@@ -23,8 +23,9 @@ pub enum PlantedBug {
     /// A replica that merges a state holding a tombstone drops its own values the tombstone
     /// never saw: aimed at excuses that let a delete supersede writes it could not have seen.
     DeleteCoversUnseen,
-    /// A `Forget` drops the key whatever it holds now, live values written since included:
-    /// aimed at excuses around tombstone collection.
+    /// A `Forget` drops the key whatever it holds now, live values written since included, and
+    /// collection sends it without its confirming read (which alone leaves a live value only
+    /// one message's time to slip in): aimed at excuses around tombstone collection.
     ForgetDropsLive,
     /// A peer whose ring changes drops its copies of every partition whose replicas changed,
     /// not only those it regained, data no one else holds included: aimed at excuses for

@@ -316,8 +316,8 @@ impl World<'_> {
         let cas_final = self.final_state(&cas_keys);
         // The promise (docs/guarantees.md, conditional writes) holds while a majority of the
         // key's replicas keep their memory: a key is not judged if a copy of it was lost for
-        // good, or if a majority of its replicas crashed or evicted it before its last
-        // conditional write was answered. (Its replicas: those of the ring the cluster started with and of the ring
+        // good, or if a majority of its replicas crashed, evicted it, or left (or abandoned a
+        // handoff) still holding it before its last conditional write was answered. (Its replicas: those of the ring the cluster started with and of the ring
         // it ended with; a crashed peer counts if it was a replica in either.) A minority that
         // crashed is judged — a restarted acceptor recovers (`Node::paxos_recovering`) before
         // its promises and accepts count on their own — and so are joins and leaves: every
@@ -346,11 +346,11 @@ impl World<'_> {
         let majority_crashed = |key: &[u8], until: Millis| {
             let replicas: BTreeSet<&NodeId> =
                 rings.iter().flat_map(|r| r.replicas_of(key)).collect();
-            let evicted = self.evictions.get(key).into_iter().flatten();
+            let dropped = self.copies_dropped.get(key).into_iter().flatten();
             let crashed: BTreeSet<&NodeId> = self
                 .memory_losses
                 .iter()
-                .chain(evicted)
+                .chain(dropped)
                 .filter(|(at, who)| *at <= until && replicas.contains(who))
                 .map(|(_, who)| who)
                 .collect();
@@ -446,6 +446,7 @@ impl World<'_> {
             hints_delivered: stats.iter().map(|s| s.hints_delivered).sum(),
             hints_dropped: stats.iter().map(|s| s.hints_dropped).sum(),
             hints_refused: stats.iter().map(|s| s.hints_refused).sum(),
+            hints_expired: stats.iter().map(|s| s.hints_expired).sum(),
         }
     }
 

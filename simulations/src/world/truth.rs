@@ -488,6 +488,12 @@ impl World<'_> {
             .iter_store()
             .map(|(k, s)| (k.to_vec(), s.context().clone()))
             .collect();
+        if cause == LossCause::Departure {
+            for (key, _) in &held {
+                let at = (self.now, victim.clone());
+                self.copies_dropped.entry(key.clone()).or_default().push(at);
+            }
+        }
         held.extend(
             node.states_in_flight()
                 .map(|(k, s)| (k.to_vec(), s.context().clone())),
@@ -520,8 +526,10 @@ impl World<'_> {
     /// a bug and is not recorded, so what it loses stays unexcused.
     /// Copies a handoff dropped unsent at its deadline: a legitimate loss if nothing else held
     /// them.
-    pub(super) fn note_abandoned(&mut self, abandoned: Vec<(Vec<u8>, Siblings)>) {
+    pub(super) fn note_abandoned(&mut self, node: &NodeId, abandoned: Vec<(Vec<u8>, Siblings)>) {
         for (key, state) in abandoned {
+            let at = (self.now, node.clone());
+            self.copies_dropped.entry(key.clone()).or_default().push(at);
             self.key_disruptions
                 .entry(key.clone())
                 .or_default()
@@ -600,7 +608,7 @@ impl World<'_> {
             };
             if cause == Some(LossCause::Eviction) {
                 let at = (self.now, node.clone());
-                self.evictions.entry(key.clone()).or_default().push(at);
+                self.copies_dropped.entry(key.clone()).or_default().push(at);
             }
             if let Some(cause) = cause {
                 self.lose_copy(None, &key, state.context(), cause);

@@ -107,7 +107,11 @@ impl Node {
             }
         }
         for (key, clock) in self.collection.take_due(now) {
-            if self.has_bug(PlantedBug::ForgetWithoutConfirming) {
+            // The planted bugs: a forget sent without reading again (a Forget that drops
+            // live values is only reachable through that hole once the read confirms).
+            if self.has_bug(PlantedBug::ForgetWithoutConfirming)
+                || self.has_bug(PlantedBug::ForgetDropsLive)
+            {
                 let replicas = self.ring.replicas_of(&key).to_vec();
                 let (me, store) = (&self.id, &mut self.store);
                 Collection::forget(&key, &clock, replicas, me, store, &mut self.requests, out);
