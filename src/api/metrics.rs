@@ -285,6 +285,11 @@ pub fn render(
             s.conditional_retries,
         ),
         (
+            "handoff_batches_deferred",
+            "Handoff batches this peer deferred on arrival to pace its intake",
+            s.handoff_batches_deferred,
+        ),
+        (
             "pubsub_published",
             "Messages published on this peer",
             pubsub.published,

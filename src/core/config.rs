@@ -108,7 +108,7 @@ impl Default for CoreConfig {
             eviction: EvictionPolicy::default(),
             tombstone_grace_ms: 60_000,
             anti_entropy_interval_ms: 10_000,
-            anti_entropy_keys_per_sec: 5_000,
+            anti_entropy_keys_per_sec: 3_000,
             anti_entropy_bytes_per_sec: 32 * 1024 * 1024,
             sloppy_quorum: false,
             max_hints_per_peer: 10_000,

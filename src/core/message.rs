@@ -15,7 +15,8 @@ use thiserror::Error;
 
 /// Bumped on any incompatible change to [`PeerMessage`] or [`Envelope`] (6: the envelope
 /// carries a trace id; Paxos ballots name incarnations and rounds name their replicas; 7: an
-/// acceptor that just gained a partition answers `Promise::Incomplete`).
+/// acceptor that just gained a partition answers `Promise::Incomplete`, and a handoff receiver
+/// pacing its intake says when to send again).
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
@@ -82,11 +83,14 @@ pub enum PeerMessage {
         partition: u32,
         states: Vec<KeyState>,
     },
-    /// Whether every state of the `Handoff` was stored.
+    /// Whether every state of the `Handoff` was stored. A receiver pacing its intake refuses
+    /// a batch that arrives while its budget is overdrawn: `stored` false and
+    /// `retry_after_ms` (above 0) when it will have room again.
     HandoffAck {
         req: u64,
         partition: u32,
         stored: bool,
+        retry_after_ms: u32,
     },
     // Hinted handoff (see `node/hints.rs`).
     /// Keep this state of `key` for `owner`, a replica believed down, and hand it over once

@@ -570,9 +570,12 @@ impl Node {
                 partition,
                 states,
             } => self.on_handoff(now, from, req, partition, states, out),
-            PeerMessage::HandoffAck { req, stored, .. } => {
-                self.on_handoff_ack(now, &from, req, stored, out)
-            }
+            PeerMessage::HandoffAck {
+                req,
+                stored,
+                retry_after_ms,
+                ..
+            } => self.on_handoff_ack(now, &from, req, (stored, retry_after_ms), out),
             PeerMessage::HintStore {
                 req,
                 key,

@@ -299,6 +299,28 @@ impl Node {
         self.spend(keys, bytes);
     }
 
+    /// Gives back what a send that did not happen after all had spent.
+    pub(super) fn refund_anti_entropy_budget(&mut self, keys: usize, bytes: u64) {
+        self.anti_entropy.keys_budget += keys as i64;
+        self.anti_entropy.bytes_budget += bytes as i64;
+    }
+
+    /// How long until the shared budget is no longer overdrawn (ms), if it is now.
+    pub(super) fn anti_entropy_budget_wait_ms(&self) -> Option<Millis> {
+        let wait = |budget: i64, rate: u64| {
+            (budget < 0).then(|| (budget.unsigned_abs() * 1000).div_ceil(rate.max(1)))
+        };
+        let keys = wait(
+            self.anti_entropy.keys_budget,
+            self.config.anti_entropy_keys_per_sec,
+        );
+        let bytes = wait(
+            self.anti_entropy.bytes_budget,
+            self.config.anti_entropy_bytes_per_sec,
+        );
+        keys.max(bytes)
+    }
+
     fn budget_overdrawn(&self) -> bool {
         self.anti_entropy.keys_budget < 0 || self.anti_entropy.bytes_budget < 0
     }

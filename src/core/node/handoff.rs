@@ -14,7 +14,12 @@
 //!   collected a delete this stale copy missed, and sending it would bring the value back; the
 //!   replicas that stayed, and anti-entropy, restore N copies of everything else.
 //! - The receiving side merges handed-off states (a join, never an overwrite) into partitions
-//!   it replicates, subject to its memory limit like any replicated write.
+//!   it replicates, subject to its memory limit like any replicated write, and paces its
+//!   intake by its own budget (the one anti-entropy spends): a batch that arrives while that
+//!   budget is overdrawn is refused with the time until it has room again, and the ex-owner
+//!   sends it again then, its own budget refunded. So however many ex-owners stream to one
+//!   newcomer at once, together they hand it no more than one peer's budget, and its clients
+//!   do not wait behind three peers' worth of merges.
 
 use super::{Node, Outputs};
 use crate::core::message::{KeyState, PeerMessage};
@@ -37,9 +42,12 @@ struct Batch {
     waiting: BTreeSet<NodeId>,
     /// The new replicas that hold every state of the batch.
     stored_by: Vec<NodeId>,
-    /// Whether a replica answered that it could not take all of it (full, or its ring does
-    /// not make it a replica yet): the batch is then sent again.
+    /// Whether a replica answered that it could not take all of it (full, its ring does not
+    /// make it a replica yet, or pacing its intake): the batch is then sent again.
     refused: bool,
+    /// The batch's spend of this peer's budget, per new replica it went to (refunded for a
+    /// replica that deferred it).
+    cost: (usize, u64),
 }
 
 /// One partition being handed off.
@@ -49,6 +57,8 @@ struct Move {
     deadline: Millis,
     batch: Option<Batch>,
     handed_off: u64,
+    /// Not before: a new replica asked for the next batch no sooner (pacing its intake).
+    resume_at: Millis,
 }
 
 /// A copy this peer dropped as handed off, and the new replicas that confirmed holding it.
@@ -115,6 +125,7 @@ impl Node {
                     deadline,
                     batch: None,
                     handed_off: 0,
+                    resume_at: 0,
                 });
             }
         }
@@ -207,6 +218,9 @@ impl Node {
                     return; // one batch in flight at a time
                 }
             }
+            if now < m.resume_at {
+                return; // a new replica is pacing its intake
+            }
             if self.anti_entropy_budget_overdrawn() {
                 return;
             }
@@ -263,6 +277,7 @@ impl Node {
             .collect();
         let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
         self.spend_anti_entropy_budget(states.len() * targets.len(), bytes * targets.len() as u64);
+        let cost = (states.len(), bytes);
         let req = self.requests.fresh();
         if self.has_bug(crate::core::planted::PlantedBug::HandoffDropsEarly) {
             for (key, _) in &states {
@@ -287,6 +302,7 @@ impl Node {
                 waiting: targets,
                 stored_by: Vec::new(),
                 refused: false,
+                cost,
             });
         }
         true
@@ -304,6 +320,36 @@ impl Node {
         out: &mut Outputs,
     ) {
         let replicates = self.ring.preference_list(partition).contains(&self.id);
+        // The states that would change something here: only they cost a merge. (Anti-entropy
+        // may have brought the rest already; a batch of those is confirmed at once, or its own
+        // anti-entropy could keep the budget spent and the ex-owner's copies forever here.)
+        let new: Vec<&KeyState> = states
+            .iter()
+            .filter(|(key, state)| {
+                !self
+                    .store
+                    .peek(key)
+                    .is_some_and(|have| have.context().descends_from(state.context()))
+            })
+            .collect();
+        if replicates && !new.is_empty() {
+            // Pacing: several ex-owners may stream to this peer at once, each at its own
+            // budget; what this peer takes in comes out of its own.
+            self.refill_budget(now);
+            if let Some(wait) = self.anti_entropy_budget_wait_ms() {
+                self.counters.handoff_batches_deferred += 1;
+                let retry_after_ms = wait.clamp(1, self.config.request_timeout_ms) as u32;
+                let message = PeerMessage::HandoffAck {
+                    req,
+                    partition,
+                    stored: false,
+                    retry_after_ms,
+                };
+                return out.send(from, message);
+            }
+            let bytes: u64 = new.iter().map(|(k, s)| footprint(k, s)).sum();
+            self.spend_anti_entropy_budget(new.len(), bytes);
+        }
         let mut stored = replicates;
         if replicates {
             for (key, state) in &states {
@@ -328,6 +374,7 @@ impl Node {
                 req,
                 partition,
                 stored,
+                retry_after_ms: 0,
             },
         );
     }
@@ -339,12 +386,28 @@ impl Node {
         now: Millis,
         from: &NodeId,
         req: u64,
-        stored: bool,
+        (stored, retry_after_ms): (bool, u32),
         out: &mut Outputs,
     ) {
         let Some(partition) = self.handoff.owns(req) else {
             return;
         };
+        if retry_after_ms > 0 {
+            // Deferred, not refused for good: refund what sending to that replica cost, and
+            // send the partition's next batch no sooner than it asked.
+            let cost = self
+                .handoff
+                .moves
+                .get(&partition)
+                .and_then(|m| m.batch.as_ref())
+                .filter(|b| b.waiting.contains(from))
+                .map(|b| b.cost);
+            if let Some((keys, bytes)) = cost {
+                self.refund_anti_entropy_budget(keys, bytes);
+                let m = self.handoff.moves.get_mut(&partition).expect("checked");
+                m.resume_at = m.resume_at.max(now + Millis::from(retry_after_ms));
+            }
+        }
         let Some(m) = self.handoff.moves.get_mut(&partition) else {
             return;
         };
@@ -364,8 +427,8 @@ impl Node {
         }
         let batch = m.batch.take().expect("checked above");
         if batch.stored_by.is_empty() || batch.refused {
-            // A replica could not take it (full, or not yet seeing itself as one): sent again
-            // after a request timeout, abandoned at the deadline.
+            // A replica could not take it (full, pacing, or not yet seeing itself as one):
+            // sent again at a later tick, abandoned at the deadline.
             return;
         }
         let mut dropped = 0;

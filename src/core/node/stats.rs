@@ -82,6 +82,9 @@ pub struct NodeStats {
     /// Paxos rounds this peer started again (contention, or an earlier proposal finished).
     #[serde(default)]
     pub conditional_retries: u64,
+    /// Handoff batches this peer deferred on arrival to pace its intake (sent again later).
+    #[serde(default)]
+    pub handoff_batches_deferred: u64,
 }
 
 impl NodeStats {
@@ -125,6 +128,7 @@ impl NodeStats {
         self.conditional_applied += other.conditional_applied;
         self.conditional_not_applied += other.conditional_not_applied;
         self.conditional_retries += other.conditional_retries;
+        self.handoff_batches_deferred += other.handoff_batches_deferred;
         self.client_writes += other.client_writes;
     }
 }
@@ -152,6 +156,8 @@ pub(super) struct Counters {
     pub(super) conditional_not_applied: u64,
     /// Paxos rounds started again (a higher ballot about, or an earlier proposal finished).
     pub(super) conditional_retries: u64,
+    /// Handoff batches deferred on arrival to pace intake.
+    pub(super) handoff_batches_deferred: u64,
 }
 
 impl Counters {
@@ -208,6 +214,7 @@ impl Node {
             conditional_applied: self.counters.conditional_applied,
             conditional_not_applied: self.counters.conditional_not_applied,
             conditional_retries: self.counters.conditional_retries,
+            handoff_batches_deferred: self.counters.handoff_batches_deferred,
         }
     }
 

@@ -1367,6 +1367,47 @@ fn a_join_moves_partitions_to_the_newcomer_and_the_ex_owners_drop_them() {
 }
 
 #[test]
+fn a_newcomer_takes_handoffs_at_its_own_pace_however_many_ex_owners_send() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0; // only handoff moves data here
+    config.anti_entropy_keys_per_sec = 2_000;
+    config.tombstone_grace_ms = 400_000; // a handoff deadline far beyond this test
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..900).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    // The newcomer's budget is a tenth of each ex-owner's.
+    let mut slow = config;
+    slow.anti_entropy_keys_per_sec = 200;
+    join_fourth_peer(&mut net, slow);
+    let senders = net
+        .nodes
+        .values()
+        .filter(|n| !n.handoff_progress().is_empty())
+        .count();
+    assert!(senders > 1, "several ex-owners hand off at once");
+    // Within the first second D takes at most its budget, one burst of it and the batches
+    // already in flight when it ran out; the ex-owners alone would send everything.
+    let start = net.now;
+    run_until(&mut net, 10, start + 1_000);
+    let taken = net.nodes[&nid("D")].store().len();
+    assert!(
+        taken <= 200 + 200 + senders * 128,
+        "D took {taken} keys in its first second"
+    );
+    assert!(net.nodes[&nid("D")].stats().handoff_batches_deferred > 0);
+    // Paced, not stopped: everything arrives at about D's pace (900 keys of which D
+    // replicates about three quarters, at 200 a second), with no request timeouts lost
+    // between deferrals.
+    run_until(&mut net, 20, start + 6_000);
+    for (name, n) in &net.nodes {
+        assert!(n.handoff_done(), "{name}: {:?}", n.handoff_progress());
+    }
+    assert_placed_by_ring(&net, &keys);
+}
+
+#[test]
 fn a_leaving_peer_hands_everything_off_and_no_key_is_lost() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0;
