@@ -146,7 +146,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed, evicted them or left holding them, before their last write)",
+            "conditional writes: {} keys judged linearizable over {} operations ({} keys passed over: a copy lost, or most of their replicas crashed or evicted them, or one left without handing them off, before their last write)",
             self.conditional_keys_checked,
             self.conditional_ops_checked,
             self.conditional_keys_skipped

@@ -29,10 +29,19 @@ fn fixed_seeds_keep_every_promise() {
 /// Seeds that once failed, each for a bug since fixed: a hint delivered after the delete that
 /// covered it was collected (1795797059), a create-if-absent decided by replicas that had all
 /// just gained the key's partition (3325), and conditional keys most of whose replicas evicted
-/// them (4458) or left the cluster still holding them (737): excuses the checker lacked.
+/// them (4458), or one of whose replicas left the cluster without handing them off (737, 13546,
+/// 52292): excuses the checker lacked.
 #[test]
 fn seeds_that_once_failed_keep_every_promise() {
-    for (seed, ops) in [(1_795_797_059, 600), (3325, 600), (4458, 600), (737, OPS)] {
+    let seeds = [
+        (1_795_797_059, 600),
+        (3325, 600),
+        (4458, 600),
+        (737, OPS),
+        (13546, 600),
+        (52292, 600),
+    ];
+    for (seed, ops) in seeds {
         let result = run(&Scenario::generate(seed, ops), None);
         assert!(
             result.check.violations.is_empty(),

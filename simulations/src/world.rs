@@ -272,9 +272,11 @@ struct World<'s> {
     disruptions: Vec<(Millis, Millis)>,
     /// When each peer crashed (and so lost its memory), in order.
     memory_losses: Vec<(Millis, NodeId)>,
-    /// When each peer lost its copy of a key other than by crashing, by key: evicted under its
-    /// memory limit, or still held when it left the cluster or abandoned a handoff.
+    /// When each peer evicted its copy of a key under its memory limit, by key.
     copies_dropped: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
+    /// When a peer left the cluster still holding a key, or abandoned its handoff: that copy
+    /// never reached the new replica, by key.
+    handoffs_failed: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
     key_disruptions: BTreeMap<Vec<u8>, Vec<Millis>>,
     /// Since when running peers have disagreed on the ring's members, if they do now.
     rings_differ_since: Option<Millis>,
@@ -388,6 +390,7 @@ impl<'s> World<'s> {
             disruptions: Vec::new(),
             memory_losses: Vec::new(),
             copies_dropped: BTreeMap::new(),
+            handoffs_failed: BTreeMap::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,
             read_repairs_of_gone_nodes: 0,

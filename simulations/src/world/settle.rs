@@ -316,8 +316,11 @@ impl World<'_> {
         let cas_final = self.final_state(&cas_keys);
         // The promise (docs/guarantees.md, conditional writes) holds while a majority of the
         // key's replicas keep their memory: a key is not judged if a copy of it was lost for
-        // good, or if a majority of its replicas crashed, evicted it, or left (or abandoned a
-        // handoff) still holding it before its last conditional write was answered. (Its replicas: those of the ring the cluster started with and of the ring
+        // good, if a majority of its replicas crashed or evicted it, or if one of them left the
+        // cluster without handing it off (still holding it, or abandoning the handoff), before
+        // its last conditional write was answered. (A leave whose copy never reaches the new
+        // replica breaks the intersection of majorities: the commit may have reached only the
+        // leaver and one other, and the new replica with the third then make a majority.) (Its replicas: those of the ring the cluster started with and of the ring
         // it ended with; a crashed peer counts if it was a replica in either.) A minority that
         // crashed is judged — a restarted acceptor recovers (`Node::paxos_recovering`) before
         // its promises and accepts count on their own — and so are joins and leaves: every
@@ -347,6 +350,12 @@ impl World<'_> {
             let replicas: BTreeSet<&NodeId> =
                 rings.iter().flat_map(|r| r.replicas_of(key)).collect();
             let dropped = self.copies_dropped.get(key).into_iter().flatten();
+            let left_holding = self
+                .handoffs_failed
+                .get(key)
+                .into_iter()
+                .flatten()
+                .any(|(at, who)| *at <= until && replicas.contains(who));
             let crashed: BTreeSet<&NodeId> = self
                 .memory_losses
                 .iter()
@@ -354,7 +363,7 @@ impl World<'_> {
                 .filter(|(at, who)| *at <= until && replicas.contains(who))
                 .map(|(_, who)| who)
                 .collect();
-            crashed.len() > self.s.replicas / 2
+            left_holding || crashed.len() > self.s.replicas / 2
         };
         let cas_excused: BTreeSet<Vec<u8>> = cas_keys
             .iter()

@@ -491,7 +491,10 @@ impl World<'_> {
         if cause == LossCause::Departure {
             for (key, _) in &held {
                 let at = (self.now, victim.clone());
-                self.copies_dropped.entry(key.clone()).or_default().push(at);
+                self.handoffs_failed
+                    .entry(key.clone())
+                    .or_default()
+                    .push(at);
             }
         }
         held.extend(
@@ -529,7 +532,10 @@ impl World<'_> {
     pub(super) fn note_abandoned(&mut self, node: &NodeId, abandoned: Vec<(Vec<u8>, Siblings)>) {
         for (key, state) in abandoned {
             let at = (self.now, node.clone());
-            self.copies_dropped.entry(key.clone()).or_default().push(at);
+            self.handoffs_failed
+                .entry(key.clone())
+                .or_default()
+                .push(at);
             self.key_disruptions
                 .entry(key.clone())
                 .or_default()
