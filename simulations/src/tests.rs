@@ -415,23 +415,37 @@ fn fixed_seeds_judge_conditional_writes() {
     assert!(judged > 0, "no seed of twenty judged a conditional write");
 }
 
+/// Seed `seed`'s scenario narrowed for one mechanism: `nodes` peers, `clients` clients at
+/// `consistency`, every operation on `hot` keys, no memory limit. The caller sets the mix and
+/// the faults.
+fn focused(
+    seed: u64,
+    nodes: usize,
+    clients: usize,
+    consistency: crate::scenario::Consistency,
+    hot: usize,
+) -> Scenario {
+    let mut scenario = Scenario::generate(seed, OPS);
+    scenario.nodes = nodes;
+    scenario.clients = clients;
+    scenario.consistency = consistency;
+    scenario.keys = crate::scenario::KeySpace {
+        hot,
+        cold: 0,
+        hot_per_10k: 10_000,
+    };
+    scenario.memory = None;
+    scenario
+}
+
 /// Three peers, every operation a conditional write on a few keys, and one peer (a minority
 /// of every key's replicas) crashing and restarting again and again while rounds are in
 /// flight: the shape in which an acceptor that forgot its promises can let two values be
 /// chosen.
 fn one_amnesic_acceptor(seed: u64) -> Scenario {
-    use crate::scenario::{Consistency, Fault, KeySpace, PartitionShape, TimedFault};
-    let mut scenario = Scenario::generate(seed, OPS);
-    scenario.nodes = 3;
-    scenario.consistency = Consistency::Quorum;
-    scenario.keys = KeySpace {
-        hot: 2,
-        cold: 0,
-        hot_per_10k: 10_000,
-    };
-    scenario.clients = 8;
+    use crate::scenario::{Consistency, Fault, PartitionShape, TimedFault};
+    let mut scenario = focused(seed, 3, 8, Consistency::Quorum, 2);
     scenario.mix.conditional_per_10k = 10_000;
-    scenario.memory = None;
     scenario.net.tail_mean_ms = 20;
     scenario.faults = (0..16)
         .map(|i| TimedFault {
@@ -481,18 +495,9 @@ fn a_minority_that_keeps_crashing_is_judged_and_keeps_conditional_writes_lineari
 /// Four peers, every operation a conditional write on a few keys, and peers joining and
 /// leaving while rounds are in flight: proposers briefly disagree on a key's replicas.
 fn replicas_on_the_move(seed: u64) -> Scenario {
-    use crate::scenario::{Consistency, Fault, KeySpace, TimedFault};
-    let mut scenario = Scenario::generate(seed, OPS);
-    scenario.nodes = 4;
-    scenario.clients = 8;
-    scenario.consistency = Consistency::Quorum;
-    scenario.keys = KeySpace {
-        hot: 3,
-        cold: 0,
-        hot_per_10k: 10_000,
-    };
+    use crate::scenario::{Consistency, Fault, TimedFault};
+    let mut scenario = focused(seed, 4, 8, Consistency::Quorum, 3);
     scenario.mix.conditional_per_10k = 10_000;
-    scenario.memory = None;
     scenario.net.tail_mean_ms = 60;
     scenario.net.spike_per_10k = 300;
     scenario.net.spike_ms = 400;
@@ -525,24 +530,15 @@ fn joins_and_leaves_are_judged_and_keep_conditional_writes_linearizable() {
 /// keys and collect their tombstones. The shape in which a hint delivered late brings back a
 /// value a collected delete covered.
 fn hints_held_through_a_collection(seed: u64) -> Scenario {
-    use crate::scenario::{Consistency, Fault, KeySpace, PartitionShape, TimedFault};
-    let mut scenario = Scenario::generate(seed, OPS);
-    scenario.nodes = 4;
+    use crate::scenario::{Consistency, Fault, PartitionShape, TimedFault};
+    let mut scenario = focused(seed, 4, 6, Consistency::One, 12);
     scenario.replicas = 3;
     scenario.shards = 1;
-    scenario.consistency = Consistency::One;
-    scenario.keys = KeySpace {
-        hot: 12,
-        cold: 0,
-        hot_per_10k: 10_000,
-    };
-    scenario.clients = 6;
     scenario.mix.sloppy_per_10k = 10_000;
     scenario.mix.delete_per_10k = 2_500;
     scenario.mix.ttl_per_10k = 3_000;
     scenario.mix.conditional_per_10k = 0;
     scenario.mix.increment_per_10k = 0;
-    scenario.memory = None;
     scenario.net.loss_per_10k = 0;
     scenario.net.spike_per_10k = 0;
     scenario.faults = vec![

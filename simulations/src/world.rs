@@ -273,7 +273,7 @@ struct World<'s> {
     /// When each peer crashed (and so lost its memory), in order.
     memory_losses: Vec<(Millis, NodeId)>,
     /// When each peer evicted its copy of a key under its memory limit, by key.
-    copies_dropped: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
+    evictions: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
     /// When a peer left the cluster still holding a key, or abandoned its handoff: that copy
     /// never reached the new replica, by key.
     handoffs_failed: BTreeMap<Vec<u8>, Vec<(Millis, NodeId)>>,
@@ -389,7 +389,7 @@ impl<'s> World<'s> {
             handoff_unconfirmed: Vec::new(),
             disruptions: Vec::new(),
             memory_losses: Vec::new(),
-            copies_dropped: BTreeMap::new(),
+            evictions: BTreeMap::new(),
             handoffs_failed: BTreeMap::new(),
             key_disruptions: BTreeMap::new(),
             rings_differ_since: None,

@@ -84,7 +84,7 @@ pub enum PeerMessage {
         states: Vec<KeyState>,
     },
     /// Whether every state of the `Handoff` was stored. A receiver pacing its intake refuses
-    /// a batch that arrives while its budget is overdrawn: `stored` false and
+    /// a batch with states it lacks that arrives while its budget is overdrawn: `stored` false and
     /// `retry_after_ms` (above 0) when it will have room again.
     HandoffAck {
         req: u64,

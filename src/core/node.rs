@@ -519,7 +519,6 @@ impl Node {
             .collect()
     }
 
-    /// Whether this peer's answers for `partition` do not count toward R yet.
     /// Whether this peer gained `partition` in a ring change (a join or leave) recently
     /// enough that the ex-owners may still be handing its data over.
     fn gained_recently(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
@@ -528,6 +527,7 @@ impl Node {
             .is_some_and(|until| now < *until)
     }
 
+    /// Whether this peer's answers for `partition` do not count toward R yet.
     fn is_warming(&self, partition: crate::core::ring::PartitionId, now: Millis) -> bool {
         self.startup_warming
             .as_ref()

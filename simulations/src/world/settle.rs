@@ -320,11 +320,13 @@ impl World<'_> {
         // cluster without handing it off (still holding it, or abandoning the handoff), before
         // its last conditional write was answered. (A leave whose copy never reaches the new
         // replica breaks the intersection of majorities: the commit may have reached only the
-        // leaver and one other, and the new replica with the third then make a majority.) (Its replicas: those of the ring the cluster started with and of the ring
-        // it ended with; a crashed peer counts if it was a replica in either.) A minority that
+        // leaver and one other, and the new replica with the third then make a majority.)
+        // (Its replicas: those of the ring the cluster started with and of the ring it ended
+        // with; a crashed peer counts if it was a replica in either.) A minority that
         // crashed is judged — a restarted acceptor recovers (`Node::paxos_recovering`) before
-        // its promises and accepts count on their own — and so are joins and leaves: every
-        // acceptor of a round agrees with its proposer on the key's replicas.
+        // its promises and accepts count on their own — and so are joins and leaves whose
+        // handoffs complete: every acceptor of a round agrees with its proposer on the key's
+        // replicas.
         let initial: BTreeSet<NodeId> = crate::scenario::NAMES[..self.s.nodes]
             .iter()
             .map(|n| NodeId::from(*n))
@@ -346,24 +348,24 @@ impl World<'_> {
             let last = last_op.entry(op.key.clone()).or_insert(0);
             *last = (*last).max(end);
         }
-        let majority_crashed = |key: &[u8], until: Millis| {
+        let assumption_broken = |key: &[u8], until: Millis| {
             let replicas: BTreeSet<&NodeId> =
                 rings.iter().flat_map(|r| r.replicas_of(key)).collect();
-            let dropped = self.copies_dropped.get(key).into_iter().flatten();
+            let evicted = self.evictions.get(key).into_iter().flatten();
             let left_holding = self
                 .handoffs_failed
                 .get(key)
                 .into_iter()
                 .flatten()
                 .any(|(at, who)| *at <= until && replicas.contains(who));
-            let crashed: BTreeSet<&NodeId> = self
+            let lost: BTreeSet<&NodeId> = self
                 .memory_losses
                 .iter()
-                .chain(dropped)
+                .chain(evicted)
                 .filter(|(at, who)| *at <= until && replicas.contains(who))
                 .map(|(_, who)| who)
                 .collect();
-            left_holding || crashed.len() > self.s.replicas / 2
+            left_holding || lost.len() > self.s.replicas / 2
         };
         let cas_excused: BTreeSet<Vec<u8>> = cas_keys
             .iter()
@@ -372,7 +374,7 @@ impl World<'_> {
                     .losses
                     .get(*k)
                     .is_some_and(|ls| ls.iter().any(|l| !l.survived.descends_from(&l.held)));
-                lost || majority_crashed(k, last_op[*k])
+                lost || assumption_broken(k, last_op[*k])
             })
             .cloned()
             .collect();

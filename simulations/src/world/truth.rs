@@ -614,7 +614,7 @@ impl World<'_> {
             };
             if cause == Some(LossCause::Eviction) {
                 let at = (self.now, node.clone());
-                self.copies_dropped.entry(key.clone()).or_default().push(at);
+                self.evictions.entry(key.clone()).or_default().push(at);
             }
             if let Some(cause) = cause {
                 self.lose_copy(None, &key, state.context(), cause);

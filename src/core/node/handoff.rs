@@ -15,8 +15,9 @@
 //!   replicas that stayed, and anti-entropy, restore N copies of everything else.
 //! - The receiving side merges handed-off states (a join, never an overwrite) into partitions
 //!   it replicates, subject to its memory limit like any replicated write, and paces its
-//!   intake by its own budget (the one anti-entropy spends): a batch that arrives while that
-//!   budget is overdrawn is refused with the time until it has room again, and the ex-owner
+//!   intake by its own budget (the one anti-entropy spends): a batch with states it lacks
+//!   that arrives while that budget is overdrawn is refused with the time until it has room
+//!   again (one whose states it already holds costs nothing and is taken), and the ex-owner
 //!   sends it again then, its own budget refunded. So however many ex-owners stream to one
 //!   newcomer at once, together they hand it no more than one peer's budget, and its clients
 //!   do not wait behind three peers' worth of merges.
@@ -326,13 +327,14 @@ impl Node {
         let new: Vec<&KeyState> = states
             .iter()
             .filter(|(key, state)| {
-                !self
-                    .store
-                    .peek(key)
-                    .is_some_and(|have| have.context().descends_from(state.context()))
+                replicates
+                    && !self
+                        .store
+                        .peek(key)
+                        .is_some_and(|have| have.context().descends_from(state.context()))
             })
             .collect();
-        if replicates && !new.is_empty() {
+        if !new.is_empty() {
             // Pacing: several ex-owners may stream to this peer at once, each at its own
             // budget; what this peer takes in comes out of its own.
             self.refill_budget(now);

@@ -150,6 +150,16 @@ impl Net {
         replies
     }
 
+    /// The first key `k0`, `k1`, … that `node` replicates (or, with `replicates` false, does
+    /// not), by `ring_of`'s ring.
+    fn key_replicated(&self, ring_of: &str, node: &str, replicates: bool) -> String {
+        let ring = self.nodes[&nid(ring_of)].ring();
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| ring.replicas_of(k.as_bytes()).contains(&nid(node)) == replicates)
+            .expect("some key")
+    }
+
     fn local_values(&self, node: &str, key: &[u8]) -> usize {
         let n = &self.nodes[&nid(node)];
         n.store()
@@ -233,15 +243,7 @@ fn a_peer_outside_the_preference_list_forwards_writes() {
         ..CoreConfig::for_test()
     };
     let mut net = Net::new(&["A", "B", "C"], config);
-    let key = (0..)
-        .map(|i| format!("key{i}"))
-        .find(|k| {
-            !net.nodes[&nid("A")]
-                .ring()
-                .replicas_of(k.as_bytes())
-                .contains(&nid("A"))
-        })
-        .unwrap();
+    let key = net.key_replicated("A", "A", false);
     let w = net.request("A", put(&key, "v", None, Quorum::All)).unwrap();
     assert!(matches!(w, ClientReply::Written { .. }), "{w:?}");
     assert_eq!(
@@ -1946,15 +1948,7 @@ fn a_warming_answer_counts_at_the_deadline_when_the_others_are_silent() {
     let timeout = config.request_timeout_ms;
     let mut net = Net::new(&["A", "B", "C"], config.clone());
     join_fourth_peer(&mut net, config);
-    let key = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| {
-            net.nodes[&nid("D")]
-                .ring()
-                .replicas_of(k.as_bytes())
-                .contains(&nid("D"))
-        })
-        .unwrap();
+    let key = net.key_replicated("D", "D", true);
     // Every other replica is silent: D's own (warming) answer is all there is.
     net.drop_silently = true;
     for n in ["A", "B", "C"] {
@@ -2525,15 +2519,7 @@ mod conditional_writes {
         let mut net = Net::new(&["A", "B", "C"], config);
         recovered(&mut net);
         // A key that C does not replicate while all three are members.
-        let key = (0..)
-            .map(|i| format!("k{i}"))
-            .find(|k| {
-                !net.nodes[&nid("A")]
-                    .ring()
-                    .replicas_of(k.as_bytes())
-                    .contains(&nid("C"))
-            })
-            .unwrap();
+        let key = net.key_replicated("A", "C", false);
         // A leaves: C gains the key's partition.
         let leaving = net.nodes[&nid("C")]
             .view()
@@ -2728,15 +2714,7 @@ mod traces {
         };
         let mut net = Net::new(&["A", "B", "C", "D"], config);
         // A key D does not replicate: its writes are forwarded to a replica to coordinate.
-        let key = (0..)
-            .map(|i| format!("key{i}"))
-            .find(|k| {
-                !net.nodes[&nid("D")]
-                    .ring()
-                    .replicas_of(k.as_bytes())
-                    .contains(&nid("D"))
-            })
-            .unwrap();
+        let key = net.key_replicated("D", "D", false);
         let conditional = ClientRequest::Conditional(ConditionalWrite {
             key: key.as_bytes().to_vec(),
             write: WriteKind::Put {
