@@ -439,6 +439,9 @@ async fn refusals_are_the_documented_status_with_a_json_error() {
     };
     assert_eq!(send(json(r#"{"ops": 5}"#)).await, (422, None));
     assert_eq!(send(json("{not json")).await, (400, None));
+    // Serde would read a struct from an array of its fields; the schema says object.
+    assert_eq!(send(json("[[]]")).await, (422, None));
+    assert_eq!(send(json(r#"{"ops": [["get", "k"]]}"#)).await, (422, None));
     assert_eq!(json(r#"{"ops": []}"#).send().await.unwrap().status(), 200);
     peer.shutdown().await;
 }

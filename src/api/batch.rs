@@ -27,10 +27,43 @@ pub fn max_body_bytes(max_value_bytes: usize) -> usize {
     (max_value_bytes * 2 + 64 * 1024).clamp(MAX_BATCH_OPS * 1024, 64 * 1024 * 1024)
 }
 
-/// The body of `POST /v1/batch`.
+/// The body of `POST /v1/batch`. Deserialized only from a JSON object (see [`ObjectOnly`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BatchRequest {
+    #[serde(deserialize_with = "objects_only")]
     pub ops: Vec<BatchOp>,
+}
+
+/// Deserializes `T` only from a map. Serde's derived structs also accept a sequence of their
+/// fields in order (`[[]]` would be a batch of no operations), which the documented schema
+/// does not allow: a body that is not an object must be refused, not guessed at.
+#[derive(Debug)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for MapVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(MapVisitor(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+/// A list whose every element must be a JSON object.
+fn objects_only<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    let items: Vec<ObjectOnly<T>> = Deserialize::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|item| item.0).collect())
 }
 
 /// One operation. The key is a UTF-8 string (`key`) or any bytes (`key_base64`); a put's

@@ -711,7 +711,7 @@ async fn get_and_set_response(
 async fn batch(
     State(state): State<ApiState>,
     Extension(trace): Extension<TraceId>,
-    Json(request): Json<batch::BatchRequest>,
+    Json(batch::ObjectOnly(request)): Json<batch::ObjectOnly<batch::BatchRequest>>,
 ) -> Response {
     match batch::run(&state.driver, &state.context_key, request, &trace).await {
         Ok(body) => Json(body).into_response(),
