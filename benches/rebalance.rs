@@ -4,7 +4,8 @@
 //!    again with no client read, and client read latency (p50, p99) meanwhile against idle.
 //! 2. Join: a fourth peer joins; the share of copies that moved (ideal: a quarter), how long
 //!    until no partition is moving and every key has exactly N copies, and client latency
-//!    meanwhile.
+//!    meanwhile, against idle both before the join (three peers, every read local to the
+//!    peer it reaches) and after it settles (four peers, a quarter of reads remote).
 //!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
 //! 300,000). Prints figures; asserts nothing.
@@ -85,6 +86,18 @@ async fn keys_of(c: &Client) -> (u64, usize) {
     )
 }
 
+/// Keys handed off, anti-entropy keys sent and repaired, and read repairs, since start.
+async fn move_figures(c: &Client) -> [u64; 4] {
+    let status = c.cluster().await.expect("status");
+    let stat = |name: &str| status["stats"][name].as_u64().unwrap_or(0);
+    [
+        status["keys_handed_off"].as_u64().unwrap_or(0),
+        stat("anti_entropy_keys_sent"),
+        stat("anti_entropy_keys_repaired"),
+        stat("read_repairs"),
+    ]
+}
+
 async fn idle_latency(clients: &[Client], keys: usize) -> Histogram<u64> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = read_load(clients.to_vec(), keys, stop.clone());
@@ -149,6 +162,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. A fourth peer joins.
+    let mut before_join = Vec::new();
+    for p in &cluster.peers {
+        before_join.push(move_figures(&Client::new(&p.url())).await);
+    }
     let d = spawn_peer(&cluster.options, "P4", &[cluster.seed()]).await?;
     let dc = Client::new(&d.url());
     cluster.peers.push(d);
@@ -187,6 +204,26 @@ async fn main() -> anyhow::Result<()> {
         moved as f64 / (3 * keys) as f64,
         took.as_secs_f64(),
         describe(&load.await?)
+    );
+    // What the move cost each peer's anti-entropy, and what was handed off (since the join).
+    for (i, c) in all.iter().enumerate() {
+        let after = move_figures(c).await;
+        let before = before_join.get(i).copied().unwrap_or_default();
+        println!(
+            "  {}: handed off {} keys; anti-entropy sent {} keys, repaired {}; read repairs {}",
+            cluster.peers[i].addresses.id,
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2],
+            after[3] - before[3]
+        );
+    }
+    // After the join every peer holds only three quarters of the keys, so a quarter of each
+    // loader's reads now cross the network: the settled four-peer cluster is the baseline
+    // that isolates what the move itself cost.
+    println!(
+        "idle after the join: {}",
+        describe(&idle_latency(&loaders, keys).await)
     );
     cluster.stop().await;
     Ok(())

@@ -5,7 +5,12 @@
 //! Promises:
 //! - One partition at a time, in ring order, in batches of [`BATCH_KEYS`], paced by the same
 //!   budget as anti-entropy; per-partition progress (keys handed off, keys left) is reported.
-//! - A copy is dropped only after every live new replica acknowledged the batch as stored in
+//! - Batches go to the partition's *gainers*: the replicas the ring change added to its
+//!   preference list (the peer that took this one's place), not the replicas that stayed,
+//!   which hold the data already (and get it from anti-entropy where they do not). Moving a
+//!   copy from here to a gainer keeps the number of copies of every key. Only when no gainer
+//!   is up do the batches go to the replicas that stayed instead, as before.
+//! - A copy is dropped only after every live target acknowledged the batch as stored in
 //!   full, and only if the key's state is still the one sent (a write that
 //!   arrived meanwhile is sent again with the next round). A batch that is not acknowledged is
 //!   sent again after a request timeout.
@@ -24,7 +29,7 @@
 
 use super::{Node, Outputs};
 use crate::core::message::{KeyState, PeerMessage};
-use crate::core::ring::PartitionId;
+use crate::core::ring::{PartitionId, Ring};
 use crate::core::siblings::Siblings;
 use crate::core::store::footprint;
 use crate::core::types::{Millis, NodeId};
@@ -60,6 +65,22 @@ struct Move {
     handed_off: u64,
     /// Not before: a new replica asked for the next batch no sooner (pacing its intake).
     resume_at: Millis,
+    /// The replicas the ring changes since this move began added to the partition's
+    /// preference list (and that are still on it): the batches' targets.
+    gainers: BTreeSet<NodeId>,
+}
+
+impl Move {
+    /// A move to finish by `deadline`, nothing sent yet, no gainer known.
+    fn new(deadline: Millis) -> Move {
+        Move {
+            deadline,
+            batch: None,
+            handed_off: 0,
+            resume_at: 0,
+            gainers: BTreeSet::new(),
+        }
+    }
 }
 
 /// A copy this peer dropped as handed off, and the new replicas that confirmed holding it.
@@ -113,23 +134,40 @@ impl Handoff {
 
 impl Node {
     /// Starts handing off every partition this peer holds keys of but no longer replicates
-    /// (after a ring change, or when it leaves).
-    pub(super) fn plan_handoffs(&mut self, now: Millis) {
+    /// (after a ring change from `old_ring`, or when it leaves).
+    pub(super) fn plan_handoffs(&mut self, now: Millis, old_ring: &Ring) {
         let deadline = now + self.config.tombstone_grace_ms / 4;
         let held: Vec<PartitionId> = self.store.trees().partitions_held().collect();
         for partition in held {
-            let replicates = self.ring.preference_list(partition).contains(&self.id);
-            if replicates {
+            let list = self.ring.preference_list(partition);
+            if list.contains(&self.id) {
                 self.handoff.moves.remove(&partition);
-            } else {
-                self.handoff.moves.entry(partition).or_insert(Move {
-                    deadline,
-                    batch: None,
-                    handed_off: 0,
-                    resume_at: 0,
-                });
+                continue;
             }
+            let old_list = old_ring.preference_list(partition);
+            let added = list.iter().filter(|m| !old_list.contains(m)).cloned();
+            let m = self
+                .handoff
+                .moves
+                .entry(partition)
+                .or_insert_with(|| Move::new(deadline));
+            // A move that outlives another ring change keeps the gainers still on the list.
+            m.gainers.retain(|g| list.contains(g));
+            m.gainers.extend(added);
         }
+    }
+
+    /// Starts handing off `partition` if this peer holds it without replicating it and no
+    /// handoff of it is under way: a replicated write that arrived after the ring moved it
+    /// (its targets are then every other replica up, as no gainer is known).
+    pub(super) fn hand_off_if_stray(&mut self, now: Millis, partition: PartitionId) {
+        if self.handoff.moves.contains_key(&partition)
+            || self.ring.preference_list(partition).contains(&self.id)
+        {
+            return;
+        }
+        let deadline = now + self.config.tombstone_grace_ms / 4;
+        self.handoff.moves.insert(partition, Move::new(deadline));
     }
 
     /// Makes the node keep what a handoff abandons, and what it drops as handed off, until
@@ -249,16 +287,35 @@ impl Node {
         }
     }
 
+    /// The replicas the partition's next batch goes to: its gainers that are up, or when none
+    /// is, every other replica that is up (see the module's promises).
+    fn handoff_targets(&self, partition: PartitionId) -> BTreeSet<NodeId> {
+        let up_replicas = || {
+            self.ring
+                .preference_list(partition)
+                .iter()
+                .filter(|t| **t != self.id && self.view.is_up(t))
+                .cloned()
+        };
+        let gainers: BTreeSet<NodeId> = up_replicas()
+            .filter(|t| {
+                self.handoff
+                    .moves
+                    .get(&partition)
+                    .is_some_and(|m| m.gainers.contains(t))
+            })
+            .collect();
+        if gainers.is_empty() {
+            up_replicas().collect()
+        } else {
+            gainers
+        }
+    }
+
     /// Sends the partition's next batch; false when none is left to send (the partition is
     /// done) or no new replica is up to take it.
     fn send_batch(&mut self, now: Millis, partition: PartitionId, out: &mut Outputs) -> bool {
-        let targets: BTreeSet<NodeId> = self
-            .ring
-            .preference_list(partition)
-            .iter()
-            .filter(|t| **t != self.id && self.view.is_up(t))
-            .cloned()
-            .collect();
+        let targets = self.handoff_targets(partition);
         let states: Vec<KeyState> = self
             .store
             .keys_in_partition(partition)

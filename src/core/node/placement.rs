@@ -62,9 +62,9 @@ impl Node {
             }
             self.drop_regained_partitions(&ring);
             self.note_gained_partitions(now, &ring, &view);
-            self.ring = ring;
+            let old_ring = std::mem::replace(&mut self.ring, ring);
             // What this peer holds but no longer replicates follows the ring.
-            self.plan_handoffs(now);
+            self.plan_handoffs(now, &old_ring);
         }
         self.view = view;
     }

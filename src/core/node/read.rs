@@ -62,6 +62,10 @@ pub(super) struct ReadFlight {
     /// Replicas that answered while warming (see `Node::is_warming`): counted toward R only
     /// once every asked replica answered.
     deferred: Vec<NodeId>,
+    /// Every replica that answered while warming. Read repair passes them over: their data
+    /// is on its way (handoff, anti-entropy), and a repair per read of a moving partition
+    /// would only load the peers serving clients while it arrives.
+    pub(super) warming: Vec<NodeId>,
     /// Replicas asked that could not be reached.
     unreachable: usize,
     /// Whether the waiter already has its answer (the read now only waits to repair).
@@ -152,6 +156,7 @@ impl Node {
         let mut asked = 0;
         let mut not_asked = 0;
         let mut deferred = Vec::new();
+        let mut warming_answers = Vec::new();
         let req = self.requests.fresh();
         let warming = self.is_warming(self.ring.partition_of(&key), now);
         for replica in &replicas {
@@ -164,6 +169,7 @@ impl Node {
                 asked += 1;
                 if warming {
                     deferred.push(replica.clone());
+                    warming_answers.push(replica.clone());
                 } else {
                     tracker.record_success(replica);
                 }
@@ -186,6 +192,7 @@ impl Node {
             answers,
             asked,
             deferred,
+            warming: warming_answers,
             unreachable: 0,
             replied: false,
             expire,
@@ -224,6 +231,7 @@ impl Node {
                 read.answers.insert(from.clone(), state);
                 if warming {
                     read.deferred.push(from.clone());
+                    read.warming.push(from.clone());
                 } else {
                     read.tracker.record_success(&from);
                 }

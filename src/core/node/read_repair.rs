@@ -21,6 +21,7 @@ impl Node {
             merged,
             answers,
             confirms,
+            warming,
             ..
         } = read;
         let (key, merged) = (key.as_slice(), &merged);
@@ -54,7 +55,7 @@ impl Node {
             return;
         }
         for (replica, answer) in answers {
-            if answer.as_ref() == Some(merged) {
+            if answer.as_ref() == Some(merged) || warming.contains(&replica) {
                 continue;
             }
             // Tombstones are not pushed to a replica that holds nothing: it has no value for

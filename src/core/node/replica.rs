@@ -55,7 +55,14 @@ impl Node {
         );
     }
 
+    /// A repair for a key this peer no longer replicates (its coordinator's ring is older
+    /// than this peer's, or the read began before the ring changed) is declined: merged, it
+    /// would put back a copy this peer already handed off, where nothing would ever move or
+    /// drop it again. The replicas the coordinator read hold the state.
     pub(super) fn on_repair(&mut self, now: Millis, key: &[u8], state: &Siblings) {
+        if !self.ring.replicas_of(key).contains(&self.id) {
+            return;
+        }
         self.store.merge_repair(key, state, now);
     }
 
@@ -107,6 +114,12 @@ impl Node {
             }
             _ => {}
         }
-        self.store.merge(key, state, now).is_ok()
+        let stored = self.store.merge(key, state, now).is_ok();
+        // A write for a partition this peer no longer replicates (sent by a coordinator whose
+        // ring is older) is kept, never lost, and follows the ring like any copy left behind.
+        if stored {
+            self.hand_off_if_stray(now, self.ring.partition_of(key));
+        }
+        stored
     }
 }

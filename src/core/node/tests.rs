@@ -1478,6 +1478,100 @@ fn a_handoff_nobody_confirms_keeps_the_copies_until_its_deadline() {
 }
 
 #[test]
+fn a_join_hands_each_partition_to_the_newcomer_alone() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0; // only handoff moves data here
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    for i in 0..300 {
+        net.request("A", put(&format!("k{i}"), "v", None, Quorum::All))
+            .unwrap();
+    }
+    join_fourth_peer(&mut net, config);
+    // The replicas that stayed hold the data already: the batches go to D, who gained it.
+    let now = net.now + 10;
+    let mut batches = 0;
+    for n in net.nodes.values_mut() {
+        let mut out = Outputs::default();
+        n.tick(now, &mut out);
+        for sent in out.messages {
+            if matches!(sent.message, PeerMessage::Handoff { .. }) {
+                assert_eq!(sent.to, nid("D"), "{} sent a batch to a stayer", n.id());
+                batches += 1;
+            }
+        }
+    }
+    assert!(batches > 1, "the ex-owners hand off");
+}
+
+/// Delivers `message` to `to` as if `from` had sent it, and everything it causes.
+fn deliver(net: &mut Net, from: &str, to: &str, message: PeerMessage) {
+    let input = Input::Peer {
+        from: nid(from),
+        message,
+        trace: None,
+    };
+    net.run(VecDeque::from([(nid(to), input)]), None);
+}
+
+#[test]
+fn a_write_for_a_partition_a_peer_gave_up_is_kept_and_handed_off() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let mut net = Net::new(&["A", "B", "C", "D"], config);
+    let key = net.key_replicated("A", "A", false);
+    net.request("B", put(&key, "v", None, Quorum::All)).unwrap();
+    let state = net.nodes[&nid("B")].store().peek(key.as_bytes()).unwrap();
+    // A coordinator whose ring is older than A's still sends A the write.
+    let store = PeerMessage::Store {
+        req: 7,
+        key: key.as_bytes().to_vec(),
+        state: state.clone(),
+    };
+    deliver(&mut net, "B", "A", store);
+    assert!(net.nodes[&nid("A")].store().peek(key.as_bytes()).is_some());
+    assert_eq!(
+        net.nodes[&nid("A")].handoff_progress().len(),
+        1,
+        "A hands it off"
+    );
+    let start = net.now;
+    run_until(&mut net, 50, start + 1_000);
+    assert_placed_by_ring(&net, std::slice::from_ref(&key));
+    // A repair is declined outright: it would only put the copy back.
+    let repair = PeerMessage::Repair {
+        req: 8,
+        key: key.as_bytes().to_vec(),
+        state,
+    };
+    deliver(&mut net, "B", "A", repair);
+    assert!(net.nodes[&nid("A")].store().peek(key.as_bytes()).is_none());
+}
+
+#[test]
+fn a_read_does_not_repair_a_replica_that_is_still_warming() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    join_fourth_peer(&mut net, config);
+    let key = keys
+        .iter()
+        .find(|k| {
+            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
+            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
+        })
+        .expect("A and D share some key");
+    let reply = net.request("A", get(key, Quorum::All)).unwrap();
+    assert_eq!(values(&reply), vec!["v"]);
+    // D answered that it is warming: its data comes by handoff, not one repair per read.
+    assert!(net.nodes[&nid("D")].store().peek(key.as_bytes()).is_none());
+    assert_eq!(net.nodes[&nid("A")].stats().read_repairs, 0);
+}
+
+#[test]
 fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0;
