@@ -486,6 +486,39 @@ fn the_checker_catches_an_acceptor_that_forgets_what_it_promised() {
     );
 }
 
+/// Three peers, writes to all replicas and reads from one, on a few keys, and C crashing and
+/// restarting empty again and again, its first views after each start showing the others
+/// down (it has heard from none of them yet), as gossip's do.
+fn restarts_under_write_all(seed: u64) -> Scenario {
+    use crate::scenario::{Consistency, Fault, TimedFault};
+    let mut scenario = focused(seed, 3, 6, Consistency::WriteAll, 4);
+    scenario.mix.conditional_per_10k = 0;
+    scenario.mix.increment_per_10k = 0;
+    scenario.mix.sloppy_per_10k = 0;
+    scenario.faults = (0..8)
+        .map(|i| TimedFault {
+            at: 300 + i * 600 + seed % 200,
+            fault: Fault::Crash {
+                node: "C".into(),
+                down_for: 100 + (seed * 37 + i * 91) % 300,
+            },
+        })
+        .collect();
+    scenario
+}
+
+#[test]
+fn peers_restarted_empty_under_write_all_keep_every_promise() {
+    for seed in 1..=20 {
+        let result = run(&restarts_under_write_all(seed), None);
+        assert!(
+            result.check.violations.is_empty(),
+            "seed {seed}: {:?}",
+            result.check.violations
+        );
+    }
+}
+
 #[test]
 fn a_minority_that_keeps_crashing_is_judged_and_keeps_conditional_writes_linearizable() {
     let judged = judged_without_violations(one_amnesic_acceptor, 20);

@@ -449,11 +449,20 @@ impl<'s> World<'s> {
         let node = shards::Shards::boot(name, incarnation, &self.config, self.s.shards, self.plant);
         let peer = self.peers.get_mut(name).expect("known peer");
         peer.node = Some(node);
-        if peer.incarnation == 0 {
+        let restart = peer.incarnation != 0;
+        if !restart {
             peer.first_incarnation = incarnation;
         }
         peer.incarnation = incarnation;
         peer.view = None;
+        if restart {
+            // A restarted process knows its fellow members (from its seeds) but has heard
+            // from none of them yet: its first views show them down, as gossip's do.
+            for heard in peer.detector.last_heard.values_mut() {
+                *heard = None;
+            }
+            peer.detector.suspected_until.clear();
+        }
         peer.detector
             .last_heard
             .insert(name.clone(), Some(self.now));

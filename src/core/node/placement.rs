@@ -61,7 +61,7 @@ impl Node {
                     .drop_where(|key| moved.contains(&new.partition_of(key)));
             }
             self.drop_regained_partitions(&ring);
-            self.note_gained_partitions(now, &ring, &view);
+            self.note_gained_partitions(now, &ring);
             let old_ring = std::mem::replace(&mut self.ring, ring);
             // What this peer holds but no longer replicates follows the ring.
             self.plan_handoffs(now, &old_ring);
@@ -101,16 +101,16 @@ impl Node {
     /// anti-entropy exchange with each of them (see `Node::startup_synced`), or the same
     /// deadline passed: in a new cluster that takes a round trip, for a restarted peer as long
     /// as filling it takes.
-    fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring, view: &MembershipView) {
+    fn note_gained_partitions(&mut self, now: Millis, new_ring: &Ring) {
         let until = now + self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
         self.warming.retain(|_, t| *t > now);
         // A peer that just started (alone on its ring, holding nothing) and now meets others
-        // that are up gains all it replicates: they may hold data it lacks.
-        let others_up = new_ring
-            .members()
-            .iter()
-            .any(|m| *m != self.id && view.is_up(m));
-        let just_started = self.ring.members().len() == 1 && self.store.is_empty() && others_up;
+        // gains all it replicates: they may hold data it lacks. Whether they look up does not
+        // matter: gossip names a fresh peer's fellow members before it has heard from them,
+        // so its first view of them says down, and they are up a moment later, with the ring
+        // unchanged and nothing left to note the start.
+        let others = new_ring.members().iter().any(|m| *m != self.id);
+        let just_started = self.ring.members().len() == 1 && self.store.is_empty() && others;
         if just_started {
             self.startup_warming = Some((std::collections::BTreeSet::new(), until));
             let outlast = now + 2 * self.config.request_timeout_ms;

@@ -2969,3 +2969,59 @@ fn a_covered_value_that_reaches_an_empty_replica_during_the_grace_keeps_the_key_
         assert!(net.nodes[&nid(n)].store().peek(b"k").is_none(), "{n}");
     }
 }
+
+#[test]
+fn a_peer_whose_first_view_shows_the_others_down_still_warms_until_it_holds_its_share() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 1_000;
+    config.anti_entropy_keys_per_sec = 500;
+    config.tombstone_grace_ms = 400_000;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    // A fresh D learns the members from its seed before it has heard from any of them, as
+    // gossip has it: down first, up a moment later, the ring the same both times.
+    let mut d = Node::new(nid("D"), 4, config);
+    let mut view = MembershipView::new().with("D", Liveness::Up);
+    for other in ["A", "B", "C"] {
+        view.set(nid(other), Liveness::Down);
+    }
+    d.handle(net.now, Input::Membership(view), &mut Outputs::default());
+    net.nodes.insert(nid("D"), d);
+    let four = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up)
+        .with("C", Liveness::Up)
+        .with("D", Liveness::Up);
+    set_view(&mut net, &four);
+    let start = net.now;
+    run_until(&mut net, 20, start + 200);
+    let d = &net.nodes[&nid("D")];
+    let share = keys
+        .iter()
+        .filter(|k| d.ring().replicas_of(k.as_bytes()).contains(&nid("D")))
+        .count();
+    assert!(d.store().len() < share, "D is still filling");
+    assert!(
+        !d.partitions_moving_in(net.now).is_empty(),
+        "D warms while it fills"
+    );
+    // Its empty answers do not count alone: a read it coordinates finds the value.
+    let missing = keys
+        .iter()
+        .find(|k| {
+            d.ring().replicas_of(k.as_bytes()).contains(&nid("D"))
+                && d.store().peek(k.as_bytes()).is_none()
+        })
+        .expect("a key D lacks")
+        .clone();
+    let reply = net.request("D", get(&missing, Quorum::One)).unwrap();
+    assert_eq!(values(&reply), vec!["v"]);
+    // And it stops warming once it has its share.
+    run_until(&mut net, 20, start + 20_000);
+    let d = &net.nodes[&nid("D")];
+    assert_eq!(d.store().len(), share);
+    assert!(d.partitions_moving_in(net.now).is_empty());
+}
