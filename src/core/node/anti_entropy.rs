@@ -419,6 +419,8 @@ impl Node {
                 self.send_anti_entropy(from, req, reply, out);
             }
             M::Push { partition, states } => {
+                let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
+                self.spend(states.len(), bytes);
                 let declined = self.merge_states(now, partition, states);
                 let root = self.store.trees().root(partition);
                 let reply = M::PushReply {
@@ -502,6 +504,12 @@ impl Node {
             }
         }
         let full = self.store.near_limit();
+        // Pacing: what this peer takes in comes out of its own budget, whoever started the
+        // exchange. A newcomer is exchanged with by every replica of its partitions at once,
+        // besides its handoffs; while its budget is spent it asks for nothing, and the
+        // partition, left different but not settled, is asked for again at the next exchange.
+        self.refill_budget(now);
+        let paced = self.budget_overdrawn();
         let mut wants = Vec::new();
         let mut declined = 0u32;
         let wanted: BTreeSet<u64> = theirs.difference(&ours).map(|(p, _)| *p).collect();
@@ -509,7 +517,7 @@ impl Node {
             let held = our_positions.contains(&position);
             if !replicates || (!held && full) {
                 declined += 1;
-            } else {
+            } else if !paced {
                 wants.push((position, held));
             }
         }

@@ -1410,6 +1410,36 @@ fn a_newcomer_takes_handoffs_at_its_own_pace_however_many_ex_owners_send() {
 }
 
 #[test]
+fn a_newcomer_paces_what_the_others_anti_entropy_brings_it_too() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 100;
+    config.anti_entropy_keys_per_sec = 20_000;
+    config.tombstone_grace_ms = 400_000;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    // The others exchange with D (and hand off to it) at a budget a hundred times D's.
+    let mut slow = config;
+    slow.anti_entropy_keys_per_sec = 200;
+    join_fourth_peer(&mut net, slow);
+    let start = net.now;
+    run_until(&mut net, 10, start + 1_000);
+    let taken = net.nodes[&nid("D")].store().len();
+    // D's budget and one burst of it, plus what was in flight when it ran out: a step or a
+    // batch from each of the others, and a step of D's own exchange.
+    assert!(
+        taken <= 200 + 200 + 3 * 2 * 128 + 128,
+        "D took {taken} keys in its first second"
+    );
+    // Paced, not refused: the rest comes later, at about D's pace (its 3,000 keys at 200 a
+    // second).
+    run_until(&mut net, 20, start + 40_000);
+    assert_placed_by_ring(&net, &keys);
+}
+
+#[test]
 fn a_leaving_peer_hands_everything_off_and_no_key_is_lost() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0;
