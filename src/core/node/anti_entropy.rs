@@ -21,8 +21,11 @@
 //!   that differ.
 //! - Paced: the initiator spends a token budget (`anti_entropy_keys_per_sec`,
 //!   `anti_entropy_bytes_per_sec`) on the states and key lists it moves, and starts a step only
-//!   while the budget is not overdrawn. An exchange cut short (timeout, a peer gone) ends; the
-//!   next one redoes only what still differs.
+//!   while the budget is not overdrawn. A responder spends its own budget on the states it
+//!   takes in, and while that budget is overdrawn asks for none (the partition stays different,
+//!   not settled): a newcomer that every replica exchanges with at once is not filled at three
+//!   peers' pace. An exchange cut short (timeout, a peer gone) ends; the next one redoes only
+//!   what still differs.
 //! - No traffic for what must not move: a state with no visible value (deleted, or past its
 //!   expiry at the sender) is never sent to a peer that lacks the key, so collected deletes
 //!   never come back and expired values never bounce; a full peer does not ask for keys it

@@ -1,5 +1,7 @@
 //! Read repair: once every asked replica answered a read (or its deadline passed), each
-//! replica whose state differs from the merge gets the merged state (`Repair`).
+//! replica whose state differs from the merge gets the merged state (`Repair`), except a
+//! replica that answered while warming (its data is on its way by handoff or anti-entropy).
+//! A replica no longer replicating the key by its own ring declines the repair.
 //!
 //! Replicas merge it (a join), so a repair can never undo a newer write that raced it. When
 //! every replica answered with the same tombstone-only state (or nothing), there is nothing to
