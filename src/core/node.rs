@@ -451,6 +451,16 @@ impl Node {
         self.leaving
     }
 
+    /// A peer that just started and is still taking data in keeps warming past its deadline,
+    /// which bounds a warming that stalls (a peer it cannot get data from), not one that is
+    /// filling at its budget's pace: until it has synchronized, its answers are not its share.
+    fn note_filling(&mut self, now: Millis) {
+        let stall = self.config.tombstone_grace_ms / 4 + self.config.request_timeout_ms;
+        if let Some((_, until)) = self.startup_warming.as_mut() {
+            *until = (*until).max(now + stall);
+        }
+    }
+
     /// Notes a finished anti-entropy exchange with `peer`; a peer that just started stops
     /// warming once it has one with every other live ring member.
     fn startup_synced(&mut self, peer: &NodeId) {

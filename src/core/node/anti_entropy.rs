@@ -555,6 +555,7 @@ impl Node {
             if self.store.merge_repair(&key, &state, now) {
                 if self.store.digest_of(&key) != before {
                     self.anti_entropy.stats.keys_repaired += 1;
+                    self.note_filling(now);
                 }
             } else {
                 declined += 1;

@@ -408,6 +408,7 @@ impl Node {
             }
             let bytes: u64 = new.iter().map(|(k, s)| footprint(k, s)).sum();
             self.spend_anti_entropy_budget(new.len(), bytes);
+            self.note_filling(now);
         }
         let mut stored = replicates;
         if replicates {

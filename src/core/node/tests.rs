@@ -3001,6 +3001,40 @@ fn a_covered_value_that_reaches_an_empty_replica_during_the_grace_keeps_the_key_
 }
 
 #[test]
+fn a_newcomer_filling_slowly_keeps_warming_past_its_deadline() {
+    // The warming deadline (a quarter of the 5 s grace plus a request timeout: 1.75 s) is
+    // shorter than the fill: about 2,250 keys at 500 a second.
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 1_000;
+    config.anti_entropy_keys_per_sec = 500;
+    let mut net = Net::new(&["A", "B", "C"], config.clone());
+    let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    join_fourth_peer(&mut net, config);
+    let start = net.now;
+    run_until(&mut net, 20, start + 3_000);
+    let d = &net.nodes[&nid("D")];
+    let share = keys
+        .iter()
+        .filter(|k| d.ring().replicas_of(k.as_bytes()).contains(&nid("D")))
+        .count();
+    assert!(d.store().len() < share, "D is still filling");
+    assert!(
+        !d.partitions_moving_in(net.now).is_empty(),
+        "D still warms past its deadline while it fills"
+    );
+    run_until(&mut net, 20, start + 20_000);
+    let d = &net.nodes[&nid("D")];
+    assert_eq!(d.store().len(), share);
+    assert!(
+        d.partitions_moving_in(net.now).is_empty(),
+        "and stops once full"
+    );
+}
+
+#[test]
 fn a_peer_whose_first_view_shows_the_others_down_still_warms_until_it_holds_its_share() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 1_000;
