@@ -426,6 +426,15 @@ async fn refusals_are_the_documented_status_with_a_json_error() {
     // axum's 405 for the other routes: no body before, an Allow header kept.
     let (status, allow) = send(http.post(format!("{base}/v1/cluster"))).await;
     assert_eq!((status, allow.is_some()), (405, true));
+    // A malformed quorum parameter is refused even where the request does not use it: an
+    // `r` on a conditional PUT used to be ignored.
+    let put = |query: &str| {
+        http.put(format!("{base}/v1/kv/k?{query}"))
+            .header("if-none-match", "*")
+            .body("v")
+    };
+    assert_eq!(send(put("r=bogus")).await, (400, None));
+    assert_eq!(send(put("w=bogus")).await, (400, None));
     // A value over --max-value-bytes: axum's body limit used to answer text/plain.
     let big = http.put(format!("{base}/v1/kv/k")).body(vec![b'v'; 2048]);
     assert_eq!(send(big).await, (413, None));

@@ -776,6 +776,11 @@ fn kv_request(
                 .map_err(|e: crate::core::types::BadQuorum| ApiError::bad_request(e.to_string())),
         }
     };
+    // Both quorum parameters are checked whenever given, used or not (a write reads no `r`,
+    // a conditional write's quorum is a majority): a malformed one is a client's mistake to
+    // point out, as the API document says, not to ignore.
+    quorum("r")?;
+    quorum("w")?;
     // `?sloppy=true` (or a bare `?sloppy`) asks for a sloppy quorum, `?sloppy=false` for a
     // strict one; absent, the peer's default (`--sloppy-quorum`) applies.
     let sloppy = flag(query, "sloppy")?;
