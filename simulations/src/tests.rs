@@ -438,6 +438,26 @@ fn focused(
     scenario
 }
 
+/// `count` crashes of C, one every `every` ms from about 300 ms on, each down for
+/// `down.0` ms plus a seed-dependent part below `down.1`.
+fn crashes_of_c(
+    seed: u64,
+    count: u64,
+    every: u64,
+    down: (u64, u64),
+) -> Vec<crate::scenario::TimedFault> {
+    use crate::scenario::{Fault, TimedFault};
+    (0..count)
+        .map(|i| TimedFault {
+            at: 300 + i * every + seed % 200,
+            fault: Fault::Crash {
+                node: "C".into(),
+                down_for: down.0 + (seed * 37 + i * 91) % down.1,
+            },
+        })
+        .collect()
+}
+
 /// Three peers, every operation a conditional write on a few keys, and one peer (a minority
 /// of every key's replicas) crashing and restarting again and again while rounds are in
 /// flight: the shape in which an acceptor that forgot its promises can let two values be
@@ -447,15 +467,7 @@ fn one_amnesic_acceptor(seed: u64) -> Scenario {
     let mut scenario = focused(seed, 3, 8, Consistency::Quorum, 2);
     scenario.mix.conditional_per_10k = 10_000;
     scenario.net.tail_mean_ms = 20;
-    scenario.faults = (0..16)
-        .map(|i| TimedFault {
-            at: 300 + i * 300 + seed % 200,
-            fault: Fault::Crash {
-                node: "C".into(),
-                down_for: 50 + (seed * 37 + i * 91) % 250,
-            },
-        })
-        .collect();
+    scenario.faults = crashes_of_c(seed, 16, 300, (50, 250));
     // Nothing B sends reaches A, so A misses B's commits: at times only B and C hold the
     // last chosen value, and A with an amnesic C must not make a majority.
     scenario.faults.push(TimedFault {
@@ -490,20 +502,12 @@ fn the_checker_catches_an_acceptor_that_forgets_what_it_promised() {
 /// restarting empty again and again, its first views after each start showing the others
 /// down (it has heard from none of them yet), as gossip's do.
 fn restarts_under_write_all(seed: u64) -> Scenario {
-    use crate::scenario::{Consistency, Fault, TimedFault};
+    use crate::scenario::Consistency;
     let mut scenario = focused(seed, 3, 6, Consistency::WriteAll, 4);
     scenario.mix.conditional_per_10k = 0;
     scenario.mix.increment_per_10k = 0;
     scenario.mix.sloppy_per_10k = 0;
-    scenario.faults = (0..8)
-        .map(|i| TimedFault {
-            at: 300 + i * 600 + seed % 200,
-            fault: Fault::Crash {
-                node: "C".into(),
-                down_for: 100 + (seed * 37 + i * 91) % 300,
-            },
-        })
-        .collect();
+    scenario.faults = crashes_of_c(seed, 8, 600, (100, 300));
     scenario
 }
 

@@ -290,23 +290,19 @@ impl Node {
     /// The replicas the partition's next batch goes to: its gainers that are up, or when none
     /// is, every other replica that is up (see the module's promises).
     fn handoff_targets(&self, partition: PartitionId) -> BTreeSet<NodeId> {
-        let up_replicas = || {
-            self.ring
-                .preference_list(partition)
-                .iter()
-                .filter(|t| **t != self.id && self.view.is_up(t))
-                .cloned()
-        };
-        let gainers: BTreeSet<NodeId> = up_replicas()
-            .filter(|t| {
-                self.handoff
-                    .moves
-                    .get(&partition)
-                    .is_some_and(|m| m.gainers.contains(t))
-            })
+        let up: BTreeSet<NodeId> = self
+            .ring
+            .preference_list(partition)
+            .iter()
+            .filter(|t| **t != self.id && self.view.is_up(t))
+            .cloned()
             .collect();
+        let gainers: BTreeSet<NodeId> = match self.handoff.moves.get(&partition) {
+            Some(m) => up.intersection(&m.gainers).cloned().collect(),
+            None => BTreeSet::new(),
+        };
         if gainers.is_empty() {
-            up_replicas().collect()
+            up
         } else {
             gainers
         }

@@ -1311,6 +1311,16 @@ fn assert_placed_by_ring(net: &Net, keys: &[String]) {
     }
 }
 
+/// Peers A, B and C holding `count` keys `k0`, `k1`, … (value `v`), written at A to all three.
+fn three_peers_holding(count: usize, config: CoreConfig) -> (Net, Vec<String>) {
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let keys: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
+    }
+    (net, keys)
+}
+
 /// A fresh peer D joins the cluster of A, B and C: every node gets the four-member view.
 fn join_fourth_peer(net: &mut Net, config: CoreConfig) {
     let mut d = Node::new(nid("D"), 4, config);
@@ -1343,11 +1353,7 @@ fn set_view(net: &mut Net, view: &MembershipView) {
 fn a_join_moves_partitions_to_the_newcomer_and_the_ex_owners_drop_them() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0; // only handoff moves data here
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(300, config.clone());
     join_fourth_peer(&mut net, config);
     let moving: usize = net.nodes.values().map(|n| n.handoff_progress().len()).sum();
     assert!(moving > 0, "the join moved partitions");
@@ -1374,11 +1380,7 @@ fn a_newcomer_takes_handoffs_at_its_own_pace_however_many_ex_owners_send() {
     config.anti_entropy_interval_ms = 0; // only handoff moves data here
     config.anti_entropy_keys_per_sec = 2_000;
     config.tombstone_grace_ms = 400_000; // a handoff deadline far beyond this test
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..900).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(900, config.clone());
     // The newcomer's budget is a tenth of each ex-owner's.
     let mut slow = config;
     slow.anti_entropy_keys_per_sec = 200;
@@ -1415,11 +1417,7 @@ fn a_newcomer_paces_what_the_others_anti_entropy_brings_it_too() {
     config.anti_entropy_interval_ms = 100;
     config.anti_entropy_keys_per_sec = 20_000;
     config.tombstone_grace_ms = 400_000;
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..4000).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(4000, config.clone());
     // The others exchange with D (and hand off to it) at a budget a hundred times D's.
     let mut slow = config;
     slow.anti_entropy_keys_per_sec = 200;
@@ -1581,11 +1579,7 @@ fn a_write_for_a_partition_a_peer_gave_up_is_kept_and_handed_off() {
 fn a_read_does_not_repair_a_replica_that_is_still_warming() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0;
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(200, config.clone());
     join_fourth_peer(&mut net, config);
     let key = keys
         .iter()
@@ -1605,11 +1599,7 @@ fn a_read_does_not_repair_a_replica_that_is_still_warming() {
 fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 0;
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(200, config.clone());
     join_fourth_peer(&mut net, config);
     // A key D now replicates but holds nothing of yet (no tick: no handoff has run).
     let key = keys
@@ -3007,11 +2997,7 @@ fn a_newcomer_filling_slowly_keeps_warming_past_its_deadline() {
     let mut config = CoreConfig::for_test();
     config.anti_entropy_interval_ms = 1_000;
     config.anti_entropy_keys_per_sec = 500;
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(3000, config.clone());
     join_fourth_peer(&mut net, config);
     let start = net.now;
     run_until(&mut net, 20, start + 3_000);
@@ -3040,11 +3026,7 @@ fn a_peer_whose_first_view_shows_the_others_down_still_warms_until_it_holds_its_
     config.anti_entropy_interval_ms = 1_000;
     config.anti_entropy_keys_per_sec = 500;
     config.tombstone_grace_ms = 400_000;
-    let mut net = Net::new(&["A", "B", "C"], config.clone());
-    let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
-    for k in &keys {
-        net.request("A", put(k, "v", None, Quorum::All)).unwrap();
-    }
+    let (mut net, keys) = three_peers_holding(3000, config.clone());
     // A fresh D learns the members from its seed before it has heard from any of them, as
     // gossip has it: down first, up a moment later, the ring the same both times.
     let mut d = Node::new(nid("D"), 4, config);
