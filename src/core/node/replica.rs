@@ -5,8 +5,10 @@
 //! does not matter and a late one cannot undo a newer write. A `Store` is acknowledged with
 //! `StoreAck`, or refused with `StoreRefused` when the store is full and may not evict; a
 //! `Fetch` is answered with the key's state (or nothing); a `Repair` is merged, but a key the
-//! store does not hold is added only below its low-water mark; a `Forget` drops the key only
-//! if its state is still the tombstone-only state the clock describes.
+//! store does not hold is added only below its low-water mark, and a key of a partition this
+//! peer no longer replicates not at all; a replicated write to such a partition is kept and
+//! the partition handed off again; a `Forget` drops the key only if its state is still the
+//! tombstone-only state the clock describes.
 
 use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
