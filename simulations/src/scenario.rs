@@ -34,6 +34,9 @@ pub const CONDITIONAL_STREAM: u64 = 11;
 /// seed's peers keep expired values for stale reads. Its own stream, so adding them changed
 /// no other draw.
 pub const STALE_READ_STREAM: u64 = 13;
+/// How long the seed's reads wait before asking their spare replicas (0: every replica at
+/// once). Its own stream, so adding it changed no other draw.
+pub const READ_SPARES_STREAM: u64 = 15;
 /// Keys the workload writes only with conditional writes (compare-and-set).
 pub const CONDITIONAL_KEYS: u64 = 2;
 

@@ -229,6 +229,15 @@ fn the_checker_catches_a_ring_change_that_drops_data_no_one_else_holds() {
     );
 }
 
+#[test]
+fn the_checker_catches_a_read_that_counts_its_spares_as_answers() {
+    let seed = caught_within(PlantedBug::ReadCountsSpares, 100);
+    assert!(
+        seed.is_some(),
+        "reads counting unasked spares went unnoticed for 100 seeds"
+    );
+}
+
 // Self-healing: convergence comes from anti-entropy alone, and a handoff drops a copy only
 // once a new replica holds it.
 

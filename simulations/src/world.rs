@@ -15,8 +15,8 @@
 use crate::rng::Rng;
 use crate::scenario::{
     Fault, Scenario, CONDITIONAL_KEYS, CONDITIONAL_STREAM, COUNTER_KEYS, COUNTER_STREAM,
-    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, SLOPPY_STREAM,
-    STALE_READ_STREAM, WORKLOAD_STREAM,
+    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, READ_SPARES_STREAM,
+    SLOPPY_STREAM, STALE_READ_STREAM, WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
@@ -327,6 +327,13 @@ impl<'s> World<'s> {
                 1_000
             } else {
                 0
+            },
+            // Reads ask R replicas and bring the spares in after a delay shorter than most
+            // message delays, near them, or past them; in a fifth of the seeds they ask every
+            // replica at once, as before spares existed.
+            read_spare_after_ms: {
+                let mut spares = Rng::stream(s.seed, READ_SPARES_STREAM);
+                [0, 5, 20, 50, 200][spares.below(5) as usize]
             },
             ..CoreConfig::default()
         };

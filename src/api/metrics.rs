@@ -205,6 +205,11 @@ pub fn render(
             s.read_repairs,
         ),
         (
+            "read_spares_asked",
+            "Replicas reads asked beyond the R they first asked",
+            s.read_spares_asked,
+        ),
+        (
             "repairs_declined",
             "Repairs not applied near the memory limit",
             s.repairs_declined,

@@ -193,6 +193,11 @@ pub struct ServeArgs {
     /// 0, the default, reclaims expired values at once.
     #[arg(long, default_value_t = CoreConfig::default().stale_window_ms)]
     pub stale_window_ms: u64,
+    /// How long a read waits for the R replicas it asked before asking the key's other live
+    /// replicas too, in milliseconds. 0 asks every live replica on every read (more peer
+    /// traffic per read; read repair then sees every replica).
+    #[arg(long, default_value_t = CoreConfig::default().read_spare_after_ms)]
+    pub read_spare_after_ms: u64,
     /// How often each peer compares its hash trees with every other replica, in milliseconds
     /// (0 turns anti-entropy off; a peer coming back starts a round at once, a ring change
     /// within one interval).
@@ -317,6 +322,7 @@ impl ServeArgs {
             eviction: self.eviction,
             tombstone_grace_ms: self.tombstone_grace_ms,
             stale_window_ms: self.stale_window_ms,
+            read_spare_after_ms: self.read_spare_after_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
             anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec.bytes(),

@@ -69,6 +69,18 @@ pub struct CoreConfig {
     /// never see such a value either way.
     #[serde(default)]
     pub stale_window_ms: Millis,
+    /// How long a read waits for the R replicas it asked before asking the key's other live
+    /// replicas too (the spares), in milliseconds. A read asks only as many replicas as R
+    /// needs (this peer's own copy first), so a quorum read costs one round trip to one
+    /// other peer instead of two; a slow, warming or unreachable replica, a session read
+    /// the answers do not cover, or a deleted key (whose collection needs every replica's
+    /// word) brings the spares in early. 0 asks every live replica at once.
+    #[serde(default = "default_read_spare_after_ms")]
+    pub read_spare_after_ms: Millis,
+}
+
+fn default_read_spare_after_ms() -> Millis {
+    CoreConfig::default().read_spare_after_ms
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -117,6 +129,7 @@ impl Default for CoreConfig {
             max_siblings: 64,
             max_state_bytes: 64 * 1024 * 1024,
             stale_window_ms: 0,
+            read_spare_after_ms: 50,
         }
     }
 }

@@ -421,6 +421,7 @@ impl Node {
         // A forwarder gives up after one request timeout; remember its requests twice that.
         let horizon = now.saturating_sub(2 * self.config.request_timeout_ms);
         self.recent_forwards.forget_before(horizon);
+        self.ask_spares_due(now, out);
         for (_, request) in self.requests.take_overdue(now) {
             let error = match request.flight {
                 Flight::Write(write) => write.timeout(),

@@ -69,10 +69,14 @@ pub enum PlantedBug {
     /// again, so a value that reached a replica holding nothing during the grace (a late
     /// hint, a delayed message) outlives the tombstones that covered it.
     ForgetWithoutConfirming,
+    /// A read counts the spare replicas it did not ask (see `node::read`) as having answered,
+    /// so it answers after fewer than R replicas: aimed at the spares, which may only ever be
+    /// asked, never stand in for an answer.
+    ReadCountsSpares,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 19] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::AckAfterWMinusOne,
         PlantedBug::MergeDropsSibling,
         PlantedBug::LastWriteWins,
@@ -92,6 +96,7 @@ impl PlantedBug {
         PlantedBug::PaxosAmnesia,
         PlantedBug::HintOutlivesGrace,
         PlantedBug::ForgetWithoutConfirming,
+        PlantedBug::ReadCountsSpares,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +120,7 @@ impl PlantedBug {
             PlantedBug::PaxosAmnesia => "paxos-amnesia",
             PlantedBug::HintOutlivesGrace => "hint-outlives-grace",
             PlantedBug::ForgetWithoutConfirming => "forget-without-confirming",
+            PlantedBug::ReadCountsSpares => "read-counts-spares",
         }
     }
 }

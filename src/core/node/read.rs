@@ -1,12 +1,21 @@
 //! Reads and their quorum.
 //!
-//! The receiving peer asks the key's replicas (`Fetch`), merges the states it gets, and
-//! replies after R of them with the visible siblings (counter siblings joined into one value,
-//! see `reader_values`) and one merged context. It keeps
-//! listening until every asked replica answered (or the deadline), then read-repairs (see
-//! `read_repair`). A read may wait for a client, for nobody (the node confirming tombstones
-//! before collecting them: not counted as a hit or a miss), or be the first half of an expire
-//! (see `expire`).
+//! The receiving peer asks as many of the key's live replicas as R needs (`Fetch`; its own
+//! copy first when it holds one, the others in a turn that moves with the request number),
+//! merges the states it gets, and replies after R of them with the visible siblings (counter
+//! siblings joined into one value, see `reader_values`) and one merged context. The key's
+//! other live replicas are its *spares*: the read asks them too as soon as one asked replica
+//! answers while warming or cannot be reached, a session read's answers do not cover its
+//! context, the answers hold only tombstones (collecting them needs every replica's word, see
+//! `collection`), or `CoreConfig::read_spare_after_ms` passes without an answer. A read of
+//! this peer's warming copy, an expire's read, and the read confirming a collection ask every
+//! live replica at once, as every read does with `read_spare_after_ms` at 0.
+//!
+//! It keeps listening until every asked replica answered (or the deadline), then
+//! read-repairs those that answered (see `read_repair`); the replicas it never asked are
+//! anti-entropy's to converge. A read may wait for a client, for nobody (the node confirming
+//! tombstones before collecting them: not counted as a hit or a miss), or be the first half
+//! of an expire (see `expire`).
 
 use super::expire::PendingExpire;
 use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
@@ -59,6 +68,8 @@ pub(super) struct ReadFlight {
     pub(super) answers: BTreeMap<NodeId, Option<Siblings>>,
     /// Replicas asked (live ones, including this node if it is a replica).
     asked: usize,
+    /// Live replicas not asked yet, kept in reserve (see the module's header).
+    spares: Vec<NodeId>,
     /// Replicas that answered while warming (see `Node::is_warming`): counted toward R only
     /// once every asked replica answered.
     deferred: Vec<NodeId>,
@@ -86,7 +97,7 @@ impl ReadFlight {
     /// Once every replica asked answered (or could not be reached), the warming ones count
     /// toward R after all: they are all there is.
     fn count_deferred_once_all_answered(&mut self) {
-        if self.answers.len() + self.unreachable >= self.asked {
+        if self.spares.is_empty() && self.answers.len() + self.unreachable >= self.asked {
             for replica in std::mem::take(&mut self.deferred) {
                 self.tracker.record_success(&replica);
             }
@@ -102,6 +113,7 @@ impl ReadFlight {
             Some(context) => {
                 self.merged.context().descends_from(context)
                     || (self.answers.len() >= self.asked
+                        && self.spares.is_empty()
                         && self.unreachable == 0
                         && self.not_asked == 0)
             }
@@ -111,8 +123,50 @@ impl ReadFlight {
     /// Whether a session read can no longer be satisfied: every replica it asked answered
     /// or failed, and none covers the context.
     fn session_hopeless(&self) -> bool {
-        !self.session_satisfied() && self.answers.len() + self.unreachable >= self.asked
+        !self.session_satisfied()
+            && self.spares.is_empty()
+            && self.answers.len() + self.unreachable >= self.asked
     }
+
+    /// Asks the spares too (see the module's header); returns how many were asked.
+    fn ask_spares(
+        &mut self,
+        now: Millis,
+        req: u64,
+        waiter: &mut Waiter,
+        out: &mut Outputs,
+    ) -> usize {
+        let spares = std::mem::take(&mut self.spares);
+        for spare in &spares {
+            self.asked += 1;
+            let message = PeerMessage::Fetch {
+                req,
+                key: self.key.clone(),
+            };
+            waiter.send(now, spare.clone(), message, out);
+        }
+        spares.len()
+    }
+
+    /// Whether the answers so far hold tombstones and nothing else: collecting them needs
+    /// every replica's answer, so the spares are asked.
+    fn found_only_tombstones(&self) -> bool {
+        !self.merged.context().is_empty() && self.merged.is_tombstones_only()
+    }
+}
+
+/// The replicas a read asks at once, by position in `remotes` (the key's other live
+/// replicas, in ring order): `count` of them from a starting point that moves with the
+/// request number, so reads of one key spread over its replicas.
+fn turn_of(req: u64, remotes: usize, count: usize) -> impl Iterator<Item = usize> {
+    // SplitMix64's finalizer: request numbers step by the shard count, so their low bits
+    // alone would always pick the same replica.
+    let mut z = req.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let start = (z % remotes.max(1) as u64) as usize;
+    (0..count.min(remotes)).map(move |i| (start + i) % remotes)
 }
 
 impl Node {
@@ -159,6 +213,29 @@ impl Node {
         let mut warming_answers = Vec::new();
         let req = self.requests.fresh();
         let warming = self.is_warming(self.ring.partition_of(&key), now);
+        let holds_key = replicas.contains(&self.id);
+        // Who is asked at once: every live replica when the read cannot rest on R of them
+        // (see the module's header), else as many as R needs besides this peer's own copy.
+        let everyone = self.config.read_spare_after_ms == 0
+            || warming
+            || expire.is_some()
+            || confirms.is_some();
+        let remotes: Vec<&NodeId> = replicas
+            .iter()
+            .filter(|r| **r != self.id && self.view.is_up(r))
+            .collect();
+        let wanted = if everyone {
+            remotes.len()
+        } else {
+            needed - usize::from(holds_key)
+        };
+        let chosen: Vec<usize> = turn_of(req, remotes.len(), wanted).collect();
+        let mut spares = Vec::new();
+        for (i, remote) in remotes.iter().enumerate() {
+            if !chosen.contains(&i) {
+                spares.push((*remote).clone());
+            }
+        }
         for replica in &replicas {
             if *replica == self.id {
                 let local = self.store.read(&key, now);
@@ -174,6 +251,9 @@ impl Node {
                     tracker.record_success(replica);
                 }
             } else if self.view.is_up(replica) {
+                if spares.contains(replica) {
+                    continue;
+                }
                 asked += 1;
                 let message = PeerMessage::Fetch {
                     req,
@@ -185,12 +265,23 @@ impl Node {
                 not_asked += 1;
             }
         }
+        if self.has_bug(PlantedBug::ReadCountsSpares) {
+            // The planted bug: the spares count as answers, and are never asked.
+            for spare in spares.drain(..) {
+                tracker.record_success(&spare);
+            }
+        }
+        if !spares.is_empty() {
+            self.requests
+                .spares_due_at(now + self.config.read_spare_after_ms, req);
+        }
         let mut flight = ReadFlight {
             key,
             tracker,
             merged,
             answers,
             asked,
+            spares,
             deferred,
             warming: warming_answers,
             unreachable: 0,
@@ -213,7 +304,8 @@ impl Node {
         self.settle_read(now, req, out);
     }
 
-    /// A replica's answer to our `Fetch`; only its first answer counts.
+    /// A replica's answer to our `Fetch`; only its first answer counts. A warming answer
+    /// brings the spares in: it counts toward R only if nothing better comes.
     pub(super) fn on_fetch_reply(
         &mut self,
         now: Millis,
@@ -223,7 +315,12 @@ impl Node {
         warming: bool,
         out: &mut Outputs,
     ) {
-        if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
+        if let Some(Request {
+            waiter,
+            flight: Flight::Read(read),
+            ..
+        }) = self.requests.get_mut(req)
+        {
             if !read.answers.contains_key(&from) {
                 if let Some(state) = &state {
                     read.merged.merge(state);
@@ -232,6 +329,8 @@ impl Node {
                 if warming {
                     read.deferred.push(from.clone());
                     read.warming.push(from.clone());
+                    let asked = read.ask_spares(now, req, waiter, out);
+                    self.counters.read_spares_asked += asked as u64;
                 } else {
                     read.tracker.record_success(&from);
                 }
@@ -241,7 +340,7 @@ impl Node {
         }
     }
 
-    /// A `Fetch` that could not be sent.
+    /// A `Fetch` that could not be sent: the spares are asked in its place.
     pub(super) fn on_fetch_undeliverable(
         &mut self,
         now: Millis,
@@ -249,11 +348,36 @@ impl Node {
         req: u64,
         out: &mut Outputs,
     ) {
-        if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
+        if let Some(Request {
+            waiter,
+            flight: Flight::Read(read),
+            ..
+        }) = self.requests.get_mut(req)
+        {
             read.tracker.record_failure(to);
             read.unreachable += 1;
+            let asked = read.ask_spares(now, req, waiter, out);
+            self.counters.read_spares_asked += asked as u64;
             read.count_deferred_once_all_answered();
             self.settle_read(now, req, out);
+        }
+    }
+
+    /// Reads whose spares came due (`CoreConfig::read_spare_after_ms`) and that have no
+    /// answer yet ask their spares.
+    pub(super) fn ask_spares_due(&mut self, now: Millis, out: &mut Outputs) {
+        for req in self.requests.take_spares_due(now) {
+            if let Some(Request {
+                waiter,
+                flight: Flight::Read(read),
+                ..
+            }) = self.requests.get_mut(req)
+            {
+                if !read.replied {
+                    let asked = read.ask_spares(now, req, waiter, out);
+                    self.counters.read_spares_asked += asked as u64;
+                }
+            }
         }
     }
 
@@ -270,6 +394,11 @@ impl Node {
             return;
         };
         let mut outcome = read.tracker.outcome();
+        if outcome == QuorumOutcome::Met && !read.session_satisfied() && !read.spares.is_empty() {
+            // The answers so far do not cover the session's context: ask the others.
+            let asked = read.ask_spares(now, req, waiter, out);
+            self.counters.read_spares_asked += asked as u64;
+        }
         if outcome == QuorumOutcome::Met && !read.session_satisfied() {
             // A session read waits past R for a replica that covers its context, and fails
             // at once when none it asked does (a replica believed down may: retry later).
@@ -309,7 +438,13 @@ impl Node {
                 }
             }
         }
-        let done = read.replied && read.answers.len() >= read.asked;
+        let mut done = read.replied && read.answers.len() >= read.asked;
+        if done && !read.spares.is_empty() && read.found_only_tombstones() {
+            // Collecting tombstones needs every replica's answer (see `read_repair`).
+            let asked = read.ask_spares(now, req, waiter, out);
+            self.counters.read_spares_asked += asked as u64;
+            done = false;
+        }
         if let Some((waiter, pending, found)) = expire {
             self.expire_after_read(now, waiter, *pending, found, out);
         }

@@ -138,6 +138,10 @@ pub(super) struct Requests {
     table: BTreeMap<u64, Request>,
     /// (deadline, request number) of every entry in `table`.
     deadlines: BTreeSet<(Millis, u64)>,
+    /// (when, request number) of reads that ask their spare replicas then if still
+    /// unanswered (see `read`); an entry may outlive its request, which `take_spares_due`
+    /// skips.
+    spares_due: BTreeSet<(Millis, u64)>,
 }
 
 impl Requests {
@@ -147,6 +151,7 @@ impl Requests {
             stride: 1,
             table: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            spares_due: BTreeSet::new(),
         }
     }
 
@@ -189,6 +194,25 @@ impl Requests {
 
     pub(super) fn flights(&self) -> impl Iterator<Item = &Flight> {
         self.table.values().map(|r| &r.flight)
+    }
+
+    /// Notes that read `req` asks its spare replicas at `at` if it is still unanswered.
+    pub(super) fn spares_due_at(&mut self, at: Millis, req: u64) {
+        self.spares_due.insert((at, req));
+    }
+
+    /// The requests still in the table whose spares came due at `now` or earlier, in
+    /// request-number order.
+    pub(super) fn take_spares_due(&mut self, now: Millis) -> Vec<u64> {
+        let later = self.spares_due.split_off(&(now + 1, 0));
+        let due = std::mem::replace(&mut self.spares_due, later);
+        let mut due: Vec<u64> = due
+            .into_iter()
+            .map(|(_, req)| req)
+            .filter(|req| self.table.contains_key(req))
+            .collect();
+        due.sort_unstable();
+        due
     }
 
     /// Removes and returns every request whose deadline is `now` or earlier, in request-number

@@ -24,6 +24,9 @@ pub struct NodeStats {
     /// `None` when the store has no limit.
     pub memory_limit_bytes: Option<u64>,
     pub read_repairs: u64,
+    /// Replicas a read asked beyond the R it first asked (see `CoreConfig::read_spare_after_ms`).
+    #[serde(default)]
+    pub read_spares_asked: u64,
     /// Repairs not applied because the store was near its limit.
     pub repairs_declined: u64,
     /// Tombstone-only keys collected after every replica held them.
@@ -107,6 +110,7 @@ impl NodeStats {
             _ => None,
         };
         self.read_repairs += other.read_repairs;
+        self.read_spares_asked += other.read_spares_asked;
         self.repairs_declined += other.repairs_declined;
         self.tombstones_collected += other.tombstones_collected;
         self.anti_entropy_exchanges += other.anti_entropy_exchanges;
@@ -141,6 +145,8 @@ pub(super) struct Counters {
     pub(super) misses: u64,
     /// Replicas sent a merged state by read repair.
     pub(super) read_repairs: u64,
+    /// Replicas reads asked beyond the R they first asked.
+    pub(super) read_spares_asked: u64,
     /// Writes this node coordinated that left their key with more than one sibling.
     pub(super) siblings_created: u64,
     /// The most siblings a key held after a write this node coordinated.
@@ -192,6 +198,7 @@ impl Node {
             memory_used_bytes: self.store.used_bytes(),
             memory_limit_bytes: self.store.limits().max_memory_bytes,
             read_repairs: self.counters.read_repairs,
+            read_spares_asked: self.counters.read_spares_asked,
             repairs_declined: store.repairs_declined,
             tombstones_collected: store.tombstones_collected,
             anti_entropy_exchanges: ae.exchanges,

@@ -576,9 +576,18 @@ fn local_data(net: &Net, node: &str, key: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A configuration whose reads ask every live replica at once (see `read`), for the tests of
+/// what a read does with all their answers.
+fn asking_every_replica() -> CoreConfig {
+    CoreConfig {
+        read_spare_after_ms: 0,
+        ..CoreConfig::for_test()
+    }
+}
+
 #[test]
 fn a_read_repairs_a_replica_that_missed_a_write() {
-    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let mut net = Net::new(&["A", "B", "C"], asking_every_replica());
     let w1 = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
     net.cut.insert(nid("C"));
     net.drop_silently = true;
@@ -600,7 +609,7 @@ fn a_read_repairs_a_replica_that_missed_a_write() {
 
 #[test]
 fn a_read_whose_last_replica_is_silent_repairs_at_the_deadline() {
-    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let mut net = Net::new(&["A", "B", "C"], asking_every_replica());
     let w1 = net.request("A", put("k", "v1", None, Quorum::All)).unwrap();
     // B misses v2 (A and C take it), so B is the stale replica a read can repair.
     net.cut.insert(nid("B"));
@@ -3070,4 +3079,180 @@ fn a_peer_whose_first_view_shows_the_others_down_still_warms_until_it_holds_its_
     let d = &net.nodes[&nid("D")];
     assert_eq!(d.store().len(), share);
     assert!(d.partitions_moving_in(net.now).is_empty());
+}
+
+// Reads ask as many replicas as R needs; the others are spares (see `read`).
+
+/// Starts a read of `key` at `node` and returns what it sends and answers at once.
+fn start_get(net: &mut Net, node: &str, request: ClientRequest) -> Outputs {
+    net.next_client += 1;
+    let input = Input::Client {
+        id: ClientRequestId(net.next_client),
+        request,
+        trace: None,
+    };
+    let mut out = Outputs::default();
+    let now = net.now;
+    net.nodes
+        .get_mut(&nid(node))
+        .unwrap()
+        .handle(now, input, &mut out);
+    out
+}
+
+/// The peers `out` sends a `Fetch` to.
+fn fetched_from(out: &Outputs) -> Vec<NodeId> {
+    out.messages
+        .iter()
+        .filter(|m| matches!(m.message, PeerMessage::Fetch { .. }))
+        .map(|m| m.to.clone())
+        .collect()
+}
+
+#[test]
+fn a_quorum_read_asks_one_other_replica_and_reads_spread_over_them() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    let mut asked = BTreeMap::new();
+    for i in 0..40 {
+        let out = start_get(&mut net, "A", get(&format!("k{i}"), Quorum::Quorum));
+        let fetched = fetched_from(&out);
+        assert_eq!(fetched.len(), 1, "A's own copy and one other: {fetched:?}");
+        *asked.entry(fetched[0].clone()).or_insert(0) += 1;
+        // A read of one replica asks none besides this peer's own copy.
+        let out = start_get(&mut net, "A", get(&format!("k{i}"), Quorum::One));
+        assert!(fetched_from(&out).is_empty(), "{:?}", out.messages);
+        assert_eq!(out.replies.len(), 1, "answered from A's own copy");
+        // R = all asks everyone.
+        let out = start_get(&mut net, "A", get(&format!("k{i}"), Quorum::All));
+        assert_eq!(fetched_from(&out).len(), 2);
+    }
+    assert!(
+        asked.get(&nid("B")).is_some_and(|n| *n >= 10)
+            && asked.get(&nid("C")).is_some_and(|n| *n >= 10),
+        "reads spread over B and C: {asked:?}"
+    );
+    // With the spares' delay at 0, every read asks every live replica.
+    let mut net = Net::new(&["A", "B", "C"], asking_every_replica());
+    let out = start_get(&mut net, "A", get("k", Quorum::One));
+    assert_eq!(fetched_from(&out).len(), 2);
+}
+
+#[test]
+fn a_read_whose_asked_replica_is_silent_asks_the_spare_after_the_delay() {
+    let config = CoreConfig::for_test();
+    let delay = config.read_spare_after_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    let out = start_get(&mut net, "A", get("k", Quorum::Quorum));
+    let silent = fetched_from(&out)[0].clone();
+    let spare = if silent == nid("B") {
+        nid("C")
+    } else {
+        nid("B")
+    };
+    // The asked replica never answers (its Fetch is dropped): a tick before the delay asks
+    // nobody else, a tick at it asks the spare, whose answer completes the quorum.
+    let mut early = Outputs::default();
+    let a = net.nodes.get_mut(&nid("A")).unwrap();
+    a.tick(net.now + delay - 1, &mut early);
+    assert!(fetched_from(&early).is_empty());
+    let mut due = Outputs::default();
+    a.tick(net.now + delay, &mut due);
+    assert_eq!(fetched_from(&due), vec![spare.clone()]);
+    assert_eq!(a.stats().read_spares_asked, 1);
+    net.now += delay;
+    let mut queue = VecDeque::new();
+    for m in due.messages {
+        net.route(&mut queue, nid("A"), m);
+    }
+    let reply = net.run(queue, Some(ClientRequestId(net.next_client)));
+    assert_eq!(values(&reply.expect("answered by the spare")), vec!["v"]);
+}
+
+#[test]
+fn a_read_asks_the_spare_at_once_when_the_asked_replica_is_unreachable() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    // Whichever replica the read asks is cut off (the sender hears so at once); the read
+    // asks the other and is answered without waiting for the spares' delay.
+    for cut in ["B", "C"] {
+        net.cut = BTreeSet::from([nid(cut)]);
+        let reply = net.request("A", get("k", Quorum::All));
+        assert!(reply.is_some_and(|r| matches!(r, ClientReply::Failed(_))));
+        for _ in 0..4 {
+            let reply = net.request("A", get("k", Quorum::Quorum)).unwrap();
+            assert_eq!(values(&reply), vec!["v"]);
+        }
+    }
+    assert!(net.nodes[&nid("A")].stats().read_spares_asked >= 1);
+}
+
+#[test]
+fn a_session_read_the_answers_do_not_cover_asks_the_spares() {
+    let mut net = Net::new(&["A", "B", "C"], CoreConfig::for_test());
+    for i in 0..8 {
+        let key = format!("k{i}");
+        let w1 = net
+            .request("A", put(&key, "v1", None, Quorum::All))
+            .unwrap();
+        // Only A takes v2; B and C keep v1.
+        net.cut = BTreeSet::from([nid("B"), nid("C")]);
+        net.drop_silently = true;
+        let w2 = net
+            .request("A", put(&key, "v2", Some(context(&w1)), Quorum::One))
+            .unwrap();
+        net.cut.clear();
+        net.drop_silently = false;
+        // B reads with v2's context. When it asks C, both answers are stale: it asks the
+        // spare, A, at once instead of failing or waiting for the spares' delay.
+        let reply = net
+            .request("B", session_get(&key, Quorum::Quorum, context(&w2)))
+            .unwrap();
+        assert_eq!(values(&reply), vec!["v2"]);
+    }
+    assert!(net.nodes[&nid("B")].stats().read_spares_asked >= 1);
+}
+
+#[test]
+fn a_read_that_finds_only_tombstones_asks_every_replica_so_they_can_be_collected() {
+    let config = CoreConfig::for_test();
+    let grace = config.tombstone_grace_ms;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    let w = net.request("A", put("k", "v", None, Quorum::All)).unwrap();
+    net.request("A", delete("k", Some(context(&w)), Quorum::All))
+        .unwrap();
+    let reply = net.request("A", get("k", Quorum::Quorum)).unwrap();
+    assert!(matches!(reply, ClientReply::NotFound { .. }), "{reply:?}");
+    // The read heard every replica hold the tombstone: the key is collected after the grace.
+    net.tick_and_run(net.now + grace + 1);
+    net.tick_and_run(net.now + 1);
+    for n in ["A", "B", "C"] {
+        assert!(
+            net.nodes[&nid(n)].store().peek(b"k").is_none(),
+            "{n} still holds the tombstone"
+        );
+    }
+}
+
+#[test]
+fn a_warming_answer_brings_the_spares_in_at_once() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let (mut net, keys) = three_peers_holding(200, config.clone());
+    join_fourth_peer(&mut net, config);
+    // Keys A and the newcomer D both replicate: when A's read asks D, D answers that it is
+    // warming, and A asks its spare at once rather than after the spares' delay.
+    let shared: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
+            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
+        })
+        .take(12)
+        .collect();
+    for key in shared {
+        let reply = net.request("A", get(key, Quorum::Quorum));
+        assert_eq!(values(&reply.expect("answered at once")), vec!["v"]);
+    }
+    assert!(net.nodes[&nid("A")].stats().read_spares_asked >= 1);
 }
