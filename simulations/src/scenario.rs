@@ -75,6 +75,9 @@ pub struct Scenario {
     /// older way, opt-in: `run --read-sweep`). By default nothing reads after healing and
     /// replicas must converge by anti-entropy alone.
     pub read_sweep: bool,
+    /// How long reads wait before asking their spare replicas (`read_spare_after_ms`); `None`
+    /// draws it per seed (`READ_SPARES_STREAM`).
+    pub read_spare_after_ms: Option<Millis>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -305,6 +308,7 @@ impl Scenario {
             shards,
             memory,
             read_sweep: false,
+            read_spare_after_ms: None,
             faults: Vec::new(),
         };
         // One seed in ten runs without faults, as a baseline.

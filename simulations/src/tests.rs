@@ -576,6 +576,9 @@ fn joins_and_leaves_are_judged_and_keep_conditional_writes_linearizable() {
 /// keys and collect their tombstones. The shape in which a hint delivered late brings back a
 /// value a collected delete covered.
 fn hints_held_through_a_collection(seed: u64) -> Scenario {
+    // Reads ask every replica at once, as when the shape was tuned: in it the bug below
+    // shows in about one seed of 150 either way, and this keeps the seeds it was tuned on.
+    const SPARES: u64 = 0;
     use crate::scenario::{Consistency, Fault, PartitionShape, TimedFault};
     let mut scenario = focused(seed, 4, 6, Consistency::One, 12);
     scenario.replicas = 3;
@@ -587,6 +590,7 @@ fn hints_held_through_a_collection(seed: u64) -> Scenario {
     scenario.mix.increment_per_10k = 0;
     scenario.net.loss_per_10k = 0;
     scenario.net.spike_per_10k = 0;
+    scenario.read_spare_after_ms = Some(SPARES);
     scenario.faults = vec![
         TimedFault {
             at: 150,

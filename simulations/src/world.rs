@@ -331,10 +331,10 @@ impl<'s> World<'s> {
             // Reads ask R replicas and bring the spares in after a delay shorter than most
             // message delays, near them, or past them; in a fifth of the seeds they ask every
             // replica at once, as before spares existed.
-            read_spare_after_ms: {
+            read_spare_after_ms: s.read_spare_after_ms.unwrap_or_else(|| {
                 let mut spares = Rng::stream(s.seed, READ_SPARES_STREAM);
                 [0, 5, 20, 50, 200][spares.below(5) as usize]
-            },
+            }),
             ..CoreConfig::default()
         };
         let mut work = Rng::stream(s.seed, WORKLOAD_STREAM);
