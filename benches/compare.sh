@@ -14,7 +14,8 @@
 # comparison runs BENCH_ROUNDS times, the two sides taking turns in every round, and the table
 # gives medians; it replaces what stands between the bench-compare markers of
 # docs/performance.md. Redis stays up throughout; ringcache's one-peer and three-peer clusters
-# run one after the other.
+# run one after the other, the three peers on the machine's cores divided among them (as
+# `ringcache up` runs them).
 #
 # Settings (environment): BENCH_SECS measured seconds per run (10), BENCH_WARMUP (2),
 # BENCH_ROUNDS (3), BENCH_OPEN_RATE (10000), BENCH_RATES ("2000 4000 6000 8000 10000 12000"),
@@ -74,6 +75,7 @@ redis="--target redis --url redis://127.0.0.1:$redis_alone"
 
 # --- ringcache, one peer, N=1: GET and SET over HTTP and RESP against the lone Redis ---
 free_port resp1; free_port http1; free_port gossip1; free_port quic1
+peer_threads=$(threads_for_peers 1)
 start_peer A "$resp1" "$http1" "$gossip1" "$quic1" 1
 wait_port "$resp1"
 for round in $(seq "$rounds"); do
@@ -90,6 +92,9 @@ done
 stop_last 1
 
 # --- ringcache, three peers, N=3: quorum operations ---
+# Three peers share the machine's cores as `ringcache up` shares them (as the three Redis
+# servers, one thread each, do).
+peer_threads=$(threads_for_peers 3)
 peers=()
 for id in A B C; do
     free_port resp; free_port http; free_port gossip; free_port quic

@@ -13,13 +13,17 @@ trap cleanup EXIT
 
 build_ringcache() { cargo build --release --bin ringcache -q; }
 
-# A peer's output goes to $peer_logs/ID.log when the script sets peer_logs, else nowhere.
+# A peer's output goes to $peer_logs/ID.log when the script sets peer_logs, else nowhere. Its
+# runtime runs $peer_threads worker threads when the script sets it (0: one per core).
+peer_threads=0
+# The cores divided among COUNT peers sharing this machine, at least one (as `ringcache up`).
+threads_for_peers() { local t=$(( $(nproc) / $1 )); echo $(( t > 0 ? t : 1 )); }
 start_peer() { # id resp_port http_port gossip_port quic_port replicas [seed's gossip port]
     local seed=()
     [ -n "${7:-}" ] && seed=(--seed "127.0.0.1:$7")
     RINGCACHE_CLUSTER_SECRET="$secret" "$bin" serve --id "$1" --resp "127.0.0.1:$2" \
         --http "127.0.0.1:$3" --gossip "127.0.0.1:$4" --peer-addr "127.0.0.1:$5" \
-        --replicas "$6" --max-memory 1GiB "${seed[@]}" >"${peer_logs:-/dev/null}${peer_logs:+/$1.log}" 2>&1 &
+        --replicas "$6" --max-memory 1GiB --threads "$peer_threads" "${seed[@]}" >"${peer_logs:-/dev/null}${peer_logs:+/$1.log}" 2>&1 &
     pids+=($!)
 }
 

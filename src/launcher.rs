@@ -256,6 +256,17 @@ pub fn replicas_for(peers: usize, serve_args: &[String]) -> Option<usize> {
     (!named && peers < crate::core::config::DEFAULT_REPLICAS).then_some(peers.max(1))
 }
 
+/// The worker threads `up` gives each of `peers` peers on this machine: its cores divided among
+/// them, at least one. Peers that each start a thread per core contend for every core and spend
+/// their time switching between threads rather than serving.
+pub fn threads_per_peer(peers: usize) -> usize {
+    threads_for(crate::config::default_shards() as usize, peers)
+}
+
+fn threads_for(cores: usize, peers: usize) -> usize {
+    (cores / peers.max(1)).max(1)
+}
+
 pub fn generate_client_token() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -502,6 +513,15 @@ mod tests {
             replicas_for(2, &["--replicas".to_string(), "1".to_string()]),
             None
         );
+    }
+
+    #[test]
+    fn peers_on_one_machine_share_its_cores() {
+        assert_eq!(threads_for(2, 1), 2);
+        assert_eq!(threads_for(2, 3), 1);
+        assert_eq!(threads_for(8, 3), 2);
+        assert_eq!(threads_for(16, 4), 4);
+        assert_eq!(threads_for(1, 0), 1);
     }
 
     #[test]

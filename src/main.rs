@@ -352,13 +352,24 @@ struct WriteArgs {
 const EXIT_UNAVAILABLE: i32 = 3;
 const EXIT_FAILED: i32 = 4;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     // The matches, not only the parsed values: they tell which settings the user gave.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let target_url = cli.command.target_url();
-    if let Err(error) = run(cli, &matches).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.command.runtime_threads(&matches) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ringcache: cannot start the async runtime: {error}");
+            std::process::exit(EXIT_FAILED);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(cli, &matches)) {
         // One readable line (and a hint), never a backtrace.
         // What was being done, and the innermost cause (reqwest's own chain repeats itself).
         let root = error.root_cause();
@@ -398,6 +409,21 @@ async fn main() {
 }
 
 impl Commands {
+    /// The worker threads a `serve` was given (`--threads`, or its config file's `threads`);
+    /// `None` leaves tokio's default, one per core. A configuration that does not resolve is
+    /// reported by `run`, not here.
+    fn runtime_threads(&self, matches: &clap::ArgMatches) -> Option<usize> {
+        let Commands::Serve(args) = self else {
+            return None;
+        };
+        let matches = matches.subcommand_matches("serve")?;
+        let config = EffectiveConfig::resolve(args.clone(), matches).ok()?;
+        match config.args.threads {
+            0 => None,
+            n => Some(n.min(256) as usize),
+        }
+    }
+
     /// The peer a client command talks to, for error hints.
     fn target_url(&self) -> Option<String> {
         match self {
@@ -470,6 +496,10 @@ async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         } => {
             if sloppy_quorum {
                 serve_args.push("--sloppy-quorum".into());
+            }
+            // N peers on one machine share its cores: each runs on its share of them.
+            if !serve_args.iter().any(|a| a.starts_with("--threads")) {
+                serve_args.push(format!("--threads={}", launcher::threads_per_peer(peers)));
             }
             if let Some(n) = launcher::replicas_for(peers, &serve_args) {
                 println!(

@@ -171,6 +171,38 @@ async fn a_peer_started_from_a_file_runs_with_its_settings() {
     assert_eq!((env, file_token), (200, 401));
 }
 
+/// The runtime worker threads of process `pid` (tokio names them `tokio-rt-worker`).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_runs_on_the_worker_threads_it_was_given() {
+    let dir = scratch("config-threads");
+    let file = peer_file(&dir);
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("threads = 3\n");
+    std::fs::write(&file, text).unwrap();
+    // From the file, then from the flag, which beats it.
+    for (args, expected) in [
+        (vec!["--config", file.to_str().unwrap()], 3),
+        (
+            vec!["--config", file.to_str().unwrap(), "--threads", "1"],
+            1,
+        ),
+    ] {
+        let peer = Peer::start(&args, &[]).await;
+        let threads = worker_threads(peer.child.id().unwrap());
+        peer.stop().await;
+        assert_eq!(threads, expected, "{args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_print_masks_secrets_and_its_output_starts_a_peer() {
     let dir = scratch("config-print");

@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// Engine shards, each served by its own task (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub shards: u32,
+    /// Worker threads of the peer's runtime (0: one per core). Peers sharing a machine do
+    /// better with the cores divided among them than with every peer's threads contending for
+    /// all of them; `ringcache up` gives each of its N peers the cores divided by N.
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
     /// What a full store evicts: lru, lfu, fifo, random, volatile-ttl, noeviction.
     #[arg(long, default_value_t = EvictionPolicy::Lru)]
     #[serde(with = "as_text")]
