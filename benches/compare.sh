@@ -3,10 +3,10 @@
 # loopback, release build (`just bench-compare`):
 #
 #   - GET and SET: a lone redis-server against one ringcache peer (N=1), over HTTP and RESP;
-#   - quorum PUT (w=quorum, W=2 of N=3) on three peers against SET + WAIT 1 on a Redis primary
-#     with two replicas;
-#   - quorum GET (r=quorum) on three peers against the lone redis-server's GET, closed loop and
-#     open loop at BENCH_OPEN_RATE ops/s;
+#   - quorum PUT (w=quorum, W=2 of N=3) on three peers, over HTTP and RESP, against SET + WAIT 1
+#     on a Redis primary with two replicas;
+#   - quorum GET (r=quorum) on three peers, over HTTP and RESP, against the lone redis-server's
+#     GET, closed loop, and over HTTP open loop at BENCH_OPEN_RATE ops/s;
 #   - latency against throughput for quorum GET and PUT on three peers, open loop at each of
 #     BENCH_RATES, plotted by `cargo bench --bench plot_latency` into docs/bench-compare.svg.
 #
@@ -106,13 +106,17 @@ for p in "${peers[@]}"; do wait_port "${p%%:*}"; done
 # shellcheck disable=SC2046
 wait_members 3 $(for p in "${peers[@]}"; do echo "${p##*:}"; done)
 cluster="--url http://127.0.0.1:${peers[0]##*:}"
+# The same peer over RESP, whose connections read and write at R = W = 2 (quorum of three).
+cluster_resp="--target resp --url redis://127.0.0.1:${peers[0]%%:*}"
 for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086
     {
         measure "quorum PUT" redis "$round" --target redis --url "redis://127.0.0.1:$primary" --reads 0 --wait 1
         measure "quorum PUT" http "$round" $cluster --reads 0 --w quorum
+        measure "quorum PUT" resp "$round" $cluster_resp --reads 0
         measure "quorum GET" redis "$round" $redis --reads 1 --preload
         measure "quorum GET" http "$round" $cluster --reads 1 --r quorum --preload
+        measure "quorum GET" resp "$round" $cluster_resp --reads 1 --preload
         measure "quorum GET open" redis "$round" $redis --reads 1 --preload --rate "$open_rate"
         measure "quorum GET open" http "$round" $cluster --reads 1 --r quorum --preload --rate "$open_rate"
     }
@@ -174,7 +178,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
     row "SET, 1 peer N=1, HTTP" SET http "SET, alone"
     row "SET, 1 peer N=1, RESP" SET resp "SET, alone"
     row "quorum PUT (w=quorum), 3 peers N=3, HTTP" "quorum PUT" http "SET + WAIT 1, primary + 2 replicas"
+    row "quorum PUT (W=2), 3 peers N=3, RESP" "quorum PUT" resp "SET + WAIT 1, primary + 2 replicas"
     row "quorum GET (r=quorum), 3 peers N=3, HTTP" "quorum GET" http "GET, alone"
+    row "quorum GET (R=2), 3 peers N=3, RESP" "quorum GET" resp "GET, alone"
     row "quorum GET, open loop at $open_rate ops/s" "quorum GET open" http "GET, alone, same rate"
     echo
     echo "Latency against throughput, three peers (N=3, HTTP, open loop at $rates ops/s, one run"

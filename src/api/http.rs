@@ -90,15 +90,17 @@ pub fn router(
         }
     }
     let state = ApiState {
-        driver,
-        pubsub,
-        metrics: RequestMetrics::default(),
-        context_key: Arc::new(context_key),
-        client_token: client_token.clone(),
-        health,
-        peers: peers.build()?,
-        peer_scheme: if peer_tls.is_some() { "https" } else { "http" },
-        slow_request: settings.slow_request,
+        shared: Arc::new(ApiShared {
+            driver,
+            pubsub,
+            metrics: RequestMetrics::default(),
+            context_key: Arc::new(context_key),
+            client_token: client_token.clone(),
+            health,
+            peers: peers.build()?,
+            peer_scheme: if peer_tls.is_some() { "https" } else { "http" },
+            slow_request: settings.slow_request,
+        }),
     };
     let max_value_bytes = settings.max_value_bytes;
     let health_only = Router::new()
@@ -168,9 +170,22 @@ async fn too_many_connections() -> Response {
     response
 }
 
-/// What the handlers share: the driver, and the key of causal context tokens.
+/// What the handlers share (one allocation: axum clones the state for every request).
 #[derive(Clone)]
 struct ApiState {
+    shared: Arc<ApiShared>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.shared
+    }
+}
+
+/// The driver, and the key of causal context tokens.
+struct ApiShared {
     driver: DriverHandle,
     pubsub: PubSub,
     /// Request counters and latencies for `GET /metrics`.

@@ -171,6 +171,8 @@ pub struct Node {
     handoff: Handoff,
     /// Whether this peer is leaving the cluster (it then holds no place on its own ring).
     leaving: bool,
+    /// Replicas that answered reads while warming, which reads ask last for a while.
+    warming_replicas: read::WarmingReplicas,
     /// Partitions this peer gained in a ring change, until when its answers for them do not
     /// count toward a read's R (the handoff deadline and a request timeout after the change).
     warming: std::collections::BTreeMap<crate::core::ring::PartitionId, Millis>,
@@ -245,6 +247,7 @@ impl Node {
             anti_entropy: AntiEntropy::new(0, 1),
             handoff: Handoff::default(),
             leaving: false,
+            warming_replicas: read::WarmingReplicas::default(),
             warming: std::collections::BTreeMap::new(),
             startup_warming: None,
             acceptor: crate::core::paxos::Acceptor::default(),

@@ -177,9 +177,23 @@ pub struct Ownership {
     pub replica_partitions: PartitionId,
 }
 
-/// A cheap, cloneable way to talk to the drivers.
+/// A cheap, cloneable way to talk to the drivers: one shared allocation, so the clone every
+/// HTTP request makes is a reference count, not a copy of every shard's sender.
 #[derive(Clone)]
 pub struct DriverHandle {
+    shared: Arc<DriverShared>,
+}
+
+impl std::ops::Deref for DriverHandle {
+    type Target = DriverShared;
+
+    fn deref(&self) -> &DriverShared {
+        &self.shared
+    }
+}
+
+/// What every [`DriverHandle`] shares.
+pub struct DriverShared {
     shards: Vec<mpsc::Sender<Command>>,
     partitions: u32,
     gossip: Arc<Gossip>,
@@ -467,14 +481,16 @@ pub fn spawn_shards(
     let (leaving, _) = watch::channel(false);
     (
         DriverHandle {
-            shards,
-            partitions,
-            gossip: handle_gossip,
-            leaving,
-            leave_started: Arc::new(tokio::sync::OnceCell::new()),
-            hot_keys: HotKeys::new(std::time::Instant::now()),
-            id,
-            peer_messages_shed,
+            shared: Arc::new(DriverShared {
+                shards,
+                partitions,
+                gossip: handle_gossip,
+                leaving,
+                leave_started: Arc::new(tokio::sync::OnceCell::new()),
+                hot_keys: HotKeys::new(std::time::Instant::now()),
+                id,
+                peer_messages_shed,
+            }),
         },
         tasks,
     )

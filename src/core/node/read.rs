@@ -25,6 +25,7 @@ use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
 use crate::core::request::{ClientReply, ReadValue, RequestError};
+use crate::core::ring::PartitionId;
 use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::{Millis, NodeId, Quorum};
 use crate::core::version_vector::{Dot, VersionVector};
@@ -155,18 +156,55 @@ impl ReadFlight {
     }
 }
 
-/// The replicas a read asks at once, by position in `remotes` (the key's other live
-/// replicas, in ring order): `count` of them from a starting point that moves with the
-/// request number, so reads of one key spread over its replicas.
-fn turn_of(req: u64, remotes: usize, count: usize) -> impl Iterator<Item = usize> {
+/// Replicas that answered a read of a partition while warming (moving in): for a while
+/// (`WarmingReplicas::ASK_LAST_MS`) reads of that partition ask them last, as spares, so a read
+/// during a move costs one round trip rather than a warming answer and then another.
+#[derive(Default)]
+pub(super) struct WarmingReplicas {
+    /// Per replica: the partitions it answered warming for, and when.
+    seen: BTreeMap<NodeId, BTreeMap<PartitionId, Millis>>,
+}
+
+impl WarmingReplicas {
+    /// How long a warming answer keeps its replica last in line for that partition; then one
+    /// read asks it first again, to find out whether it has its data by now.
+    const ASK_LAST_MS: Millis = 1_000;
+
+    /// Notes how `replica` answered a read of `partition` at `now`.
+    fn note(&mut self, replica: &NodeId, partition: PartitionId, warming: bool, now: Millis) {
+        if warming {
+            let partitions = self.seen.entry(replica.clone()).or_default();
+            // What is past its time goes, so the table holds only the moves under way.
+            partitions.retain(|_, at| now < *at + Self::ASK_LAST_MS);
+            partitions.insert(partition, now);
+        } else if let Some(partitions) = self.seen.get_mut(replica) {
+            partitions.remove(&partition);
+            if partitions.is_empty() {
+                self.seen.remove(replica);
+            }
+        }
+    }
+
+    /// Whether reads of `partition` ask `replica` last at `now`.
+    fn asks_last(&self, replica: &NodeId, partition: PartitionId, now: Millis) -> bool {
+        self.seen
+            .get(replica)
+            .and_then(|partitions| partitions.get(&partition))
+            .is_some_and(|at| now < at + Self::ASK_LAST_MS)
+    }
+}
+
+/// The order in which a read asks `count` replicas, as positions: a rotation whose start moves
+/// with the request number, so reads of one key spread over its replicas.
+fn in_turn(req: u64, count: usize) -> impl Iterator<Item = usize> {
     // SplitMix64's finalizer: request numbers step by the shard count, so their low bits
     // alone would always pick the same replica.
     let mut z = req.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    let start = (z % remotes.max(1) as u64) as usize;
-    (0..count.min(remotes)).map(move |i| (start + i) % remotes)
+    let start = (z % count.max(1) as u64) as usize;
+    (0..count).map(move |i| (start + i) % count)
 }
 
 impl Node {
@@ -212,7 +250,8 @@ impl Node {
         let mut deferred = Vec::new();
         let mut warming_answers = Vec::new();
         let req = self.requests.fresh();
-        let warming = self.is_warming(self.ring.partition_of(&key), now);
+        let partition = self.ring.partition_of(&key);
+        let warming = self.is_warming(partition, now);
         let holds_key = replicas.contains(&self.id);
         // Who is asked at once: every live replica when the read cannot rest on R of them
         // (see the module's header), else as many as R needs besides this peer's own copy.
@@ -220,22 +259,20 @@ impl Node {
             || warming
             || expire.is_some()
             || confirms.is_some();
-        let remotes: Vec<&NodeId> = replicas
+        // The other live replicas in the order the read would ask them: in turn, except that
+        // those that answered warming for this partition lately come last.
+        let (remotes, ask_last): (Vec<&NodeId>, Vec<&NodeId>) = replicas
             .iter()
             .filter(|r| **r != self.id && self.view.is_up(r))
-            .collect();
+            .partition(|r| !self.warming_replicas.asks_last(r, partition, now));
+        let mut in_order: Vec<&NodeId> = in_turn(req, remotes.len()).map(|i| remotes[i]).collect();
+        in_order.extend(ask_last);
         let wanted = if everyone {
-            remotes.len()
+            in_order.len()
         } else {
             needed - usize::from(holds_key)
         };
-        let chosen: Vec<usize> = turn_of(req, remotes.len(), wanted).collect();
-        let mut spares = Vec::new();
-        for (i, remote) in remotes.iter().enumerate() {
-            if !chosen.contains(&i) {
-                spares.push((*remote).clone());
-            }
-        }
+        let mut spares: Vec<NodeId> = in_order.iter().skip(wanted).map(|r| (*r).clone()).collect();
         for replica in &replicas {
             if *replica == self.id {
                 let local = self.store.read(&key, now);
@@ -322,6 +359,8 @@ impl Node {
         }) = self.requests.get_mut(req)
         {
             if !read.answers.contains_key(&from) {
+                let partition = self.ring.partition_of(&read.key);
+                self.warming_replicas.note(&from, partition, warming, now);
                 if let Some(state) = &state {
                     read.merged.merge(state);
                 }

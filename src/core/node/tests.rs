@@ -3256,3 +3256,38 @@ fn a_warming_answer_brings_the_spares_in_at_once() {
     }
     assert!(net.nodes[&nid("A")].stats().read_spares_asked >= 1);
 }
+
+#[test]
+fn a_replica_that_answered_warming_is_asked_last_for_a_while() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let (mut net, keys) = three_peers_holding(200, config.clone());
+    join_fourth_peer(&mut net, config);
+    let key = keys
+        .iter()
+        .find(|k| {
+            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
+            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
+        })
+        .expect("A and D share some key")
+        .clone();
+    // Reads A coordinates ask one replica besides its own copy. Once D answered one of them
+    // while warming, the others ask the third replica first, for a second.
+    let reads_asking_d = |net: &mut Net, reads: usize| {
+        let mut asking_d = 0;
+        for _ in 0..reads {
+            let out = start_get(net, "A", get(&key, Quorum::Quorum));
+            asking_d += usize::from(fetched_from(&out).first() == Some(&nid("D")));
+            let mut queue = VecDeque::new();
+            for m in out.messages {
+                net.route(&mut queue, nid("A"), m);
+            }
+            let reply = net.run(queue, Some(ClientRequestId(net.next_client)));
+            assert_eq!(values(&reply.expect("answered at once")), vec!["v"]);
+        }
+        asking_d
+    };
+    assert_eq!(reads_asking_d(&mut net, 16), 1);
+    net.now += 1_000;
+    assert!(reads_asking_d(&mut net, 16) >= 1, "D is tried again");
+}
