@@ -382,6 +382,11 @@ async fn metrics_count_a_known_workload() {
         );
         assert_eq!(sample(&text, "ringcache_hits_total"), Some(7.0));
         assert_eq!(sample(&text, "ringcache_misses_total"), Some(3.0));
+        // Every read here was at r=one on a replica: none needed a spare.
+        assert_eq!(
+            sample(&text, "ringcache_read_spares_asked_total"),
+            Some(0.0)
+        );
         assert_eq!(sample(&text, "ringcache_members_up"), Some(3.0));
         // Every conditional write this peer proposed is counted once, by how it ended, and
         // the counts add up to the `cas` requests it answered; one client on fresh keys meets

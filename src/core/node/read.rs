@@ -232,7 +232,8 @@ impl Node {
                 Ok(needed) => needed,
                 Err(e) => return waiter.fail(e, out),
             };
-        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let partition = self.ring.partition_of(&key);
+        let replicas: Vec<NodeId> = self.ring.preference_list(partition).to_vec();
         let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
         if live < needed {
             let error = RequestError::Unavailable { needed, got: live };
@@ -250,7 +251,6 @@ impl Node {
         let mut deferred = Vec::new();
         let mut warming_answers = Vec::new();
         let req = self.requests.fresh();
-        let partition = self.ring.partition_of(&key);
         let warming = self.is_warming(partition, now);
         let holds_key = replicas.contains(&self.id);
         // Who is asked at once: every live replica when the read cannot rest on R of them
