@@ -199,8 +199,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = CoreConfig::default().stale_window_ms)]
     pub stale_window_ms: u64,
     /// How long a read waits for the R replicas it asked before asking the key's other live
-    /// replicas too, in milliseconds. 0 asks every live replica on every read (more peer
-    /// traffic per read; read repair then sees every replica).
+    /// replicas too, in milliseconds (less than the request timeout). A replica a read did
+    /// not ask is not read-repaired by it: anti-entropy converges it. 0 asks every live
+    /// replica on every read (more peer traffic per read; read repair then sees every one).
     #[arg(long, default_value_t = CoreConfig::default().read_spare_after_ms)]
     pub read_spare_after_ms: u64,
     /// How often each peer compares its hash trees with every other replica, in milliseconds

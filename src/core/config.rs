@@ -70,11 +70,14 @@ pub struct CoreConfig {
     #[serde(default)]
     pub stale_window_ms: Millis,
     /// How long a read waits for the R replicas it asked before asking the key's other live
-    /// replicas too (the spares), in milliseconds. A read asks only as many replicas as R
-    /// needs (this peer's own copy first), so a quorum read costs one round trip to one
-    /// other peer instead of two; a slow, warming or unreachable replica, a session read
-    /// the answers do not cover, or a deleted key (whose collection needs every replica's
-    /// word) brings the spares in early. 0 asks every live replica at once.
+    /// replicas too (the spares), in milliseconds; less than the request timeout. A read asks
+    /// only as many replicas as R needs (this peer's own copy first), so a quorum read costs
+    /// one round trip to one other peer instead of two. A replica that answers warming or
+    /// cannot be reached, a session read the answers do not cover, or a deleted key (whose
+    /// collection needs every replica's word) brings the spares in at once; a slow replica,
+    /// after this delay. A replica a read did not ask is not read-repaired by it (an `r=one`
+    /// read at a replica repairs nothing): anti-entropy converges it. 0 asks every live
+    /// replica at once.
     #[serde(default = "default_read_spare_after_ms")]
     pub read_spare_after_ms: Millis,
 }
@@ -99,6 +102,11 @@ pub enum ConfigError {
     NoAntiEntropyBudget,
     #[error("hint bounds and delivery pace must be positive")]
     NoHints,
+    #[error("reads must ask their spare replicas ({spare_ms} ms) before the request timeout ({timeout_ms} ms)")]
+    SpareDelayTooLong {
+        spare_ms: Millis,
+        timeout_ms: Millis,
+    },
     #[error("the tombstone grace period ({grace_ms} ms) must be at least the request timeout ({timeout_ms} ms)")]
     GraceTooShort {
         grace_ms: Millis,
@@ -162,6 +170,13 @@ impl CoreConfig {
         {
             return Err(ConfigError::NoAntiEntropyBudget);
         }
+        // Spares asked at the deadline could no longer answer in time.
+        if self.read_spare_after_ms >= self.request_timeout_ms {
+            return Err(ConfigError::SpareDelayTooLong {
+                spare_ms: self.read_spare_after_ms,
+                timeout_ms: self.request_timeout_ms,
+            });
+        }
         // A write's replication may still be in flight up to its deadline; tombstones
         // collected sooner could let it bring the deleted value back.
         if self.tombstone_grace_ms < self.request_timeout_ms {
@@ -222,6 +237,14 @@ mod tests {
             ..CoreConfig::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Ring(_))));
+        let c = CoreConfig {
+            read_spare_after_ms: 2_000,
+            ..CoreConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::SpareDelayTooLong { .. })
+        ));
         let c = CoreConfig {
             tombstone_grace_ms: 1_999,
             ..CoreConfig::default()

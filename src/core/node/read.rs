@@ -121,8 +121,8 @@ impl ReadFlight {
         }
     }
 
-    /// Whether a session read can no longer be satisfied: every replica it asked answered
-    /// or failed, and none covers the context.
+    /// Whether a session read can no longer be satisfied: it has no spares left to ask, every
+    /// replica it asked answered or failed, and none covers the context.
     fn session_hopeless(&self) -> bool {
         !self.session_satisfied()
             && self.spares.is_empty()
@@ -166,15 +166,16 @@ pub(super) struct WarmingReplicas {
 }
 
 impl WarmingReplicas {
-    /// How long a warming answer keeps its replica last in line for that partition; then one
-    /// read asks it first again, to find out whether it has its data by now.
+    /// How long a warming answer keeps its replica last in line for that partition; then reads
+    /// ask it in turn again, until it answers warming once more.
     const ASK_LAST_MS: Millis = 1_000;
 
     /// Notes how `replica` answered a read of `partition` at `now`.
     fn note(&mut self, replica: &NodeId, partition: PartitionId, warming: bool, now: Millis) {
         if warming {
             let partitions = self.seen.entry(replica.clone()).or_default();
-            // What is past its time goes, so the table holds only the moves under way.
+            // This replica's entries past their time go; a peer that left keeps its entries
+            // (at most one per partition) until it is noted again.
             partitions.retain(|_, at| now < *at + Self::ASK_LAST_MS);
             partitions.insert(partition, now);
         } else if let Some(partitions) = self.seen.get_mut(replica) {
@@ -256,7 +257,7 @@ impl Node {
         // Who is asked at once: every live replica when the read cannot rest on R of them
         // (see the module's header), else as many as R needs besides this peer's own copy.
         let everyone = self.config.read_spare_after_ms == 0
-            || warming
+            || (holds_key && warming)
             || expire.is_some()
             || confirms.is_some();
         // The other live replicas in the order the read would ask them: in turn, except that
@@ -308,10 +309,6 @@ impl Node {
                 tracker.record_success(&spare);
             }
         }
-        if !spares.is_empty() {
-            self.requests
-                .spares_due_at(now + self.config.read_spare_after_ms, req);
-        }
         let mut flight = ReadFlight {
             key,
             tracker,
@@ -339,6 +336,13 @@ impl Node {
             },
         );
         self.settle_read(now, req, out);
+        // A read still waiting for its answer asks its spares when their delay has passed.
+        if let Some(Flight::Read(read)) = self.requests.flight_mut(req) {
+            if !read.replied && !read.spares.is_empty() {
+                let due = now.saturating_add(self.config.read_spare_after_ms);
+                self.requests.spares_due_at(due, req);
+            }
+        }
     }
 
     /// A replica's answer to our `Fetch`; only its first answer counts. A warming answer
@@ -379,7 +383,7 @@ impl Node {
         }
     }
 
-    /// A `Fetch` that could not be sent: the spares are asked in its place.
+    /// A `Fetch` that could not be sent: every spare is asked.
     pub(super) fn on_fetch_undeliverable(
         &mut self,
         now: Millis,

@@ -3291,3 +3291,21 @@ fn a_replica_that_answered_warming_is_asked_last_for_a_while() {
     net.now += 1_000;
     assert!(reads_asking_d(&mut net, 16) >= 1, "D is tried again");
 }
+
+#[test]
+fn a_starting_peer_asks_r_replicas_for_a_key_it_does_not_hold() {
+    let mut net = Net::new(&["A", "B", "C", "D"], CoreConfig::for_test());
+    // Every peer just started: each warms every partition it holds.
+    net.now = 100;
+    let theirs = net.key_replicated("D", "D", false);
+    let out = start_get(&mut net, "D", get(&theirs, Quorum::Quorum));
+    assert!(!net.nodes[&nid("D")]
+        .partitions_moving_in(net.now)
+        .is_empty());
+    // D's warming is about its own copies: a key it does not hold needs two of three.
+    assert_eq!(fetched_from(&out).len(), 2, "{:?}", out.messages);
+    // A key it holds, it asks everyone about (its own copy may not count).
+    let own = net.key_replicated("D", "D", true);
+    let out = start_get(&mut net, "D", get(&own, Quorum::Quorum));
+    assert_eq!(fetched_from(&out).len(), 2, "the two other replicas");
+}
