@@ -18,7 +18,8 @@
 //! of an expire (see `expire`).
 
 use super::expire::PendingExpire;
-use super::requests::{resolve_quorum, validate_key, Flight, Request, Waiter};
+use super::requests::{resolve_quorum, scramble, validate_key, Flight, Request, Waiter};
+use super::stats::Counters;
 use super::{Node, Outputs};
 use crate::core::counter::{self, parse_integer};
 use crate::core::message::PeerMessage;
@@ -129,15 +130,16 @@ impl ReadFlight {
             && self.answers.len() + self.unreachable >= self.asked
     }
 
-    /// Asks the spares too (see the module's header); returns how many were asked.
+    /// Asks the spares too (see the module's header), counting them in `counters`.
     fn ask_spares(
         &mut self,
-        now: Millis,
-        req: u64,
+        (now, req): (Millis, u64),
         waiter: &mut Waiter,
+        counters: &mut Counters,
         out: &mut Outputs,
-    ) -> usize {
+    ) {
         let spares = std::mem::take(&mut self.spares);
+        counters.read_spares_asked += spares.len() as u64;
         for spare in &spares {
             self.asked += 1;
             let message = PeerMessage::Fetch {
@@ -146,7 +148,6 @@ impl ReadFlight {
             };
             waiter.send(now, spare.clone(), message, out);
         }
-        spares.len()
     }
 
     /// Whether the answers so far hold tombstones and nothing else: collecting them needs
@@ -198,13 +199,9 @@ impl WarmingReplicas {
 /// The order in which a read asks `count` replicas, as positions: a rotation whose start moves
 /// with the request number, so reads of one key spread over its replicas.
 fn in_turn(req: u64, count: usize) -> impl Iterator<Item = usize> {
-    // SplitMix64's finalizer: request numbers step by the shard count, so their low bits
-    // alone would always pick the same replica.
-    let mut z = req.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let start = (z % count.max(1) as u64) as usize;
+    // Request numbers step by the shard count, so their low bits alone would always pick
+    // the same replica.
+    let start = (scramble(req) % count.max(1) as u64) as usize;
     (0..count).map(move |i| (start + i) % count)
 }
 
@@ -372,8 +369,7 @@ impl Node {
                 if warming {
                     read.deferred.push(from.clone());
                     read.warming.push(from.clone());
-                    let asked = read.ask_spares(now, req, waiter, out);
-                    self.counters.read_spares_asked += asked as u64;
+                    read.ask_spares((now, req), waiter, &mut self.counters, out);
                 } else {
                     read.tracker.record_success(&from);
                 }
@@ -399,8 +395,7 @@ impl Node {
         {
             read.tracker.record_failure(to);
             read.unreachable += 1;
-            let asked = read.ask_spares(now, req, waiter, out);
-            self.counters.read_spares_asked += asked as u64;
+            read.ask_spares((now, req), waiter, &mut self.counters, out);
             read.count_deferred_once_all_answered();
             self.settle_read(now, req, out);
         }
@@ -417,8 +412,7 @@ impl Node {
             }) = self.requests.get_mut(req)
             {
                 if !read.replied {
-                    let asked = read.ask_spares(now, req, waiter, out);
-                    self.counters.read_spares_asked += asked as u64;
+                    read.ask_spares((now, req), waiter, &mut self.counters, out);
                 }
             }
         }
@@ -439,8 +433,7 @@ impl Node {
         let mut outcome = read.tracker.outcome();
         if outcome == QuorumOutcome::Met && !read.session_satisfied() && !read.spares.is_empty() {
             // The answers so far do not cover the session's context: ask the others.
-            let asked = read.ask_spares(now, req, waiter, out);
-            self.counters.read_spares_asked += asked as u64;
+            read.ask_spares((now, req), waiter, &mut self.counters, out);
         }
         if outcome == QuorumOutcome::Met && !read.session_satisfied() {
             // A session read waits past R for a replica that covers its context, and fails
@@ -484,8 +477,7 @@ impl Node {
         let mut done = read.replied && read.answers.len() >= read.asked;
         if done && !read.spares.is_empty() && read.found_only_tombstones() {
             // Collecting tombstones needs every replica's answer (see `read_repair`).
-            let asked = read.ask_spares(now, req, waiter, out);
-            self.counters.read_spares_asked += asked as u64;
+            read.ask_spares((now, req), waiter, &mut self.counters, out);
             done = false;
         }
         if let Some((waiter, pending, found)) = expire {

@@ -231,14 +231,19 @@ impl Requests {
     }
 }
 
-/// Scrambles an incarnation into a starting request number (SplitMix64's finalizer), so that a
-/// reply meant for an earlier incarnation of this peer cannot match one of this incarnation's
-/// requests: the ranges two incarnations use are 2^62 numbers apart on average.
+/// Scrambles an incarnation into a starting request number, so that a reply meant for an
+/// earlier incarnation of this peer cannot match one of this incarnation's requests: the
+/// ranges two incarnations use are 2^62 numbers apart on average.
 pub(super) fn first_request_number(incarnation: u64) -> u64 {
-    let mut z = incarnation.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    scramble(incarnation) >> 1
+}
+
+/// SplitMix64's finalizer: spreads numbers that differ in a few low bits over all 64.
+pub(super) fn scramble(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) >> 1
+    z ^ (z >> 31)
 }
 
 pub(super) fn validate_key(config: &CoreConfig, key: &[u8]) -> Result<(), RequestError> {

@@ -1541,6 +1541,18 @@ fn a_join_hands_each_partition_to_the_newcomer_alone() {
 }
 
 /// Delivers `message` to `to` as if `from` had sent it, and everything it causes.
+/// The keys of `keys` that `a` and `b` both replicate, by `a`'s ring.
+fn keys_shared_by(net: &Net, keys: &[String], a: &str, b: &str) -> Vec<String> {
+    let ring = net.nodes[&nid(a)].ring();
+    keys.iter()
+        .filter(|k| {
+            let replicas = ring.replicas_of(k.as_bytes());
+            replicas.contains(&nid(a)) && replicas.contains(&nid(b))
+        })
+        .cloned()
+        .collect()
+}
+
 fn deliver(net: &mut Net, from: &str, to: &str, message: PeerMessage) {
     let input = Input::Peer {
         from: nid(from),
@@ -1590,13 +1602,7 @@ fn a_read_does_not_repair_a_replica_that_is_still_warming() {
     config.anti_entropy_interval_ms = 0;
     let (mut net, keys) = three_peers_holding(200, config.clone());
     join_fourth_peer(&mut net, config);
-    let key = keys
-        .iter()
-        .find(|k| {
-            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
-            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
-        })
-        .expect("A and D share some key");
+    let key = &keys_shared_by(&net, &keys, "A", "D")[0];
     let reply = net.request("A", get(key, Quorum::All)).unwrap();
     assert_eq!(values(&reply), vec!["v"]);
     // D answered that it is warming: its data comes by handoff, not one repair per read.
@@ -3100,6 +3106,17 @@ fn start_get(net: &mut Net, node: &str, request: ClientRequest) -> Outputs {
     out
 }
 
+/// Delivers what `from` sent in `out`, and everything it causes; returns the reply to the
+/// last client request.
+fn deliver_sent(net: &mut Net, from: &str, out: Outputs) -> Option<ClientReply> {
+    let mut queue = VecDeque::new();
+    for m in out.messages {
+        net.route(&mut queue, nid(from), m);
+    }
+    let last = ClientRequestId(net.next_client);
+    net.run(queue, Some(last))
+}
+
 /// The peers `out` sends a `Fetch` to.
 fn fetched_from(out: &Outputs) -> Vec<NodeId> {
     out.messages
@@ -3161,11 +3178,7 @@ fn a_read_whose_asked_replica_is_silent_asks_the_spare_after_the_delay() {
     assert_eq!(fetched_from(&due), vec![spare.clone()]);
     assert_eq!(a.stats().read_spares_asked, 1);
     net.now += delay;
-    let mut queue = VecDeque::new();
-    for m in due.messages {
-        net.route(&mut queue, nid("A"), m);
-    }
-    let reply = net.run(queue, Some(ClientRequestId(net.next_client)));
+    let reply = deliver_sent(&mut net, "A", due);
     assert_eq!(values(&reply.expect("answered by the spare")), vec!["v"]);
 }
 
@@ -3242,16 +3255,8 @@ fn a_warming_answer_brings_the_spares_in_at_once() {
     join_fourth_peer(&mut net, config);
     // Keys A and the newcomer D both replicate: when A's read asks D, D answers that it is
     // warming, and A asks its spare at once rather than after the spares' delay.
-    let shared: Vec<&String> = keys
-        .iter()
-        .filter(|k| {
-            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
-            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
-        })
-        .take(12)
-        .collect();
-    for key in shared {
-        let reply = net.request("A", get(key, Quorum::Quorum));
+    for key in keys_shared_by(&net, &keys, "A", "D").into_iter().take(12) {
+        let reply = net.request("A", get(&key, Quorum::Quorum));
         assert_eq!(values(&reply.expect("answered at once")), vec!["v"]);
     }
     assert!(net.nodes[&nid("A")].stats().read_spares_asked >= 1);
@@ -3263,14 +3268,7 @@ fn a_replica_that_answered_warming_is_asked_last_for_a_while() {
     config.anti_entropy_interval_ms = 0;
     let (mut net, keys) = three_peers_holding(200, config.clone());
     join_fourth_peer(&mut net, config);
-    let key = keys
-        .iter()
-        .find(|k| {
-            let replicas = net.nodes[&nid("A")].ring().replicas_of(k.as_bytes());
-            replicas.contains(&nid("D")) && replicas.contains(&nid("A"))
-        })
-        .expect("A and D share some key")
-        .clone();
+    let key = keys_shared_by(&net, &keys, "A", "D").remove(0);
     // Reads A coordinates ask one replica besides its own copy. Once D answered one of them
     // while warming, the others ask the third replica first, for a second.
     let reads_asking_d = |net: &mut Net, reads: usize| {
@@ -3278,11 +3276,7 @@ fn a_replica_that_answered_warming_is_asked_last_for_a_while() {
         for _ in 0..reads {
             let out = start_get(net, "A", get(&key, Quorum::Quorum));
             asking_d += usize::from(fetched_from(&out).first() == Some(&nid("D")));
-            let mut queue = VecDeque::new();
-            for m in out.messages {
-                net.route(&mut queue, nid("A"), m);
-            }
-            let reply = net.run(queue, Some(ClientRequestId(net.next_client)));
+            let reply = deliver_sent(net, "A", out);
             assert_eq!(values(&reply.expect("answered at once")), vec!["v"]);
         }
         asking_d
