@@ -1,12 +1,15 @@
-//! The drivers: one task per engine shard, each owning one [`Node`] and feeding it the world.
+//! The drivers: one per engine shard, each owning one [`Node`] and feeding it the world.
 //!
 //! A peer's keyspace is split into shards by partition (`ring::shard_of_key`), so the cores of
-//! a machine serve at once. Each driver `select!`s over its client commands, inbound peer
-//! messages, failed sends, a tick timer and gossip's membership view, calls its core, and
-//! carries out what the core asks: messages go to [`PeerTransport`] (one spawned send each, so
-//! a slow peer never stalls the loop), replies go back to the waiting HTTP handler. A router
-//! task deals inbound peer messages to shards (`PeerMessage::shard`), and [`DriverHandle`]
-//! deals client requests by key. This is the only place the wall clock reaches the core.
+//! a machine serve at once. Each shard's core sits behind a lock ([`Shard`]). A client request
+//! is run on the task it arrived on ([`DriverHandle`] deals requests by key), and a peer message
+//! on the transport task that read it, whenever that shard's lock is free: no hand-off between
+//! tasks on the request path. What finds the lock busy is queued for the shard's driver task
+//! instead, which also `select!`s over commands, failed sends, a tick timer and gossip's
+//! membership view; a router task deals queued peer messages to shards
+//! (`PeerMessage::shard`). Whoever ran the core carries out what it asked once the lock is let
+//! go: messages go to [`PeerTransport`] (queued, so a slow peer never stalls anyone), replies go
+//! back to the waiting client. This is the only place the wall clock reaches the core.
 //!
 //! Every client request comes with a trace id (made by the API layer) that the core puts on
 //! each message sent for it; a peer message that arrived with one is handled inside a
@@ -16,7 +19,7 @@
 
 use crate::core::message::PeerMessage;
 use crate::core::node::{
-    Completion, HandoffProgress, Input, Node, NodeStats, Outputs, ReplicaTiming,
+    Completion, HandoffProgress, Input, Node, NodeStats, Outgoing, Outputs, ReplicaTiming,
 };
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
 use crate::core::ring::{shard_of_key, PartitionId};
@@ -194,7 +197,7 @@ impl std::ops::Deref for DriverHandle {
 
 /// What every [`DriverHandle`] shares.
 pub struct DriverShared {
-    shards: Vec<mpsc::Sender<Command>>,
+    shards: Vec<Arc<Shard>>,
     partitions: u32,
     gossip: Arc<Gossip>,
     /// Turns true once this peer is leaving: only after every shard has its `Leave` queued,
@@ -222,15 +225,18 @@ impl DriverHandle {
         let key = request.key();
         self.hot_keys
             .observe(key, access, std::time::Instant::now());
-        let shard = shard_of_key(key, self.partitions, self.shards.len() as u32) as usize;
+        let shard =
+            &self.shards[shard_of_key(key, self.partitions, self.shards.len() as u32) as usize];
         let (tx, rx) = oneshot::channel();
-        let command = Command::Request {
-            request,
-            trace: trace.clone(),
-            reply: tx,
-        };
-        if self.shards[shard].send(command).await.is_err() {
-            return Answer::failed(RequestError::ShuttingDown);
+        if let Offered::Busy((request, reply)) = shard.offer_request(request, trace, tx) {
+            let command = Command::Request {
+                request,
+                trace: trace.clone(),
+                reply,
+            };
+            if shard.commands.send(command).await.is_err() {
+                return Answer::failed(RequestError::ShuttingDown);
+            }
         }
         rx.await
             .unwrap_or(Answer::failed(RequestError::ShuttingDown))
@@ -239,7 +245,7 @@ impl DriverHandle {
     /// This peer's name while every shard still runs, without asking them anything (what
     /// `/health` needs: it must stay cheap however busy the shards are); `None` once stopping.
     pub fn running_as(&self) -> Option<&NodeId> {
-        if self.shards.iter().any(|s| s.is_closed()) {
+        if self.shards.iter().any(|s| s.commands.is_closed()) {
             return None;
         }
         self.id.as_ref()
@@ -255,6 +261,7 @@ impl DriverHandle {
         let (tx, rx) = oneshot::channel();
         self.shards
             .first()?
+            .commands
             .send(Command::Ring { reply: tx })
             .await
             .ok()?;
@@ -271,6 +278,7 @@ impl DriverHandle {
         let shard = shard_of_key(&key, self.partitions, self.shards.len() as u32) as usize;
         let (tx, rx) = oneshot::channel();
         self.shards[shard]
+            .commands
             .send(Command::Local { key, reply: tx })
             .await
             .ok()?;
@@ -283,7 +291,11 @@ impl DriverHandle {
         let mut merged: Option<Status> = None;
         for shard in &self.shards {
             let (tx, rx) = oneshot::channel();
-            shard.send(Command::Status { reply: tx }).await.ok()?;
+            shard
+                .commands
+                .send(Command::Status { reply: tx })
+                .await
+                .ok()?;
             let status = rx.await.ok()?;
             match merged.as_mut() {
                 None => merged = Some(status),
@@ -320,6 +332,7 @@ impl DriverHandle {
             let (tx, rx) = oneshot::channel();
             let limit = count.saturating_sub(keys.len()).max(1);
             self.shards[shard]
+                .commands
                 .send(Command::LiveKeys {
                     from,
                     to: end,
@@ -360,7 +373,7 @@ impl DriverHandle {
                 tracing::info!("leaving the cluster: handing every partition off");
                 self.gossip.announce_leaving().await;
                 for shard in &self.shards {
-                    let _ = shard.send(Command::Leave).await;
+                    let _ = shard.commands.send(Command::Leave).await;
                 }
             })
             .await;
@@ -430,17 +443,33 @@ pub fn spawn_shards(
     }
     for node in nodes {
         let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
-        let (commands, task) = Driver::spawn(
+        let (shard, task) = Driver::spawn(
             node,
             view_rx.clone(),
             transport.clone(),
             inbox_rx,
             shutdown.clone(),
         );
-        shards.push(commands);
+        shards.push(shard);
         inboxes.push(inbox_tx);
         tasks.push(task);
     }
+    // A peer message is handled on the stream task that read it when its shard is free, and
+    // goes by the router below only when the shard is busy (or for pub/sub). Weak: the
+    // transport outlives nothing it should keep alive.
+    let inline_shards: Vec<std::sync::Weak<Shard>> = shards.iter().map(Arc::downgrade).collect();
+    transport.handle_inline(Box::new(move |inbound: Inbound| {
+        if matches!(inbound.message, PeerMessage::Publish { .. }) {
+            return Some(inbound);
+        }
+        let shard = inbound.message.shard(partitions, count) as usize;
+        // A shard that is gone (the peer stopping) drops the message: `None`, taken.
+        let shard = inline_shards[shard].upgrade()?;
+        match shard.offer_peer_message(inbound) {
+            Offered::Taken => None,
+            Offered::Busy(inbound) => Some(inbound),
+        }
+    }));
     let mut stop = shutdown;
     let peer_messages_shed = Arc::new(AtomicU64::new(0));
     let shed_by_router = peer_messages_shed.clone();
@@ -496,121 +525,76 @@ pub fn spawn_shards(
     )
 }
 
-pub struct Driver {
+/// One shard's core and what it owes, behind its [`Shard`]'s lock.
+struct ShardCore {
     node: Node,
-    views: watch::Receiver<ClusterView>,
-    transport: PeerTransport,
-    view: ClusterView,
+    /// The clients waiting on this shard, by the number the core knows their request by.
     pending: HashMap<ClientRequestId, oneshot::Sender<Answer>>,
     next_client: u64,
+    /// Gossip's view as the core last saw it: where each peer's messages go.
+    view: ClusterView,
+    /// Set once the driver has stopped: nothing more is handled and every waiter was answered.
+    stopped: bool,
+}
+
+/// One engine shard: its core behind a lock that whoever has something for it takes.
+///
+/// A client request or a peer message is handled on the task it arrived on whenever the lock
+/// is free (`try_lock`): no hand-off to another task, and no wake-up at all for a request the
+/// core answers at once (a read of the local copy, a write with W=1). When the lock is busy
+/// the event is queued for the shard's driver task instead, so no task ever blocks its thread
+/// waiting for a shard. The lock is held only while the core handles one event and its outputs
+/// are sorted; messages are encoded and written, and clients answered, after it is let go.
+pub struct Shard {
+    core: std::sync::Mutex<ShardCore>,
+    /// The driver task's queue: client requests that found the lock busy, and every command
+    /// that is not a request. Closed once the driver has stopped.
+    commands: mpsc::Sender<Command>,
+    transport: PeerTransport,
     undeliverable_tx: mpsc::UnboundedSender<(NodeId, u64)>,
 }
 
-impl Driver {
-    /// Starts one shard's driver task; it runs until `shutdown` turns true or every handle is
-    /// dropped.
-    fn spawn(
-        node: Node,
-        views: watch::Receiver<ClusterView>,
-        transport: PeerTransport,
-        inbound: mpsc::Receiver<Inbound>,
-        shutdown: watch::Receiver<bool>,
-    ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
-        let (commands_tx, commands_rx) = mpsc::channel(4096);
-        let (undeliverable_tx, undeliverable_rx) = mpsc::unbounded_channel();
-        let driver = Driver {
-            node,
-            views,
-            transport,
-            view: ClusterView::default(),
-            pending: HashMap::new(),
-            next_client: 0,
-            undeliverable_tx,
-        };
-        let task = tokio::spawn(driver.run(commands_rx, inbound, undeliverable_rx, shutdown));
-        (commands_tx, task)
+/// A core's outputs, sorted under the lock, to be carried out once it is let go.
+#[derive(Default)]
+struct Deliveries {
+    answers: Vec<(oneshot::Sender<Answer>, Answer)>,
+    /// Each message with its peer's address, `None` when gossip knows none.
+    sends: Vec<(Outgoing, Option<std::net::SocketAddr>)>,
+}
+
+impl ShardCore {
+    /// Runs `input` through the core and sorts what it asks for.
+    fn handle(&mut self, input: Input) -> Deliveries {
+        let mut out = Outputs::default();
+        match traced_span(&input) {
+            Some(span) => span.in_scope(|| {
+                tracing::debug!(target: TRACE_TARGET, "peer message");
+                self.node.handle(wall_clock_ms(), input, &mut out);
+            }),
+            None => self.node.handle(wall_clock_ms(), input, &mut out),
+        }
+        self.sort(out)
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut undeliverable: mpsc::UnboundedReceiver<(NodeId, u64)>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let mut out = Outputs::default();
-            // The clock is read in each branch, once its event has arrived: read before the
-            // wait, it would be as old as the wait (a tick, or all of a SIGSTOP), and a client
-            // request would be stamped and judged for expiry at an instant before it was sent.
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Request { request, trace, reply }) => {
-                        self.next_client += 1;
-                        let id = ClientRequestId(self.next_client);
-                        self.pending.insert(id, reply);
-                        let input = Input::Client { id, request, trace: Some(trace) };
-                        self.node.handle(wall_clock_ms(), input, &mut out);
-                    }
-                    Some(Command::Status { reply }) => {
-                        let _ = reply.send(self.status());
-                    }
-                    Some(Command::Leave) => self.node.leave(wall_clock_ms()),
-                    Some(Command::LiveKeys { from, to, limit, reply }) => {
-                        let _ = reply.send(self.live_keys(from, to, limit));
-                    }
-                    Some(Command::Ring { reply }) => {
-                        let ring = self.node.ring();
-                        let lists = (0..ring.params().partitions)
-                            .map(|p| ring.preference_list(p).to_vec())
-                            .collect();
-                        let _ = reply.send(lists);
-                    }
-                    Some(Command::Local { key, reply }) => {
-                        // `peek`: no access is counted and nothing is repaired, so looking
-                        // does not change what is looked at.
-                        let _ = reply.send(LocalState {
-                            id: self.node.id().clone(),
-                            replica: self.node.ring().replicas_of(&key).contains(self.node.id()),
-                            state: self.node.store().peek(&key),
-                        });
-                    }
-                    None => break,
-                },
-                Some(Inbound { from, trace, message }) = inbound.recv() => {
-                    let input = Input::Peer { from, message, trace };
-                    match traced_span(&input) {
-                        Some(span) => span.in_scope(|| {
-                            tracing::debug!(target: TRACE_TARGET, "peer message");
-                            self.node.handle(wall_clock_ms(), input, &mut out);
-                        }),
-                        None => self.node.handle(wall_clock_ms(), input, &mut out),
-                    }
-                }
-                Some((to, req)) = undeliverable.recv() => {
-                    self.node.handle(wall_clock_ms(), Input::Undeliverable { to, req }, &mut out);
-                }
-                _ = tick.tick() => self.node.tick(wall_clock_ms(), &mut out),
-                Ok(()) = self.views.changed() => {
-                    let view = self.views.borrow_and_update().clone();
-                    if view != self.view {
-                        tracing::debug!(?view, "membership changed");
-                        self.view = view;
-                        self.node.handle(wall_clock_ms(), Input::Membership(self.view.membership()), &mut out);
-                    }
-                }
-                _ = shutdown.changed() => break,
-            }
-            self.execute(out);
-        }
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
-        }
+    /// Takes a client request: its waiter is answered once the core replies.
+    fn client_request(
+        &mut self,
+        request: ClientRequest,
+        trace: TraceId,
+        reply: oneshot::Sender<Answer>,
+    ) -> Deliveries {
+        self.next_client += 1;
+        let id = ClientRequestId(self.next_client);
+        self.pending.insert(id, reply);
+        self.handle(Input::Client {
+            id,
+            request,
+            trace: Some(trace),
+        })
     }
 
-    fn execute(&mut self, out: Outputs) {
+    fn sort(&mut self, out: Outputs) -> Deliveries {
+        let mut deliveries = Deliveries::default();
         for Completion {
             id,
             reply,
@@ -618,27 +602,20 @@ impl Driver {
         } in out.replies
         {
             if let Some(waiter) = self.pending.remove(&id) {
-                let _ = waiter.send(Answer { reply, replicas });
+                deliveries
+                    .answers
+                    .push((waiter, Answer { reply, replicas }));
             }
         }
-        for outgoing in out.messages {
-            self.send(outgoing.to, outgoing.trace, outgoing.message);
-        }
-    }
-
-    fn send(&self, to: NodeId, trace: Option<TraceId>, message: PeerMessage) {
-        let req = message.req();
-        let Some(addr) = self.view.peer_addr(&to) else {
-            let _ = self.undeliverable_tx.send((to, req));
-            return;
-        };
-        self.transport.enqueue(
-            to,
-            addr,
-            trace.as_ref(),
-            &message,
-            Some(self.undeliverable_tx.clone()),
-        );
+        deliveries.sends = out
+            .messages
+            .into_iter()
+            .map(|outgoing| {
+                let addr = self.view.peer_addr(&outgoing.to);
+                (outgoing, addr)
+            })
+            .collect();
+        deliveries
     }
 
     /// See [`Command::LiveKeys`]: stops at `limit` keys, but only between two positions.
@@ -697,6 +674,240 @@ impl Driver {
     }
 }
 
+/// What became of an event offered to a shard without waiting for its lock.
+enum Offered<T> {
+    /// Handled (or dropped, the shard having stopped).
+    Taken,
+    /// The lock was busy: here is the event back, for the driver's queue.
+    Busy(T),
+}
+
+impl Shard {
+    /// The core, waiting for the lock; `None` once a panic under the lock has poisoned it
+    /// (the shard is then as good as stopped).
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, ShardCore>> {
+        self.core.lock().ok()
+    }
+
+    /// Runs a client request on the calling task if the lock is free. Taken also when the
+    /// shard has stopped: `reply` is then answered `ShuttingDown`.
+    fn offer_request(
+        &self,
+        request: ClientRequest,
+        trace: &TraceId,
+        reply: oneshot::Sender<Answer>,
+    ) -> Offered<(ClientRequest, oneshot::Sender<Answer>)> {
+        let mut core = match self.core.try_lock() {
+            Ok(core) => core,
+            Err(std::sync::TryLockError::WouldBlock) => return Offered::Busy((request, reply)),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
+                return Offered::Taken;
+            }
+        };
+        if core.stopped {
+            drop(core);
+            let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
+            return Offered::Taken;
+        }
+        let deliveries = core.client_request(request, trace.clone(), reply);
+        drop(core);
+        self.deliver(deliveries);
+        Offered::Taken
+    }
+
+    /// Runs a peer message on the calling task if the lock is free (a message for a stopped
+    /// shard is dropped, as the network might have).
+    fn offer_peer_message(&self, inbound: Inbound) -> Offered<Inbound> {
+        let mut core = match self.core.try_lock() {
+            Ok(core) => core,
+            Err(std::sync::TryLockError::WouldBlock) => return Offered::Busy(inbound),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Offered::Taken,
+        };
+        if core.stopped {
+            return Offered::Taken;
+        }
+        let Inbound {
+            from,
+            trace,
+            message,
+        } = inbound;
+        let deliveries = core.handle(Input::Peer {
+            from,
+            message,
+            trace,
+        });
+        drop(core);
+        self.deliver(deliveries);
+        Offered::Taken
+    }
+
+    /// Carries out sorted outputs: answers the clients, and queues each message on the
+    /// transport (a message for a peer of no known address is reported undeliverable).
+    fn deliver(&self, deliveries: Deliveries) {
+        for (waiter, answer) in deliveries.answers {
+            let _ = waiter.send(answer);
+        }
+        for (outgoing, addr) in deliveries.sends {
+            let Outgoing { to, message, trace } = outgoing;
+            match addr {
+                Some(addr) => self.transport.enqueue(
+                    to,
+                    addr,
+                    trace.as_ref(),
+                    &message,
+                    Some(self.undeliverable_tx.clone()),
+                ),
+                None => {
+                    let _ = self.undeliverable_tx.send((to, message.req()));
+                }
+            }
+        }
+    }
+}
+
+/// A shard's driver task: what reaches the shard through its queues (client requests that
+/// found the lock busy, commands, peer messages the router queued), failed sends, the tick and
+/// gossip's view.
+struct Driver {
+    shard: Arc<Shard>,
+    views: watch::Receiver<ClusterView>,
+}
+
+impl Driver {
+    /// Starts one shard's driver task; it runs until `shutdown` turns true or every handle is
+    /// dropped.
+    fn spawn(
+        node: Node,
+        views: watch::Receiver<ClusterView>,
+        transport: PeerTransport,
+        inbound: mpsc::Receiver<Inbound>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Arc<Shard>, tokio::task::JoinHandle<()>) {
+        let (commands_tx, commands_rx) = mpsc::channel(4096);
+        let (undeliverable_tx, undeliverable_rx) = mpsc::unbounded_channel();
+        let shard = Arc::new(Shard {
+            core: std::sync::Mutex::new(ShardCore {
+                node,
+                pending: HashMap::new(),
+                next_client: 0,
+                view: ClusterView::default(),
+                stopped: false,
+            }),
+            commands: commands_tx,
+            transport,
+            undeliverable_tx,
+        });
+        let driver = Driver {
+            shard: shard.clone(),
+            views,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, inbound, undeliverable_rx, shutdown));
+        (shard, task)
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut undeliverable: mpsc::UnboundedReceiver<(NodeId, u64)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            // The clock is read under the lock, once an event has arrived: read before the
+            // wait, it would be as old as the wait (a tick, or all of a SIGSTOP), and a client
+            // request would be stamped and judged for expiry at an instant before it was sent.
+            let deliveries = tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
+                    match command {
+                        Command::Request { request, trace, reply } => {
+                            core.client_request(request, trace, reply)
+                        }
+                        Command::Status { reply } => {
+                            let _ = reply.send(core.status());
+                            Deliveries::default()
+                        }
+                        Command::Leave => {
+                            core.node.leave(wall_clock_ms());
+                            Deliveries::default()
+                        }
+                        Command::LiveKeys { from, to, limit, reply } => {
+                            let _ = reply.send(core.live_keys(from, to, limit));
+                            Deliveries::default()
+                        }
+                        Command::Ring { reply } => {
+                            let ring = core.node.ring();
+                            let lists = (0..ring.params().partitions)
+                                .map(|p| ring.preference_list(p).to_vec())
+                                .collect();
+                            let _ = reply.send(lists);
+                            Deliveries::default()
+                        }
+                        Command::Local { key, reply } => {
+                            // `peek`: no access is counted and nothing is repaired, so looking
+                            // does not change what is looked at.
+                            let node = &core.node;
+                            let _ = reply.send(LocalState {
+                                id: node.id().clone(),
+                                replica: node.ring().replicas_of(&key).contains(node.id()),
+                                state: node.store().peek(&key),
+                            });
+                            Deliveries::default()
+                        }
+                    }
+                },
+                Some(Inbound { from, trace, message }) = inbound.recv() => {
+                    let Some(mut core) = self.shard.lock() else { break };
+                    core.handle(Input::Peer { from, message, trace })
+                }
+                Some((to, req)) = undeliverable.recv() => {
+                    let Some(mut core) = self.shard.lock() else { break };
+                    core.handle(Input::Undeliverable { to, req })
+                }
+                _ = tick.tick() => {
+                    let Some(mut core) = self.shard.lock() else { break };
+                    let mut out = Outputs::default();
+                    core.node.tick(wall_clock_ms(), &mut out);
+                    core.sort(out)
+                }
+                Ok(()) = self.views.changed() => {
+                    let view = self.views.borrow_and_update().clone();
+                    let Some(mut core) = self.shard.lock() else { break };
+                    if view == core.view {
+                        Deliveries::default()
+                    } else {
+                        tracing::debug!(?view, "membership changed");
+                        let membership = view.membership();
+                        core.view = view;
+                        core.handle(Input::Membership(membership))
+                    }
+                }
+                _ = shutdown.changed() => break,
+            };
+            self.shard.deliver(deliveries);
+        }
+        // Stopped: whoever takes the lock from now on finds it so, and every waiter is told.
+        let waiters: Vec<_> = match self.shard.core.lock() {
+            Ok(mut core) => {
+                core.stopped = true;
+                core.pending.drain().map(|(_, reply)| reply).collect()
+            }
+            Err(poisoned) => {
+                let mut core = poisoned.into_inner();
+                core.stopped = true;
+                core.pending.drain().map(|(_, reply)| reply).collect()
+            }
+        };
+        for reply in waiters {
+            let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
+        }
+    }
+}
+
 /// The span a traced peer message is handled in: its trace id, sender and kind (debug, under
 /// [`TRACE_TARGET`]); `None` for an untraced one.
 fn traced_span(input: &Input) -> Option<tracing::Span> {
@@ -715,4 +926,144 @@ fn traced_span(input: &Input) -> Option<tracing::Span> {
         from = %from,
         kind = message.kind(),
     ))
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+    use crate::core::config::CoreConfig;
+    use crate::core::request::{WriteKind, WriteRequest};
+    use crate::core::types::Quorum;
+    use crate::shell::auth::{ClusterSecret, PeerIdentity};
+
+    /// One shard of a lone peer with N=1, its driver task spawned but (on the test's
+    /// current-thread runtime) not yet run: whatever is answered before the test awaits
+    /// something was answered on the test's own task.
+    fn lone_shard() -> (Arc<Shard>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let secret = ClusterSecret::new("a cluster secret for the shard tests").unwrap();
+        let identity = PeerIdentity::new(&secret, "A").unwrap();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (inbound_tx, _inbound_rx) = mpsc::channel(16);
+        let transport =
+            PeerTransport::start(socket, &identity, NodeId::from("A"), inbound_tx).unwrap();
+        let config = CoreConfig {
+            replicas: 1,
+            ..CoreConfig::default()
+        };
+        let node = Node::new(NodeId::from("A"), 1, config);
+        let (_views_tx, views) = watch::channel(ClusterView::default());
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (_router_tx, router_rx) = mpsc::channel(16);
+        let (shard, task) = Driver::spawn(node, views, transport, router_rx, shutdown);
+        (shard, shutdown_tx, task)
+    }
+
+    fn put(key: &str) -> ClientRequest {
+        ClientRequest::Write(WriteRequest {
+            key: key.as_bytes().to_vec(),
+            write: WriteKind::Put {
+                value: b"v".to_vec(),
+                ttl_ms: None,
+            },
+            context: None,
+            w: Quorum::One,
+            sloppy: None,
+            overwrite: false,
+        })
+    }
+
+    fn trace() -> TraceId {
+        TraceId::parse("shard-test").unwrap()
+    }
+
+    /// Offers `request` while the shard's lock is held elsewhere: it must come back untouched,
+    /// neither run nor waited for. Returns it as the command that queues it, and its answer.
+    fn offer_while_busy(
+        shard: &Shard,
+        request: ClientRequest,
+    ) -> (Command, oneshot::Receiver<Answer>) {
+        let held = shard.core.lock().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let Offered::Busy((request, reply)) = shard.offer_request(request, &trace(), tx) else {
+            panic!("a busy shard ran the request anyway");
+        };
+        assert!(held.pending.is_empty());
+        let command = Command::Request {
+            request,
+            trace: trace(),
+            reply,
+        };
+        (command, rx)
+    }
+
+    #[tokio::test]
+    async fn a_request_is_run_on_the_task_that_made_it_when_its_shard_is_free() {
+        let (shard, _shutdown, _task) = lone_shard();
+        let (tx, mut rx) = oneshot::channel();
+        assert!(matches!(
+            shard.offer_request(put("k"), &trace(), tx),
+            Offered::Taken
+        ));
+        // Answered already, with no other task run: no hand-off on the way.
+        let answer = rx.try_recv().expect("answered on the caller's task");
+        assert!(matches!(answer.reply, ClientReply::Written { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_its_shard_busy_waits_its_turn_with_the_driver() {
+        let (shard, _shutdown, _task) = lone_shard();
+        let (queued, rx) = offer_while_busy(&shard, put("k"));
+        shard.commands.send(queued).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the driver answers")
+            .unwrap();
+        assert!(matches!(answer.reply, ClientReply::Written { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_for_the_router() {
+        let (shard, _shutdown, _task) = lone_shard();
+        let inbound = || Inbound {
+            from: NodeId::from("B"),
+            trace: None,
+            message: PeerMessage::StoreAck { req: 7 },
+        };
+        let held = shard.core.lock().unwrap();
+        assert!(matches!(
+            shard.offer_peer_message(inbound()),
+            Offered::Busy(back) if back == inbound()
+        ));
+        drop(held);
+        assert!(matches!(
+            shard.offer_peer_message(inbound()),
+            Offered::Taken
+        ));
+    }
+
+    #[tokio::test]
+    async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
+        let (shard, shutdown, task) = lone_shard();
+        let (queued, rx) = offer_while_busy(&shard, put("k"));
+        shard.commands.send(queued).await.unwrap();
+        shutdown.send_replace(true);
+        task.await.unwrap();
+        // Queued or run, a request is answered: run, or told the shard stopped (a waiter the
+        // driver never took in is dropped, which `DriverHandle::request` reads as that)...
+        let first = rx
+            .await
+            .unwrap_or(Answer::failed(RequestError::ShuttingDown));
+        assert!(matches!(
+            first.reply,
+            ClientReply::Written { .. } | ClientReply::Failed(RequestError::ShuttingDown)
+        ));
+        // ...and a request that comes later finds the shard stopped.
+        let (tx, mut rx) = oneshot::channel();
+        assert!(matches!(
+            shard.offer_request(put("k2"), &trace(), tx),
+            Offered::Taken
+        ));
+        let later = rx.try_recv().unwrap();
+        assert_eq!(later.reply, ClientReply::Failed(RequestError::ShuttingDown));
+    }
 }
