@@ -55,6 +55,12 @@ bench:
 bench-run url="http://127.0.0.1:7070" *args="":
     cargo run --release -- bench --url {{url}} --connections 50 --keys 10000 --zipf 0.99 --reads 0.9 --preload --duration 10 {{args}}
 
+# Two ringcache binaries against each other on the same load, taking turns (benches/ab.sh):
+# `just bench-ab /tmp/ringcache.old target/release/ringcache`.
+bench-ab old new:
+    cargo build --release --bin ringcache
+    bash benches/ab.sh {{old}} {{new}}
+
 # ringcache against Redis with the same load generator, on loopback, in one run: GET and SET
 # (one peer, N=1, HTTP and RESP, against a lone redis-server), quorum PUT and GET on three peers
 # against SET + WAIT 1 on a primary with two replicas and a lone GET, open loop too, and a

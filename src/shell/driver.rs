@@ -3,13 +3,14 @@
 //! A peer's keyspace is split into shards by partition (`ring::shard_of_key`), so the cores of
 //! a machine serve at once. Each shard's core sits behind a lock ([`Shard`]). A client request
 //! is run on the task it arrived on ([`DriverHandle`] deals requests by key), and a peer message
-//! on the transport task that read it, whenever that shard's lock is free: no hand-off between
-//! tasks on the request path. What finds the lock busy is queued for the shard's driver task
-//! instead, which also `select!`s over commands, failed sends, a tick timer and gossip's
-//! membership view; a router task deals queued peer messages to shards
-//! (`PeerMessage::shard`). Whoever ran the core carries out what it asked once the lock is let
-//! go: messages go to [`PeerTransport`] (queued, so a slow peer never stalls anyone), replies go
-//! back to the waiting client. This is the only place the wall clock reaches the core.
+//! of the request path on the transport task that read it, whenever that shard's lock is free:
+//! no hand-off between tasks on the request path. Batches (anti-entropy, handoff, hints), and
+//! whatever finds the lock busy, are queued for the shard's driver task instead, which also
+//! `select!`s over commands, failed sends, a tick timer and gossip's membership view; a router
+//! task deals queued peer messages to shards (`PeerMessage::shard`). Whoever ran the core
+//! carries out what it asked once the lock is let go: messages go to [`PeerTransport`] (queued,
+//! so a slow peer never stalls anyone), replies go back to the waiting client. This is the only
+//! place the wall clock reaches the core.
 //!
 //! Every client request comes with a trace id (made by the API layer) that the core puts on
 //! each message sent for it; a peer message that arrived with one is handled inside a
@@ -454,21 +455,11 @@ pub fn spawn_shards(
         inboxes.push(inbox_tx);
         tasks.push(task);
     }
-    // A peer message is handled on the stream task that read it when its shard is free, and
-    // goes by the router below only when the shard is busy (or for pub/sub). Weak: the
-    // transport outlives nothing it should keep alive.
+    // A request-path message is handled on the stream task that read it when its shard is
+    // free, and goes by the router below otherwise. Weak: the transport keeps no shard alive.
     let inline_shards: Vec<std::sync::Weak<Shard>> = shards.iter().map(Arc::downgrade).collect();
     transport.handle_inline(Box::new(move |inbound: Inbound| {
-        if matches!(inbound.message, PeerMessage::Publish { .. }) {
-            return Some(inbound);
-        }
-        let shard = inbound.message.shard(partitions, count) as usize;
-        // A shard that is gone (the peer stopping) drops the message: `None`, taken.
-        let shard = inline_shards[shard].upgrade()?;
-        match shard.offer_peer_message(inbound) {
-            Offered::Taken => None,
-            Offered::Busy(inbound) => Some(inbound),
-        }
+        offer_inbound(&inline_shards, partitions, inbound)
     }));
     let mut stop = shutdown;
     let peer_messages_shed = Arc::new(AtomicU64::new(0));
@@ -683,10 +674,21 @@ enum Offered<T> {
 }
 
 impl Shard {
-    /// The core, waiting for the lock; `None` once a panic under the lock has poisoned it
-    /// (the shard is then as good as stopped).
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, ShardCore>> {
-        self.core.lock().ok()
+    /// The core, for the driver task: while another task holds the lock this one yields and
+    /// tries again, rather than block its thread (a holder never awaits, and lets go within one
+    /// event). `None` once a panic under the lock has poisoned it: the shard is then as good
+    /// as stopped.
+    async fn lock(&self) -> Option<std::sync::MutexGuard<'_, ShardCore>> {
+        loop {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            // Outside the `match`: its failed attempt (a guard's type) must not live across
+            // the await, or the driver's future could not move between threads.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Runs a client request on the calling task if the lock is free. Taken also when the
@@ -822,7 +824,7 @@ impl Driver {
             let deliveries = tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    let Some(mut core) = self.shard.lock() else { break };
+                    let Some(mut core) = self.shard.lock().await else { break };
                     match command {
                         Command::Request { request, trace, reply } => {
                             core.client_request(request, trace, reply)
@@ -861,22 +863,22 @@ impl Driver {
                     }
                 },
                 Some(Inbound { from, trace, message }) = inbound.recv() => {
-                    let Some(mut core) = self.shard.lock() else { break };
+                    let Some(mut core) = self.shard.lock().await else { break };
                     core.handle(Input::Peer { from, message, trace })
                 }
                 Some((to, req)) = undeliverable.recv() => {
-                    let Some(mut core) = self.shard.lock() else { break };
+                    let Some(mut core) = self.shard.lock().await else { break };
                     core.handle(Input::Undeliverable { to, req })
                 }
                 _ = tick.tick() => {
-                    let Some(mut core) = self.shard.lock() else { break };
+                    let Some(mut core) = self.shard.lock().await else { break };
                     let mut out = Outputs::default();
                     core.node.tick(wall_clock_ms(), &mut out);
                     core.sort(out)
                 }
                 Ok(()) = self.views.changed() => {
                     let view = self.views.borrow_and_update().clone();
-                    let Some(mut core) = self.shard.lock() else { break };
+                    let Some(mut core) = self.shard.lock().await else { break };
                     if view == core.view {
                         Deliveries::default()
                     } else {
@@ -905,6 +907,58 @@ impl Driver {
         for reply in waiters {
             let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
         }
+    }
+}
+
+/// Offers a peer message to its shard on the calling (stream) task: `None` once taken (run,
+/// or dropped because the shard is gone), or the message back for the router when it does
+/// not run inline (see [`runs_inline`]) or its shard is busy.
+fn offer_inbound(
+    shards: &[std::sync::Weak<Shard>],
+    partitions: u32,
+    inbound: Inbound,
+) -> Option<Inbound> {
+    if !runs_inline(&inbound.message) {
+        return Some(inbound);
+    }
+    let shard = inbound.message.shard(partitions, shards.len() as u32) as usize;
+    // A shard that is gone (the peer stopping) drops the message: `None`, taken.
+    let shard = shards[shard].upgrade()?;
+    match shard.offer_peer_message(inbound) {
+        Offered::Taken => None,
+        Offered::Busy(inbound) => Some(inbound),
+    }
+}
+
+/// Whether a peer message is run on the stream task that read it (when its shard is free):
+/// the request path's messages, small and waited on by a client. Batches (anti-entropy,
+/// handoff, hint delivery), tombstone collection and pub/sub go by the router and the shard's
+/// driver task, so a batch never keeps a stream task, and the lock, from a waiting request.
+fn runs_inline(message: &PeerMessage) -> bool {
+    match message {
+        PeerMessage::Store { .. }
+        | PeerMessage::StoreAck { .. }
+        | PeerMessage::StoreRefused { .. }
+        | PeerMessage::Repair { .. }
+        | PeerMessage::Fetch { .. }
+        | PeerMessage::FetchReply { .. }
+        | PeerMessage::Coordinate { .. }
+        | PeerMessage::CoordinateReply { .. }
+        | PeerMessage::HintStore { .. }
+        | PeerMessage::HintAck { .. }
+        | PeerMessage::HintRefused { .. }
+        | PeerMessage::PaxosPrepare { .. }
+        | PeerMessage::PaxosPromise { .. }
+        | PeerMessage::PaxosPropose { .. }
+        | PeerMessage::PaxosAccepted { .. }
+        | PeerMessage::PaxosCommit { .. }
+        | PeerMessage::PaxosCommitted { .. } => true,
+        PeerMessage::Forget { .. }
+        | PeerMessage::AntiEntropy { .. }
+        | PeerMessage::Handoff { .. }
+        | PeerMessage::HandoffAck { .. }
+        | PeerMessage::HintDeliver { .. }
+        | PeerMessage::Publish { .. } => false,
     }
 }
 
@@ -1039,6 +1093,32 @@ mod shard_tests {
             shard.offer_peer_message(inbound()),
             Offered::Taken
         ));
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
+        let (shard, _shutdown, _task) = lone_shard();
+        let shards = [Arc::downgrade(&shard)];
+        let message = |message| Inbound {
+            from: NodeId::from("B"),
+            trace: None,
+            message,
+        };
+        let batch = message(PeerMessage::Handoff {
+            req: 7,
+            partition: 0,
+            states: Vec::new(),
+        });
+        assert_eq!(
+            offer_inbound(&shards, 1, batch.clone()),
+            Some(batch),
+            "a handoff batch must not run on a stream task"
+        );
+        let ack = message(PeerMessage::StoreAck { req: 7 });
+        assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
+        let held = shard.core.lock().unwrap();
+        assert_eq!(offer_inbound(&shards, 1, ack.clone()), Some(ack));
+        drop(held);
     }
 
     #[tokio::test]
