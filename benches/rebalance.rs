@@ -8,7 +8,8 @@
 //!    peer it reaches) and after it settles (four peers, a quarter of reads remote).
 //!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
-//! 300,000). Prints figures; asserts nothing.
+//! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`). Prints figures;
+//! asserts nothing.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
@@ -39,23 +40,30 @@ async fn fill(client: &Client, keys: usize) {
     }
 }
 
-/// Reads with `r=one` from four clients until `stop`, recording latency in microseconds.
+/// The clients' read quorum: `RINGCACHE_REBALANCE_R`, or `one`.
+fn read_quorum() -> String {
+    std::env::var("RINGCACHE_REBALANCE_R").unwrap_or_else(|_| "one".into())
+}
+
+/// Reads with the [`read_quorum`] from four clients until `stop`, recording latency in
+/// microseconds.
 fn read_load(
     clients: Vec<Client>,
     keys: usize,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Histogram<u64>> {
+    let r = read_quorum();
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         for (t, c) in clients.into_iter().enumerate() {
-            let stop = stop.clone();
+            let (stop, r) = (stop.clone(), r.clone());
             tasks.spawn(async move {
                 let mut h = Histogram::<u64>::new(3).expect("histogram");
                 let mut i = t * 7_919;
                 while !stop.load(Ordering::Relaxed) {
                     i = (i + 7_919) % keys;
                     let started = Instant::now();
-                    let _ = c.get(&key(i), Some("one")).await;
+                    let _ = c.get(&key(i), Some(&r)).await;
                     let _ = h.record(started.elapsed().as_micros() as u64);
                 }
                 h
@@ -121,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             .serve_args
             .push(format!("--anti-entropy-keys-per-sec={budget}"));
     }
+    println!("client reads: r={}", read_quorum());
     println!(
         "anti-entropy budget: {} keys/s per shard",
         budget.as_deref().unwrap_or("default")
