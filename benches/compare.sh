@@ -6,7 +6,7 @@
 #   - quorum PUT (w=quorum, W=2 of N=3) on three peers, over HTTP and RESP, against SET + WAIT 1
 #     on a Redis primary with two replicas;
 #   - quorum GET (r=quorum) on three peers, over HTTP and RESP, against the lone redis-server's
-#     GET, closed loop, and over HTTP open loop at BENCH_OPEN_RATE ops/s;
+#     GET, closed loop, and open loop at BENCH_OPEN_RATE ops/s;
 #   - latency against throughput for quorum GET and PUT on three peers, open loop at each of
 #     BENCH_RATES, plotted by `cargo bench --bench plot_latency` into docs/bench-compare.svg.
 #
@@ -119,6 +119,7 @@ for round in $(seq "$rounds"); do
         measure "quorum GET" resp "$round" $cluster_resp --reads 1 --preload
         measure "quorum GET open" redis "$round" $redis --reads 1 --preload --rate "$open_rate"
         measure "quorum GET open" http "$round" $cluster --reads 1 --r quorum --preload --rate "$open_rate"
+        measure "quorum GET open" resp "$round" $cluster_resp --reads 1 --preload --rate "$open_rate"
     }
 done
 # Latency against throughput: one run per rate, reads then writes.
@@ -181,7 +182,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
     row "quorum PUT (W=2), 3 peers N=3, RESP" "quorum PUT" resp "SET + WAIT 1, primary + 2 replicas"
     row "quorum GET (r=quorum), 3 peers N=3, HTTP" "quorum GET" http "GET, alone"
     row "quorum GET (R=2), 3 peers N=3, RESP" "quorum GET" resp "GET, alone"
-    row "quorum GET, open loop at $open_rate ops/s" "quorum GET open" http "GET, alone, same rate"
+    row "quorum GET, open loop at $open_rate ops/s, HTTP" "quorum GET open" http "GET, alone, same rate"
+    row "quorum GET, open loop at $open_rate ops/s, RESP" "quorum GET open" resp "GET, alone, same rate"
     echo
     echo "Latency against throughput, three peers (N=3, HTTP, open loop at $rates ops/s, one run"
     echo "each): [docs/bench-compare.svg](bench-compare.svg)."

@@ -12,7 +12,8 @@
 //!   forwarding, replica side, read repair, tombstone collection, placement). Time and
 //!   randomness come in as inputs.
 //! - [`shell`] — tokio, quinn and chitchat around the core: authenticated QUIC transport,
-//!   gossip membership over sealed datagrams, the driver task that owns a node, peer health.
+//!   gossip membership over sealed datagrams, the shard drivers that run each node (behind a
+//!   lock, on whichever task an event arrived on), peer health.
 //! - [`api`] — the HTTP API (axum routes, served by its own accept loop with read deadlines, a
 //!   connection cap and optional TLS), its wire formats (causal-context tokens, key encoding),
 //!   and the Redis protocol endpoint ([`api::resp`]: our own RESP2/RESP3 parser, pipelined

@@ -45,6 +45,46 @@ async fn next<T>(rx: &mut mpsc::Receiver<T>, wait: Duration) -> Option<T> {
 }
 
 #[tokio::test]
+async fn an_inline_handler_sees_each_message_first_and_hands_back_what_it_does_not_take() {
+    let (a, _a_rx) = start("A", CLUSTER);
+    let (b, mut b_rx) = start("B", CLUSTER);
+    // B's handler takes even request numbers and hands odd ones back to the queue.
+    let (taken_tx, mut taken_rx) = mpsc::channel(16);
+    b.handle_inline(Box::new(move |inbound: Inbound| {
+        if inbound.message.req() % 2 == 0 {
+            let _ = taken_tx.try_send(inbound);
+            None
+        } else {
+            Some(inbound)
+        }
+    }));
+    let b_addr = b.local_addr().unwrap();
+    for req in [2, 3] {
+        a.send(
+            &NodeId::from("B"),
+            b_addr,
+            None,
+            &PeerMessage::StoreAck { req },
+        )
+        .await
+        .unwrap();
+    }
+    let taken = next(&mut taken_rx, Duration::from_secs(5)).await;
+    assert_eq!(
+        taken.map(|i| i.message),
+        Some(PeerMessage::StoreAck { req: 2 })
+    );
+    let queued = next(&mut b_rx, Duration::from_secs(5)).await;
+    assert_eq!(
+        queued.map(|i| i.message),
+        Some(PeerMessage::StoreAck { req: 3 })
+    );
+    // Nothing went both ways.
+    assert!(next(&mut b_rx, Duration::from_millis(200)).await.is_none());
+    assert!(taken_rx.try_recv().is_err());
+}
+
+#[tokio::test]
 async fn peers_of_one_cluster_exchange_messages_both_ways() {
     let (a, mut a_rx) = start("A", CLUSTER);
     let (b, mut b_rx) = start("B", CLUSTER);

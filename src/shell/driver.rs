@@ -530,16 +530,21 @@ struct ShardCore {
 
 /// One engine shard: its core behind a lock that whoever has something for it takes.
 ///
-/// A client request or a peer message is handled on the task it arrived on whenever the lock
-/// is free (`try_lock`): no hand-off to another task, and no wake-up at all for a request the
-/// core answers at once (a read of the local copy, a write with W=1). When the lock is busy
-/// the event is queued for the shard's driver task instead, so no task ever blocks its thread
-/// waiting for a shard. The lock is held only while the core handles one event and its outputs
-/// are sorted; messages are encoded and written, and clients answered, after it is let go.
+/// A client request, or a peer message of the request path (see [`runs_inline`]), is handled
+/// on the task it arrived on whenever the lock is free (`try_lock`): no hand-off to another
+/// task, and no wake-up at all for a request the core answers at once (a read of the local
+/// copy, a write with W=1). When the lock is busy, or the driver task is waiting for it, the
+/// event is queued for the driver task instead: no task on the request path ever blocks its
+/// thread waiting for a shard, and the driver (the tick, membership, what was queued) is never
+/// starved by a stream of inline events. The lock is held only while the core handles one
+/// event and its outputs are sorted; messages are encoded and queued, and clients answered,
+/// after it is let go.
 pub struct Shard {
     core: std::sync::Mutex<ShardCore>,
+    /// Set while the driver task waits for the lock: inline events then queue behind it.
+    driver_waiting: std::sync::atomic::AtomicBool,
     /// The driver task's queue: client requests that found the lock busy, and every command
-    /// that is not a request. Closed once the driver has stopped.
+    /// that is not a request. Closed once the driver task has ended.
     commands: mpsc::Sender<Command>,
     transport: PeerTransport,
     undeliverable_tx: mpsc::UnboundedSender<(NodeId, u64)>,
@@ -676,18 +681,41 @@ enum Offered<T> {
 impl Shard {
     /// The core, for the driver task: while another task holds the lock this one yields and
     /// tries again, rather than block its thread (a holder never awaits, and lets go within one
-    /// event). `None` once a panic under the lock has poisoned it: the shard is then as good
-    /// as stopped.
+    /// event), and meanwhile inline events give way ([`Shard::try_inline`]). `None` once a
+    /// panic under the lock has poisoned it: the shard is then as good as stopped.
     async fn lock(&self) -> Option<std::sync::MutexGuard<'_, ShardCore>> {
         loop {
             match self.core.try_lock() {
-                Ok(core) => return Some(core),
-                Err(std::sync::TryLockError::Poisoned(_)) => return None,
-                Err(std::sync::TryLockError::WouldBlock) => {}
+                Ok(core) => {
+                    self.driver_waiting.store(false, Ordering::Release);
+                    return Some(core);
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => {
+                    self.driver_waiting.store(false, Ordering::Release);
+                    return None;
+                }
+                // Inline events give way until the driver has had its turn.
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    self.driver_waiting.store(true, Ordering::Release)
+                }
             }
             // Outside the `match`: its failed attempt (a guard's type) must not live across
             // the await, or the driver's future could not move between threads.
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// The core for an inline event: `Ok(None)` when the lock is poisoned (the shard is as
+    /// good as stopped), `Err(())` when it is busy or the driver task is waiting for it.
+    #[allow(clippy::result_unit_err)]
+    fn try_inline(&self) -> Result<Option<std::sync::MutexGuard<'_, ShardCore>>, ()> {
+        if self.driver_waiting.load(Ordering::Acquire) {
+            return Err(());
+        }
+        match self.core.try_lock() {
+            Ok(core) => Ok(Some(core)),
+            Err(std::sync::TryLockError::WouldBlock) => Err(()),
+            Err(std::sync::TryLockError::Poisoned(_)) => Ok(None),
         }
     }
 
@@ -699,10 +727,10 @@ impl Shard {
         trace: &TraceId,
         reply: oneshot::Sender<Answer>,
     ) -> Offered<(ClientRequest, oneshot::Sender<Answer>)> {
-        let mut core = match self.core.try_lock() {
-            Ok(core) => core,
-            Err(std::sync::TryLockError::WouldBlock) => return Offered::Busy((request, reply)),
-            Err(std::sync::TryLockError::Poisoned(_)) => {
+        let mut core = match self.try_inline() {
+            Ok(Some(core)) => core,
+            Err(()) => return Offered::Busy((request, reply)),
+            Ok(None) => {
                 let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
                 return Offered::Taken;
             }
@@ -721,10 +749,10 @@ impl Shard {
     /// Runs a peer message on the calling task if the lock is free (a message for a stopped
     /// shard is dropped, as the network might have).
     fn offer_peer_message(&self, inbound: Inbound) -> Offered<Inbound> {
-        let mut core = match self.core.try_lock() {
-            Ok(core) => core,
-            Err(std::sync::TryLockError::WouldBlock) => return Offered::Busy(inbound),
-            Err(std::sync::TryLockError::Poisoned(_)) => return Offered::Taken,
+        let mut core = match self.try_inline() {
+            Ok(Some(core)) => core,
+            Err(()) => return Offered::Busy(inbound),
+            Ok(None) => return Offered::Taken,
         };
         if core.stopped {
             return Offered::Taken;
@@ -777,8 +805,8 @@ struct Driver {
 }
 
 impl Driver {
-    /// Starts one shard's driver task; it runs until `shutdown` turns true or every handle is
-    /// dropped.
+    /// Starts one shard's driver task; it runs until `shutdown` turns true (or its sender is
+    /// dropped). The shard's own sender keeps its command queue open meanwhile.
     fn spawn(
         node: Node,
         views: watch::Receiver<ClusterView>,
@@ -796,6 +824,7 @@ impl Driver {
                 view: ClusterView::default(),
                 stopped: false,
             }),
+            driver_waiting: std::sync::atomic::AtomicBool::new(false),
             commands: commands_tx,
             transport,
             undeliverable_tx,
@@ -815,6 +844,7 @@ impl Driver {
         mut undeliverable: mpsc::UnboundedReceiver<(NodeId, u64)>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let _stopping = StopOnDrop(self.shard.clone());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -892,18 +922,25 @@ impl Driver {
             };
             self.shard.deliver(deliveries);
         }
-        // Stopped: whoever takes the lock from now on finds it so, and every waiter is told.
-        let waiters: Vec<_> = match self.shard.core.lock() {
-            Ok(mut core) => {
-                core.stopped = true;
-                core.pending.drain().map(|(_, reply)| reply).collect()
-            }
-            Err(poisoned) => {
-                let mut core = poisoned.into_inner();
-                core.stopped = true;
-                core.pending.drain().map(|(_, reply)| reply).collect()
-            }
+        // `_stopping` marks the shard stopped as this returns (or unwinds).
+    }
+}
+
+/// Marks its shard stopped when dropped, as its driver task ends, normally or by a panic:
+/// whoever takes the lock from then on finds it so, and every waiting client is told
+/// `ShuttingDown` (the waiters live in the shard, which the handles keep alive: without this
+/// a dead driver would leave them waiting for ever, with no tick to time them out).
+struct StopOnDrop(Arc<Shard>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let mut core = match self.0.core.lock() {
+            Ok(core) => core,
+            Err(poisoned) => poisoned.into_inner(),
         };
+        core.stopped = true;
+        let waiters: Vec<_> = core.pending.drain().map(|(_, reply)| reply).collect();
+        drop(core);
         for reply in waiters {
             let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
         }
@@ -1096,6 +1133,66 @@ mod shard_tests {
     }
 
     #[tokio::test]
+    async fn inline_events_give_way_while_the_driver_waits_for_the_lock() {
+        let (shard, _shutdown, _task) = lone_shard();
+        shard.driver_waiting.store(true, Ordering::Release);
+        let (tx, _rx) = oneshot::channel();
+        assert!(matches!(
+            shard.offer_request(put("k"), &trace(), tx),
+            Offered::Busy(_)
+        ));
+        let ack = Inbound {
+            from: NodeId::from("B"),
+            trace: None,
+            message: PeerMessage::StoreAck { req: 7 },
+        };
+        assert!(matches!(
+            shard.offer_peer_message(ack.clone()),
+            Offered::Busy(_)
+        ));
+        shard.driver_waiting.store(false, Ordering::Release);
+        assert!(matches!(shard.offer_peer_message(ack), Offered::Taken));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_driver_that_finds_its_shard_busy_says_so_and_gets_its_turn() {
+        let (shard, _shutdown, _task) = lone_shard();
+        // Another thread holds the lock until told to let go.
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let shard = shard.clone();
+            std::thread::spawn(move || {
+                let _held = shard.core.lock().unwrap();
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        };
+        held_rx.recv().unwrap();
+        let (tx, rx) = oneshot::channel();
+        shard
+            .commands
+            .send(Command::Status { reply: tx })
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !shard.driver_waiting.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the driver says it waits for the lock");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the driver had its turn")
+            .unwrap();
+        assert_eq!(status.id, NodeId::from("A"));
+        assert!(!shard.driver_waiting.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
     async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
         let (shard, _shutdown, _task) = lone_shard();
         let shards = [Arc::downgrade(&shard)];
@@ -1126,6 +1223,15 @@ mod shard_tests {
         let (shard, shutdown, task) = lone_shard();
         let (queued, rx) = offer_while_busy(&shard, put("k"));
         shard.commands.send(queued).await.unwrap();
+        // A client still waiting on the core when the driver stops (one whose replicas never
+        // answered, say).
+        let (waiting_tx, waiting_rx) = oneshot::channel();
+        shard
+            .core
+            .lock()
+            .unwrap()
+            .pending
+            .insert(ClientRequestId(u64::MAX), waiting_tx);
         shutdown.send_replace(true);
         task.await.unwrap();
         // Queued or run, a request is answered: run, or told the shard stopped (a waiter the
@@ -1137,6 +1243,11 @@ mod shard_tests {
             first.reply,
             ClientReply::Written { .. } | ClientReply::Failed(RequestError::ShuttingDown)
         ));
+        let told = tokio::time::timeout(Duration::from_secs(5), waiting_rx)
+            .await
+            .expect("a waiting client is told the shard stopped")
+            .unwrap();
+        assert_eq!(told.reply, ClientReply::Failed(RequestError::ShuttingDown));
         // ...and a request that comes later finds the shard stopped.
         let (tx, mut rx) = oneshot::channel();
         assert!(matches!(

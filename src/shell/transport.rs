@@ -26,6 +26,11 @@
 //!   before a byte of it is read, and a frame that does not arrive whole within the send
 //!   timeout of its first byte ends its stream. At most [`MAX_INBOUND_CONNECTIONS`]
 //!   accepted connections are open at once; more are refused.
+//! - A message may be handled on the stream task that read it ([`PeerTransport::handle_inline`]):
+//!   that stream reads its next frame only once the message was handled, so a peer sending
+//!   faster than this one handles is slowed by flow control, never buffered without bound.
+//!   What the handler hands back goes to the bounded queue, where the router sheds it when its
+//!   shard's inbox is full.
 
 use crate::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
 use crate::core::types::{NodeId, TraceId};
@@ -79,8 +84,9 @@ pub struct Inbound {
     pub message: PeerMessage,
 }
 
-/// Handles a message on the task that read it, if it can: `None` once handled, or the message
-/// back when it must wait its turn on the queue passed to [`PeerTransport::start`] instead.
+/// Handles a message on the task that read it, if it can: `None` once it took the message
+/// (handled it, or dropped it as the network might have), or the message back when it must
+/// wait its turn on the queue passed to [`PeerTransport::start`] instead.
 pub type InlineHandler = Box<dyn Fn(Inbound) -> Option<Inbound> + Send + Sync>;
 
 /// Where to report a message that could not be written: its peer and request number.
@@ -327,7 +333,8 @@ impl PeerTransport {
 
     /// Queues one message for `node` at `addr` and returns at once; if it cannot be written,
     /// `(node, req)` goes to `undeliverable`. Small messages share the peer's outbox stream
-    /// (written in order, batched under load); a large one is sent on a stream of its own.
+    /// (written in the order queued, batched under load); a large one is sent on a stream of its
+    /// own.
     pub fn enqueue(
         &self,
         node: NodeId,
@@ -477,7 +484,7 @@ pub fn encode_frame(
 /// Reads and decodes the next frame of a stream: `None` at its clean end, or when the frame
 /// is bad, oversized or slow (logged; the stream is stopped). The frame's bytes are taken from
 /// the connection's read `budget` before they are read, and the returned permit holds them
-/// until the envelope is handed on.
+/// until the envelope is handled inline or handed on.
 async fn read_frame(
     stream: &mut quinn::RecvStream,
     connection: &quinn::Connection,
