@@ -1,0 +1,235 @@
+//! Tests of a shard's lock: who runs an event (the task it arrived on, or the driver), what a
+//! busy or stopped shard does with it, and that the driver is never starved of its turn.
+
+use super::*;
+use crate::core::config::CoreConfig;
+use crate::core::request::{WriteKind, WriteRequest};
+use crate::core::types::Quorum;
+use crate::shell::auth::{ClusterSecret, PeerIdentity};
+
+/// One shard of a lone peer with N=1, its driver task spawned but (on the test's
+/// current-thread runtime) not yet run: whatever is answered before the test awaits
+/// something was answered on the test's own task.
+fn lone_shard() -> (Arc<Shard>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let secret = ClusterSecret::new("a cluster secret for the shard tests").unwrap();
+    let identity = PeerIdentity::new(&secret, "A").unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (inbound_tx, _inbound_rx) = mpsc::channel(16);
+    let transport = PeerTransport::start(socket, &identity, NodeId::from("A"), inbound_tx).unwrap();
+    let config = CoreConfig {
+        replicas: 1,
+        ..CoreConfig::default()
+    };
+    let node = Node::new(NodeId::from("A"), 1, config);
+    let (_views_tx, views) = watch::channel(ClusterView::default());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (_router_tx, router_rx) = mpsc::channel(16);
+    let (shard, task) = Driver::spawn(node, views, transport, router_rx, shutdown);
+    (shard, shutdown_tx, task)
+}
+
+fn put(key: &str) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key: key.as_bytes().to_vec(),
+        write: WriteKind::Put {
+            value: b"v".to_vec(),
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::One,
+        sloppy: None,
+        overwrite: false,
+    })
+}
+
+fn trace() -> TraceId {
+    TraceId::parse("shard-test").unwrap()
+}
+
+/// Offers `request` while the shard's lock is held elsewhere: it must come back untouched,
+/// neither run nor waited for. Returns it as the command that queues it, and its answer.
+fn offer_while_busy(shard: &Shard, request: ClientRequest) -> (Command, oneshot::Receiver<Answer>) {
+    let held = shard.core.lock().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let Offered::Busy((request, reply)) = shard.offer_request(request, &trace(), tx) else {
+        panic!("a busy shard ran the request anyway");
+    };
+    assert!(held.pending.is_empty());
+    let command = Command::Request {
+        request,
+        trace: trace(),
+        reply,
+    };
+    (command, rx)
+}
+
+#[tokio::test]
+async fn a_request_is_run_on_the_task_that_made_it_when_its_shard_is_free() {
+    let (shard, _shutdown, _task) = lone_shard();
+    let (tx, mut rx) = oneshot::channel();
+    assert!(matches!(
+        shard.offer_request(put("k"), &trace(), tx),
+        Offered::Taken
+    ));
+    // Answered already, with no other task run: no hand-off on the way.
+    let answer = rx.try_recv().expect("answered on the caller's task");
+    assert!(matches!(answer.reply, ClientReply::Written { .. }));
+}
+
+#[tokio::test]
+async fn a_request_that_finds_its_shard_busy_waits_its_turn_with_the_driver() {
+    let (shard, _shutdown, _task) = lone_shard();
+    let (queued, rx) = offer_while_busy(&shard, put("k"));
+    shard.commands.send(queued).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the driver answers")
+        .unwrap();
+    assert!(matches!(answer.reply, ClientReply::Written { .. }));
+}
+
+#[tokio::test]
+async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_for_the_router() {
+    let (shard, _shutdown, _task) = lone_shard();
+    let inbound = || Inbound {
+        from: NodeId::from("B"),
+        trace: None,
+        message: PeerMessage::StoreAck { req: 7 },
+    };
+    let held = shard.core.lock().unwrap();
+    assert!(matches!(
+        shard.offer_peer_message(inbound()),
+        Offered::Busy(back) if back == inbound()
+    ));
+    drop(held);
+    assert!(matches!(
+        shard.offer_peer_message(inbound()),
+        Offered::Taken
+    ));
+}
+
+#[tokio::test]
+async fn inline_events_give_way_while_the_driver_waits_for_the_lock() {
+    let (shard, _shutdown, _task) = lone_shard();
+    shard.driver_waiting.store(true, Ordering::Release);
+    let (tx, _rx) = oneshot::channel();
+    assert!(matches!(
+        shard.offer_request(put("k"), &trace(), tx),
+        Offered::Busy(_)
+    ));
+    let ack = Inbound {
+        from: NodeId::from("B"),
+        trace: None,
+        message: PeerMessage::StoreAck { req: 7 },
+    };
+    assert!(matches!(
+        shard.offer_peer_message(ack.clone()),
+        Offered::Busy(_)
+    ));
+    shard.driver_waiting.store(false, Ordering::Release);
+    assert!(matches!(shard.offer_peer_message(ack), Offered::Taken));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_finds_its_shard_busy_says_so_and_gets_its_turn() {
+    let (shard, _shutdown, _task) = lone_shard();
+    // Another thread holds the lock until told to let go.
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let shard = shard.clone();
+        std::thread::spawn(move || {
+            let _held = shard.core.lock().unwrap();
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        })
+    };
+    held_rx.recv().unwrap();
+    let (tx, rx) = oneshot::channel();
+    shard
+        .commands
+        .send(Command::Status { reply: tx })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !shard.driver_waiting.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the driver says it waits for the lock");
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the driver had its turn")
+        .unwrap();
+    assert_eq!(status.id, NodeId::from("A"));
+    assert!(!shard.driver_waiting.load(Ordering::Acquire));
+}
+
+#[tokio::test]
+async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
+    let (shard, _shutdown, _task) = lone_shard();
+    let shards = [Arc::downgrade(&shard)];
+    let message = |message| Inbound {
+        from: NodeId::from("B"),
+        trace: None,
+        message,
+    };
+    let batch = message(PeerMessage::Handoff {
+        req: 7,
+        partition: 0,
+        states: Vec::new(),
+    });
+    assert_eq!(
+        offer_inbound(&shards, 1, batch.clone()),
+        Some(batch),
+        "a handoff batch must not run on a stream task"
+    );
+    let ack = message(PeerMessage::StoreAck { req: 7 });
+    assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
+    let held = shard.core.lock().unwrap();
+    assert_eq!(offer_inbound(&shards, 1, ack.clone()), Some(ack));
+    drop(held);
+}
+
+#[tokio::test]
+async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
+    let (shard, shutdown, task) = lone_shard();
+    let (queued, rx) = offer_while_busy(&shard, put("k"));
+    shard.commands.send(queued).await.unwrap();
+    // A client still waiting on the core when the driver stops (one whose replicas never
+    // answered, say).
+    let (waiting_tx, waiting_rx) = oneshot::channel();
+    shard
+        .core
+        .lock()
+        .unwrap()
+        .pending
+        .insert(ClientRequestId(u64::MAX), waiting_tx);
+    shutdown.send_replace(true);
+    task.await.unwrap();
+    // Queued or run, a request is answered: run, or told the shard stopped (a waiter the
+    // driver never took in is dropped, which `DriverHandle::request` reads as that)...
+    let first = rx
+        .await
+        .unwrap_or(Answer::failed(RequestError::ShuttingDown));
+    assert!(matches!(
+        first.reply,
+        ClientReply::Written { .. } | ClientReply::Failed(RequestError::ShuttingDown)
+    ));
+    let told = tokio::time::timeout(Duration::from_secs(5), waiting_rx)
+        .await
+        .expect("a waiting client is told the shard stopped")
+        .unwrap();
+    assert_eq!(told.reply, ClientReply::Failed(RequestError::ShuttingDown));
+    // ...and a request that comes later finds the shard stopped.
+    let (tx, mut rx) = oneshot::channel();
+    assert!(matches!(
+        shard.offer_request(put("k2"), &trace(), tx),
+        Offered::Taken
+    ));
+    let later = rx.try_recv().unwrap();
+    assert_eq!(later.reply, ClientReply::Failed(RequestError::ShuttingDown));
+}
