@@ -48,7 +48,7 @@ mod replica_timings;
 mod requests;
 mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod write;
 
 pub use anti_entropy::AntiEntropyStats;

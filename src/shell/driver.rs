@@ -678,6 +678,16 @@ enum Offered<T> {
     Busy(T),
 }
 
+/// Whether an inline event may run the core now.
+enum Inline<'a> {
+    /// Yes: here is the core, locked.
+    Run(std::sync::MutexGuard<'a, ShardCore>),
+    /// Not now: the lock is held, or the driver task is waiting for it.
+    Busy,
+    /// Never: the driver has stopped, or a panic under the lock poisoned it.
+    Stopped,
+}
+
 impl Shard {
     /// The core, for the driver task: while another task holds the lock this one yields and
     /// tries again, rather than block its thread (a holder never awaits, and lets go within one
@@ -705,17 +715,16 @@ impl Shard {
         }
     }
 
-    /// The core for an inline event: `Ok(None)` when the lock is poisoned (the shard is as
-    /// good as stopped), `Err(())` when it is busy or the driver task is waiting for it.
-    #[allow(clippy::result_unit_err)]
-    fn try_inline(&self) -> Result<Option<std::sync::MutexGuard<'_, ShardCore>>, ()> {
+    /// The core for an inline event, if it may run now (see [`Inline`]).
+    fn try_inline(&self) -> Inline<'_> {
         if self.driver_waiting.load(Ordering::Acquire) {
-            return Err(());
+            return Inline::Busy;
         }
         match self.core.try_lock() {
-            Ok(core) => Ok(Some(core)),
-            Err(std::sync::TryLockError::WouldBlock) => Err(()),
-            Err(std::sync::TryLockError::Poisoned(_)) => Ok(None),
+            Ok(core) if core.stopped => Inline::Stopped,
+            Ok(core) => Inline::Run(core),
+            Err(std::sync::TryLockError::WouldBlock) => Inline::Busy,
+            Err(std::sync::TryLockError::Poisoned(_)) => Inline::Stopped,
         }
     }
 
@@ -728,18 +737,13 @@ impl Shard {
         reply: oneshot::Sender<Answer>,
     ) -> Offered<(ClientRequest, oneshot::Sender<Answer>)> {
         let mut core = match self.try_inline() {
-            Ok(Some(core)) => core,
-            Err(()) => return Offered::Busy((request, reply)),
-            Ok(None) => {
+            Inline::Run(core) => core,
+            Inline::Busy => return Offered::Busy((request, reply)),
+            Inline::Stopped => {
                 let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
                 return Offered::Taken;
             }
         };
-        if core.stopped {
-            drop(core);
-            let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
-            return Offered::Taken;
-        }
         let deliveries = core.client_request(request, trace.clone(), reply);
         drop(core);
         self.deliver(deliveries);
@@ -750,13 +754,10 @@ impl Shard {
     /// shard is dropped, as the network might have).
     fn offer_peer_message(&self, inbound: Inbound) -> Offered<Inbound> {
         let mut core = match self.try_inline() {
-            Ok(Some(core)) => core,
-            Err(()) => return Offered::Busy(inbound),
-            Ok(None) => return Offered::Taken,
+            Inline::Run(core) => core,
+            Inline::Busy => return Offered::Busy(inbound),
+            Inline::Stopped => return Offered::Taken,
         };
-        if core.stopped {
-            return Offered::Taken;
-        }
         let Inbound {
             from,
             trace,

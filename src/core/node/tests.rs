@@ -169,7 +169,13 @@ impl Net {
     }
 }
 
-fn put(key: &str, value: &str, context: Option<VersionVector>, w: Quorum) -> ClientRequest {
+/// A put of `value` at `key` (no TTL), as a client sends it; also used by the shell's tests.
+pub(crate) fn put(
+    key: &str,
+    value: &str,
+    context: Option<VersionVector>,
+    w: Quorum,
+) -> ClientRequest {
     ClientRequest::Write(WriteRequest {
         key: key.as_bytes().to_vec(),
         write: WriteKind::Put {

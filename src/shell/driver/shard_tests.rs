@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::core::config::CoreConfig;
-use crate::core::request::{WriteKind, WriteRequest};
 use crate::core::types::Quorum;
 use crate::shell::auth::{ClusterSecret, PeerIdentity};
 
@@ -28,18 +27,9 @@ fn lone_shard() -> (Arc<Shard>, watch::Sender<bool>, tokio::task::JoinHandle<()>
     (shard, shutdown_tx, task)
 }
 
+/// A W=1 put of `key`, which a lone N=1 shard answers at once.
 fn put(key: &str) -> ClientRequest {
-    ClientRequest::Write(WriteRequest {
-        key: key.as_bytes().to_vec(),
-        write: WriteKind::Put {
-            value: b"v".to_vec(),
-            ttl_ms: None,
-        },
-        context: None,
-        w: Quorum::One,
-        sloppy: None,
-        overwrite: false,
-    })
+    crate::core::node::tests::put(key, "v", None, Quorum::One)
 }
 
 fn trace() -> TraceId {
