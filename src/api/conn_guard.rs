@@ -149,21 +149,30 @@ impl<S> GuardedIo<S> {
     }
 
     /// `Err(TimedOut)` once the deadline has passed; otherwise arms the timer to wake this
-    /// task at the deadline.
+    /// task no later than the deadline.
+    ///
+    /// The timer is moved only to an earlier deadline. Most moves are to a later one (each
+    /// request's deadlines fall after the last request's), and re-registering the timer for
+    /// every one cost a few percent of a request; instead, a timer that fires before the
+    /// current deadline is re-armed for it then.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(deadline) = self.guard.deadline() else {
             return Ok(());
         };
-        if self.timer.deadline() != deadline {
+        if deadline < self.timer.deadline() {
             self.timer.as_mut().reset(deadline);
         }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "HTTP connection deadline passed",
-            )),
-            Poll::Pending => Ok(()),
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "HTTP connection deadline passed",
+                ));
+            }
+            // Fired for an earlier deadline since moved on: wait for the current one.
+            self.timer.as_mut().reset(deadline);
         }
+        Ok(())
     }
 }
 
@@ -271,6 +280,34 @@ mod tests {
         guard.answered();
         let start = Instant::now();
         assert!(io.read(&mut buf).await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_that_move_later_are_kept_and_the_last_one_still_cuts_off() {
+        // Requests every 200 ms on a connection whose idle timeout is 300 ms: each one moves
+        // the deadline past where the timer was armed, and none may be cut off by it.
+        let (mut client, server) = tokio::io::duplex(64);
+        let guard = ConnGuard::new(deadlines());
+        let mut io = GuardedIo::new(server, guard.clone());
+        let mut buf = [0u8; 8];
+        for _ in 0..5 {
+            let idle = tokio::time::timeout(Duration::from_millis(200), io.read(&mut buf)).await;
+            assert!(
+                idle.is_err(),
+                "an idle connection was cut off before its idle timeout"
+            );
+            client.write_all(b"GET").await.unwrap();
+            assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+            guard.headers_read();
+            guard.body_read();
+            guard.answered();
+        }
+        let start = Instant::now();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
         assert_eq!(start.elapsed(), Duration::from_millis(300));
     }
 

@@ -29,8 +29,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A fresh trace id: 16 hex digits (64 random bits), unique in practice across a cluster.
 #[allow(clippy::disallowed_methods)] // the API layer may draw randomness; the core may not
 pub fn new_trace_id() -> TraceId {
-    let id = format!("{:016x}", rand::random::<u64>());
-    TraceId::parse(&id).expect("hex digits make a trace id")
+    TraceId::hex(rand::random::<u64>())
 }
 
 /// The client's id when it is a sane one (1 to 64 ASCII letters, digits and `-_.:`), so a

@@ -75,6 +75,16 @@ impl TraceId {
         Ok(TraceId(s.into()))
     }
 
+    /// `n` as sixteen lowercase hex digits, always a trace id (one allocation, no parse).
+    pub fn hex(n: u64) -> TraceId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        TraceId(std::str::from_utf8(&digits).expect("hex digits").into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -164,6 +174,14 @@ mod tests {
         assert_eq!("2".parse::<Quorum>().unwrap().resolve(3), 2);
         assert!("0".parse::<Quorum>().is_err());
         assert!("most".parse::<Quorum>().is_err());
+    }
+
+    #[test]
+    fn a_number_makes_the_trace_id_of_its_sixteen_hex_digits() {
+        for n in [0, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let id = TraceId::hex(n);
+            assert_eq!(id, TraceId::parse(&format!("{n:016x}")).unwrap());
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //!
 //! Promises: memory is bounded ([`CAPACITY`] entries per window, each key kept to at most
 //! [`KEY_BYTES_KEPT`] bytes for display and identified by a 64-bit hash); counting a request is
-//! a hash and a scan of [`CAPACITY`] counters under a lock held for nothing else
-//! (`benches/hot_keys.rs`).
+//! a hash, an index lookup and, for a key new to the sketch, a replacement at O(1) amortized
+//! (no allocation), under a lock held for nothing else (`benches/hot_keys.rs`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -77,12 +77,23 @@ impl Counter {
     }
 }
 
-/// One window's Space-Saving sketch: counters in a vector (scanned for the minimum), found by
-/// key hash through an index.
+/// One window's Space-Saving sketch: counters in a vector, found by key hash through an index.
+///
+/// Finding the least counted key must not cost a scan of every counter per new key (a
+/// cache's keys are mostly new to the sketch). Within a window no estimate ever decreases, and
+/// a replaced counter starts above the minimum, so the set of counters at the minimum only
+/// shrinks until it is empty: `at_min` lists them (lowest slot last), a counter that has
+/// since been counted is skipped when it comes up, and one scan refills the list when it runs
+/// out. The victim is the same as a full scan's (the lowest slot at the minimum), at O(1)
+/// amortized.
 #[derive(Default)]
 struct Sketch {
     slots: Vec<(u64, Counter)>,
     index: HashMap<u64, usize>,
+    /// The least estimate among the slots, as of the last scan (no slot is below it).
+    min_estimate: u64,
+    /// Slots that had `min_estimate` at the last scan, the lowest last.
+    at_min: Vec<usize>,
 }
 
 impl Sketch {
@@ -90,29 +101,34 @@ impl Sketch {
         let slot = match self.index.get(&id) {
             Some(&slot) => slot,
             None => {
-                let shown = key[..key.len().min(KEY_BYTES_KEPT)].to_vec();
-                let fresh = |error| Counter {
-                    truncated: shown.len() < key.len(),
-                    shown: shown.clone(),
-                    reads: 0,
-                    writes: 0,
-                    // The least counted key's count, inherited as a possible overestimate.
-                    error,
-                };
+                let shown = &key[..key.len().min(KEY_BYTES_KEPT)];
+                let truncated = shown.len() < key.len();
                 if self.slots.len() < CAPACITY {
-                    self.slots.push((id, fresh(0)));
+                    let counter = Counter {
+                        shown: shown.to_vec(),
+                        truncated,
+                        reads: 0,
+                        writes: 0,
+                        error: 0,
+                    };
+                    self.slots.push((id, counter));
+                    // A fresh counter (estimate 0) is below anything the list holds.
+                    self.at_min.clear();
                     self.slots.len() - 1
                 } else {
-                    let (slot, min) = self
-                        .slots
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, c))| (i, c.total() + c.error))
-                        .min_by_key(|&(i, total)| (total, i))
-                        .expect("a full sketch has counters");
-                    let (victim, _) = self.slots[slot];
-                    self.index.remove(&victim);
-                    self.slots[slot] = (id, fresh(min));
+                    let slot = self.least_counted();
+                    let min = self.min_estimate;
+                    let (victim, counter) = &mut self.slots[slot];
+                    self.index.remove(victim);
+                    *victim = id;
+                    // The victim's buffer is reused: no allocation per new key.
+                    counter.shown.clear();
+                    counter.shown.extend_from_slice(shown);
+                    counter.truncated = truncated;
+                    counter.reads = 0;
+                    counter.writes = 0;
+                    // The least counted key's count, inherited as a possible overestimate.
+                    counter.error = min;
                     slot
                 }
             }
@@ -123,6 +139,30 @@ impl Sketch {
             Access::Read => counter.reads += 1,
             Access::Write => counter.writes += 1,
         }
+    }
+
+    /// The lowest slot holding the least estimate (the sketch is full).
+    fn least_counted(&mut self) -> usize {
+        let estimate = |c: &Counter| c.total() + c.error;
+        while let Some(slot) = self.at_min.pop() {
+            if estimate(&self.slots[slot].1) == self.min_estimate {
+                return slot;
+            }
+        }
+        self.min_estimate = self
+            .slots
+            .iter()
+            .map(|(_, c)| estimate(c))
+            .min()
+            .expect("a full sketch has counters");
+        let min = self.min_estimate;
+        self.at_min = (0..self.slots.len())
+            .rev()
+            .filter(|&i| estimate(&self.slots[i].1) == min)
+            .collect();
+        self.at_min
+            .pop()
+            .expect("some slot holds the least estimate")
     }
 }
 
@@ -310,6 +350,54 @@ mod tests {
         let names: Vec<_> = hot.top(10).into_iter().map(|k| k.key.unwrap()).collect();
         assert!(!names.contains(&"early".to_string()), "{names:?}");
         assert!(names.contains(&"late".to_string()));
+    }
+
+    /// The sketch as first written: a scan of every counter for the least counted one.
+    fn reference_observe(slots: &mut Vec<(u64, u64)>, id: u64) {
+        if let Some(slot) = slots.iter().position(|(k, _)| *k == id) {
+            slots[slot].1 += 1;
+        } else if slots.len() < CAPACITY {
+            slots.push((id, 1));
+        } else {
+            let (slot, min) = slots
+                .iter()
+                .enumerate()
+                .map(|(i, (_, estimate))| (i, *estimate))
+                .min_by_key(|&(i, estimate)| (estimate, i))
+                .unwrap();
+            slots[slot] = (id, min + 1);
+        }
+    }
+
+    #[test]
+    fn the_least_counted_key_is_the_one_a_full_scan_would_replace() {
+        // A skewed stream of many keys, some of them hot: every replacement must pick the same
+        // victim as a scan of all counters, so the sketches stay equal slot for slot.
+        let mut sketch = Sketch::default();
+        let mut reference = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let id = match state % 10 {
+                0..=2 => state % 8,
+                3..=5 => state % 300,
+                _ => state % 50_000,
+            };
+            sketch.observe(id, &id.to_le_bytes(), Access::Read);
+            reference_observe(&mut reference, id);
+        }
+        let estimates: Vec<(u64, u64)> = sketch
+            .slots
+            .iter()
+            .map(|(id, c)| (*id, c.total() + c.error))
+            .collect();
+        assert_eq!(estimates, reference);
+        assert!(sketch
+            .slots
+            .iter()
+            .all(|(id, c)| c.shown == id.to_le_bytes()));
     }
 
     #[test]

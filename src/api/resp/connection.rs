@@ -32,6 +32,8 @@ pub const FLUSH_AT: usize = 64 * 1024;
 /// Requests taken off the buffer at once, to run as one pipeline (see
 /// `Session::execute_pipeline`).
 const MAX_PIPELINE_BATCH: usize = 256;
+/// Where the connection's timer starts, and sits while no deadline is earlier.
+const UNARMED: Duration = Duration::from_secs(24 * 60 * 60);
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -68,6 +70,11 @@ where
     let buffer_limit = query_buffer_limit(&limits);
     // When the oldest unanswered byte arrived: the pending request's deadline runs from it.
     let mut pending_since: Option<Instant> = None;
+    // One timer for the connection's life, armed no later than the current deadline: a later
+    // deadline (the idle one moves with every request) is not re-registered with the runtime
+    // each time, but checked when the timer fires, which then re-arms for it.
+    let timer = tokio::time::sleep(UNARMED);
+    tokio::pin!(timer);
     loop {
         loop {
             // Every complete request in the buffer (one at a time before authentication,
@@ -130,13 +137,12 @@ where
             None if session.subscriber.is_some() => None,
             None => timeouts.idle.map(|idle| Instant::now() + idle),
         };
-        input.reserve(READ_CHUNK);
-        let expired = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        if let Some(at) = deadline {
+            if at < timer.deadline() {
+                timer.as_mut().reset(at);
             }
-        };
+        }
+        input.reserve(READ_CHUNK);
         let message = async {
             match session.subscriber.as_mut() {
                 Some(subscriber) => subscriber.recv().await,
@@ -166,7 +172,13 @@ where
                     }
                 }
             }
-            () = expired => return Ok(()),
+            () = &mut timer, if deadline.is_some() => {
+                let at = deadline.expect("the timer is polled only with a deadline");
+                if Instant::now() >= at {
+                    return Ok(());
+                }
+                timer.as_mut().reset(at);
+            }
         }
     }
 }

@@ -146,6 +146,11 @@ impl Session {
         &mut self,
         requests: Vec<Vec<Bytes>>,
     ) -> Vec<(Vec<Frame>, After)> {
+        // One request, the common case: nothing to group.
+        if let [_] = requests.as_slice() {
+            let args = requests.into_iter().next().expect("one request");
+            return vec![self.execute(args).await];
+        }
         let mut answers = Vec::with_capacity(requests.len());
         let mut next = 0;
         while next < requests.len() {
