@@ -53,8 +53,9 @@ measure() { # name side round target url flags... (peers: the last $peer_count s
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$side" "$round" \
         "$(jq -r '[.ops_per_sec, .latency_ms.all.p50, .latency_ms.all.p99] | @tsv' "$out/$name.$side.$round.json")" \
         "$(jq -r --argjson ticks $((after - before)) --argjson hz "$(getconf CLK_TCK)" \
-            --argjson share "$(echo "$secs / ($secs + $warmup)" | bc -l)" \
-            '($ticks / $hz * 1e6 * $share) / (.ops_per_sec * '"$secs"') | . * 100 | round / 100' \
+            --argjson secs "$secs" --argjson warmup "$warmup" \
+            'if .ops_per_sec > 0 then ($ticks / $hz * 1e6 * $secs / ($secs + $warmup))
+                / (.ops_per_sec * $secs) | . * 100 | round / 100 else "-" end' \
             "$out/$name.$side.$round.json")" \
         | tee -a "$out/runs.tsv"
 }

@@ -249,6 +249,34 @@ async fn idle_and_trickling_connections_are_cut_off() {
     peer.shutdown().await;
 }
 
+/// The idle deadline runs from the connection's last request, however often it moved: a
+/// client that keeps asking within the idle timeout stays, and is cut off one idle timeout
+/// after it stops.
+#[tokio::test]
+async fn the_idle_timeout_runs_from_the_last_request() {
+    let idle = Duration::from_millis(400);
+    let resp = RespConfig {
+        idle_timeout: Some(idle),
+        ..RespConfig::default()
+    };
+    let (peer, addr) = start(resp, None).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    // Six requests 250 ms apart: 1.5 s in all, past the first few idle deadlines.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(exchange(&mut client, b"PING\r\n", 7).await, "+PONG\r\n");
+    }
+    let stopped = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut client, Duration::from_secs(3)).await;
+    let waited = stopped.elapsed();
+    assert!(closed, "an idle connection was never cut off");
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_millis(1_500),
+        "cut off {waited:?} after the last request, not about {idle:?}"
+    );
+    peer.shutdown().await;
+}
+
 /// Every command `COMMAND` lists is dispatched to a handler (none falls through to the
 /// "listed but not served" arm), and a key-less call of each answers.
 #[tokio::test]

@@ -16,7 +16,8 @@
 //! Promises: memory is bounded ([`CAPACITY`] entries per window, each key kept to at most
 //! [`KEY_BYTES_KEPT`] bytes for display and identified by a 64-bit hash); counting a request is
 //! a hash, an index lookup and, for a key new to the sketch, a replacement at O(1) amortized
-//! (no allocation), under a lock held for nothing else (`benches/hot_keys.rs`).
+//! (reusing the replaced key's buffer), under a lock held for nothing else
+//! (`benches/hot_keys.rs`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

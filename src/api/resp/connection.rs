@@ -70,6 +70,10 @@ where
     let buffer_limit = query_buffer_limit(&limits);
     // When the oldest unanswered byte arrived: the pending request's deadline runs from it.
     let mut pending_since: Option<Instant> = None;
+    // When the connection last did something (a read, a delivery, answers written): the idle
+    // deadline runs from it. A turn of the loop that the timer began is not activity.
+    let mut active_at = Instant::now();
+    let mut timer_fired = false;
     // One timer for the connection's life, armed no later than the current deadline: a later
     // deadline (the idle one moves with every request) is not re-registered with the runtime
     // each time, but checked when the timer fires, which then re-arms for it.
@@ -131,11 +135,14 @@ where
         } else {
             Some(pending_since.unwrap_or_else(Instant::now))
         };
+        if !std::mem::take(&mut timer_fired) {
+            active_at = Instant::now();
+        }
         let deadline = match pending_since {
             Some(since) => Some(since + timeouts.request),
             // A subscriber waits for messages, not requests: no idle timeout (as in Redis).
             None if session.subscriber.is_some() => None,
-            None => timeouts.idle.map(|idle| Instant::now() + idle),
+            None => timeouts.idle.map(|idle| active_at + idle),
         };
         if let Some(at) = deadline {
             if at < timer.deadline() {
@@ -178,6 +185,7 @@ where
                     return Ok(());
                 }
                 timer.as_mut().reset(at);
+                timer_fired = true;
             }
         }
     }
