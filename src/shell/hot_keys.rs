@@ -112,9 +112,8 @@ impl Sketch {
                         writes: 0,
                         error: 0,
                     };
+                    // `at_min` is empty until the sketch is full, and a full sketch stays full.
                     self.slots.push((id, counter));
-                    // A fresh counter (estimate 0) is below anything the list holds.
-                    self.at_min.clear();
                     self.slots.len() - 1
                 } else {
                     let slot = self.least_counted();
