@@ -415,9 +415,18 @@ impl Node {
         }
     }
 
-    /// Fails every request whose deadline has passed, and runs one round of active expiry and
-    /// one of hint delivery.
+    /// Fails every request whose deadline has passed, and runs one round of active expiry, one
+    /// of hint delivery, and one step of anti-entropy and of handoff: [`Node::tick_deadlines`]
+    /// then [`Node::tick_repair`].
     pub fn tick(&mut self, now: Millis, out: &mut Outputs) {
+        self.tick_deadlines(now, out);
+        self.tick_repair(now, out);
+    }
+
+    /// The part of [`Node::tick`] that keeps requests and data on time: recovery deadlines,
+    /// active expiry and tombstone collection, hint delivery, and requests past their deadline.
+    /// A shell may run it apart from [`Node::tick_repair`] (requests waiting in between).
+    pub fn tick_deadlines(&mut self, now: Millis, out: &mut Outputs) {
         self.paxos_recovering(now); // starts a new acceptor's recovery deadline
         self.expire_and_collect(now, out);
         self.deliver_hints(now, out);
@@ -438,6 +447,12 @@ impl Node {
             request.waiter.fail(error, out);
         }
         self.conditional_tick(now, out);
+    }
+
+    /// The part of [`Node::tick`] that moves data in the background: the next anti-entropy
+    /// step and the next handoff batch, each as the budget allows. The heavier half of a tick
+    /// (a batch reads up to a hundred-odd states).
+    pub fn tick_repair(&mut self, now: Millis, out: &mut Outputs) {
         self.anti_entropy_tick(now, out);
         self.handoff_tick(now, out);
     }

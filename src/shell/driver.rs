@@ -41,6 +41,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 const TICK: Duration = Duration::from_millis(20);
 /// How often gossip's view is read into the core.
 const VIEW_POLL: Duration = Duration::from_millis(100);
+/// How many waiting request-path events a driver serves after each event, before it turns to
+/// what else is queued (see [`Driver::serve_waiting`]).
+const WAITING_BURST: usize = 64;
+/// Request-path peer messages a shard queues while its lock is busy; more are shed.
+const URGENT_QUEUE: usize = 16_384;
 
 /// The log target of request tracing: what each peer did for a traced request (at debug).
 pub const TRACE_TARGET: &str = "ringcache::trace";
@@ -442,6 +447,7 @@ pub fn spawn_shards(
             shutdown.clone(),
         ));
     }
+    let peer_messages_shed = Arc::new(AtomicU64::new(0));
     for node in nodes {
         let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
         let (shard, task) = Driver::spawn(
@@ -449,6 +455,7 @@ pub fn spawn_shards(
             view_rx.clone(),
             transport.clone(),
             inbox_rx,
+            peer_messages_shed.clone(),
             shutdown.clone(),
         );
         shards.push(shard);
@@ -462,7 +469,6 @@ pub fn spawn_shards(
         offer_inbound(&inline_shards, partitions, inbound)
     }));
     let mut stop = shutdown;
-    let peer_messages_shed = Arc::new(AtomicU64::new(0));
     let shed_by_router = peer_messages_shed.clone();
     let id = nodes_id;
     tasks.push(tokio::spawn(async move {
@@ -481,10 +487,7 @@ pub fn spawn_shards(
                     match inboxes[shard].try_send(received) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            let total = shed_by_router.fetch_add(1, Ordering::Relaxed) + 1;
-                            if total.is_power_of_two() {
-                                tracing::warn!(shard, shed_total = total, "shard inbox full: peer message shed");
-                            }
+                            note_shed(&shed_by_router, "shard inbox full");
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
@@ -546,6 +549,11 @@ pub struct Shard {
     /// The driver task's queue: client requests that found the lock busy, and every command
     /// that is not a request. Closed once the driver task has ended.
     commands: mpsc::Sender<Command>,
+    /// Request-path peer messages that found the lock busy: the driver serves them, like the
+    /// client requests in `commands`, before batches and the tick (and never behind them).
+    urgent: mpsc::Sender<Inbound>,
+    /// Peer messages dropped because a queue was full (shared with the router).
+    shed: Arc<AtomicU64>,
     transport: PeerTransport,
     undeliverable_tx: mpsc::UnboundedSender<(NodeId, u64)>,
 }
@@ -612,6 +620,61 @@ impl ShardCore {
             })
             .collect();
         deliveries
+    }
+
+    /// Carries out a command from the driver's queue.
+    fn command(&mut self, command: Command) -> Deliveries {
+        match command {
+            Command::Request {
+                request,
+                trace,
+                reply,
+            } => return self.client_request(request, trace, reply),
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Leave => self.node.leave(wall_clock_ms()),
+            Command::LiveKeys {
+                from,
+                to,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.live_keys(from, to, limit));
+            }
+            Command::Ring { reply } => {
+                let ring = self.node.ring();
+                let lists = (0..ring.params().partitions)
+                    .map(|p| ring.preference_list(p).to_vec())
+                    .collect();
+                let _ = reply.send(lists);
+            }
+            Command::Local { key, reply } => {
+                // `peek`: no access is counted and nothing is repaired, so looking does not
+                // change what is looked at.
+                let node = &self.node;
+                let _ = reply.send(LocalState {
+                    id: node.id().clone(),
+                    replica: node.ring().replicas_of(&key).contains(node.id()),
+                    state: node.store().peek(&key),
+                });
+            }
+        }
+        Deliveries::default()
+    }
+
+    /// Runs a peer message through the core.
+    fn peer_message(&mut self, inbound: Inbound) -> Deliveries {
+        let Inbound {
+            from,
+            trace,
+            message,
+        } = inbound;
+        self.handle(Input::Peer {
+            from,
+            message,
+            trace,
+        })
     }
 
     /// See [`Command::LiveKeys`]: stops at `limit` keys, but only between two positions.
@@ -758,19 +821,19 @@ impl Shard {
             Inline::Busy => return Offered::Busy(inbound),
             Inline::Stopped => return Offered::Taken,
         };
-        let Inbound {
-            from,
-            trace,
-            message,
-        } = inbound;
-        let deliveries = core.handle(Input::Peer {
-            from,
-            message,
-            trace,
-        });
+        let deliveries = core.peer_message(inbound);
         drop(core);
         self.deliver(deliveries);
         Offered::Taken
+    }
+
+    /// Queues a request-path peer message that found the lock busy for the driver, which
+    /// serves it before anything but client requests; shed (as the network might lose it)
+    /// when the queue is full.
+    fn queue_urgent(&self, inbound: Inbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.urgent.try_send(inbound) {
+            note_shed(&self.shed, "request-path queue full");
+        }
     }
 
     /// Carries out sorted outputs: answers the clients, and queues each message on the
@@ -813,9 +876,11 @@ impl Driver {
         views: watch::Receiver<ClusterView>,
         transport: PeerTransport,
         inbound: mpsc::Receiver<Inbound>,
+        shed: Arc<AtomicU64>,
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<Shard>, tokio::task::JoinHandle<()>) {
         let (commands_tx, commands_rx) = mpsc::channel(4096);
+        let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
         let (undeliverable_tx, undeliverable_rx) = mpsc::unbounded_channel();
         let shard = Arc::new(Shard {
             core: std::sync::Mutex::new(ShardCore {
@@ -827,6 +892,8 @@ impl Driver {
             }),
             driver_waiting: std::sync::atomic::AtomicBool::new(false),
             commands: commands_tx,
+            urgent: urgent_tx,
+            shed,
             transport,
             undeliverable_tx,
         });
@@ -834,17 +901,17 @@ impl Driver {
             shard: shard.clone(),
             views,
         };
-        let task = tokio::spawn(driver.run(commands_rx, inbound, undeliverable_rx, shutdown));
+        let queues = Queues {
+            commands: commands_rx,
+            urgent: urgent_rx,
+            bulk: inbound,
+            undeliverable: undeliverable_rx,
+        };
+        let task = tokio::spawn(driver.run(queues, shutdown));
         (shard, task)
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut undeliverable: mpsc::UnboundedReceiver<(NodeId, u64)>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut queues: Queues, mut shutdown: watch::Receiver<bool>) {
         let _stopping = StopOnDrop(self.shard.clone());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -853,58 +920,39 @@ impl Driver {
             // wait, it would be as old as the wait (a tick, or all of a SIGSTOP), and a client
             // request would be stamped and judged for expiry at an instant before it was sent.
             let deliveries = tokio::select! {
-                command = commands.recv() => {
+                command = queues.commands.recv() => {
                     let Some(command) = command else { break };
                     let Some(mut core) = self.shard.lock().await else { break };
-                    match command {
-                        Command::Request { request, trace, reply } => {
-                            core.client_request(request, trace, reply)
-                        }
-                        Command::Status { reply } => {
-                            let _ = reply.send(core.status());
-                            Deliveries::default()
-                        }
-                        Command::Leave => {
-                            core.node.leave(wall_clock_ms());
-                            Deliveries::default()
-                        }
-                        Command::LiveKeys { from, to, limit, reply } => {
-                            let _ = reply.send(core.live_keys(from, to, limit));
-                            Deliveries::default()
-                        }
-                        Command::Ring { reply } => {
-                            let ring = core.node.ring();
-                            let lists = (0..ring.params().partitions)
-                                .map(|p| ring.preference_list(p).to_vec())
-                                .collect();
-                            let _ = reply.send(lists);
-                            Deliveries::default()
-                        }
-                        Command::Local { key, reply } => {
-                            // `peek`: no access is counted and nothing is repaired, so looking
-                            // does not change what is looked at.
-                            let node = &core.node;
-                            let _ = reply.send(LocalState {
-                                id: node.id().clone(),
-                                replica: node.ring().replicas_of(&key).contains(node.id()),
-                                state: node.store().peek(&key),
-                            });
-                            Deliveries::default()
-                        }
-                    }
+                    core.command(command)
                 },
-                Some(Inbound { from, trace, message }) = inbound.recv() => {
+                Some(inbound) = queues.urgent.recv() => {
                     let Some(mut core) = self.shard.lock().await else { break };
-                    core.handle(Input::Peer { from, message, trace })
+                    core.peer_message(inbound)
                 }
-                Some((to, req)) = undeliverable.recv() => {
+                Some(inbound) = queues.bulk.recv() => {
+                    let Some(mut core) = self.shard.lock().await else { break };
+                    core.peer_message(inbound)
+                }
+                Some((to, req)) = queues.undeliverable.recv() => {
                     let Some(mut core) = self.shard.lock().await else { break };
                     core.handle(Input::Undeliverable { to, req })
                 }
                 _ = tick.tick() => {
+                    // In two holds of the lock, what waited in between served first: the
+                    // background half (a batch) does not hold up a request behind the other.
+                    let deliveries = {
+                        let Some(mut core) = self.shard.lock().await else { break };
+                        let mut out = Outputs::default();
+                        core.node.tick_deadlines(wall_clock_ms(), &mut out);
+                        core.sort(out)
+                    };
+                    self.shard.deliver(deliveries);
+                    if !self.serve_waiting(&mut queues).await {
+                        break;
+                    }
                     let Some(mut core) = self.shard.lock().await else { break };
                     let mut out = Outputs::default();
-                    core.node.tick(wall_clock_ms(), &mut out);
+                    core.node.tick_repair(wall_clock_ms(), &mut out);
                     core.sort(out)
                 }
                 Ok(()) = self.views.changed() => {
@@ -922,9 +970,49 @@ impl Driver {
                 _ = shutdown.changed() => break,
             };
             self.shard.deliver(deliveries);
+            if !self.serve_waiting(&mut queues).await {
+                break;
+            }
         }
         // `_stopping` marks the shard stopped as this returns (or unwinds).
     }
+
+    /// Serves what waits on the request path, client requests and then request-path peer
+    /// messages that found the lock busy, before the driver turns to anything else queued
+    /// (a batch, the tick): a request waits for the event in hand, not for every batch that
+    /// arrived before it. At most [`WAITING_BURST`] of them, so a flood of requests cannot
+    /// starve the tick. False once the shard has stopped.
+    async fn serve_waiting(&self, queues: &mut Queues) -> bool {
+        for _ in 0..WAITING_BURST {
+            let deliveries = if let Ok(command) = queues.commands.try_recv() {
+                let Some(mut core) = self.shard.lock().await else {
+                    return false;
+                };
+                core.command(command)
+            } else if let Ok(inbound) = queues.urgent.try_recv() {
+                let Some(mut core) = self.shard.lock().await else {
+                    return false;
+                };
+                core.peer_message(inbound)
+            } else {
+                return true;
+            };
+            self.shard.deliver(deliveries);
+        }
+        true
+    }
+}
+
+/// What a shard's driver task reads.
+struct Queues {
+    /// Client requests that found the lock busy, and every command that is not a request.
+    commands: mpsc::Receiver<Command>,
+    /// Request-path peer messages that found the lock busy (see [`runs_inline`]).
+    urgent: mpsc::Receiver<Inbound>,
+    /// Every other peer message, from the router: batches, tombstone collection.
+    bulk: mpsc::Receiver<Inbound>,
+    /// Messages the transport could not deliver: (peer, request number).
+    undeliverable: mpsc::UnboundedReceiver<(NodeId, u64)>,
 }
 
 /// Marks its shard stopped when dropped, as its driver task ends, normally or by a panic:
@@ -948,9 +1036,10 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Offers a peer message to its shard on the calling (stream) task: `None` once taken (run,
-/// or dropped because the shard is gone), or the message back for the router when it does
-/// not run inline (see [`runs_inline`]) or its shard is busy.
+/// Offers a peer message to its shard on the calling (stream) task: `None` once taken (run;
+/// queued for the shard's driver, which serves it before batches, when the shard is busy; or
+/// dropped because the shard is gone), or the message back for the router when it does not
+/// run inline (see [`runs_inline`]).
 fn offer_inbound(
     shards: &[std::sync::Weak<Shard>],
     partitions: u32,
@@ -962,9 +1051,17 @@ fn offer_inbound(
     let shard = inbound.message.shard(partitions, shards.len() as u32) as usize;
     // A shard that is gone (the peer stopping) drops the message: `None`, taken.
     let shard = shards[shard].upgrade()?;
-    match shard.offer_peer_message(inbound) {
-        Offered::Taken => None,
-        Offered::Busy(inbound) => Some(inbound),
+    if let Offered::Busy(inbound) = shard.offer_peer_message(inbound) {
+        shard.queue_urgent(inbound);
+    }
+    None
+}
+
+/// Counts a peer message shed from a full queue, warning at every power of two.
+fn note_shed(shed: &AtomicU64, why: &'static str) {
+    let total = shed.fetch_add(1, Ordering::Relaxed) + 1;
+    if total.is_power_of_two() {
+        tracing::warn!(shed_total = total, why, "peer message shed");
     }
 }
 

@@ -10,6 +10,17 @@ use crate::shell::auth::{ClusterSecret, PeerIdentity};
 /// current-thread runtime) not yet run: whatever is answered before the test awaits
 /// something was answered on the test's own task.
 fn lone_shard() -> (Arc<Shard>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (shard, shutdown, task, _bulk) = lone_shard_with_inbox();
+    (shard, shutdown, task)
+}
+
+/// [`lone_shard`], with the sender of its driver's queue of batches (what the router feeds).
+fn lone_shard_with_inbox() -> (
+    Arc<Shard>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    mpsc::Sender<Inbound>,
+) {
     let secret = ClusterSecret::new("a cluster secret for the shard tests").unwrap();
     let identity = PeerIdentity::new(&secret, "A").unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -22,9 +33,35 @@ fn lone_shard() -> (Arc<Shard>, watch::Sender<bool>, tokio::task::JoinHandle<()>
     let node = Node::new(NodeId::from("A"), 1, config);
     let (_views_tx, views) = watch::channel(ClusterView::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (_router_tx, router_rx) = mpsc::channel(16);
-    let (shard, task) = Driver::spawn(node, views, transport, router_rx, shutdown);
-    (shard, shutdown_tx, task)
+    let (router_tx, router_rx) = mpsc::channel(64);
+    let shed = Arc::new(AtomicU64::new(0));
+    let (shard, task) = Driver::spawn(node, views, transport, router_rx, shed, shutdown);
+    (shard, shutdown_tx, task, router_tx)
+}
+
+/// A handoff batch from peer B of one state: `key` (of `partition`) holding `value`.
+fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
+    use crate::core::siblings::{Payload, Siblings};
+    use crate::core::version_vector::{Actor, VersionVector};
+    let mut state = Siblings::new();
+    state.update(
+        &Actor("B.1".into()),
+        &VersionVector::new(),
+        Payload::Value {
+            data: value.as_bytes().to_vec(),
+            expires_at_ms: None,
+        },
+        64,
+    );
+    Inbound {
+        from: NodeId::from("B"),
+        trace: None,
+        message: PeerMessage::Handoff {
+            req: 1,
+            partition,
+            states: vec![(key.as_bytes().to_vec(), state)],
+        },
+    }
 }
 
 /// A W=1 put of `key`, which a lone N=1 shard answers at once.
@@ -79,7 +116,7 @@ async fn a_request_that_finds_its_shard_busy_waits_its_turn_with_the_driver() {
 }
 
 #[tokio::test]
-async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_for_the_router() {
+async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_to_be_queued() {
     let (shard, _shutdown, _task) = lone_shard();
     let inbound = || Inbound {
         from: NodeId::from("B"),
@@ -179,9 +216,73 @@ async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
     );
     let ack = message(PeerMessage::StoreAck { req: 7 });
     assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
+    assert_eq!(shard.urgent.capacity(), URGENT_QUEUE, "run, not queued");
+    // A busy shard: the request-path message waits in the driver's own queue for it, not in
+    // the router's behind the batches.
     let held = shard.core.lock().unwrap();
-    assert_eq!(offer_inbound(&shards, 1, ack.clone()), Some(ack));
+    assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
+    assert_eq!(
+        shard.urgent.capacity(),
+        URGENT_QUEUE - 1,
+        "queued for the driver"
+    );
     drop(held);
+}
+
+#[tokio::test]
+async fn requests_that_waited_are_served_before_the_next_batch() {
+    let (shard, _shutdown, _task, bulk) = lone_shard_with_inbox();
+    // Two batches queued first, then (the lock being busy) ten reads of the second batch's
+    // key: each read is served right after the event the driver is on when it arrives, so
+    // none of them can see that key. (Queued in the order of arrival alone, each read would
+    // wait for every batch that came before it.)
+    let partition_of = |key: &str| {
+        shard
+            .core
+            .lock()
+            .unwrap()
+            .node
+            .ring()
+            .partition_of(key.as_bytes())
+    };
+    let first = handoff_of(partition_of("first"), "first", "1");
+    bulk.send(first).await.unwrap();
+    let second = handoff_of(partition_of("second"), "second", "2");
+    bulk.send(second).await.unwrap();
+    let read = || ClientRequest::Get {
+        key: b"second".to_vec(),
+        r: Quorum::One,
+        session: None,
+        stale_ok_ms: 0,
+    };
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let (command, rx) = offer_while_busy(&shard, read());
+        shard.commands.send(command).await.unwrap();
+        answers.push(rx);
+    }
+    for rx in answers {
+        let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(
+            matches!(answer.reply, ClientReply::NotFound { .. }),
+            "a read waited behind a batch that arrived before it: {:?}",
+            answer.reply
+        );
+    }
+    // The batches did run, after the reads.
+    let (tx, rx) = oneshot::channel();
+    shard
+        .commands
+        .send(Command::Local {
+            key: b"second".to_vec(),
+            reply: tx,
+        })
+        .await
+        .unwrap();
+    assert!(rx.await.unwrap().state.is_some());
 }
 
 #[tokio::test]
