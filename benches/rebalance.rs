@@ -7,6 +7,12 @@
 //!    meanwhile, against idle both before the join (three peers, every read local to the
 //!    peer it reaches) and after it settles (four peers, a quarter of reads remote).
 //!
+//! Client load: two closed-loop clients (each sends its next read when the last is answered),
+//! which keep the two cores busy: any background work shows in their tail as queueing.
+//! `RINGCACHE_REBALANCE_RATE=2000` runs an open loop at that many reads per second in all
+//! instead; a read held up behind its sender's previous one is timed from the instant it was
+//! due, not sent, so a stall is charged to every read it delayed.
+//!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
 //! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`). Prints figures;
 //! asserts nothing.
@@ -45,29 +51,64 @@ fn read_quorum() -> String {
     std::env::var("RINGCACHE_REBALANCE_R").unwrap_or_else(|_| "one".into())
 }
 
-/// Reads with the [`read_quorum`] from four clients until `stop`, recording latency in
-/// microseconds.
+/// The clients' total read rate: `RINGCACHE_REBALANCE_RATE`, or 0 (closed loop).
+fn read_rate() -> u64 {
+    std::env::var("RINGCACHE_REBALANCE_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open-loop senders per client: each keeps its own schedule, so one slow read delays only
+/// its sender's next ones (and those are charged for it, timed from when they were due).
+const SENDERS_PER_CLIENT: usize = 8;
+
+/// Reads with the [`read_quorum`] through `clients` until `stop`, at [`read_rate`] (or closed
+/// loop), recording latency in microseconds.
 fn read_load(
     clients: Vec<Client>,
     keys: usize,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Histogram<u64>> {
     let r = read_quorum();
+    let rate = read_rate();
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
+        let senders = if rate == 0 { 1 } else { SENDERS_PER_CLIENT };
+        let every = (rate > 0)
+            .then(|| Duration::from_secs_f64((clients.len() * senders) as f64 / rate as f64));
         for (t, c) in clients.into_iter().enumerate() {
-            let (stop, r) = (stop.clone(), r.clone());
-            tasks.spawn(async move {
-                let mut h = Histogram::<u64>::new(3).expect("histogram");
-                let mut i = t * 7_919;
-                while !stop.load(Ordering::Relaxed) {
-                    i = (i + 7_919) % keys;
-                    let started = Instant::now();
-                    let _ = c.get(&key(i), Some(&r)).await;
-                    let _ = h.record(started.elapsed().as_micros() as u64);
-                }
-                h
-            });
+            for s in 0..senders {
+                let (stop, r, c) = (stop.clone(), r.clone(), c.clone());
+                tasks.spawn(async move {
+                    let mut h = Histogram::<u64>::new(3).expect("histogram");
+                    let mut i = (t * senders + s) * 7_919;
+                    // Senders start spread over one interval, not all at once.
+                    let offset = every.map_or(Duration::ZERO, |e| e * s as u32 / senders as u32);
+                    let mut due = Instant::now() + offset;
+                    while !stop.load(Ordering::Relaxed) {
+                        i = (i + 7_919) % keys;
+                        // A read that is due later waits for it, and is timed from when the
+                        // timer woke it (the timer's own lateness, up to a millisecond, is
+                        // not the cluster's); one already overdue, held up by its sender's
+                        // previous read, is timed from when it was due.
+                        let started = match every {
+                            Some(_) if due > Instant::now() => {
+                                tokio::time::sleep_until(due.into()).await;
+                                Instant::now()
+                            }
+                            Some(_) => due,
+                            None => Instant::now(),
+                        };
+                        let _ = c.get(&key(i), Some(&r)).await;
+                        let _ = h.record(started.elapsed().as_micros() as u64);
+                        if let Some(every) = every {
+                            due += every;
+                        }
+                    }
+                    h
+                });
+            }
         }
         let mut all = Histogram::<u64>::new(3).expect("histogram");
         while let Some(Ok(h)) = tasks.join_next().await {
@@ -94,8 +135,9 @@ async fn keys_of(c: &Client) -> (u64, usize) {
     )
 }
 
-/// Keys handed off, anti-entropy keys sent and repaired, and read repairs, since start.
-async fn move_figures(c: &Client) -> [u64; 4] {
+/// Keys handed off, anti-entropy keys sent and repaired, read repairs, and spare replicas
+/// reads asked, since start.
+async fn move_figures(c: &Client) -> [u64; 5] {
     let status = c.cluster().await.expect("status");
     let stat = |name: &str| status["stats"][name].as_u64().unwrap_or(0);
     [
@@ -103,13 +145,14 @@ async fn move_figures(c: &Client) -> [u64; 4] {
         stat("anti_entropy_keys_sent"),
         stat("anti_entropy_keys_repaired"),
         stat("read_repairs"),
+        stat("read_spares_asked"),
     ]
 }
 
 async fn idle_latency(clients: &[Client], keys: usize) -> Histogram<u64> {
     let stop = Arc::new(AtomicBool::new(false));
     let load = read_load(clients.to_vec(), keys, stop.clone());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load")
 }
@@ -129,7 +172,13 @@ async fn main() -> anyhow::Result<()> {
             .serve_args
             .push(format!("--anti-entropy-keys-per-sec={budget}"));
     }
-    println!("client reads: r={}", read_quorum());
+    match read_rate() {
+        0 => println!("client reads: r={}, two clients, closed loop", read_quorum()),
+        rate => println!(
+            "client reads: r={}, {rate} per second, open loop (an overdue read timed from when it was due)",
+            read_quorum()
+        ),
+    }
     println!(
         "anti-entropy budget: {} keys/s per shard",
         budget.as_deref().unwrap_or("default")
@@ -219,12 +268,14 @@ async fn main() -> anyhow::Result<()> {
         let after = move_figures(c).await;
         let before = before_join.get(i).copied().unwrap_or_default();
         println!(
-            "  {}: handed off {} keys; anti-entropy sent {} keys, repaired {}; read repairs {}",
+            "  {}: handed off {} keys; anti-entropy sent {} keys, repaired {}; read repairs {}; \
+             spares asked {}",
             cluster.peers[i].addresses.id,
             after[0] - before[0],
             after[1] - before[1],
             after[2] - before[2],
-            after[3] - before[3]
+            after[3] - before[3],
+            after[4] - before[4]
         );
     }
     // After the join every peer holds only three quarters of the keys, so a quarter of each

@@ -9,7 +9,10 @@
 //! context, the answers hold only tombstones (collecting them needs every replica's word, see
 //! `collection`), or `CoreConfig::read_spare_after_ms` passes without an answer. A read of
 //! this peer's warming copy, an expire's read, and the read confirming a collection ask every
-//! live replica at once, as every read does with `read_spare_after_ms` at 0.
+//! live replica at once, as every read does with `read_spare_after_ms` at 0. A replica that
+//! answered a read of a partition while warming is asked last for that partition, and probed
+//! beside the replicas a read waits for once a second until it answers otherwise (see
+//! [`WarmingReplicas`]): during a move, reads cost one round trip, not two.
 //!
 //! It keeps listening until every asked replica answered (or the deadline), then
 //! read-repairs those that answered (see `read_repair`); the replicas it never asked are
@@ -157,19 +160,31 @@ impl ReadFlight {
     }
 }
 
-/// Replicas that answered a read of a partition while warming (moving in): for a while
-/// (`WarmingReplicas::ASK_LAST_MS`) reads of that partition ask them last, as spares, so a read
-/// during a move costs one round trip rather than a warming answer and then another.
+/// Replicas that answered a read of a partition while warming (moving in): reads of that
+/// partition ask them last, as spares, so a read during a move costs one round trip rather than
+/// a warming answer and then another. Once a second per partition, one read asks such a
+/// replica as well, beside the replicas it waits for (a *probe*: no client waits for it); the
+/// first answer that is not warming puts it back in turn. A replica that gives no answer at
+/// all for `WarmingReplicas::ASK_LAST_MS` is in turn again too (it may be gone, or down).
 #[derive(Default)]
 pub(super) struct WarmingReplicas {
-    /// Per replica: the partitions it answered warming for, and when.
-    seen: BTreeMap<NodeId, BTreeMap<PartitionId, Millis>>,
+    /// Per replica: the partitions it answered warming for, when it last did, and when it was
+    /// last probed.
+    seen: BTreeMap<NodeId, BTreeMap<PartitionId, Warming>>,
+}
+
+#[derive(Clone, Copy)]
+struct Warming {
+    answered_at: Millis,
+    probed_at: Millis,
 }
 
 impl WarmingReplicas {
-    /// How long a warming answer keeps its replica last in line for that partition; then reads
-    /// ask it in turn again, until it answers warming once more.
-    const ASK_LAST_MS: Millis = 1_000;
+    /// How long a warming answer keeps its replica last in line for that partition, absent
+    /// another answer.
+    const ASK_LAST_MS: Millis = 30_000;
+    /// How often (per replica and partition) a read probes a replica asked last.
+    const PROBE_EVERY_MS: Millis = 1_000;
 
     /// Notes how `replica` answered a read of `partition` at `now`.
     fn note(&mut self, replica: &NodeId, partition: PartitionId, warming: bool, now: Millis) {
@@ -177,8 +192,15 @@ impl WarmingReplicas {
             let partitions = self.seen.entry(replica.clone()).or_default();
             // This replica's entries past their time go; a peer that left keeps its entries
             // (at most one per partition) until it is noted again.
-            partitions.retain(|_, at| now < *at + Self::ASK_LAST_MS);
-            partitions.insert(partition, now);
+            partitions.retain(|_, w| now < w.answered_at + Self::ASK_LAST_MS);
+            let probed_at = partitions.get(&partition).map_or(now, |w| w.probed_at);
+            partitions.insert(
+                partition,
+                Warming {
+                    answered_at: now,
+                    probed_at,
+                },
+            );
         } else if let Some(partitions) = self.seen.get_mut(replica) {
             partitions.remove(&partition);
             if partitions.is_empty() {
@@ -192,7 +214,25 @@ impl WarmingReplicas {
         self.seen
             .get(replica)
             .and_then(|partitions| partitions.get(&partition))
-            .is_some_and(|at| now < at + Self::ASK_LAST_MS)
+            .is_some_and(|w| now < w.answered_at + Self::ASK_LAST_MS)
+    }
+
+    /// Whether the read starting at `now` probes `replica` (asked last) for `partition`;
+    /// true at most once per [`Self::PROBE_EVERY_MS`].
+    fn take_probe(&mut self, replica: &NodeId, partition: PartitionId, now: Millis) -> bool {
+        let Some(w) = self
+            .seen
+            .get_mut(replica)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        else {
+            return false;
+        };
+        let due =
+            now < w.answered_at + Self::ASK_LAST_MS && now >= w.probed_at + Self::PROBE_EVERY_MS;
+        if due {
+            w.probed_at = now;
+        }
+        due
     }
 }
 
@@ -263,6 +303,12 @@ impl Node {
             .iter()
             .filter(|r| **r != self.id && self.view.is_up(r))
             .partition(|r| !self.warming_replicas.asks_last(r, partition, now));
+        // A replica asked last is probed now and then beside the replicas the read waits for.
+        let probes: Vec<NodeId> = ask_last
+            .iter()
+            .filter(|r| self.warming_replicas.take_probe(r, partition, now))
+            .map(|r| (*r).clone())
+            .collect();
         let mut in_order: Vec<&NodeId> = in_turn(req, remotes.len()).map(|i| remotes[i]).collect();
         in_order.extend(ask_last);
         let wanted = if everyone {
@@ -270,7 +316,12 @@ impl Node {
         } else {
             needed - usize::from(holds_key)
         };
-        let mut spares: Vec<NodeId> = in_order.iter().skip(wanted).map(|r| (*r).clone()).collect();
+        let mut spares: Vec<NodeId> = in_order
+            .iter()
+            .skip(wanted)
+            .filter(|r| !probes.contains(r))
+            .map(|r| (*r).clone())
+            .collect();
         for replica in &replicas {
             if *replica == self.id {
                 let local = self.store.read(&key, now);
@@ -595,4 +646,39 @@ pub fn reader_values(state: &Siblings, now: Millis) -> Vec<ReadValue> {
         }
     }
     values
+}
+
+#[cfg(test)]
+mod warming_replicas_tests {
+    use super::*;
+
+    #[test]
+    fn a_warming_replica_is_asked_last_probed_once_a_second_and_back_in_turn_once_it_is_not() {
+        let mut w = WarmingReplicas::default();
+        let d = NodeId::from("D");
+        assert!(!w.asks_last(&d, 3, 0));
+        assert!(!w.take_probe(&d, 3, 0), "no probe for a replica in turn");
+        w.note(&d, 3, true, 100);
+        assert!(w.asks_last(&d, 3, 100));
+        assert!(!w.asks_last(&d, 4, 100), "per partition");
+        assert!(!w.take_probe(&d, 3, 100 + WarmingReplicas::PROBE_EVERY_MS - 1));
+        assert!(w.take_probe(&d, 3, 100 + WarmingReplicas::PROBE_EVERY_MS));
+        assert!(
+            !w.take_probe(&d, 3, 100 + WarmingReplicas::PROBE_EVERY_MS + 1),
+            "once"
+        );
+        // The probe answered warming again: still last, and its probe clock kept.
+        w.note(&d, 3, true, 1_200);
+        assert!(w.asks_last(&d, 3, 1_200));
+        assert!(!w.take_probe(&d, 3, 1_300));
+        assert!(w.take_probe(&d, 3, 2_100));
+        // No answer for a long while: back in turn.
+        assert!(!w.asks_last(&d, 3, 1_200 + WarmingReplicas::ASK_LAST_MS));
+        assert!(!w.take_probe(&d, 3, 1_200 + WarmingReplicas::ASK_LAST_MS + 5_000));
+        // An answer that is not warming puts it back in turn at once.
+        w.note(&d, 3, true, 50_000);
+        w.note(&d, 3, false, 50_001);
+        assert!(!w.asks_last(&d, 3, 50_001));
+        assert!(w.seen.is_empty());
+    }
 }
