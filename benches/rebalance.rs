@@ -14,8 +14,9 @@
 //! due, not sent, so a stall is charged to every read it delayed.
 //!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
-//! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`). Prints figures;
-//! asserts nothing.
+//! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`;
+//! `RINGCACHE_REBALANCE_THREADS` each peer's worker threads, default one per core). Prints
+//! figures; asserts nothing.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
@@ -167,6 +168,15 @@ async fn main() -> anyhow::Result<()> {
     let budget = std::env::var("RINGCACHE_REBALANCE_BUDGET").ok();
     let mut options = LaunchOptions::new(env!("CARGO_BIN_EXE_ringcache"));
     options.serve_args = vec!["--anti-entropy-interval-ms".into(), "2000".into()];
+    // Worker threads per peer: `RINGCACHE_REBALANCE_THREADS`, or the peer's own default (one
+    // per core) when unset or 0. `ringcache up` divides the cores among its peers instead.
+    let threads = std::env::var("RINGCACHE_REBALANCE_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<u32>().ok())
+        .unwrap_or(0);
+    if threads > 0 {
+        options.serve_args.push(format!("--threads={threads}"));
+    }
     if let Some(budget) = &budget {
         options
             .serve_args
@@ -180,8 +190,12 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     println!(
-        "anti-entropy budget: {} keys/s per shard",
-        budget.as_deref().unwrap_or("default")
+        "anti-entropy budget: {} keys/s per shard; worker threads per peer: {}",
+        budget.as_deref().unwrap_or("default"),
+        match threads {
+            0 => "one per core".to_string(),
+            t => t.to_string(),
+        }
     );
     let mut cluster = LocalCluster::start(options, 3).await?;
     let clients: Vec<Client> = cluster
