@@ -216,7 +216,7 @@ pub struct DriverShared {
     hot_keys: HotKeys,
     /// This peer's name (`None` only for a peer of no shard).
     id: Option<NodeId>,
-    /// Peer messages dropped because their shard's inbox was full.
+    /// Peer messages dropped because a queue of their shard was full.
     peer_messages_shed: Arc<AtomicU64>,
 }
 
@@ -257,7 +257,7 @@ impl DriverHandle {
         self.id.as_ref()
     }
 
-    /// Peer messages shed so far because their shard's inbox was full.
+    /// Peer messages shed so far because a queue of their shard was full.
     pub fn peer_messages_shed(&self) -> u64 {
         self.peer_messages_shed.load(Ordering::Relaxed)
     }
@@ -463,7 +463,8 @@ pub fn spawn_shards(
         tasks.push(task);
     }
     // A request-path message is handled on the stream task that read it when its shard is
-    // free, and goes by the router below otherwise. Weak: the transport keeps no shard alive.
+    // free, and waits in the shard's own queue of them otherwise; every other message goes by
+    // the router below. Weak: the transport keeps no shard alive.
     let inline_shards: Vec<std::sync::Weak<Shard>> = shards.iter().map(Arc::downgrade).collect();
     transport.handle_inline(Box::new(move |inbound: Inbound| {
         offer_inbound(&inline_shards, partitions, inbound)
@@ -550,7 +551,8 @@ pub struct Shard {
     /// that is not a request. Closed once the driver task has ended.
     commands: mpsc::Sender<Command>,
     /// Request-path peer messages that found the lock busy: the driver serves them, like the
-    /// client requests in `commands`, before batches and the tick (and never behind them).
+    /// client requests in `commands`, right after the event in hand (see
+    /// [`Driver::serve_waiting`]), not behind every batch queued before them.
     urgent: mpsc::Sender<Inbound>,
     /// Peer messages dropped because a queue was full (shared with the router).
     shed: Arc<AtomicU64>,
@@ -828,7 +830,8 @@ impl Shard {
     }
 
     /// Queues a request-path peer message that found the lock busy for the driver, which
-    /// serves it before anything but client requests; shed (as the network might lose it)
+    /// serves it right after the event in hand (see [`Driver::serve_waiting`]); shed (as the
+    /// network might lose it)
     /// when the queue is full.
     fn queue_urgent(&self, inbound: Inbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.urgent.try_send(inbound) {
@@ -977,27 +980,39 @@ impl Driver {
         // `_stopping` marks the shard stopped as this returns (or unwinds).
     }
 
-    /// Serves what waits on the request path, client requests and then request-path peer
-    /// messages that found the lock busy, before the driver turns to anything else queued
-    /// (a batch, the tick): a request waits for the event in hand, not for every batch that
-    /// arrived before it. At most [`WAITING_BURST`] of them, so a flood of requests cannot
+    /// Serves what waits on the request path, request-path peer messages and client requests
+    /// that found the lock busy, taking one of each in turn, before the driver turns to
+    /// anything else queued (a batch, the tick): a request waits for the event in hand, not
+    /// for every batch that arrived before it. A reply comes first in each turn: it finishes
+    /// work already under way. At most [`WAITING_BURST`] events, so a flood of them cannot
     /// starve the tick. False once the shard has stopped.
     async fn serve_waiting(&self, queues: &mut Queues) -> bool {
-        for _ in 0..WAITING_BURST {
-            let deliveries = if let Ok(command) = queues.commands.try_recv() {
-                let Some(mut core) = self.shard.lock().await else {
-                    return false;
+        let mut served = 0;
+        while served < WAITING_BURST {
+            let mut any = false;
+            if let Ok(inbound) = queues.urgent.try_recv() {
+                let deliveries = {
+                    let Some(mut core) = self.shard.lock().await else {
+                        return false;
+                    };
+                    core.peer_message(inbound)
                 };
-                core.command(command)
-            } else if let Ok(inbound) = queues.urgent.try_recv() {
-                let Some(mut core) = self.shard.lock().await else {
-                    return false;
+                self.shard.deliver(deliveries);
+                (any, served) = (true, served + 1);
+            }
+            if let Ok(command) = queues.commands.try_recv() {
+                let deliveries = {
+                    let Some(mut core) = self.shard.lock().await else {
+                        return false;
+                    };
+                    core.command(command)
                 };
-                core.peer_message(inbound)
-            } else {
-                return true;
-            };
-            self.shard.deliver(deliveries);
+                self.shard.deliver(deliveries);
+                (any, served) = (true, served + 1);
+            }
+            if !any {
+                break;
+            }
         }
         true
     }

@@ -26,11 +26,11 @@
 //!   before a byte of it is read, and a frame that does not arrive whole within the send
 //!   timeout of its first byte ends its stream. At most [`MAX_INBOUND_CONNECTIONS`]
 //!   accepted connections are open at once; more are refused.
-//! - A message may be handled on the stream task that read it ([`PeerTransport::handle_inline`]):
-//!   that stream reads its next frame only once the message was handled, so a peer sending
-//!   faster than this one handles is slowed by flow control, never buffered without bound.
-//!   What the handler hands back goes to the bounded queue, where the router sheds it when its
-//!   shard's inbox is full.
+//! - A message may be taken by a handler on the stream task that read it
+//!   ([`PeerTransport::handle_inline`]: the driver runs it there, or queues it in a bounded
+//!   queue of its shard's); that stream reads its next frame once the handler returned, and
+//!   nothing is buffered without bound. What the handler hands back goes to the bounded queue,
+//!   where the router sheds it when its shard's inbox is full.
 
 use crate::core::message::{self, Envelope, PeerMessage, MAX_FRAME_BYTES};
 use crate::core::types::{NodeId, TraceId};

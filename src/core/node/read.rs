@@ -75,6 +75,9 @@ pub(super) struct ReadFlight {
     asked: usize,
     /// Live replicas not asked yet, kept in reserve (see the module's header).
     spares: Vec<NodeId>,
+    /// Replicas asked only to learn whether they still warm (see [`WarmingReplicas`]): their
+    /// warming answer, or their silence, does not bring the spares in.
+    probes: Vec<NodeId>,
     /// Replicas that answered while warming (see `Node::is_warming`): counted toward R only
     /// once every asked replica answered.
     deferred: Vec<NodeId>,
@@ -303,19 +306,24 @@ impl Node {
             .iter()
             .filter(|r| **r != self.id && self.view.is_up(r))
             .partition(|r| !self.warming_replicas.asks_last(r, partition, now));
-        // A replica asked last is probed now and then beside the replicas the read waits for.
-        let probes: Vec<NodeId> = ask_last
-            .iter()
-            .filter(|r| self.warming_replicas.take_probe(r, partition, now))
-            .map(|r| (*r).clone())
-            .collect();
-        let mut in_order: Vec<&NodeId> = in_turn(req, remotes.len()).map(|i| remotes[i]).collect();
-        in_order.extend(ask_last);
         let wanted = if everyone {
-            in_order.len()
+            remotes.len() + ask_last.len()
         } else {
             needed - usize::from(holds_key)
         };
+        // A replica asked last is probed now and then beside the other replicas a read asks
+        // (not by a read that asks no other: it would stay open for the probe alone).
+        let probes: Vec<NodeId> = if everyone || wanted == 0 {
+            Vec::new()
+        } else {
+            ask_last
+                .iter()
+                .filter(|r| self.warming_replicas.take_probe(r, partition, now))
+                .map(|r| (*r).clone())
+                .collect()
+        };
+        let mut in_order: Vec<&NodeId> = in_turn(req, remotes.len()).map(|i| remotes[i]).collect();
+        in_order.extend(ask_last);
         let mut spares: Vec<NodeId> = in_order
             .iter()
             .skip(wanted)
@@ -364,6 +372,7 @@ impl Node {
             answers,
             asked,
             spares,
+            probes,
             deferred,
             warming: warming_answers,
             unreachable: 0,
@@ -420,7 +429,9 @@ impl Node {
                 if warming {
                     read.deferred.push(from.clone());
                     read.warming.push(from.clone());
-                    read.ask_spares((now, req), waiter, &mut self.counters, out);
+                    if !read.probes.contains(&from) {
+                        read.ask_spares((now, req), waiter, &mut self.counters, out);
+                    }
                 } else {
                     read.tracker.record_success(&from);
                 }
@@ -446,7 +457,9 @@ impl Node {
         {
             read.tracker.record_failure(to);
             read.unreachable += 1;
-            read.ask_spares((now, req), waiter, &mut self.counters, out);
+            if !read.probes.contains(to) {
+                read.ask_spares((now, req), waiter, &mut self.counters, out);
+            }
             read.count_deferred_once_all_answered();
             self.settle_read(now, req, out);
         }

@@ -3289,14 +3289,67 @@ fn a_replica_that_answered_warming_is_asked_last_and_probed_beside_the_reads() {
         .count();
     assert_eq!(asking_d, 1);
     // A second later one read asks D again, as well as the replica it waits for (D may have
-    // stopped warming); D, still warming, stays last for the reads after it.
+    // stopped warming); D, still warming, stays last for the reads after it. The probe's
+    // warming answer asks no spare: the read asked the replica it needs already.
+    let spares_asked = net.nodes[&nid("A")].stats().read_spares_asked;
+    assert_eq!(
+        spares_asked, 1,
+        "D's first warming answer brought the spare in"
+    );
     net.now += 1_000;
     let probe = read(&mut net);
     assert_eq!(probe.len(), 2, "{probe:?}");
     assert!(probe.contains(&nid("D")));
     assert!((0..16).all(|_| !read(&mut net).contains(&nid("D"))));
-    // A read whose first replica does not answer still brings D in, as a spare.
-    assert!(net.nodes[&nid("A")].stats().read_spares_asked >= 1);
+    assert_eq!(net.nodes[&nid("A")].stats().read_spares_asked, spares_asked);
+}
+
+#[test]
+fn a_probes_warming_answer_brings_no_spare_in() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let (mut net, keys) = three_peers_holding(200, config.clone());
+    join_fourth_peer(&mut net, config);
+    // A key D replicates, read at R=1 by a peer that holds no copy: it asks one replica, and
+    // keeps the other two as spares.
+    let (key, coordinator) = keys
+        .iter()
+        .find_map(|k| {
+            let replicas = net.nodes[&nid("A")]
+                .ring()
+                .replicas_of(k.as_bytes())
+                .to_vec();
+            let outsider = ["A", "B", "C"]
+                .into_iter()
+                .find(|x| !replicas.contains(&nid(x)))?;
+            replicas.contains(&nid("D")).then(|| (k.clone(), outsider))
+        })
+        .expect("a key of D's that one of the others does not hold");
+    let read = |net: &mut Net| {
+        let out = start_get(net, coordinator, get(&key, Quorum::One));
+        let fetched = fetched_from(&out);
+        let reply = deliver_sent(net, coordinator, out);
+        assert_eq!(values(&reply.expect("answered")), vec!["v"]);
+        fetched
+    };
+    assert!(
+        (0..16).any(|_| read(&mut net) == vec![nid("D")]),
+        "D is asked in turn until it answers warming"
+    );
+    let spares_asked = net.nodes[&nid(coordinator)].stats().read_spares_asked;
+    assert!(
+        spares_asked >= 1,
+        "D's warming answer brought the spares in"
+    );
+    net.now += 1_000;
+    let probe = read(&mut net);
+    assert_eq!(probe.len(), 2, "{probe:?}");
+    assert!(probe.contains(&nid("D")));
+    assert_eq!(
+        net.nodes[&nid(coordinator)].stats().read_spares_asked,
+        spares_asked,
+        "the probe's warming answer asked the spare too"
+    );
 }
 
 #[test]

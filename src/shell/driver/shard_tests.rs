@@ -39,8 +39,8 @@ fn lone_shard_with_inbox() -> (
     (shard, shutdown_tx, task, router_tx)
 }
 
-/// A handoff batch from peer B of one state: `key` (of `partition`) holding `value`.
-fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
+/// A state of one value, as peer B would have written it.
+fn state_of(value: &str) -> crate::core::siblings::Siblings {
     use crate::core::siblings::{Payload, Siblings};
     use crate::core::version_vector::{Actor, VersionVector};
     let mut state = Siblings::new();
@@ -53,13 +53,18 @@ fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
         },
         64,
     );
+    state
+}
+
+/// A handoff batch from peer B of one state: `key` (of `partition`) holding `value`.
+fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
     Inbound {
         from: NodeId::from("B"),
         trace: None,
         message: PeerMessage::Handoff {
             req: 1,
             partition,
-            states: vec![(key.as_bytes().to_vec(), state)],
+            states: vec![(key.as_bytes().to_vec(), state_of(value))],
         },
     }
 }
@@ -323,4 +328,42 @@ async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
     ));
     let later = rx.try_recv().unwrap();
     assert_eq!(later.reply, ClientReply::Failed(RequestError::ShuttingDown));
+}
+
+#[tokio::test]
+async fn a_request_path_message_queued_while_the_shard_was_busy_is_run_by_the_driver() {
+    let (shard, _shutdown, _task) = lone_shard();
+    let shards = [Arc::downgrade(&shard)];
+    let store = Inbound {
+        from: NodeId::from("B"),
+        trace: None,
+        message: PeerMessage::Store {
+            req: 9,
+            key: b"queued".to_vec(),
+            state: state_of("v"),
+        },
+    };
+    let held = shard.core.lock().unwrap();
+    assert_eq!(
+        offer_inbound(&shards, 1, store),
+        None,
+        "taken, to be run later"
+    );
+    drop(held);
+    // The driver's turn (this runtime has one thread): it runs what was queued.
+    tokio::task::yield_now().await;
+    let (tx, rx) = oneshot::channel();
+    shard
+        .commands
+        .send(Command::Local {
+            key: b"queued".to_vec(),
+            reply: tx,
+        })
+        .await
+        .unwrap();
+    let local = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(local.state.is_some(), "the queued Store was run");
 }
