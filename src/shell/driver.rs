@@ -831,8 +831,7 @@ impl Shard {
 
     /// Queues a request-path peer message that found the lock busy for the driver, which
     /// serves it right after the event in hand (see [`Driver::serve_waiting`]); shed (as the
-    /// network might lose it)
-    /// when the queue is full.
+    /// network might lose it) when the queue is full.
     fn queue_urgent(&self, inbound: Inbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.urgent.try_send(inbound) {
             note_shed(&self.shed, "request-path queue full");
@@ -943,14 +942,12 @@ impl Driver {
                 _ = tick.tick() => {
                     // In two holds of the lock, what waited in between served first: the
                     // background half (a batch) does not hold up a request behind the other.
-                    let deliveries = {
-                        let Some(mut core) = self.shard.lock().await else { break };
+                    let deadlines = self.run_event(|core| {
                         let mut out = Outputs::default();
                         core.node.tick_deadlines(wall_clock_ms(), &mut out);
                         core.sort(out)
-                    };
-                    self.shard.deliver(deliveries);
-                    if !self.serve_waiting(&mut queues).await {
+                    });
+                    if !deadlines.await || !self.serve_waiting(&mut queues).await {
                         break;
                     }
                     let Some(mut core) = self.shard.lock().await else { break };
@@ -980,6 +977,19 @@ impl Driver {
         // `_stopping` marks the shard stopped as this returns (or unwinds).
     }
 
+    /// Runs one event on the core, locked, and carries out what it asked for once the lock is
+    /// let go. False once the shard has stopped.
+    async fn run_event(&self, event: impl FnOnce(&mut ShardCore) -> Deliveries) -> bool {
+        let deliveries = {
+            let Some(mut core) = self.shard.lock().await else {
+                return false;
+            };
+            event(&mut core)
+        };
+        self.shard.deliver(deliveries);
+        true
+    }
+
     /// Serves what waits on the request path, request-path peer messages and client requests
     /// that found the lock busy, taking one of each in turn, before the driver turns to
     /// anything else queued (a batch, the tick): a request waits for the event in hand, not
@@ -991,23 +1001,15 @@ impl Driver {
         while served < WAITING_BURST {
             let mut any = false;
             if let Ok(inbound) = queues.urgent.try_recv() {
-                let deliveries = {
-                    let Some(mut core) = self.shard.lock().await else {
-                        return false;
-                    };
-                    core.peer_message(inbound)
-                };
-                self.shard.deliver(deliveries);
+                if !self.run_event(|core| core.peer_message(inbound)).await {
+                    return false;
+                }
                 (any, served) = (true, served + 1);
             }
             if let Ok(command) = queues.commands.try_recv() {
-                let deliveries = {
-                    let Some(mut core) = self.shard.lock().await else {
-                        return false;
-                    };
-                    core.command(command)
-                };
-                self.shard.deliver(deliveries);
+                if !self.run_event(|core| core.command(command)).await {
+                    return false;
+                }
                 (any, served) = (true, served + 1);
             }
             if !any {

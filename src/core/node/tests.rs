@@ -1337,6 +1337,15 @@ fn three_peers_holding(count: usize, config: CoreConfig) -> (Net, Vec<String>) {
 }
 
 /// A fresh peer D joins the cluster of A, B and C: every node gets the four-member view.
+/// Three peers holding 200 keys (no anti-entropy), and a fourth that has just joined them.
+fn just_joined_fourth_peer() -> (Net, Vec<String>) {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 0;
+    let (mut net, keys) = three_peers_holding(200, config.clone());
+    join_fourth_peer(&mut net, config);
+    (net, keys)
+}
+
 fn join_fourth_peer(net: &mut Net, config: CoreConfig) {
     let mut d = Node::new(nid("D"), 4, config);
     let four = MembershipView::new()
@@ -1604,10 +1613,7 @@ fn a_write_for_a_partition_a_peer_gave_up_is_kept_and_handed_off() {
 
 #[test]
 fn a_read_does_not_repair_a_replica_that_is_still_warming() {
-    let mut config = CoreConfig::for_test();
-    config.anti_entropy_interval_ms = 0;
-    let (mut net, keys) = three_peers_holding(200, config.clone());
-    join_fourth_peer(&mut net, config);
+    let (mut net, keys) = just_joined_fourth_peer();
     let key = &keys_shared_by(&net, &keys, "A", "D")[0];
     let reply = net.request("A", get(key, Quorum::All)).unwrap();
     assert_eq!(values(&reply), vec!["v"]);
@@ -1618,10 +1624,7 @@ fn a_read_does_not_repair_a_replica_that_is_still_warming() {
 
 #[test]
 fn right_after_a_join_the_newcomer_does_not_answer_a_read_alone() {
-    let mut config = CoreConfig::for_test();
-    config.anti_entropy_interval_ms = 0;
-    let (mut net, keys) = three_peers_holding(200, config.clone());
-    join_fourth_peer(&mut net, config);
+    let (mut net, keys) = just_joined_fourth_peer();
     // A key D now replicates but holds nothing of yet (no tick: no handoff has run).
     let key = keys
         .iter()
@@ -3255,10 +3258,7 @@ fn a_read_that_finds_only_tombstones_asks_every_replica_so_they_can_be_collected
 
 #[test]
 fn a_warming_answer_brings_the_spares_in_at_once() {
-    let mut config = CoreConfig::for_test();
-    config.anti_entropy_interval_ms = 0;
-    let (mut net, keys) = three_peers_holding(200, config.clone());
-    join_fourth_peer(&mut net, config);
+    let (mut net, keys) = just_joined_fourth_peer();
     // Keys A and the newcomer D both replicate: when A's read asks D, D answers that it is
     // warming, and A asks its spare at once rather than after the spares' delay.
     for key in keys_shared_by(&net, &keys, "A", "D").into_iter().take(12) {
@@ -3270,10 +3270,7 @@ fn a_warming_answer_brings_the_spares_in_at_once() {
 
 #[test]
 fn a_replica_that_answered_warming_is_asked_last_and_probed_beside_the_reads() {
-    let mut config = CoreConfig::for_test();
-    config.anti_entropy_interval_ms = 0;
-    let (mut net, keys) = three_peers_holding(200, config.clone());
-    join_fourth_peer(&mut net, config);
+    let (mut net, keys) = just_joined_fourth_peer();
     let key = keys_shared_by(&net, &keys, "A", "D").remove(0);
     // Reads A coordinates ask one replica besides its own copy; each returns whom it asked.
     let read = |net: &mut Net| {
@@ -3306,10 +3303,7 @@ fn a_replica_that_answered_warming_is_asked_last_and_probed_beside_the_reads() {
 
 #[test]
 fn a_probes_warming_answer_brings_no_spare_in() {
-    let mut config = CoreConfig::for_test();
-    config.anti_entropy_interval_ms = 0;
-    let (mut net, keys) = three_peers_holding(200, config.clone());
-    join_fourth_peer(&mut net, config);
+    let (mut net, keys) = just_joined_fourth_peer();
     // A key D replicates, read at R=1 by a peer that holds no copy: it asks one replica, and
     // keeps the other two as spares.
     let (key, coordinator) = keys

@@ -69,6 +69,21 @@ fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
     }
 }
 
+/// The shard's own state of `key`, asked through the driver's queue (so answered once the
+/// driver has run everything queued before it).
+async fn local_state(shard: &Shard, key: &str) -> LocalState {
+    let (tx, rx) = oneshot::channel();
+    let command = Command::Local {
+        key: key.as_bytes().to_vec(),
+        reply: tx,
+    };
+    shard.commands.send(command).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered")
+        .unwrap()
+}
+
 /// A W=1 put of `key`, which a lone N=1 shard answers at once.
 fn put(key: &str) -> ClientRequest {
     crate::core::node::tests::put(key, "v", None, Quorum::One)
@@ -278,16 +293,7 @@ async fn requests_that_waited_are_served_before_the_next_batch() {
         );
     }
     // The batches did run, after the reads.
-    let (tx, rx) = oneshot::channel();
-    shard
-        .commands
-        .send(Command::Local {
-            key: b"second".to_vec(),
-            reply: tx,
-        })
-        .await
-        .unwrap();
-    assert!(rx.await.unwrap().state.is_some());
+    assert!(local_state(&shard, "second").await.state.is_some());
 }
 
 #[tokio::test]
@@ -352,18 +358,6 @@ async fn a_request_path_message_queued_while_the_shard_was_busy_is_run_by_the_dr
     drop(held);
     // The driver's turn (this runtime has one thread): it runs what was queued.
     tokio::task::yield_now().await;
-    let (tx, rx) = oneshot::channel();
-    shard
-        .commands
-        .send(Command::Local {
-            key: b"queued".to_vec(),
-            reply: tx,
-        })
-        .await
-        .unwrap();
-    let local = tokio::time::timeout(Duration::from_secs(5), rx)
-        .await
-        .expect("answered")
-        .unwrap();
+    let local = local_state(&shard, "queued").await;
     assert!(local.state.is_some(), "the queued Store was run");
 }
