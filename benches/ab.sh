@@ -7,14 +7,15 @@
 #
 # Each round starts, for OLD and then NEW: three peers (N=3, the cores divided among them, as
 # `ringcache up` runs them) loaded with quorum GET and quorum PUT over RESP and quorum GET over
-# HTTP; then one peer (N=1, every core) loaded with GET and SET over RESP. `ringcache bench`
+# HTTP; then one peer (N=1, every core) loaded with GET and SET over RESP and over HTTP. `ringcache bench`
 # (from NEW) runs 50 connections on 10,000 uniform keys of 100 bytes, reads preloaded. Prints
 # every run as it ends (workload, side, round, ops/s, p50 ms, p99 ms, and the CPU time the
 # peers spent per request in µs, user and system, summed over the peers) and then the medians.
 # CPU per request is the steadier figure on a shared machine: a neighbour's load slows both
 # sides' throughput, but barely changes what each request costs.
 # Settings (environment): AB_SECS measured seconds per run (5), AB_WARMUP (1), AB_ROUNDS (3),
-# AB_OUT where the runs are kept (a new temporary directory). Needs redis-cli, curl and jq.
+# AB_OUT where the runs are kept (a new temporary directory), AB_ONLY a regular expression: only
+# the workloads it matches run (e.g. `http`). Needs redis-cli, curl and jq.
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: benches/ab.sh OLD_BINARY NEW_BINARY" >&2; exit 2; }
 old=$(realpath "$1"); new=$(realpath "$2")
@@ -33,6 +34,7 @@ cpu_ticks() { # pid...
 
 measure() { # name side round target url flags... (peers: the last $peer_count started)
     local name=$1 side=$2 round=$3 target=$4 url=$5 before after; shift 5
+    [[ $name =~ ${AB_ONLY:-.} ]] || return 0
     local peers=("${pids[@]: -$peer_count}") flags=() flag
     # Keys are preloaded in a run of their own, so that the measured run's CPU is its load's.
     for flag in "$@"; do
@@ -83,6 +85,8 @@ one_side() { # side binary round
     wait_port "$resp"
     measure "GET-1-peer-resp" "$side" "$round" resp "redis://127.0.0.1:$resp" --reads 1 --preload
     measure "SET-1-peer-resp" "$side" "$round" resp "redis://127.0.0.1:$resp" --reads 0
+    measure "GET-1-peer-http" "$side" "$round" http "http://127.0.0.1:$http" --reads 1 --preload
+    measure "PUT-1-peer-http" "$side" "$round" http "http://127.0.0.1:$http" --reads 0
     stop_last 1
 }
 
@@ -95,7 +99,9 @@ median_of() { # name side column
     awk -v n="$1" -v s="$2" -v c="$3" '$1 == n && $2 == s { print $c }' "$out/runs.tsv" \
         | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
-for name in quorum-GET-resp quorum-PUT-resp quorum-GET-http GET-1-peer-resp SET-1-peer-resp; do
+for name in quorum-GET-resp quorum-PUT-resp quorum-GET-http GET-1-peer-resp SET-1-peer-resp \
+    GET-1-peer-http PUT-1-peer-http; do
+    [[ $name =~ ${AB_ONLY:-.} ]] || continue
     for side in old new; do
         printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$side" "$(median_of "$name" "$side" 4)" \
             "$(median_of "$name" "$side" 6)" "$(median_of "$name" "$side" 7)"

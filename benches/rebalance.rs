@@ -15,8 +15,9 @@
 //!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
 //! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`;
-//! `RINGCACHE_REBALANCE_THREADS` each peer's worker threads, default one per core). Prints
-//! figures; asserts nothing.
+//! `RINGCACHE_REBALANCE_THREADS` each peer's worker threads: by default the machine's cores
+//! divided among the four peers the bench runs, as `ringcache up` divides them; `0` for the
+//! peer's own default of one per core). Prints figures; asserts nothing.
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
@@ -168,12 +169,14 @@ async fn main() -> anyhow::Result<()> {
     let budget = std::env::var("RINGCACHE_REBALANCE_BUDGET").ok();
     let mut options = LaunchOptions::new(env!("CARGO_BIN_EXE_ringcache"));
     options.serve_args = vec!["--anti-entropy-interval-ms".into(), "2000".into()];
-    // Worker threads per peer: `RINGCACHE_REBALANCE_THREADS`, or the peer's own default (one
-    // per core) when unset or 0. `ringcache up` divides the cores among its peers instead.
+    // Worker threads per peer: `RINGCACHE_REBALANCE_THREADS` (0: the peer's own default, one
+    // per core), else the cores divided among the four peers the bench runs on this machine,
+    // as `ringcache up` divides them: peers that each start a thread per core preempt each
+    // other, and a preempted thread may hold its shard's lock while a read waits for it.
     let threads = std::env::var("RINGCACHE_REBALANCE_THREADS")
         .ok()
-        .and_then(|t| t.parse::<u32>().ok())
-        .unwrap_or(0);
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or_else(|| ringcache::launcher::threads_per_peer(4));
     if threads > 0 {
         options.serve_args.push(format!("--threads={threads}"));
     }

@@ -214,12 +214,7 @@ impl RunningPeer {
             health,
             peer_tls.as_deref(),
         )?;
-        let http_task = tokio::spawn(http_server.run(
-            http_listener,
-            routers.app,
-            routers.health_only,
-            shutdown_rx,
-        ));
+        let http_task = tokio::spawn(http_server.run(http_listener, routers, shutdown_rx));
         tracing::info!(?addresses, "peer started");
         Ok(RunningPeer {
             addresses,

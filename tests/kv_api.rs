@@ -439,3 +439,87 @@ async fn metrics_count_a_known_workload() {
     })
     .await;
 }
+
+/// Status, headers (but `date`) and body of a response.
+async fn answered(response: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = response.status().as_u16();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    headers.sort();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+/// Key requests are answered by a direct path past the router (see
+/// `api::http::DirectKeyRoute`); a `GET` or `HEAD` that carries a body still goes by the
+/// router. Both must answer the same: values, siblings, misses, counters, bad queries, trace
+/// ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_reads_by_the_direct_path_answer_as_the_router_does() {
+    common::with_cluster_args(1, &["--replicas=1"], |cluster| async move {
+        let base = cluster.peers[0].url();
+        let http = http();
+        let kv = |k: &str| format!("{base}/v1/kv/{k}");
+        for (key, value) in [("plain", "one"), ("twice", "a"), ("twice", "b")] {
+            // Written without a context: the second write to `twice` stands beside the first.
+            let put = http.put(kv(key)).body(value).send().await.unwrap();
+            assert_eq!(put.status(), 204);
+        }
+        let incr = http.post(kv("count/incr")).body("5").send().await.unwrap();
+        assert!(incr.status().is_success(), "{incr:?}");
+        let reads = [
+            kv("plain"),
+            kv("plain?r=one"),
+            kv("twice"),
+            kv("missing"),
+            kv("count"),
+            kv("a%2Fslash%20and%20space"),
+            kv("plain?r=banana"),
+            kv("plain?r=9"),
+            kv("plain?%FF=%FE"),
+        ];
+        let mut siblings_seen = false;
+        let methods = [reqwest::Method::GET, reqwest::Method::HEAD];
+        for (url, method) in reads
+            .iter()
+            .flat_map(|u| methods.iter().map(move |m| (u, m)))
+        {
+            for trace in [None, Some("client-trace-0001")] {
+                let send = |body: Option<&'static str>| {
+                    let mut get = http.request(method.clone(), url);
+                    if let Some(body) = body {
+                        get = get.body(body);
+                    }
+                    if let Some(id) = trace {
+                        get = get.header("x-request-id", id);
+                    }
+                    get.send()
+                };
+                let (direct, routed) = (send(None).await.unwrap(), send(Some("x")).await.unwrap());
+                let (mut direct, mut routed) = (answered(direct).await, answered(routed).await);
+                if trace.is_none() {
+                    // A fresh trace id each: present on both, and otherwise ignored.
+                    for (_, headers, _) in [&mut direct, &mut routed] {
+                        let at = headers.iter().position(|(n, _)| n == "x-request-id");
+                        assert!(
+                            at.is_some(),
+                            "{method} {url}: no x-request-id in {headers:?}"
+                        );
+                        headers.remove(at.unwrap());
+                    }
+                }
+                assert_eq!(direct, routed, "{method} {url} (trace {trace:?})");
+                siblings_seen |= direct.0 == 300;
+            }
+        }
+        assert!(
+            siblings_seen,
+            "the concurrent writes to `twice` made no siblings"
+        );
+        cluster
+    })
+    .await;
+}

@@ -62,11 +62,12 @@ pub struct ApiSettings {
     pub slow_request: Duration,
 }
 
-/// The routers of one peer's HTTP API: the whole API, and `GET /health` alone for the
-/// connections past the cap (see `http_server`).
+/// The routers of one peer's HTTP API: the whole API, `GET /health` alone for the
+/// connections past the cap (see `http_server`), and the direct path of key requests.
 pub struct Routers {
     pub app: Router,
     pub health_only: Router,
+    pub direct_keys: DirectKeyRoute,
 }
 
 /// The HTTP API of one peer. `context_key` authenticates the causal context tokens it issues
@@ -103,6 +104,11 @@ pub fn router(
         }),
     };
     let max_value_bytes = settings.max_value_bytes;
+    let direct_keys = DirectKeyRoute {
+        state: state.clone(),
+        client_token: client_token.clone(),
+        max_value_bytes,
+    };
     let health_only = Router::new()
         .route("/health", get(health_check))
         .fallback(too_many_connections)
@@ -141,7 +147,94 @@ pub fn router(
         ))
         // Outermost, so a refused request is answered with its id too.
         .layer(middleware::from_fn(request_id));
-    Ok(Routers { app, health_only })
+    Ok(Routers {
+        app,
+        health_only,
+        direct_keys,
+    })
+}
+
+/// The most frequent requests, key reads and writes (`GET`, `HEAD`, `DELETE` and `PUT` of
+/// `/v1/kv/{key}`), answered without the router: axum's route lookup, its three middleware
+/// layers and its extractors each box and move the request's future, which cost a one-peer
+/// key read about a quarter of its CPU (see `docs/performance.md`). The answer is the
+/// router's: the same handler, under the same trace id and span, with the same
+/// `X-Request-Id`, and errors made JSON the same way. Whatever it does not take goes to the
+/// router, which answers it as before: another route or method, a body on anything but a
+/// `PUT`, a `PUT` without a `Content-Length` or with one over `--max-value-bytes` (the
+/// router's body limit answers those), a missing or wrong client token (the router's `401`).
+#[derive(Clone)]
+pub struct DirectKeyRoute {
+    state: ApiState,
+    client_token: Option<ClientToken>,
+    max_value_bytes: usize,
+}
+
+impl DirectKeyRoute {
+    /// Whether the direct path answers `request` (see the type's promises).
+    pub fn takes<B: hyper::body::Body>(&self, request: &hyper::Request<B>) -> bool {
+        use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+        let body_fits = match *request.method() {
+            Method::GET | Method::HEAD | Method::DELETE => request.body().is_end_stream(),
+            Method::PUT => request
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|length| length <= self.max_value_bytes),
+            _ => false,
+        };
+        body_fits
+            && request.uri().path().starts_with(KV_PREFIX)
+            && self
+                .client_token
+                .as_ref()
+                .is_none_or(|token| token.authorizes(request.headers().get(AUTHORIZATION)))
+    }
+
+    /// Answers a request [`DirectKeyRoute::takes`] took, as the router would.
+    pub async fn answer<B>(&self, request: hyper::Request<B>) -> Response
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let asked = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let trace = request_log::trace_id_or_new(asked);
+        let span = tracing::info_span!("request", trace_id = %trace);
+        let handled = async {
+            // The handler's extractors that can fail, failing in the same order and words.
+            let query = match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
+                Ok(query) => query,
+                Err(rejection) => return json_errors::as_json(rejection.into_response()).await,
+            };
+            // `takes` bounded the body by its length: it cannot pass the body limit.
+            let body = match axum::body::to_bytes(axum::body::Body::new(body), usize::MAX).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let why = format!("Failed to buffer the request body: {e}");
+                    return json_errors::as_json((StatusCode::BAD_REQUEST, why).into_response())
+                        .await;
+                }
+            };
+            let response = kv(
+                State(self.state.clone()),
+                Extension(trace.clone()),
+                parts.method,
+                parts.uri,
+                query,
+                parts.headers,
+                body,
+            )
+            .await;
+            json_errors::as_json(response).await
+        };
+        let mut response = handled.instrument(span).await;
+        set_header(&mut response, REQUEST_ID_HEADER, trace.as_str());
+        response
+    }
 }
 
 /// Gives the request its trace id (the client's `X-Request-Id` when sane, else a fresh one):

@@ -24,6 +24,7 @@
 //! points at the API keeps working.
 
 use crate::api::conn_guard::{ConnGuard, Deadlines, GuardedIo};
+use crate::api::http::{DirectKeyRoute, Routers};
 use crate::config::{HttpConfig, TlsFiles};
 use axum::Router;
 use hyper::body::{Body as _, Incoming};
@@ -99,15 +100,20 @@ impl HttpServer {
         self.tls.is_some()
     }
 
-    /// Serves `app` on `listener` (and `health_only` on the reserve) until `shutdown` turns
-    /// true, then lets the connections finish what they are answering, for a short while.
+    /// Serves `routers.app` on `listener` (key requests by their direct path, and
+    /// `routers.health_only` on the reserve) until `shutdown` turns true, then lets the
+    /// connections finish what they are answering, for a short while.
     pub async fn run(
         self,
         listener: TcpListener,
-        app: Router,
-        health_only: Router,
+        routers: Routers,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let Routers {
+            app,
+            health_only,
+            direct_keys,
+        } = routers;
         let full = Arc::new(Semaphore::new(self.config.max_connections));
         // The reserve's connections, oldest first (finished ones are pruned as it fills).
         let mut reserve: VecDeque<AbortHandle> = VecDeque::with_capacity(HEALTH_RESERVE + 1);
@@ -155,16 +161,20 @@ impl HttpServer {
                 }
             };
             let in_reserve = permit.is_none();
+            let routes = Routes {
+                router,
+                direct_keys: (!in_reserve).then(|| direct_keys.clone()),
+            };
             let tls = self.tls.clone();
             let stop = shutdown.clone();
             let handle = connections.spawn(async move {
                 let guard = ConnGuard::new(deadlines);
                 let io = GuardedIo::new(stream, guard.clone());
                 match tls {
-                    None => serve_connection(io, guard, router, keep_alive, stop, permit).await,
+                    None => serve_connection(io, guard, routes, keep_alive, stop, permit).await,
                     Some(acceptor) => match acceptor.accept(io).await {
                         Ok(io) => {
-                            serve_connection(io, guard, router, keep_alive, stop, permit).await
+                            serve_connection(io, guard, routes, keep_alive, stop, permit).await
                         }
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     },
@@ -182,19 +192,27 @@ impl HttpServer {
     }
 }
 
+/// What one connection is served: a router, and for a connection under the cap the direct
+/// path of key requests.
+struct Routes {
+    router: Router,
+    direct_keys: Option<DirectKeyRoute>,
+}
+
 /// Serves one connection until it closes, times out or the peer stops; `_permit` is its
 /// place under the cap (none for a reserve connection), given back when it ends.
 async fn serve_connection<S>(
     io: S,
     guard: ConnGuard,
-    router: Router,
+    routes: Routes,
     keep_alive: bool,
     mut stop: watch::Receiver<bool>,
     _permit: Option<OwnedSemaphorePermit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let inner = TowerToHyperService::new(router);
+    let inner = TowerToHyperService::new(routes.router);
+    let direct_keys = routes.direct_keys;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         // The service is called once the headers are in: the body's clock starts, and stops
         // when the body has been read to its end.
@@ -203,13 +221,25 @@ async fn serve_connection<S>(
             guard.body_read();
         }
         let guard = guard.clone();
-        let watched = guard.clone();
-        let answer = inner.call(request.map(|body| WatchedBody {
+        let direct = direct_keys
+            .as_ref()
+            .filter(|direct| direct.takes(&request))
+            .cloned();
+        let request = request.map(|body| WatchedBody {
             body,
-            guard: watched,
-        }));
+            guard: guard.clone(),
+        });
+        let answer = match direct {
+            Some(direct) => Either::Direct(async move {
+                Ok::<_, std::convert::Infallible>(direct.answer(request).await)
+            }),
+            None => Either::Router(inner.call(request)),
+        };
         async move {
-            let response = answer.await;
+            let response = match answer {
+                Either::Direct(direct) => direct.await,
+                Either::Router(routed) => routed.await,
+            };
             guard.answered();
             response
         }
@@ -232,6 +262,12 @@ async fn serve_connection<S>(
             let _ = connection.await;
         }
     }
+}
+
+/// A request's answer to come: by the direct path of key requests, or by the router.
+enum Either<D, R> {
+    Direct(D),
+    Router(R),
 }
 
 /// A request body that tells its connection's guard when it has been read to its end.

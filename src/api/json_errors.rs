@@ -25,7 +25,11 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 
 /// The middleware: see the module's promises.
 pub async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    as_json(next.run(request).await).await
+}
+
+/// `response`, its error body made JSON when it was not (see the module's promises).
+pub async fn as_json(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;
