@@ -95,6 +95,13 @@ async fn with_a_token_only_requests_that_carry_it_are_served() {
                 assert!(body["error"].is_string(), "{method} {target}: body {body}");
             }
         }
+        // A key read with no body (which a valid token would send by the direct path past
+        // the router) is refused just the same.
+        for authorization in bad_headers {
+            let (status, challenge, _) = raw(Method::GET, &key_url, authorization, "").await;
+            assert_eq!(status, 401, "GET {key_url} with {authorization:?}, no body");
+            assert!(challenge.is_some_and(|c| c.starts_with("Bearer")));
+        }
         // The bare client is refused too.
         let bare = Client::new(&url);
         assert_eq!(bare.get(b"k", None).await.unwrap_err().status(), Some(401));

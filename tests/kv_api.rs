@@ -470,7 +470,26 @@ async fn key_reads_by_the_direct_path_answer_as_the_router_does() {
         }
         let incr = http.post(kv("count/incr")).body("5").send().await.unwrap();
         assert!(incr.status().is_success(), "{incr:?}");
+        let direct_answers = || async {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("ringcache_http_direct_key_requests_total "))
+                .expect("the direct path's counter is exported")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let direct_before = direct_answers().await;
         let reads = [
+            // `/v1/kv/` names no key: no route (404), by either path, x-key or not.
+            format!("{base}/v1/kv/"),
             kv("plain"),
             kv("plain?r=one"),
             kv("twice"),
@@ -482,12 +501,13 @@ async fn key_reads_by_the_direct_path_answer_as_the_router_does() {
             kv("plain?%FF=%FE"),
         ];
         let mut siblings_seen = false;
+        let mut sent_without_body = 0;
         let methods = [reqwest::Method::GET, reqwest::Method::HEAD];
         for (url, method) in reads
             .iter()
             .flat_map(|u| methods.iter().map(move |m| (u, m)))
         {
-            for trace in [None, Some("client-trace-0001")] {
+            for (trace, x_key) in [(None, None), (Some("client-trace-0001"), Some("plain"))] {
                 let send = |body: Option<&'static str>| {
                     let mut get = http.request(method.clone(), url);
                     if let Some(body) = body {
@@ -496,8 +516,12 @@ async fn key_reads_by_the_direct_path_answer_as_the_router_does() {
                     if let Some(id) = trace {
                         get = get.header("x-request-id", id);
                     }
+                    if let Some(key) = x_key {
+                        get = get.header("x-key", key);
+                    }
                     get.send()
                 };
+                sent_without_body += 1;
                 let (direct, routed) = (send(None).await.unwrap(), send(Some("x")).await.unwrap());
                 let (mut direct, mut routed) = (answered(direct).await, answered(routed).await);
                 if trace.is_none() {
@@ -511,13 +535,23 @@ async fn key_reads_by_the_direct_path_answer_as_the_router_does() {
                         headers.remove(at.unwrap());
                     }
                 }
-                assert_eq!(direct, routed, "{method} {url} (trace {trace:?})");
+                assert_eq!(
+                    direct, routed,
+                    "{method} {url} (trace {trace:?}, x-key {x_key:?})"
+                );
                 siblings_seen |= direct.0 == 300;
             }
         }
         assert!(
             siblings_seen,
             "the concurrent writes to `twice` made no siblings"
+        );
+        // Every read sent without a body went by the direct path, but the four of `/v1/kv/`
+        // (two methods, two variants): the comparison above was between the two paths.
+        assert_eq!(
+            direct_answers().await - direct_before,
+            sent_without_body - 4,
+            "key reads answered by the direct path"
         );
         cluster
     })

@@ -4,7 +4,9 @@
 //! When a token is set, every request except `GET /health` must carry
 //! `Authorization: Bearer <token>`; anything else is answered `401 Unauthorized` with a JSON
 //! error and a `WWW-Authenticate: Bearer` challenge, before any handler runs (so a refused
-//! request reads and changes nothing). The presented token is compared with the configured one
+//! request reads and changes nothing). The direct path of key requests (`api::http`) takes a
+//! request only when [`ClientToken::authorizes`] accepts its header, and leaves any other to
+//! this middleware. The presented token is compared with the configured one
 //! through their BLAKE3 hashes, whose equality is constant-time: the comparison does not leak
 //! how long a prefix of the token a guess got right.
 

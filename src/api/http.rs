@@ -160,9 +160,10 @@ pub fn router(
 /// key read about a quarter of its CPU (see `docs/performance.md`). The answer is the
 /// router's: the same handler, under the same trace id and span, with the same
 /// `X-Request-Id`, and errors made JSON the same way. Whatever it does not take goes to the
-/// router, which answers it as before: another route or method, a body on anything but a
-/// `PUT`, a `PUT` without a `Content-Length` or with one over `--max-value-bytes` (the
-/// router's body limit answers those), a missing or wrong client token (the router's `401`).
+/// router, which answers it as before: another route or method, `/v1/kv/` with no key, a
+/// body on anything but a `PUT`, a `PUT` without a `Content-Length` or with one over
+/// `--max-value-bytes` (the router's body limit answers those), a missing or wrong client
+/// token (the router's `401`). `ringcache_http_direct_key_requests_total` counts its answers.
 #[derive(Clone)]
 pub struct DirectKeyRoute {
     state: ApiState,
@@ -183,8 +184,11 @@ impl DirectKeyRoute {
                 .is_some_and(|length| length <= self.max_value_bytes),
             _ => false,
         };
+        // `/v1/kv/` itself names no key, and the router has no route for it (404).
+        let path = request.uri().path();
         body_fits
-            && request.uri().path().starts_with(KV_PREFIX)
+            && path.len() > KV_PREFIX.len()
+            && path.starts_with(KV_PREFIX)
             && self
                 .client_token
                 .as_ref()
@@ -198,12 +202,8 @@ impl DirectKeyRoute {
         B::Error: Into<axum::BoxError>,
     {
         let (parts, body) = request.into_parts();
-        let asked = parts
-            .headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok());
-        let trace = request_log::trace_id_or_new(asked);
-        let span = tracing::info_span!("request", trace_id = %trace);
+        let (trace, span) = request_trace(&parts.headers);
+        self.state.metrics.observe_direct();
         let handled = async {
             // The handler's extractors that can fail, failing in the same order and words.
             let query = match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
@@ -231,9 +231,7 @@ impl DirectKeyRoute {
             .await;
             json_errors::as_json(response).await
         };
-        let mut response = handled.instrument(span).await;
-        set_header(&mut response, REQUEST_ID_HEADER, trace.as_str());
-        response
+        with_request_id(handled.instrument(span).await, &trace)
     }
 }
 
@@ -241,14 +239,22 @@ impl DirectKeyRoute {
 /// in the request's extensions for the handlers, as the `trace_id` of a `request` span
 /// around its handling, and in the response's `X-Request-Id`.
 async fn request_id(mut request: Request, next: Next) -> Response {
-    let asked = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let trace = request_log::trace_id_or_new(asked);
+    let (trace, span) = request_trace(request.headers());
     request.extensions_mut().insert(trace.clone());
+    let response = next.run(request).instrument(span).await;
+    with_request_id(response, &trace)
+}
+
+/// A request's trace id (see [`request_id`]), and the `request` span that names it.
+fn request_trace(headers: &HeaderMap) -> (TraceId, tracing::Span) {
+    let asked = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
+    let trace = request_log::trace_id_or_new(asked);
     let span = tracing::info_span!("request", trace_id = %trace);
-    let mut response = next.run(request).instrument(span).await;
+    (trace, span)
+}
+
+/// `response`, answering the request's trace id in `X-Request-Id`.
+fn with_request_id(mut response: Response, trace: &TraceId) -> Response {
     set_header(&mut response, REQUEST_ID_HEADER, trace.as_str());
     response
 }

@@ -11,7 +11,8 @@
 //!
 //! Why a layer rather than a rejection handler in every extractor: the API has a dozen
 //! handlers and axum several rejection types; one layer keeps the promise for routes added
-//! later, and the OpenAPI conformance run (`tests/api_conformance`) checks it holds.
+//! later, and the OpenAPI conformance run (`tests/api_conformance`) checks it holds. The direct
+//! path of key requests, which skips the layers, calls [`as_json`] on its answers itself.
 
 use axum::body::Body;
 use axum::extract::Request;

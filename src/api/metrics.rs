@@ -47,6 +47,8 @@ pub struct OutcomeLabels {
 pub struct RequestMetrics {
     requests: Family<OutcomeLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    /// HTTP key requests answered by the direct path past the router (`api::http`).
+    direct: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -59,6 +61,7 @@ impl Default for RequestMetrics {
         RequestMetrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            direct: Counter::default(),
         }
     }
 }
@@ -84,6 +87,11 @@ impl RequestMetrics {
     }
 
     /// Records one key request: its kind, how long it took and how it ended.
+    /// Counts an HTTP key request answered by the direct path past the router.
+    pub fn observe_direct(&self) {
+        self.direct.inc();
+    }
+
     pub fn observe(&self, labels: RequestLabels, reply: &ClientReply, took: Duration) {
         let RequestLabels { op, consistency } = labels;
         let outcome = outcome_of(reply);
@@ -157,6 +165,11 @@ pub fn render(
         "request_duration_seconds",
         "Time from a key request's arrival to its answer, by operation and consistency level",
         requests.latency.clone(),
+    );
+    registry.register(
+        "http_direct_key_requests",
+        "HTTP key requests answered past the router, by the direct path of key requests",
+        requests.direct.clone(),
     );
     let s = &status.stats;
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
