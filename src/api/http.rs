@@ -205,30 +205,31 @@ impl DirectKeyRoute {
         let (trace, span) = request_trace(&parts.headers);
         self.state.metrics.observe_direct();
         let handled = async {
-            // The handler's extractors that can fail, failing in the same order and words.
-            let query = match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
-                Ok(query) => query,
-                Err(rejection) => return json_errors::as_json(rejection.into_response()).await,
-            };
-            // `takes` bounded the body by its length: it cannot pass the body limit.
-            let body = match axum::body::to_bytes(axum::body::Body::new(body), usize::MAX).await {
-                Ok(body) => body,
-                Err(e) => {
-                    let why = format!("Failed to buffer the request body: {e}");
-                    return json_errors::as_json((StatusCode::BAD_REQUEST, why).into_response())
-                        .await;
+            // The handler's extractors that can fail, failing in the same order and words;
+            // `takes` bounded the body by its length, so it cannot pass the body limit.
+            let response = match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
+                Err(rejection) => rejection.into_response(),
+                Ok(query) => {
+                    match axum::body::to_bytes(axum::body::Body::new(body), usize::MAX).await {
+                        Err(e) => {
+                            let why = format!("Failed to buffer the request body: {e}");
+                            (StatusCode::BAD_REQUEST, why).into_response()
+                        }
+                        Ok(body) => {
+                            kv(
+                                State(self.state.clone()),
+                                Extension(trace.clone()),
+                                parts.method,
+                                parts.uri,
+                                query,
+                                parts.headers,
+                                body,
+                            )
+                            .await
+                        }
+                    }
                 }
             };
-            let response = kv(
-                State(self.state.clone()),
-                Extension(trace.clone()),
-                parts.method,
-                parts.uri,
-                query,
-                parts.headers,
-                body,
-            )
-            .await;
             json_errors::as_json(response).await
         };
         with_request_id(handled.instrument(span).await, &trace)

@@ -17,6 +17,9 @@
 //!   and its answer (a fraction of a millisecond on a LAN). The peer never holds more than
 //!   `max_connections + HEALTH_RESERVE` client sockets.
 //! - With TLS, the handshake counts as part of the first request's headers (same deadline).
+//! - A connection under the cap has its key requests answered by the direct path
+//!   (`api::http::DirectKeyRoute`) when it takes them, under the same deadlines; a reserve
+//!   connection never has them.
 //!
 //! # Why one listener
 //! A second port for health would have to be configured, advertised and opened in every
@@ -27,6 +30,7 @@ use crate::api::conn_guard::{ConnGuard, Deadlines, GuardedIo};
 use crate::api::http::{DirectKeyRoute, Routers};
 use crate::config::{HttpConfig, TlsFiles};
 use axum::Router;
+use futures_util::future::Either;
 use hyper::body::{Body as _, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
@@ -230,16 +234,13 @@ async fn serve_connection<S>(
             guard: guard.clone(),
         });
         let answer = match direct {
-            Some(direct) => Either::Direct(async move {
+            Some(direct) => Either::Left(async move {
                 Ok::<_, std::convert::Infallible>(direct.answer(request).await)
             }),
-            None => Either::Router(inner.call(request)),
+            None => Either::Right(inner.call(request)),
         };
         async move {
-            let response = match answer {
-                Either::Direct(direct) => direct.await,
-                Either::Router(routed) => routed.await,
-            };
+            let response = answer.await;
             guard.answered();
             response
         }
@@ -262,12 +263,6 @@ async fn serve_connection<S>(
             let _ = connection.await;
         }
     }
-}
-
-/// A request's answer to come: by the direct path of key requests, or by the router.
-enum Either<D, R> {
-    Direct(D),
-    Router(R),
 }
 
 /// A request body that tells its connection's guard when it has been read to its end.

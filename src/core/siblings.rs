@@ -349,6 +349,21 @@ fn join_same_dot(mine: Payload, theirs: &Payload) -> Payload {
 }
 
 #[cfg(test)]
+impl Siblings {
+    /// A key's state after one write of `value` by `actor` with no context: what tests hand a
+    /// replica as if another peer had written it.
+    pub(crate) fn written_by(actor: &str, value: &[u8]) -> Siblings {
+        let mut state = Siblings::new();
+        let payload = Payload::Value {
+            data: value.to_vec(),
+            expires_at_ms: None,
+        };
+        state.update(&Actor(actor.into()), &VersionVector::new(), payload, 64);
+        state
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

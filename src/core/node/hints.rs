@@ -443,21 +443,9 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::siblings::Payload;
-    use crate::core::version_vector::{Actor, VersionVector};
 
     fn state(value: &str) -> Siblings {
-        let mut s = Siblings::new();
-        s.update(
-            &Actor("A.1".into()),
-            &VersionVector::new(),
-            Payload::Value {
-                data: value.as_bytes().to_vec(),
-                expires_at_ms: None,
-            },
-            8,
-        );
-        s
+        Siblings::written_by("A.1", value.as_bytes())
     }
 
     #[test]

@@ -1075,16 +1075,7 @@ fn a_peer_that_becomes_a_replica_again_drops_its_possibly_stale_copies() {
     let own = key_of(&a, true);
     // A holds copies of both: one it replicates, one left from an earlier ownership.
     for key in [&foreign, &own] {
-        let mut state = Siblings::new();
-        state.update(
-            &Actor("B.2".into()),
-            &VersionVector::new(),
-            Payload::Value {
-                data: b"old".to_vec(),
-                expires_at_ms: None,
-            },
-            64,
-        );
+        let state = Siblings::written_by("B.2", b"old");
         let store = PeerMessage::Store {
             req: 1,
             key: key.clone(),
@@ -1144,16 +1135,7 @@ fn roots(net: &Net, node: &str) -> Vec<u64> {
 
 /// Gives `node` a state of `key` that only it holds, as if a replication reached it alone.
 fn plant_state(net: &mut Net, node: &str, key: &str, actor: &str, value: &str) {
-    let mut state = Siblings::new();
-    state.update(
-        &Actor(actor.into()),
-        &VersionVector::new(),
-        Payload::Value {
-            data: value.as_bytes().to_vec(),
-            expires_at_ms: None,
-        },
-        64,
-    );
+    let state = Siblings::written_by(actor, value.as_bytes());
     let message = PeerMessage::Store {
         req: 1,
         key: key.as_bytes().to_vec(),
@@ -1817,16 +1799,7 @@ fn a_delivered_hint_is_joined_with_what_the_owner_holds() {
         overwrite: false,
     });
     net.request(owner.as_str(), mine);
-    let mut concurrent = Siblings::new();
-    concurrent.update(
-        &Actor("Z.1".into()),
-        &VersionVector::new(),
-        Payload::Value {
-            data: b"hinted".to_vec(),
-            expires_at_ms: None,
-        },
-        8,
-    );
+    let concurrent = Siblings::written_by("Z.1", b"hinted");
     let d = net.nodes.get_mut(&holder).unwrap();
     let mut out = Outputs::default();
     let hint = PeerMessage::HintStore {
@@ -1867,16 +1840,7 @@ fn hints_over_the_bound_are_refused_and_counted() {
     node.handle(0, Input::Membership(view), &mut Outputs::default());
     let mut answers = Vec::new();
     for (req, key) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")] {
-        let mut state = Siblings::new();
-        state.update(
-            &Actor("A.1".into()),
-            &VersionVector::new(),
-            Payload::Value {
-                data: key.as_bytes().to_vec(),
-                expires_at_ms: None,
-            },
-            8,
-        );
+        let state = Siblings::written_by("A.1", key.as_bytes());
         let mut out = Outputs::default();
         let message = PeerMessage::HintStore {
             req,
@@ -2015,16 +1979,7 @@ fn an_ack_for_an_older_state_does_not_drop_a_hint_that_grew_since() {
         .with("D", Liveness::Up);
     node.handle(0, Input::Membership(view), &mut Outputs::default());
     let hint = |req: u64, value: &str, actor: &str| {
-        let mut state = Siblings::new();
-        state.update(
-            &Actor(actor.into()),
-            &VersionVector::new(),
-            Payload::Value {
-                data: value.as_bytes().to_vec(),
-                expires_at_ms: None,
-            },
-            8,
-        );
+        let state = Siblings::written_by(actor, value.as_bytes());
         Input::Peer {
             from: nid("A"),
             message: PeerMessage::HintStore {
@@ -2901,16 +2856,7 @@ fn holder_with_hint(key: &str, at: Millis) -> Node {
         .with("C", Liveness::Down)
         .with("D", Liveness::Up);
     node.handle(0, Input::Membership(view), &mut Outputs::default());
-    let mut state = Siblings::new();
-    state.update(
-        &Actor("A.1".into()),
-        &VersionVector::new(),
-        Payload::Value {
-            data: b"old".to_vec(),
-            expires_at_ms: None,
-        },
-        8,
-    );
+    let state = Siblings::written_by("A.1", b"old");
     let message = PeerMessage::HintStore {
         req: 1,
         key: key.as_bytes().to_vec(),

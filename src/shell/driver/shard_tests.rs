@@ -41,19 +41,7 @@ fn lone_shard_with_inbox() -> (
 
 /// A state of one value, as peer B would have written it.
 fn state_of(value: &str) -> crate::core::siblings::Siblings {
-    use crate::core::siblings::{Payload, Siblings};
-    use crate::core::version_vector::{Actor, VersionVector};
-    let mut state = Siblings::new();
-    state.update(
-        &Actor("B.1".into()),
-        &VersionVector::new(),
-        Payload::Value {
-            data: value.as_bytes().to_vec(),
-            expires_at_ms: None,
-        },
-        64,
-    );
-    state
+    crate::core::siblings::Siblings::written_by("B.1", value.as_bytes())
 }
 
 /// A handoff batch from peer B of one state: `key` (of `partition`) holding `value`.
