@@ -128,6 +128,7 @@ fn full_transfer_bytes(node: &Node) -> u64 {
                     partition: 0,
                     states: chunk.to_vec(),
                 },
+                busy: false,
             })
         })
         .sum()

@@ -15,6 +15,7 @@
 //!
 //! `cargo bench --bench rebalance` (`RINGCACHE_REBALANCE_KEYS` sets the key count; default
 //! 300,000; `RINGCACHE_REBALANCE_R` the clients' read quorum, default `one`;
+//! `RINGCACHE_REBALANCE_BUSY_PERCENT` the share of the budget a busy shard spends;
 //! `RINGCACHE_REBALANCE_THREADS` each peer's worker threads: by default the machine's cores
 //! divided among the four peers the bench runs, as `ringcache up` divides them; `0` for the
 //! peer's own default of one per core). Prints figures; asserts nothing.
@@ -185,6 +186,14 @@ async fn main() -> anyhow::Result<()> {
             .serve_args
             .push(format!("--anti-entropy-keys-per-sec={budget}"));
     }
+    // `RINGCACHE_REBALANCE_BUSY_PERCENT`: the share of the budget a shard serving clients
+    // spends (the default's; 100: background work never yields to the clients).
+    let busy_percent = std::env::var("RINGCACHE_REBALANCE_BUSY_PERCENT").ok();
+    if let Some(percent) = &busy_percent {
+        options
+            .serve_args
+            .push(format!("--anti-entropy-busy-percent={percent}"));
+    }
     match read_rate() {
         0 => println!("client reads: r={}, two clients, closed loop", read_quorum()),
         rate => println!(
@@ -193,8 +202,9 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     println!(
-        "anti-entropy budget: {} keys/s per shard; worker threads per peer: {}",
+        "anti-entropy budget: {} keys/s per shard, {}% of it while busy; worker threads per peer: {}",
         budget.as_deref().unwrap_or("default"),
+        busy_percent.as_deref().unwrap_or("default"),
         match threads {
             0 => "one per core".to_string(),
             t => t.to_string(),

@@ -37,6 +37,9 @@ pub const STALE_READ_STREAM: u64 = 13;
 /// How long the seed's reads wait before asking their spare replicas (0: every replica at
 /// once). Its own stream, so adding it changed no other draw.
 pub const READ_SPARES_STREAM: u64 = 15;
+/// The seed's anti-entropy budget (2,000 or 300 keys a second), then the share of it its busy
+/// peers spend (100, 50 or 10 percent). Its own stream, so adding it changed no other draw.
+pub const BACKGROUND_SHARE_STREAM: u64 = 16;
 /// Keys the workload writes only with conditional writes (compare-and-set).
 pub const CONDITIONAL_KEYS: u64 = 2;
 

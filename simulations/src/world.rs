@@ -14,9 +14,9 @@
 
 use crate::rng::Rng;
 use crate::scenario::{
-    Fault, Scenario, CONDITIONAL_KEYS, CONDITIONAL_STREAM, COUNTER_KEYS, COUNTER_STREAM,
-    FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM, READ_SPARES_STREAM,
-    SLOPPY_STREAM, STALE_READ_STREAM, WORKLOAD_STREAM,
+    Fault, Scenario, BACKGROUND_SHARE_STREAM, CONDITIONAL_KEYS, CONDITIONAL_STREAM, COUNTER_KEYS,
+    COUNTER_STREAM, FORGED_CONTEXT_STREAM, NAMES, NETWORK_STREAM, OVERWRITE_STREAM,
+    READ_SPARES_STREAM, SLOPPY_STREAM, STALE_READ_STREAM, WORKLOAD_STREAM,
 };
 use ringcache::core::config::CoreConfig;
 use ringcache::core::membership::{Liveness, MembershipView};
@@ -302,6 +302,11 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 
 impl<'s> World<'s> {
     fn new(s: &'s Scenario, plant: Option<PlantedBug>) -> Self {
+        let background_budget = {
+            let mut draw = Rng::stream(s.seed, BACKGROUND_SHARE_STREAM);
+            let keys_per_sec = if draw.below(3) == 0 { 300 } else { 2_000 };
+            (keys_per_sec, [100, 50, 10][draw.below(3) as usize])
+        };
         let config = CoreConfig {
             replicas: s.replicas,
             partitions: 64,
@@ -315,8 +320,14 @@ impl<'s> World<'s> {
             // Rounds often enough to converge within seconds of healing, and a budget small
             // enough that pacing shapes the larger exchanges.
             anti_entropy_interval_ms: 1_000,
-            anti_entropy_keys_per_sec: 2_000,
+            // In a third of the seeds the budget is small enough that exchanges overdraw it
+            // (at 2,000 keys a second they almost never do).
+            anti_entropy_keys_per_sec: background_budget.0,
             anti_entropy_bytes_per_sec: 256 * 1024,
+            // Low enough that a peer serving the workload counts as busy, so transfers run at
+            // the busy share while clients are served and at the full budget once they stop.
+            anti_entropy_busy_requests: 5,
+            anti_entropy_busy_percent: background_budget.1,
             // Low enough that hot keys written blind reach it: refused writes must never cost
             // an acknowledged sibling.
             max_siblings: 6,

@@ -308,6 +308,11 @@ pub fn render(
             s.handoff_batches_deferred,
         ),
         (
+            "background_yield_ms",
+            "Milliseconds this peer's shards spent busy serving clients, anti-entropy and handoff at the busy share of their budget",
+            s.background_yield_ms,
+        ),
+        (
             "pubsub_published",
             "Messages published on this peer",
             pubsub.published,

@@ -215,6 +215,16 @@ pub struct ServeArgs {
     /// Anti-entropy budget of each engine shard: bytes moved per second, e.g. `32MiB`.
     #[arg(long, default_value = "32MiB")]
     pub anti_entropy_bytes_per_sec: ByteSize,
+    /// Client requests per second (coordinated, or answered as a replica) from which an engine
+    /// shard counts as busy, and its anti-entropy and handoff yield to the clients
+    /// (0: never).
+    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_busy_requests)]
+    pub anti_entropy_busy_requests: u64,
+    /// Share of the anti-entropy budget, in percent, that a busy shard spends, and that a
+    /// transfer with a busy peer runs at (100: background work never yields).
+    #[arg(long, default_value_t = CoreConfig::default().anti_entropy_busy_percent,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub anti_entropy_busy_percent: u64,
     /// Make writes sloppy unless they say otherwise (`?sloppy=false`): a replica believed
     /// down is stood in for by the next healthy peer, which keeps a hint and hands the write
     /// over when the replica is back. Off by default: quorums are strict.
@@ -332,6 +342,8 @@ impl ServeArgs {
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             anti_entropy_keys_per_sec: self.anti_entropy_keys_per_sec,
             anti_entropy_bytes_per_sec: self.anti_entropy_bytes_per_sec.bytes(),
+            anti_entropy_busy_requests: self.anti_entropy_busy_requests,
+            anti_entropy_busy_percent: self.anti_entropy_busy_percent,
             max_siblings: self.max_siblings,
             max_state_bytes: self.max_state_bytes.bytes() as usize,
             sloppy_quorum: self.sloppy_quorum,

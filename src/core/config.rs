@@ -47,6 +47,13 @@ pub struct CoreConfig {
     pub anti_entropy_keys_per_sec: u64,
     /// Anti-entropy budget per peer: bytes moved per second (states and key lists).
     pub anti_entropy_bytes_per_sec: u64,
+    /// Client requests per second (coordinated, or answered as a replica) from which a shard
+    /// counts as busy serving clients; 0: never (background work always runs at the full
+    /// budget). See `node/client_load`.
+    pub anti_entropy_busy_requests: u64,
+    /// Share of the anti-entropy budget, in percent, that a busy shard spends, and that a
+    /// transfer with a busy peer runs at (1–100; 100: background work never yields).
+    pub anti_entropy_busy_percent: u64,
     /// Whether writes that do not say are sloppy (`--sloppy-quorum`): a replica believed down
     /// is stood in for by a hint holder. Off by default: quorums are strict.
     pub sloppy_quorum: bool,
@@ -100,6 +107,8 @@ pub enum ConfigError {
     NoSiblingRoom,
     #[error("anti-entropy needs a positive budget (keys and bytes per second) when it is on")]
     NoAntiEntropyBudget,
+    #[error("the busy share of the anti-entropy budget is a percentage from 1 to 100, not {0}")]
+    BusyShare(u64),
     #[error("hint bounds and delivery pace must be positive")]
     NoHints,
     #[error("reads must ask their spare replicas ({spare_ms} ms) before the request timeout ({timeout_ms} ms)")]
@@ -130,6 +139,8 @@ impl Default for CoreConfig {
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 3_000,
             anti_entropy_bytes_per_sec: 32 * 1024 * 1024,
+            anti_entropy_busy_requests: 100,
+            anti_entropy_busy_percent: 25,
             sloppy_quorum: false,
             max_hints_per_peer: 10_000,
             max_hint_bytes_per_peer: 64 * 1024 * 1024,
@@ -169,6 +180,9 @@ impl CoreConfig {
             && (self.anti_entropy_keys_per_sec == 0 || self.anti_entropy_bytes_per_sec == 0)
         {
             return Err(ConfigError::NoAntiEntropyBudget);
+        }
+        if !(1..=100).contains(&self.anti_entropy_busy_percent) {
+            return Err(ConfigError::BusyShare(self.anti_entropy_busy_percent));
         }
         // Spares asked at the deadline could no longer answer in time.
         if self.read_spare_after_ms >= self.request_timeout_ms {

@@ -16,8 +16,9 @@ use thiserror::Error;
 /// Bumped on any incompatible change to [`PeerMessage`] or [`Envelope`] (6: the envelope
 /// carries a trace id; Paxos ballots name incarnations and rounds name their replicas; 7: an
 /// acceptor that just gained a partition answers `Promise::Incomplete`, and a handoff receiver
-/// pacing its intake says when to send again).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// pacing its intake says when to send again; 8: anti-entropy steps and handoff batches say
+/// whether their sender is busy serving clients).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Largest frame a peer accepts: the largest value plus generous room for siblings and clocks.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
@@ -75,6 +76,9 @@ pub enum PeerMessage {
     AntiEntropy {
         req: u64,
         message: AntiEntropyMessage,
+        /// The sender is busy serving clients: states it moves cost the receiver more of its
+        /// budget (see `node/client_load`).
+        busy: bool,
     },
     /// Handoff: states of a partition the sender no longer replicates, for you to merge (see
     /// `node/handoff`).
@@ -82,6 +86,8 @@ pub enum PeerMessage {
         req: u64,
         partition: u32,
         states: Vec<KeyState>,
+        /// The sender is busy serving clients (see `AntiEntropy`'s).
+        busy: bool,
     },
     /// Whether every state of the `Handoff` was stored. A receiver pacing its intake refuses
     /// a batch with states it lacks that arrives while its budget is overdrawn: `stored` false and
@@ -246,7 +252,7 @@ impl PeerMessage {
             | PeerMessage::PaxosPropose { key, .. }
             | PeerMessage::PaxosCommit { key, .. } => by_key(key),
             PeerMessage::Coordinate { write, .. } => by_key(&write.key),
-            PeerMessage::AntiEntropy { req, message } => match message {
+            PeerMessage::AntiEntropy { req, message, .. } => match message {
                 AntiEntropyMessage::Branches { partition, .. }
                 | AntiEntropyMessage::Keys { partition, .. }
                 | AntiEntropyMessage::Push { partition, .. } => partition % shards.max(1),

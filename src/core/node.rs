@@ -22,6 +22,7 @@
 //! - `placement`: membership and ring changes;
 //! - `hints`: hinted handoff, the states kept for replicas believed down (sloppy quorum);
 //! - `anti_entropy`: Merkle anti-entropy exchanges with the other replicas;
+//! - `client_load`: how busy the node is serving clients, so background work yields to them;
 //! - `handoff`: streaming partitions this peer no longer replicates to their new replicas;
 //! - `stats`: [`NodeStats`] and the node's counters;
 //! - `replica_timings`: how long each replica a client request asked took to answer.
@@ -34,6 +35,7 @@
 //! that input's. Traces label what a node sends; they never change what it does.
 
 mod anti_entropy;
+mod client_load;
 mod collection;
 mod conditional;
 mod expire;
@@ -107,6 +109,27 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// Whether this is client load: a client request, or a replica's part in one (see
+    /// `node/client_load`).
+    fn is_client_load(&self) -> bool {
+        match self {
+            Input::Client { .. } => true,
+            Input::Peer { message, .. } => matches!(
+                message,
+                PeerMessage::Store { .. }
+                    | PeerMessage::Fetch { .. }
+                    | PeerMessage::Coordinate { .. }
+                    | PeerMessage::HintStore { .. }
+                    | PeerMessage::PaxosPrepare { .. }
+                    | PeerMessage::PaxosPropose { .. }
+                    | PeerMessage::PaxosCommit { .. }
+            ),
+            Input::Membership(_) | Input::Undeliverable { .. } => false,
+        }
+    }
+}
+
 /// A message for the shell to deliver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -167,6 +190,8 @@ pub struct Node {
     write_log: WriteLog,
     /// Merkle anti-entropy with the other replicas.
     anti_entropy: AntiEntropy,
+    /// Client requests seen lately: background work yields while the node is busy.
+    client_load: client_load::ClientLoad,
     /// Partitions this peer no longer replicates, streaming to their new replicas.
     handoff: Handoff,
     /// Whether this peer is leaving the cluster (it then holds no place on its own ring).
@@ -245,6 +270,7 @@ impl Node {
             counters: Counters::default(),
             write_log: WriteLog::default(),
             anti_entropy: AntiEntropy::new(0, 1),
+            client_load: client_load::ClientLoad::default(),
             handoff: Handoff::default(),
             leaving: false,
             warming_replicas: read::WarmingReplicas::default(),
@@ -260,6 +286,12 @@ impl Node {
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
+    }
+
+    /// Whether this node is busy serving clients (see `node/client_load`).
+    fn busy(&self, now: Millis) -> bool {
+        self.client_load
+            .busy(now, self.config.anti_entropy_busy_requests)
     }
 
     /// Makes this node misbehave on purpose (see [`crate::core::planted`]).
@@ -367,6 +399,9 @@ impl Node {
     }
 
     fn dispatch(&mut self, now: Millis, input: Input, out: &mut Outputs) {
+        if input.is_client_load() {
+            self.client_load.note(now);
+        }
         match input {
             Input::Client { id, request, trace } => match request {
                 ClientRequest::Get {
@@ -593,14 +628,15 @@ impl Node {
             PeerMessage::CoordinateReply { req, reply } => {
                 self.on_coordinate_reply(req, reply, out)
             }
-            PeerMessage::AntiEntropy { req, message } => {
-                self.on_anti_entropy(now, from, req, message, out)
+            PeerMessage::AntiEntropy { req, message, busy } => {
+                self.on_anti_entropy(now, (from, busy), req, message, out)
             }
             PeerMessage::Handoff {
                 req,
                 partition,
                 states,
-            } => self.on_handoff(now, from, req, partition, states, out),
+                busy,
+            } => self.on_handoff(now, (from, busy), req, partition, states, out),
             PeerMessage::HandoffAck {
                 req,
                 stored,

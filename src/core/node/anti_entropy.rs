@@ -36,6 +36,7 @@
 //! - States are merged only into partitions this node replicates, by the store's repair rule
 //!   (an absent key is added only below the low-water mark).
 
+use super::client_load::share_of;
 use super::{Node, Outputs};
 use crate::core::hash_tree::{FANOUT, LEAVES};
 use crate::core::message::{encoded_len, AntiEntropyMessage, KeyState, PeerMessage};
@@ -69,6 +70,8 @@ pub struct AntiEntropyStats {
     pub declined: u64,
     /// States not sent because they hold no visible value and the peer lacks the key.
     pub skipped: u64,
+    /// Milliseconds the budget refilled at the busy share (see `node/client_load`).
+    pub yield_ms: u64,
 }
 
 /// Where an exchange with one peer stands.
@@ -118,6 +121,9 @@ pub(super) struct AntiEntropy {
     keys_budget: i64,
     bytes_budget: i64,
     budget_at: Millis,
+    /// The share of the budget's rate (percent) it refilled at last: less while the node is
+    /// busy serving clients (see `node/client_load`).
+    budget_share: u64,
     /// This node's shard and the peer's shard count, for the partitions it handles.
     shard: u32,
     shards: u32,
@@ -129,6 +135,7 @@ impl AntiEntropy {
         AntiEntropy {
             shard,
             shards: shards.max(1),
+            budget_share: 100,
             ..AntiEntropy::default()
         }
     }
@@ -279,12 +286,23 @@ impl Node {
         }
     }
 
+    /// Adds what the budget earned since it was last refilled: at its full rate, or at the
+    /// busy share of it while the node is busy serving clients.
     pub(super) fn refill_budget(&mut self, now: Millis) {
+        let share = if self.busy(now) {
+            self.config.anti_entropy_busy_percent
+        } else {
+            100
+        };
         let ae = &mut self.anti_entropy;
         let elapsed = now.saturating_sub(ae.budget_at);
         ae.budget_at = now;
-        let keys_rate = self.config.anti_entropy_keys_per_sec as i64;
-        let bytes_rate = self.config.anti_entropy_bytes_per_sec as i64;
+        ae.budget_share = share;
+        if share < 100 {
+            ae.stats.yield_ms += elapsed;
+        }
+        let keys_rate = share_of(self.config.anti_entropy_keys_per_sec, share) as i64;
+        let bytes_rate = share_of(self.config.anti_entropy_bytes_per_sec, share) as i64;
         let add = |budget: i64, rate: i64| {
             (budget + rate.saturating_mul(elapsed as i64) / 1000).min(rate * BURST_SECS as i64)
         };
@@ -313,15 +331,46 @@ impl Node {
         let wait = |budget: i64, rate: u64| {
             (budget < 0).then(|| (budget.unsigned_abs() * 1000).div_ceil(rate.max(1)))
         };
+        let share = self.anti_entropy.budget_share;
         let keys = wait(
             self.anti_entropy.keys_budget,
-            self.config.anti_entropy_keys_per_sec,
+            share_of(self.config.anti_entropy_keys_per_sec, share),
         );
         let bytes = wait(
             self.anti_entropy.bytes_budget,
-            self.config.anti_entropy_bytes_per_sec,
+            share_of(self.config.anti_entropy_bytes_per_sec, share),
         );
         keys.max(bytes)
+    }
+
+    /// The share of the budget's rate (percent) it refilled at last.
+    #[cfg(test)]
+    pub(super) fn budget_share(&self) -> u64 {
+        self.anti_entropy.budget_share
+    }
+
+    /// Spends the budget on states taken in from a peer. A transfer with a busy peer runs at
+    /// the busy share of the budget: when this node is not busy itself (its budget refills at
+    /// the full rate), a busy sender's states cost it `100 / busy_percent` times as much; when
+    /// it is, its budget already refills at that share (see `node/client_load`).
+    pub(super) fn spend_on_intake(
+        &mut self,
+        now: Millis,
+        (keys, bytes): (usize, u64),
+        sender_busy: bool,
+    ) {
+        self.refill_budget(now);
+        let own = self.anti_entropy.budget_share.max(1);
+        let target = if sender_busy {
+            own.min(self.config.anti_entropy_busy_percent.max(1))
+        } else {
+            own
+        };
+        let scale = |n: u64| n.saturating_mul(own) / target;
+        let (keys, bytes) = (scale(keys as u64), scale(bytes));
+        self.anti_entropy.keys_budget = self.anti_entropy.keys_budget.saturating_sub(keys as i64);
+        self.anti_entropy.bytes_budget =
+            self.anti_entropy.bytes_budget.saturating_sub(bytes as i64);
     }
 
     fn budget_overdrawn(&self) -> bool {
@@ -342,17 +391,19 @@ impl Node {
         exchange.req = Some(req);
         exchange.deadline = now + self.config.request_timeout_ms;
         let to = exchange.peer.clone();
-        self.send_anti_entropy(to, req, message, out);
+        self.send_anti_entropy(now, to, req, message, out);
     }
 
     fn send_anti_entropy(
         &mut self,
+        now: Millis,
         to: NodeId,
         req: u64,
         message: AntiEntropyMessage,
         out: &mut Outputs,
     ) {
-        let message = PeerMessage::AntiEntropy { req, message };
+        let busy = self.busy(now);
+        let message = PeerMessage::AntiEntropy { req, message, busy };
         let bytes = encoded_len(&message);
         self.anti_entropy.stats.bytes_sent += bytes;
         self.spend(0, bytes);
@@ -385,7 +436,7 @@ impl Node {
     pub(super) fn on_anti_entropy(
         &mut self,
         now: Millis,
-        from: NodeId,
+        (from, from_busy): (NodeId, bool),
         req: u64,
         message: AntiEntropyMessage,
         out: &mut Outputs,
@@ -394,7 +445,7 @@ impl Node {
         match message {
             M::Summary { partitions, digest } => {
                 let reply = self.answer_summary(&from, partitions, digest);
-                self.send_anti_entropy(from, req, reply, out);
+                self.send_anti_entropy(now, from, req, reply, out);
             }
             M::Branches {
                 partition,
@@ -411,7 +462,7 @@ impl Node {
                     }
                 }
                 let reply = M::BranchesReply { partition, leaves };
-                self.send_anti_entropy(from, req, reply, out);
+                self.send_anti_entropy(now, from, req, reply, out);
             }
             M::Keys {
                 partition,
@@ -419,11 +470,11 @@ impl Node {
                 keys,
             } => {
                 let reply = self.answer_keys(now, partition, &leaves, keys);
-                self.send_anti_entropy(from, req, reply, out);
+                self.send_anti_entropy(now, from, req, reply, out);
             }
             M::Push { partition, states } => {
                 let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
-                self.spend(states.len(), bytes);
+                self.spend_on_intake(now, (states.len(), bytes), from_busy);
                 let declined = self.merge_states(now, partition, states);
                 let root = self.store.trees().root(partition);
                 let reply = M::PushReply {
@@ -431,7 +482,7 @@ impl Node {
                     root,
                     declined,
                 };
-                self.send_anti_entropy(from, req, reply, out);
+                self.send_anti_entropy(now, from, req, reply, out);
             }
             reply => {
                 if !self.anti_entropy.owns(req)
@@ -442,7 +493,7 @@ impl Node {
                 if let Some(exchange) = self.anti_entropy.exchange.as_mut() {
                     exchange.req = None;
                 }
-                self.on_step_reply(now, reply, out);
+                self.on_step_reply(now, reply, from_busy, out);
                 let idle = self
                     .anti_entropy
                     .exchange
@@ -566,7 +617,13 @@ impl Node {
     }
 
     /// Advances the exchange in flight with the reply to its step.
-    fn on_step_reply(&mut self, now: Millis, reply: AntiEntropyMessage, out: &mut Outputs) {
+    fn on_step_reply(
+        &mut self,
+        now: Millis,
+        reply: AntiEntropyMessage,
+        from_busy: bool,
+        out: &mut Outputs,
+    ) {
         use AntiEntropyMessage as M;
         let Some(exchange) = self.anti_entropy.exchange.take() else {
             return;
@@ -625,7 +682,7 @@ impl Node {
                 exchange.left_different |= declined > 0 || skipped > 0;
                 let received = states.len();
                 let bytes: u64 = states.iter().map(|(k, s)| footprint(k, s)).sum();
-                self.spend(received, bytes);
+                self.spend_on_intake(now, (received, bytes), from_busy);
                 let refused = self.merge_states(now, p, states);
                 exchange.left_different |= refused > 0;
                 let mut push = Vec::new();

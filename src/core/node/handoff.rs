@@ -338,6 +338,7 @@ impl Node {
                 self.drop_handed_off(key, &[]);
             }
         }
+        let busy = self.busy(now);
         for to in &targets {
             out.send(
                 to.clone(),
@@ -345,6 +346,7 @@ impl Node {
                     req,
                     partition,
                     states: states.clone(),
+                    busy,
                 },
             );
         }
@@ -367,7 +369,7 @@ impl Node {
     pub(super) fn on_handoff(
         &mut self,
         now: Millis,
-        from: NodeId,
+        (from, from_busy): (NodeId, bool),
         req: u64,
         partition: PartitionId,
         states: Vec<KeyState>,
@@ -403,7 +405,7 @@ impl Node {
                 return out.send(from, message);
             }
             let bytes: u64 = new.iter().map(|(k, s)| footprint(k, s)).sum();
-            self.spend_anti_entropy_budget(new.len(), bytes);
+            self.spend_on_intake(now, (new.len(), bytes), from_busy);
             self.note_filling(now);
         }
         let mut stored = replicates;

@@ -88,6 +88,10 @@ pub struct NodeStats {
     /// Handoff batches this peer deferred on arrival to pace its intake (sent again later).
     #[serde(default)]
     pub handoff_batches_deferred: u64,
+    /// Milliseconds its engine shards spent busy serving clients, their anti-entropy and
+    /// handoff budget refilling at the busy share (summed over shards).
+    #[serde(default)]
+    pub background_yield_ms: u64,
 }
 
 impl NodeStats {
@@ -133,6 +137,7 @@ impl NodeStats {
         self.conditional_not_applied += other.conditional_not_applied;
         self.conditional_retries += other.conditional_retries;
         self.handoff_batches_deferred += other.handoff_batches_deferred;
+        self.background_yield_ms += other.background_yield_ms;
         self.client_writes += other.client_writes;
     }
 }
@@ -222,6 +227,7 @@ impl Node {
             conditional_not_applied: self.counters.conditional_not_applied,
             conditional_retries: self.counters.conditional_retries,
             handoff_batches_deferred: self.counters.handoff_batches_deferred,
+            background_yield_ms: ae.yield_ms,
         }
     }
 

@@ -53,6 +53,7 @@ fn handoff_of(partition: PartitionId, key: &str, value: &str) -> Inbound {
             req: 1,
             partition,
             states: vec![(key.as_bytes().to_vec(), state_of(value))],
+            busy: false,
         },
     }
 }
@@ -216,6 +217,7 @@ async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
         req: 7,
         partition: 0,
         states: Vec::new(),
+        busy: false,
     });
     assert_eq!(
         offer_inbound(&shards, 1, batch.clone()),
