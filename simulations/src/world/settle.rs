@@ -93,9 +93,10 @@ impl World<'_> {
     /// due at once when a view changes, compares with its peers one at a time, and retries an
     /// exchange cut short a quarter interval later; allow `AE_ROUNDS` full rounds, each an
     /// interval plus an exchange per peer (a step per shared partition and batch of keys, each
-    /// at most a request timeout), plus moving every key at the budget, plus two seconds: a
-    /// peer still busy from the clients' last requests moves data at the busy share of its
-    /// budget until two one-second windows of client load have passed (`node/client_load`).
+    /// at most a request timeout), plus moving every key at the budget, plus two seconds and
+    /// a request timeout: a peer still busy from the clients' last requests (and the retries
+    /// of those still in flight at the heal) moves data at the busy share of its budget until
+    /// two one-second windows of client load have passed (`node/client_load`).
     pub(super) fn anti_entropy_bound_ms(&self) -> Millis {
         let c = &self.config;
         let peers = self.peers.len() as u64;
@@ -109,7 +110,10 @@ impl World<'_> {
         let steps = 1 + 2 * c.partitions as u64 / self.s.shards.max(1) as u64;
         let exchange_ms = steps * c.request_timeout_ms / 10;
         let transfer_ms = keys * peers * 1_000 / c.anti_entropy_keys_per_sec.max(1);
-        AE_ROUNDS * (c.anti_entropy_interval_ms + peers * exchange_ms) + transfer_ms + 2_000
+        AE_ROUNDS * (c.anti_entropy_interval_ms + peers * exchange_ms)
+            + transfer_ms
+            + 2_000
+            + c.request_timeout_ms
     }
 
     /// Every running peer holds the same view, in which exactly the running peers are up.

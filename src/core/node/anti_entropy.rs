@@ -120,6 +120,10 @@ pub(super) struct AntiEntropy {
     /// Budget left (may go negative: the step that overdraws it finishes).
     keys_budget: i64,
     bytes_budget: i64,
+    /// What the last refills earned below one key or byte, in thousandths (a slow budget
+    /// refilled every few milliseconds still fills).
+    keys_carry: i64,
+    bytes_carry: i64,
     budget_at: Millis,
     /// The share of the budget's rate (percent) it refilled at last: less while the node is
     /// busy serving clients (see `node/client_load`).
@@ -288,6 +292,11 @@ impl Node {
 
     /// Adds what the budget earned since it was last refilled: at its full rate, or at the
     /// busy share of it while the node is busy serving clients.
+    ///
+    /// The balance is kept in time: when the share changes, it is scaled by new share / old
+    /// share, so a debt run up at one rate takes as long to repay at the other (a debt
+    /// charged for a busy peer's states is not repaid again at the busy share once this node
+    /// turns busy too).
     pub(super) fn refill_budget(&mut self, now: Millis) {
         let share = if self.busy(now) {
             self.config.anti_entropy_busy_percent
@@ -295,19 +304,35 @@ impl Node {
             100
         };
         let ae = &mut self.anti_entropy;
-        let elapsed = now.saturating_sub(ae.budget_at);
+        let elapsed = if ae.budget_at == 0 {
+            now // never refilled: a fresh node starts with a full burst
+        } else {
+            now.saturating_sub(ae.budget_at)
+        };
+        if share < 100 && ae.budget_at != 0 {
+            // A gap longer than a load window was not seen busy throughout.
+            ae.stats.yield_ms += elapsed.min(1_000);
+        }
         ae.budget_at = now;
-        ae.budget_share = share;
-        if share < 100 {
-            ae.stats.yield_ms += elapsed;
+        let old_share = std::mem::replace(&mut ae.budget_share, share).max(1) as i64;
+        if share as i64 != old_share {
+            ae.keys_budget = ae.keys_budget.saturating_mul(share as i64) / old_share;
+            ae.bytes_budget = ae.bytes_budget.saturating_mul(share as i64) / old_share;
         }
         let keys_rate = share_of(self.config.anti_entropy_keys_per_sec, share) as i64;
         let bytes_rate = share_of(self.config.anti_entropy_bytes_per_sec, share) as i64;
-        let add = |budget: i64, rate: i64| {
-            (budget + rate.saturating_mul(elapsed as i64) / 1000).min(rate * BURST_SECS as i64)
+        let add = |budget: &mut i64, carry: &mut i64, rate: i64| {
+            let earned = rate.saturating_mul(elapsed as i64).saturating_add(*carry);
+            *budget = budget.saturating_add(earned / 1000);
+            *carry = earned % 1000;
+            let cap = rate.saturating_mul(BURST_SECS as i64);
+            if *budget >= cap {
+                *budget = cap;
+                *carry = 0;
+            }
         };
-        ae.keys_budget = add(ae.keys_budget, keys_rate);
-        ae.bytes_budget = add(ae.bytes_budget, bytes_rate);
+        add(&mut ae.keys_budget, &mut ae.keys_carry, keys_rate);
+        add(&mut ae.bytes_budget, &mut ae.bytes_carry, bytes_rate);
     }
 
     /// Whether the budget anti-entropy and handoff share is overdrawn.
@@ -347,6 +372,12 @@ impl Node {
     #[cfg(test)]
     pub(super) fn budget_share(&self) -> u64 {
         self.anti_entropy.budget_share
+    }
+
+    /// Keys the budget holds now (negative: overdrawn).
+    #[cfg(test)]
+    pub(super) fn keys_budget(&self) -> i64 {
+        self.anti_entropy.keys_budget
     }
 
     /// Spends the budget on states taken in from a peer. A transfer with a busy peer runs at

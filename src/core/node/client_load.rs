@@ -67,8 +67,12 @@ impl ClientLoad {
     }
 }
 
-/// `rate` scaled to `percent` of itself (at least 1, so a budget never stops refilling).
+/// `rate` scaled to `percent` of itself (at least 1 unless `rate` is 0, so a budget never
+/// stops refilling).
 pub(super) fn share_of(rate: u64, percent: u64) -> u64 {
+    if rate == 0 {
+        return 0;
+    }
     (rate.saturating_mul(percent) / 100).max(1)
 }
 
@@ -115,5 +119,6 @@ mod tests {
         assert_eq!(share_of(3_000, 50), 1_500);
         assert_eq!(share_of(3_000, 100), 3_000);
         assert_eq!(share_of(1, 10), 1);
+        assert_eq!(share_of(0, 100), 0);
     }
 }

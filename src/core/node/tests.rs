@@ -3414,3 +3414,60 @@ fn a_busy_newcomer_fills_from_busy_replicas_at_the_busy_share_not_its_square() {
     let keys: Vec<String> = (0..6_000).map(|i| format!("k{i}")).collect();
     assert_placed_by_ring(&net, &keys);
 }
+
+#[test]
+fn replica_requests_make_a_replica_busy_too() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_busy_requests = 50;
+    let mut net = Net::new(&["A", "B", "C"], config);
+    // 60 writes coordinated at A: B and C see no client, only A's `Store`s.
+    for i in 0..60 {
+        net.request("A", put(&format!("k{i}"), "v", None, Quorum::All));
+    }
+    let now = net.now + 10;
+    tick_and_deliver(&mut net, now);
+    for name in ["A", "B", "C"] {
+        assert_eq!(net.nodes[&nid(name)].budget_share(), 25, "{name}");
+    }
+    // Two windows later, with nothing served, none is busy.
+    tick_and_deliver(&mut net, now + 2_000);
+    for name in ["A", "B", "C"] {
+        assert_eq!(net.nodes[&nid(name)].budget_share(), 100, "{name}");
+    }
+}
+
+#[test]
+fn a_slow_busy_budget_still_fills_when_refilled_every_few_milliseconds() {
+    let mut config = CoreConfig::for_test();
+    config.anti_entropy_interval_ms = 1_000;
+    config.anti_entropy_keys_per_sec = 300;
+    config.anti_entropy_busy_requests = 50;
+    config.anti_entropy_busy_percent = 10; // 30 keys a second: 0.3 per 10 ms tick
+    let mut net = Net::new(&["A"], config);
+    // 100 reads a second keep A busy, in 10 ms steps.
+    let serve = |net: &mut Net, until: Millis| {
+        let mut now = net.now;
+        while now < until {
+            now += 10;
+            net.request("A", get("k", Quorum::One));
+            tick_and_deliver(net, now);
+        }
+    };
+    let busy_from = net.now + 1_000;
+    serve(&mut net, busy_from);
+    assert_eq!(net.nodes[&nid("A")].budget_share(), 10);
+    net.nodes
+        .get_mut(&nid("A"))
+        .unwrap()
+        .spend_anti_entropy_budget(1_000, 0);
+    let before = net.nodes[&nid("A")].keys_budget();
+    serve(&mut net, busy_from + 10_000);
+    let a = &net.nodes[&nid("A")];
+    assert_eq!(a.budget_share(), 10);
+    let gained = a.keys_budget() - before;
+    assert!(
+        (280..=310).contains(&gained),
+        "10 s at 30 keys/s earned {gained} keys"
+    );
+    assert!(a.stats().background_yield_ms >= 9_000);
+}
