@@ -35,7 +35,7 @@ const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (peer protocol ",
     // Kept equal to core::message::PROTOCOL_VERSION by a test (tests/cli.rs).
-    "7",
+    "8",
     ")"
 );
 
