@@ -281,6 +281,37 @@ impl PeerMessage {
         }
     }
 
+    /// Whether this is on a client request's path: small, and waited on by a client (the
+    /// shell runs these on the stream task that read them when their shard is free). Batches
+    /// (anti-entropy, handoff, hint delivery), tombstone collection and pub/sub are not.
+    pub fn is_request_path(&self) -> bool {
+        match self {
+            PeerMessage::Store { .. }
+            | PeerMessage::StoreAck { .. }
+            | PeerMessage::StoreRefused { .. }
+            | PeerMessage::Repair { .. }
+            | PeerMessage::Fetch { .. }
+            | PeerMessage::FetchReply { .. }
+            | PeerMessage::Coordinate { .. }
+            | PeerMessage::CoordinateReply { .. }
+            | PeerMessage::HintStore { .. }
+            | PeerMessage::HintAck { .. }
+            | PeerMessage::HintRefused { .. }
+            | PeerMessage::PaxosPrepare { .. }
+            | PeerMessage::PaxosPromise { .. }
+            | PeerMessage::PaxosPropose { .. }
+            | PeerMessage::PaxosAccepted { .. }
+            | PeerMessage::PaxosCommit { .. }
+            | PeerMessage::PaxosCommitted { .. } => true,
+            PeerMessage::Forget { .. }
+            | PeerMessage::AntiEntropy { .. }
+            | PeerMessage::Handoff { .. }
+            | PeerMessage::HandoffAck { .. }
+            | PeerMessage::HintDeliver { .. }
+            | PeerMessage::Publish { .. } => false,
+        }
+    }
+
     /// Whether this answers a request of the receiver's (its `req` is the receiver's number),
     /// rather than asking something or informing.
     pub fn is_reply(&self) -> bool {

@@ -115,16 +115,13 @@ impl Input {
     fn is_client_load(&self) -> bool {
         match self {
             Input::Client { .. } => true,
-            Input::Peer { message, .. } => matches!(
-                message,
-                PeerMessage::Store { .. }
-                    | PeerMessage::Fetch { .. }
-                    | PeerMessage::Coordinate { .. }
-                    | PeerMessage::HintStore { .. }
-                    | PeerMessage::PaxosPrepare { .. }
-                    | PeerMessage::PaxosPropose { .. }
-                    | PeerMessage::PaxosCommit { .. }
-            ),
+            // A replica's answer to a request-path message (not a reply to its own, nor a
+            // read repair, which asks nothing).
+            Input::Peer { message, .. } => {
+                message.is_request_path()
+                    && !message.is_reply()
+                    && !matches!(message, PeerMessage::Repair { .. })
+            }
             Input::Membership(_) | Input::Undeliverable { .. } => false,
         }
     }

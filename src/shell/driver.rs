@@ -534,7 +534,7 @@ struct ShardCore {
 
 /// One engine shard: its core behind a lock that whoever has something for it takes.
 ///
-/// A client request, or a peer message of the request path (see [`runs_inline`]), is handled
+/// A client request, or a peer message of the request path (see [`PeerMessage::is_request_path`]), is handled
 /// on the task it arrived on whenever the lock is free (`try_lock`): no hand-off to another
 /// task, and no wake-up at all for a request the core answers at once (a read of the local
 /// copy, a write with W=1). When the lock is busy, or the driver task is waiting for it, the
@@ -1024,7 +1024,7 @@ impl Driver {
 struct Queues {
     /// Client requests that found the lock busy, and every command that is not a request.
     commands: mpsc::Receiver<Command>,
-    /// Request-path peer messages that found the lock busy (see [`runs_inline`]).
+    /// Request-path peer messages that found the lock busy (see [`PeerMessage::is_request_path`]).
     urgent: mpsc::Receiver<Inbound>,
     /// Every other peer message, from the router: batches, tombstone collection.
     bulk: mpsc::Receiver<Inbound>,
@@ -1056,13 +1056,13 @@ impl Drop for StopOnDrop {
 /// Offers a peer message to its shard on the calling (stream) task: `None` once taken (run;
 /// queued for the shard's driver, which serves it before batches, when the shard is busy; or
 /// dropped because the shard is gone), or the message back for the router when it does not
-/// run inline (see [`runs_inline`]).
+/// run inline (see [`PeerMessage::is_request_path`]).
 fn offer_inbound(
     shards: &[std::sync::Weak<Shard>],
     partitions: u32,
     inbound: Inbound,
 ) -> Option<Inbound> {
-    if !runs_inline(&inbound.message) {
+    if !inbound.message.is_request_path() {
         return Some(inbound);
     }
     let shard = inbound.message.shard(partitions, shards.len() as u32) as usize;
@@ -1079,38 +1079,6 @@ fn note_shed(shed: &AtomicU64, why: &'static str) {
     let total = shed.fetch_add(1, Ordering::Relaxed) + 1;
     if total.is_power_of_two() {
         tracing::warn!(shed_total = total, why, "peer message shed");
-    }
-}
-
-/// Whether a peer message is run on the stream task that read it (when its shard is free):
-/// the request path's messages, small and waited on by a client. Batches (anti-entropy,
-/// handoff, hint delivery), tombstone collection and pub/sub go by the router and the shard's
-/// driver task, so a batch never keeps a stream task, and the lock, from a waiting request.
-fn runs_inline(message: &PeerMessage) -> bool {
-    match message {
-        PeerMessage::Store { .. }
-        | PeerMessage::StoreAck { .. }
-        | PeerMessage::StoreRefused { .. }
-        | PeerMessage::Repair { .. }
-        | PeerMessage::Fetch { .. }
-        | PeerMessage::FetchReply { .. }
-        | PeerMessage::Coordinate { .. }
-        | PeerMessage::CoordinateReply { .. }
-        | PeerMessage::HintStore { .. }
-        | PeerMessage::HintAck { .. }
-        | PeerMessage::HintRefused { .. }
-        | PeerMessage::PaxosPrepare { .. }
-        | PeerMessage::PaxosPromise { .. }
-        | PeerMessage::PaxosPropose { .. }
-        | PeerMessage::PaxosAccepted { .. }
-        | PeerMessage::PaxosCommit { .. }
-        | PeerMessage::PaxosCommitted { .. } => true,
-        PeerMessage::Forget { .. }
-        | PeerMessage::AntiEntropy { .. }
-        | PeerMessage::Handoff { .. }
-        | PeerMessage::HandoffAck { .. }
-        | PeerMessage::HintDeliver { .. }
-        | PeerMessage::Publish { .. } => false,
     }
 }
 
