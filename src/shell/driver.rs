@@ -535,18 +535,26 @@ struct ShardCore {
 /// One engine shard: its core behind a lock that whoever has something for it takes.
 ///
 /// A client request, or a peer message of the request path (see [`PeerMessage::is_request_path`]), is handled
-/// on the task it arrived on whenever the lock is free (`try_lock`): no hand-off to another
-/// task, and no wake-up at all for a request the core answers at once (a read of the local
-/// copy, a write with W=1). When the lock is busy, or the driver task is waiting for it, the
-/// event is queued for the driver task instead: no task on the request path ever blocks its
-/// thread waiting for a shard, and the driver (the tick, membership, what was queued) is never
-/// starved by a stream of inline events. The lock is held only while the core handles one
-/// event and its outputs are sorted; messages are encoded and queued, and clients answered,
-/// after it is let go.
+/// on the task it arrived on (*inline*): no hand-off to another task, and no wake-up at all
+/// for a request the core answers at once (a read of the local copy, a write with W=1).
+///
+/// Who waits for whom:
+/// - An inline event that finds the lock held by another inline event waits for it, blocking
+///   its thread for at most that one event (a few microseconds: the core never awaits, and
+///   lets go after one event). Queueing it for the driver instead costs more than the wait: a
+///   channel send, a wake-up of the driver task on another thread, and one of the caller when
+///   the answer comes back. Measured on one peer under RESP GET, half the requests went that way.
+/// - While the driver task holds the lock or waits for it (`driver_turn`), inline events queue
+///   for it instead: its events (the tick, a batch, a status) may take longer than one
+///   request, and a stream of inline events never starves it.
+///
+/// The lock is held only while the core handles one event and its outputs are sorted;
+/// messages are encoded and queued, and clients answered, after it is let go.
 pub struct Shard {
     core: std::sync::Mutex<ShardCore>,
-    /// Set while the driver task waits for the lock: inline events then queue behind it.
-    driver_waiting: std::sync::atomic::AtomicBool,
+    /// Set while the driver task waits for the lock or holds it: inline events then queue
+    /// for it rather than wait.
+    driver_turn: std::sync::atomic::AtomicBool,
     /// The driver task's queue: client requests that found the lock busy, and every command
     /// that is not a request. Closed once the driver task has ended.
     commands: mpsc::Sender<Command>,
@@ -747,53 +755,74 @@ enum Offered<T> {
 enum Inline<'a> {
     /// Yes: here is the core, locked.
     Run(std::sync::MutexGuard<'a, ShardCore>),
-    /// Not now: the lock is held, or the driver task is waiting for it.
+    /// Not now: the driver task holds the lock or waits for it.
     Busy,
     /// Never: the driver has stopped, or a panic under the lock poisoned it.
     Stopped,
 }
 
+/// The core as the driver task holds it: letting go ends the driver's turn.
+struct DriverHeld<'a> {
+    core: std::sync::MutexGuard<'a, ShardCore>,
+    turn: &'a std::sync::atomic::AtomicBool,
+}
+
+impl std::ops::Deref for DriverHeld<'_> {
+    type Target = ShardCore;
+
+    fn deref(&self) -> &ShardCore {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for DriverHeld<'_> {
+    fn deref_mut(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+}
+
+impl Drop for DriverHeld<'_> {
+    fn drop(&mut self) {
+        // Before the guard lets go: an inline event that sees the turn over and asks for the
+        // lock waits at most for the rest of this drop.
+        self.turn.store(false, Ordering::Release);
+    }
+}
+
 impl Shard {
-    /// The core, for the driver task: while another task holds the lock this one yields and
-    /// tries again, rather than block its thread (a holder never awaits, and lets go within one
-    /// event), and meanwhile inline events give way ([`Shard::try_inline`]). `None` once a
-    /// panic under the lock has poisoned it: the shard is then as good as stopped.
-    async fn lock(&self) -> Option<std::sync::MutexGuard<'_, ShardCore>> {
-        loop {
-            match self.core.try_lock() {
-                Ok(core) => {
-                    self.driver_waiting.store(false, Ordering::Release);
-                    return Some(core);
-                }
-                Err(std::sync::TryLockError::Poisoned(_)) => {
-                    self.driver_waiting.store(false, Ordering::Release);
-                    return None;
-                }
-                // Inline events give way until the driver has had its turn.
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    self.driver_waiting.store(true, Ordering::Release)
-                }
+    /// The core, for the driver task. From the moment it asks until it lets go, inline events
+    /// queue for it ([`Shard::try_inline`]); the holder it may find is one inline event (or
+    /// one that checked just before), so it waits for the lock, blocking its thread that long.
+    /// `None` once a panic under the lock has poisoned it: the shard is then as good as
+    /// stopped.
+    fn lock(&self) -> Option<DriverHeld<'_>> {
+        self.driver_turn.store(true, Ordering::Release);
+        match self.core.lock() {
+            Ok(core) => Some(DriverHeld {
+                core,
+                turn: &self.driver_turn,
+            }),
+            Err(_) => {
+                self.driver_turn.store(false, Ordering::Release);
+                None
             }
-            // Outside the `match`: its failed attempt (a guard's type) must not live across
-            // the await, or the driver's future could not move between threads.
-            tokio::task::yield_now().await;
         }
     }
 
-    /// The core for an inline event, if it may run now (see [`Inline`]).
+    /// The core for an inline event, if it may run now (see [`Inline`]): waits (blocking the
+    /// thread) for an inline event that holds the lock, never for the driver.
     fn try_inline(&self) -> Inline<'_> {
-        if self.driver_waiting.load(Ordering::Acquire) {
+        if self.driver_turn.load(Ordering::Acquire) {
             return Inline::Busy;
         }
-        match self.core.try_lock() {
+        match self.core.lock() {
             Ok(core) if core.stopped => Inline::Stopped,
             Ok(core) => Inline::Run(core),
-            Err(std::sync::TryLockError::WouldBlock) => Inline::Busy,
-            Err(std::sync::TryLockError::Poisoned(_)) => Inline::Stopped,
+            Err(_) => Inline::Stopped,
         }
     }
 
-    /// Runs a client request on the calling task if the lock is free. Taken also when the
+    /// Runs a client request on the calling task unless it is the driver's turn. Taken also when the
     /// shard has stopped: `reply` is then answered `ShuttingDown`.
     fn offer_request(
         &self,
@@ -815,8 +844,8 @@ impl Shard {
         Offered::Taken
     }
 
-    /// Runs a peer message on the calling task if the lock is free (a message for a stopped
-    /// shard is dropped, as the network might have).
+    /// Runs a peer message on the calling task unless it is the driver's turn (a message for
+    /// a stopped shard is dropped, as the network might have).
     fn offer_peer_message(&self, inbound: Inbound) -> Offered<Inbound> {
         let mut core = match self.try_inline() {
             Inline::Run(core) => core,
@@ -892,7 +921,7 @@ impl Driver {
                 view: ClusterView::default(),
                 stopped: false,
             }),
-            driver_waiting: std::sync::atomic::AtomicBool::new(false),
+            driver_turn: std::sync::atomic::AtomicBool::new(false),
             commands: commands_tx,
             urgent: urgent_tx,
             shed,
@@ -924,19 +953,19 @@ impl Driver {
             let deliveries = tokio::select! {
                 command = queues.commands.recv() => {
                     let Some(command) = command else { break };
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     core.command(command)
                 },
                 Some(inbound) = queues.urgent.recv() => {
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     core.peer_message(inbound)
                 }
                 Some(inbound) = queues.bulk.recv() => {
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     core.peer_message(inbound)
                 }
                 Some((to, req)) = queues.undeliverable.recv() => {
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     core.handle(Input::Undeliverable { to, req })
                 }
                 _ = tick.tick() => {
@@ -947,17 +976,17 @@ impl Driver {
                         core.node.tick_deadlines(wall_clock_ms(), &mut out);
                         core.sort(out)
                     });
-                    if !deadlines.await || !self.serve_waiting(&mut queues).await {
+                    if !deadlines || !self.serve_waiting(&mut queues) {
                         break;
                     }
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     let mut out = Outputs::default();
                     core.node.tick_repair(wall_clock_ms(), &mut out);
                     core.sort(out)
                 }
                 Ok(()) = self.views.changed() => {
                     let view = self.views.borrow_and_update().clone();
-                    let Some(mut core) = self.shard.lock().await else { break };
+                    let Some(mut core) = self.shard.lock() else { break };
                     if view == core.view {
                         Deliveries::default()
                     } else {
@@ -970,7 +999,7 @@ impl Driver {
                 _ = shutdown.changed() => break,
             };
             self.shard.deliver(deliveries);
-            if !self.serve_waiting(&mut queues).await {
+            if !self.serve_waiting(&mut queues) {
                 break;
             }
         }
@@ -979,9 +1008,9 @@ impl Driver {
 
     /// Runs one event on the core, locked, and carries out what it asked for once the lock is
     /// let go. False once the shard has stopped.
-    async fn run_event(&self, event: impl FnOnce(&mut ShardCore) -> Deliveries) -> bool {
+    fn run_event(&self, event: impl FnOnce(&mut ShardCore) -> Deliveries) -> bool {
         let deliveries = {
-            let Some(mut core) = self.shard.lock().await else {
+            let Some(mut core) = self.shard.lock() else {
                 return false;
             };
             event(&mut core)
@@ -996,18 +1025,18 @@ impl Driver {
     /// for every batch that arrived before it. A reply comes first in each turn: it finishes
     /// work already under way. At most [`WAITING_BURST`] events, so a flood of them cannot
     /// starve the tick. False once the shard has stopped.
-    async fn serve_waiting(&self, queues: &mut Queues) -> bool {
+    fn serve_waiting(&self, queues: &mut Queues) -> bool {
         let mut served = 0;
         while served < WAITING_BURST {
             let mut any = false;
             if let Ok(inbound) = queues.urgent.try_recv() {
-                if !self.run_event(|core| core.peer_message(inbound)).await {
+                if !self.run_event(|core| core.peer_message(inbound)) {
                     return false;
                 }
                 (any, served) = (true, served + 1);
             }
             if let Ok(command) = queues.commands.try_recv() {
-                if !self.run_event(|core| core.command(command)).await {
+                if !self.run_event(|core| core.command(command)) {
                     return false;
                 }
                 (any, served) = (true, served + 1);

@@ -1,5 +1,6 @@
 //! Tests of a shard's lock: who runs an event (the task it arrived on, or the driver), what a
-//! busy or stopped shard does with it, and that the driver is never starved of its turn.
+//! shard in the driver's turn or stopped does with it, and that the driver is never starved
+//! of its turn.
 
 use super::*;
 use crate::core::config::CoreConfig;
@@ -82,10 +83,10 @@ fn trace() -> TraceId {
     TraceId::parse("shard-test").unwrap()
 }
 
-/// Offers `request` while the shard's lock is held elsewhere: it must come back untouched,
+/// Offers `request` while the driver holds the shard's lock: it must come back untouched,
 /// neither run nor waited for. Returns it as the command that queues it, and its answer.
 fn offer_while_busy(shard: &Shard, request: ClientRequest) -> (Command, oneshot::Receiver<Answer>) {
-    let held = shard.core.lock().unwrap();
+    let held = shard.lock().unwrap();
     let (tx, rx) = oneshot::channel();
     let Offered::Busy((request, reply)) = shard.offer_request(request, &trace(), tx) else {
         panic!("a busy shard ran the request anyway");
@@ -132,7 +133,7 @@ async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_to_be_queued() 
         trace: None,
         message: PeerMessage::StoreAck { req: 7 },
     };
-    let held = shard.core.lock().unwrap();
+    let held = shard.lock().unwrap();
     assert!(matches!(
         shard.offer_peer_message(inbound()),
         Offered::Busy(back) if back == inbound()
@@ -144,10 +145,37 @@ async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_to_be_queued() 
     ));
 }
 
+#[test]
+fn an_inline_event_waits_for_another_inline_event_rather_than_queue() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (shard, _shutdown, _task) = runtime.block_on(async { lone_shard() });
+    // Another thread holds the lock as an inline event does (not the driver's turn).
+    let held = shard.core.lock().unwrap();
+    let offering = {
+        let shard = shard.clone();
+        std::thread::spawn(move || {
+            let (tx, mut rx) = oneshot::channel();
+            let offered = shard.offer_request(put("k"), &trace(), tx);
+            (matches!(offered, Offered::Taken), rx.try_recv().ok())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!offering.is_finished(), "it did not wait for the lock");
+    drop(held);
+    let (taken, answer) = offering.join().unwrap();
+    assert!(taken, "queued for the driver instead of waiting");
+    let answer = answer.expect("answered on the caller's thread");
+    assert!(matches!(answer.reply, ClientReply::Written { .. }));
+    assert_eq!(shard.commands.capacity(), shard.commands.max_capacity());
+}
+
 #[tokio::test]
 async fn inline_events_give_way_while_the_driver_waits_for_the_lock() {
     let (shard, _shutdown, _task) = lone_shard();
-    shard.driver_waiting.store(true, Ordering::Release);
+    shard.driver_turn.store(true, Ordering::Release);
     let (tx, _rx) = oneshot::channel();
     assert!(matches!(
         shard.offer_request(put("k"), &trace(), tx),
@@ -162,12 +190,12 @@ async fn inline_events_give_way_while_the_driver_waits_for_the_lock() {
         shard.offer_peer_message(ack.clone()),
         Offered::Busy(_)
     ));
-    shard.driver_waiting.store(false, Ordering::Release);
+    shard.driver_turn.store(false, Ordering::Release);
     assert!(matches!(shard.offer_peer_message(ack), Offered::Taken));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_driver_that_finds_its_shard_busy_says_so_and_gets_its_turn() {
+async fn a_driver_that_finds_its_shard_held_says_so_and_gets_its_turn() {
     let (shard, _shutdown, _task) = lone_shard();
     // Another thread holds the lock until told to let go.
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
@@ -188,7 +216,7 @@ async fn a_driver_that_finds_its_shard_busy_says_so_and_gets_its_turn() {
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {
-        while !shard.driver_waiting.load(Ordering::Acquire) {
+        while !shard.driver_turn.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
@@ -201,7 +229,7 @@ async fn a_driver_that_finds_its_shard_busy_says_so_and_gets_its_turn() {
         .expect("the driver had its turn")
         .unwrap();
     assert_eq!(status.id, NodeId::from("A"));
-    assert!(!shard.driver_waiting.load(Ordering::Acquire));
+    assert!(!shard.driver_turn.load(Ordering::Acquire));
 }
 
 #[tokio::test]
@@ -227,9 +255,9 @@ async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
     let ack = message(PeerMessage::StoreAck { req: 7 });
     assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
     assert_eq!(shard.urgent.capacity(), URGENT_QUEUE, "run, not queued");
-    // A busy shard: the request-path message waits in the driver's own queue for it, not in
-    // the router's behind the batches.
-    let held = shard.core.lock().unwrap();
+    // The driver's turn: the request-path message waits in the driver's own queue for it, not
+    // in the router's behind the batches.
+    let held = shard.lock().unwrap();
     assert_eq!(offer_inbound(&shards, 1, ack.clone()), None);
     assert_eq!(
         shard.urgent.capacity(),
@@ -339,7 +367,7 @@ async fn a_request_path_message_queued_while_the_shard_was_busy_is_run_by_the_dr
             state: state_of("v"),
         },
     };
-    let held = shard.core.lock().unwrap();
+    let held = shard.lock().unwrap();
     assert_eq!(
         offer_inbound(&shards, 1, store),
         None,
