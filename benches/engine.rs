@@ -1,11 +1,18 @@
 //! The storage engine's hot paths on a store of 1,000,000 keys (16-byte keys, 100-byte values):
 //! a write that replaces a key's value, a read, a write of a new key under a memory limit that
-//! forces an eviction, and one round of active expiry. `cargo bench --bench engine`.
+//! forces an eviction, and one round of active expiry. Then the core's whole request on one
+//! peer with N=1 (what a one-peer GET or SET costs under the shard's lock, with no network or
+//! runtime: the steady figure to judge a change to the request path by, where a load test on
+//! this shared machine swings by ±15%). `cargo bench --bench engine`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use ringcache::core::config::CoreConfig;
 use ringcache::core::eviction::EvictionPolicy;
+use ringcache::core::node::{Input, Node, Outputs};
+use ringcache::core::request::{ClientRequest, WriteKind, WriteRequest};
 use ringcache::core::siblings::Payload;
 use ringcache::core::store::{Store, StoreLimits};
+use ringcache::core::types::{ClientRequestId, NodeId, Quorum};
 use ringcache::core::version_vector::{Actor, VersionVector};
 use std::hint::black_box;
 
@@ -98,9 +105,79 @@ fn engine(c: &mut Criterion) {
     );
 }
 
+/// Keys a lone peer holds for the node benchmarks.
+const NODE_KEYS: u64 = 10_000;
+
+/// A plain SET of `key` (W=1), as the RESP endpoint makes it.
+fn set_request(key: Vec<u8>) -> ClientRequest {
+    ClientRequest::Write(WriteRequest {
+        key,
+        write: WriteKind::Put {
+            value: vec![b'v'; 100],
+            ttl_ms: None,
+        },
+        context: None,
+        w: Quorum::One,
+        sloppy: None,
+        overwrite: true,
+    })
+}
+
+/// Runs one client request on `node` and checks it was answered at once.
+fn run_request(node: &mut Node, id: u64, now: u64, request: ClientRequest) {
+    let mut out = Outputs::default();
+    let input = Input::Client {
+        id: ClientRequestId(id),
+        request,
+        trace: None,
+    };
+    node.handle(now, input, &mut out);
+    assert_eq!(out.replies.len(), 1, "answered at once");
+    black_box(out);
+}
+
+fn node_requests(c: &mut Criterion) {
+    let config = CoreConfig {
+        replicas: 1,
+        ..CoreConfig::default()
+    };
+    let mut node = Node::new(NodeId::from("A"), 1, config);
+    let now = 1_764_000_000_000;
+    for i in 0..NODE_KEYS {
+        run_request(&mut node, i, now, set_request(key(i)));
+    }
+    let (mut i, mut id) = (0u64, NODE_KEYS);
+    c.bench_function(
+        "node: GET r=1 of a held key, one peer N=1 (10k keys)",
+        |b| {
+            b.iter(|| {
+                i = (i + 7_919) % NODE_KEYS;
+                id += 1;
+                let request = ClientRequest::Get {
+                    key: key(i),
+                    r: Quorum::One,
+                    session: None,
+                    stale_ok_ms: 0,
+                };
+                run_request(&mut node, id, now, request);
+            })
+        },
+    );
+    c.bench_function(
+        "node: SET w=1 replacing a value, one peer N=1 (10k keys)",
+        |b| {
+            b.iter(|| {
+                i = (i + 7_919) % NODE_KEYS;
+                id += 1;
+                run_request(&mut node, id, now, set_request(key(i)));
+            })
+        },
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = engine
+    targets = node_requests, engine
 }
 criterion_main!(benches);

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use thiserror::Error;
 
 /// A peer's name, unique in the cluster and stable across its restarts (e.g. `"A"`).
+///
+/// Shared, not owned: the core copies peer names into every request in flight, answer map
+/// and message, and a copy is a reference count rather than an allocation and a `memcpy`.
+/// Encoded as a plain string (serde's `rc`), so the wire format is that of a `String`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     pub fn as_str(&self) -> &str {
@@ -21,13 +25,13 @@ impl NodeId {
 
 impl From<&str> for NodeId {
     fn from(s: &str) -> Self {
-        NodeId(s.to_string())
+        NodeId(Arc::from(s))
     }
 }
 
 impl From<String> for NodeId {
     fn from(s: String) -> Self {
-        NodeId(s)
+        NodeId(Arc::from(s))
     }
 }
 

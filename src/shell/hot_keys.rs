@@ -20,7 +20,9 @@
 //! (`benches/hot_keys.rs`).
 
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,6 +178,10 @@ struct Windows {
 #[derive(Clone)]
 pub struct HotKeys {
     windows: Arc<Mutex<Windows>>,
+    /// Keys' 64-bit identities: SipHash under this process's random keys (cheaper than a
+    /// cryptographic hash on every request; unknown keys, so a client cannot pick keys that
+    /// share an identity and so share a counter).
+    ids: RandomState,
 }
 
 impl HotKeys {
@@ -186,12 +192,13 @@ impl HotKeys {
                 previous: Sketch::default(),
                 started: now,
             })),
+            ids: RandomState::new(),
         }
     }
 
     /// Counts one request for `key`.
     pub fn observe(&self, key: &[u8], access: Access, now: Instant) {
-        let id = key_id(key);
+        let id = self.ids.hash_one(key);
         let mut w = self.windows.lock().expect("hot keys lock");
         if now.duration_since(w.started) >= WINDOW {
             // A window passed: the current one becomes the previous (or, after a long quiet
@@ -253,11 +260,6 @@ pub fn merge_reports(reports: &[Vec<HotKey>], limit: usize) -> Vec<HotKey> {
     merged.sort_by_key(|k| std::cmp::Reverse(k.estimate()));
     merged.truncate(limit);
     merged
-}
-
-fn key_id(key: &[u8]) -> u64 {
-    let hash = blake3::hash(key);
-    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 fn shown(c: Counter) -> HotKey {

@@ -33,16 +33,19 @@ impl Node {
         // Every replica answered with the same tombstones: collect them after the grace
         // period (they cannot come back: no replica holds anything they cover, and the grace
         // outlasts any message in flight that might).
-        let replicas: Vec<NodeId> = self.ring.replicas_of(key).to_vec();
-        // (A replica holding nothing agrees: it has nothing the tombstones must cover.)
-        let all_agree = merged.is_tombstones_only()
-            && replicas.len() == self.config.replicas
-            && replicas.iter().all(|r| {
-                answers
-                    .get(r)
-                    .is_some_and(|a| a.is_none() || a.as_ref() == Some(merged))
-            });
-        if all_agree {
+        // (A replica holding nothing agrees: it has nothing the tombstones must cover.) The
+        // key's replicas are looked up only for tombstones: most reads find a value.
+        let agreeing_replicas = merged.is_tombstones_only().then(|| {
+            let replicas: Vec<NodeId> = self.ring.replicas_of(key).to_vec();
+            let all_agree = replicas.len() == self.config.replicas
+                && replicas.iter().all(|r| {
+                    answers
+                        .get(r)
+                        .is_some_and(|a| a.is_none() || a.as_ref() == Some(merged))
+                });
+            all_agree.then_some(replicas)
+        });
+        if let Some(replicas) = agreeing_replicas.flatten() {
             if confirms.as_ref() == Some(merged.context()) {
                 // Unchanged on every replica for a whole grace period: forget it.
                 let (me, store) = (&self.id, &mut self.store);
