@@ -3,9 +3,10 @@
 //! A peer's keyspace is split into shards by partition (`ring::shard_of_key`), so the cores of
 //! a machine serve at once. Each shard's core sits behind a lock ([`Shard`]). A client request
 //! is run on the task it arrived on ([`DriverHandle`] deals requests by key), and a peer message
-//! of the request path on the transport task that read it, whenever that shard's lock is free:
-//! no hand-off between tasks on the request path. Batches (anti-entropy, handoff, hints), and
-//! whatever finds the lock busy, are queued for the shard's driver task instead, which also
+//! of the request path on the transport task that read it, waiting if need be for another such
+//! event to let go of the lock: no hand-off between tasks on the request path. Batches
+//! (anti-entropy, handoff, hints), and whatever arrives while the driver task holds the lock or
+//! waits for it, are queued for the shard's driver task instead, which also
 //! `select!`s over commands, failed sends, a tick timer and gossip's membership view; a router
 //! task deals queued peer messages to shards (`PeerMessage::shard`). Whoever ran the core
 //! carries out what it asked once the lock is let go: messages go to [`PeerTransport`] (queued,
@@ -44,7 +45,7 @@ const VIEW_POLL: Duration = Duration::from_millis(100);
 /// How many waiting request-path events a driver serves after each event, before it turns to
 /// what else is queued (see [`Driver::serve_waiting`]).
 const WAITING_BURST: usize = 64;
-/// Request-path peer messages a shard queues while its lock is busy; more are shed.
+/// Request-path peer messages a shard queues during the driver's turn; more are shed.
 const URGENT_QUEUE: usize = 16_384;
 
 /// The log target of request tracing: what each peer did for a traced request (at debug).
@@ -555,10 +556,10 @@ pub struct Shard {
     /// Set while the driver task waits for the lock or holds it: inline events then queue
     /// for it rather than wait.
     driver_turn: std::sync::atomic::AtomicBool,
-    /// The driver task's queue: client requests that found the lock busy, and every command
+    /// The driver task's queue: client requests that came in the driver's turn, and every command
     /// that is not a request. Closed once the driver task has ended.
     commands: mpsc::Sender<Command>,
-    /// Request-path peer messages that found the lock busy: the driver serves them, like the
+    /// Request-path peer messages that came in the driver's turn: the driver serves them, like the
     /// client requests in `commands`, right after the event in hand (see
     /// [`Driver::serve_waiting`]), not behind every batch queued before them.
     urgent: mpsc::Sender<Inbound>,
@@ -858,7 +859,7 @@ impl Shard {
         Offered::Taken
     }
 
-    /// Queues a request-path peer message that found the lock busy for the driver, which
+    /// Queues a request-path peer message that came in the driver's turn for the driver, which
     /// serves it right after the event in hand (see [`Driver::serve_waiting`]); shed (as the
     /// network might lose it) when the queue is full.
     fn queue_urgent(&self, inbound: Inbound) {
