@@ -42,6 +42,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 const TICK: Duration = Duration::from_millis(20);
 /// How often gossip's view is read into the core.
 const VIEW_POLL: Duration = Duration::from_millis(100);
+/// How many times an inline event tries its shard's lock before it sleeps on it: about one
+/// request's hold (a few microseconds). Trying costs about what sleeping does (measured: the
+/// same CPU per request), but a try can see the driver's turn and give way, a sleeper cannot.
+const INLINE_TRIES: usize = 200;
 /// How many waiting request-path events a driver serves after each event, before it turns to
 /// what else is queued (see [`Driver::serve_waiting`]).
 const WAITING_BURST: usize = 64;
@@ -463,8 +467,8 @@ pub fn spawn_shards(
         inboxes.push(inbox_tx);
         tasks.push(task);
     }
-    // A request-path message is handled on the stream task that read it when its shard is
-    // free, and waits in the shard's own queue of them otherwise; every other message goes by
+    // A request-path message is handled on the stream task that read it unless it is its
+    // shard's driver's turn, and waits in the shard's own queue of them then; every other message goes by
     // the router below. Weak: the transport keeps no shard alive.
     let inline_shards: Vec<std::sync::Weak<Shard>> = shards.iter().map(Arc::downgrade).collect();
     transport.handle_inline(Box::new(move |inbound: Inbound| {
@@ -540,14 +544,18 @@ struct ShardCore {
 /// for a request the core answers at once (a read of the local copy, a write with W=1).
 ///
 /// Who waits for whom:
-/// - An inline event that finds the lock held by another inline event waits for it, blocking
-///   its thread for at most that one event (a few microseconds: the core never awaits, and
-///   lets go after one event). Queueing it for the driver instead costs more than the wait: a
-///   channel send, a wake-up of the driver task on another thread, and one of the caller when
-///   the answer comes back. Measured on one peer under RESP GET, half the requests went that way.
+/// - An inline event that finds the lock held by another inline event waits for it (a few
+///   microseconds: the core never awaits, and lets go after one event): it tries again for
+///   about that long, then sleeps on the lock, blocking its thread. Queueing it for the driver
+///   instead costs more than the wait: a channel send, a wake-up of the driver task on another
+///   thread, and one of the caller when the answer comes back. Measured on one peer under
+///   RESP SET, half the requests went that way.
 /// - While the driver task holds the lock or waits for it (`driver_turn`), inline events queue
 ///   for it instead: its events (the tick, a batch, a status) may take longer than one
-///   request, and a stream of inline events never starves it.
+///   request, and a stream of inline events never starves it. An inline event checks the
+///   turn on every try; one that went to sleep on the lock just before the driver asked may
+///   wait for one driver event too (rare: it takes a hold of more than its tries, and the
+///   driver asking in that moment).
 ///
 /// The lock is held only while the core handles one event and its outputs are sorted;
 /// messages are encoded and queued, and clients answered, after it is let go.
@@ -744,11 +752,11 @@ impl ShardCore {
     }
 }
 
-/// What became of an event offered to a shard without waiting for its lock.
+/// What became of an event offered to a shard without waiting for its driver.
 enum Offered<T> {
     /// Handled (or dropped, the shard having stopped).
     Taken,
-    /// The lock was busy: here is the event back, for the driver's queue.
+    /// The driver's turn: here is the event back, for the driver's queue.
     Busy(T),
 }
 
@@ -792,10 +800,10 @@ impl Drop for DriverHeld<'_> {
 
 impl Shard {
     /// The core, for the driver task. From the moment it asks until it lets go, inline events
-    /// queue for it ([`Shard::try_inline`]); the holder it may find is one inline event (or
-    /// one that checked just before), so it waits for the lock, blocking its thread that long.
-    /// `None` once a panic under the lock has poisoned it: the shard is then as good as
-    /// stopped.
+    /// queue for it ([`Shard::try_inline`]); the holders it may find are inline events that
+    /// were already trying (at most one per thread, each for one event), so it waits for the
+    /// lock, blocking its thread that long. `None` once a panic under the lock has poisoned
+    /// it: the shard is then as good as stopped.
     fn lock(&self) -> Option<DriverHeld<'_>> {
         self.driver_turn.store(true, Ordering::Release);
         match self.core.lock() {
@@ -810,9 +818,21 @@ impl Shard {
         }
     }
 
-    /// The core for an inline event, if it may run now (see [`Inline`]): waits (blocking the
-    /// thread) for an inline event that holds the lock, never for the driver.
+    /// The core for an inline event, if it may run now (see [`Inline`]): waits for an inline
+    /// event that holds the lock, trying again up to [`INLINE_TRIES`] times and then sleeping
+    /// on it; gives way as soon as it sees the driver's turn.
     fn try_inline(&self) -> Inline<'_> {
+        for _ in 0..INLINE_TRIES {
+            if self.driver_turn.load(Ordering::Acquire) {
+                return Inline::Busy;
+            }
+            match self.core.try_lock() {
+                Ok(core) if core.stopped => return Inline::Stopped,
+                Ok(core) => return Inline::Run(core),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Inline::Stopped,
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
         if self.driver_turn.load(Ordering::Acquire) {
             return Inline::Busy;
         }
@@ -893,7 +913,7 @@ impl Shard {
 }
 
 /// A shard's driver task: what reaches the shard through its queues (client requests that
-/// found the lock busy, commands, peer messages the router queued), failed sends, the tick and
+/// came in its turn, commands, peer messages the router queued), failed sends, the tick and
 /// gossip's view.
 struct Driver {
     shard: Arc<Shard>,
@@ -1021,7 +1041,7 @@ impl Driver {
     }
 
     /// Serves what waits on the request path, request-path peer messages and client requests
-    /// that found the lock busy, taking one of each in turn, before the driver turns to
+    /// that came in the driver's turn, taking one of each in turn, before the driver turns to
     /// anything else queued (a batch, the tick): a request waits for the event in hand, not
     /// for every batch that arrived before it. A reply comes first in each turn: it finishes
     /// work already under way. At most [`WAITING_BURST`] events, so a flood of them cannot
@@ -1052,9 +1072,9 @@ impl Driver {
 
 /// What a shard's driver task reads.
 struct Queues {
-    /// Client requests that found the lock busy, and every command that is not a request.
+    /// Client requests that came in the driver's turn, and every command that is not a request.
     commands: mpsc::Receiver<Command>,
-    /// Request-path peer messages that found the lock busy (see [`PeerMessage::is_request_path`]).
+    /// Request-path peer messages that came in the driver's turn (see [`PeerMessage::is_request_path`]).
     urgent: mpsc::Receiver<Inbound>,
     /// Every other peer message, from the router: batches, tombstone collection.
     bulk: mpsc::Receiver<Inbound>,
@@ -1084,7 +1104,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Offers a peer message to its shard on the calling (stream) task: `None` once taken (run;
-/// queued for the shard's driver, which serves it before batches, when the shard is busy; or
+/// queued for the shard's driver, which serves it before batches, in the driver's turn; or
 /// dropped because the shard is gone), or the message back for the router when it does not
 /// run inline (see [`PeerMessage::is_request_path`]).
 fn offer_inbound(

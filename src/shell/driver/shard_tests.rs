@@ -85,11 +85,14 @@ fn trace() -> TraceId {
 
 /// Offers `request` while the driver holds the shard's lock: it must come back untouched,
 /// neither run nor waited for. Returns it as the command that queues it, and its answer.
-fn offer_while_busy(shard: &Shard, request: ClientRequest) -> (Command, oneshot::Receiver<Answer>) {
+fn offer_in_drivers_turn(
+    shard: &Shard,
+    request: ClientRequest,
+) -> (Command, oneshot::Receiver<Answer>) {
     let held = shard.lock().unwrap();
     let (tx, rx) = oneshot::channel();
     let Offered::Busy((request, reply)) = shard.offer_request(request, &trace(), tx) else {
-        panic!("a busy shard ran the request anyway");
+        panic!("the request ran in the driver's turn");
     };
     assert!(held.pending.is_empty());
     let command = Command::Request {
@@ -114,9 +117,9 @@ async fn a_request_is_run_on_the_task_that_made_it_when_its_shard_is_free() {
 }
 
 #[tokio::test]
-async fn a_request_that_finds_its_shard_busy_waits_its_turn_with_the_driver() {
+async fn a_request_in_the_drivers_turn_waits_with_the_driver() {
     let (shard, _shutdown, _task) = lone_shard();
-    let (queued, rx) = offer_while_busy(&shard, put("k"));
+    let (queued, rx) = offer_in_drivers_turn(&shard, put("k"));
     shard.commands.send(queued).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(5), rx)
         .await
@@ -126,7 +129,7 @@ async fn a_request_that_finds_its_shard_busy_waits_its_turn_with_the_driver() {
 }
 
 #[tokio::test]
-async fn a_peer_message_that_finds_its_shard_busy_is_handed_back_to_be_queued() {
+async fn a_peer_message_in_the_drivers_turn_is_handed_back_to_be_queued() {
     let (shard, _shutdown, _task) = lone_shard();
     let inbound = || Inbound {
         from: NodeId::from("B"),
@@ -229,7 +232,14 @@ async fn a_driver_that_finds_its_shard_held_says_so_and_gets_its_turn() {
         .expect("the driver had its turn")
         .unwrap();
     assert_eq!(status.id, NodeId::from("A"));
-    assert!(!shard.driver_turn.load(Ordering::Acquire));
+    // The turn ends as the driver lets go (just after it answered).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while shard.driver_turn.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the driver's turn ends");
 }
 
 #[tokio::test]
@@ -270,7 +280,7 @@ async fn a_batch_goes_by_the_router_even_when_its_shard_is_free() {
 #[tokio::test]
 async fn requests_that_waited_are_served_before_the_next_batch() {
     let (shard, _shutdown, _task, bulk) = lone_shard_with_inbox();
-    // Two batches queued first, then (the lock being busy) ten reads of the second batch's
+    // Two batches queued first, then (in the driver's turn) ten reads of the second batch's
     // key: each read is served right after the event the driver is on when it arrives, so
     // none of them can see that key. (Queued in the order of arrival alone, each read would
     // wait for every batch that came before it.)
@@ -295,7 +305,7 @@ async fn requests_that_waited_are_served_before_the_next_batch() {
     };
     let mut answers = Vec::new();
     for _ in 0..10 {
-        let (command, rx) = offer_while_busy(&shard, read());
+        let (command, rx) = offer_in_drivers_turn(&shard, read());
         shard.commands.send(command).await.unwrap();
         answers.push(rx);
     }
@@ -317,7 +327,7 @@ async fn requests_that_waited_are_served_before_the_next_batch() {
 #[tokio::test]
 async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
     let (shard, shutdown, task) = lone_shard();
-    let (queued, rx) = offer_while_busy(&shard, put("k"));
+    let (queued, rx) = offer_in_drivers_turn(&shard, put("k"));
     shard.commands.send(queued).await.unwrap();
     // A client still waiting on the core when the driver stops (one whose replicas never
     // answered, say).
@@ -355,7 +365,7 @@ async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
 }
 
 #[tokio::test]
-async fn a_request_path_message_queued_while_the_shard_was_busy_is_run_by_the_driver() {
+async fn a_request_path_message_queued_in_the_drivers_turn_is_run_by_the_driver() {
     let (shard, _shutdown, _task) = lone_shard();
     let shards = [Arc::downgrade(&shard)];
     let store = Inbound {
