@@ -282,7 +282,8 @@ impl PeerMessage {
     }
 
     /// Whether this is on a client request's path: small, and waited on by a client (the
-    /// shell runs these on the stream task that read them when their shard is free). Batches
+    /// shell runs these on the stream task that read them, except in their shard driver's
+    /// turn). Batches
     /// (anti-entropy, handoff, hint delivery), tombstone collection and pub/sub are not.
     pub fn is_request_path(&self) -> bool {
         match self {
