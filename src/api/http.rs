@@ -5,8 +5,10 @@
 //! out. The wire contract is documented in `docs/http.md` and `docs/openapi.yaml`.
 //!
 //! Every request is given a trace id (the client's `X-Request-Id` when sane, see
-//! `request_log`), answered in `X-Request-Id` and named by a `request` span around its
-//! handling, so each log line of the request carries `trace_id`.
+//! `request_log`), answered in `X-Request-Id` and named in its slow-request line. With request
+//! tracing on (`RUST_LOG=ringcache::trace=debug`), a `request` span around its handling puts
+//! `trace_id` on each of its log lines too; off (the default), the span costs nothing: making
+//! it took 4–6% of a one-peer GET's CPU (`docs/performance.md`).
 
 use crate::api::auth::{self, ClientToken};
 use crate::api::causal_context::{self, ContextKey};
@@ -21,7 +23,7 @@ use crate::core::request::{
 };
 use crate::core::siblings::Payload;
 use crate::core::types::{Quorum, TraceId};
-use crate::shell::driver::DriverHandle;
+use crate::shell::driver::{DriverHandle, TRACE_TARGET};
 use crate::shell::health::Health;
 use crate::shell::hot_keys;
 /// One hot key as `GET /v1/hotkeys` reports it (the shell's sketch type, named here for clients).
@@ -238,7 +240,7 @@ impl DirectKeyRoute {
 
 /// Gives the request its trace id (the client's `X-Request-Id` when sane, else a fresh one):
 /// in the request's extensions for the handlers, as the `trace_id` of a `request` span
-/// around its handling, and in the response's `X-Request-Id`.
+/// around its handling (when request tracing is on), and in the response's `X-Request-Id`.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let (trace, span) = request_trace(request.headers());
     request.extensions_mut().insert(trace.clone());
@@ -246,11 +248,13 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     with_request_id(response, &trace)
 }
 
-/// A request's trace id (see [`request_id`]), and the `request` span that names it.
+/// A request's trace id (see [`request_id`]), and the `request` span that names it: at debug
+/// under the trace target, like the replicas' `peer_message` spans, so it is made only when
+/// request tracing is on.
 fn request_trace(headers: &HeaderMap) -> (TraceId, tracing::Span) {
     let asked = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
     let trace = request_log::trace_id_or_new(asked);
-    let span = tracing::info_span!("request", trace_id = %trace);
+    let span = tracing::debug_span!(target: TRACE_TARGET, "request", trace_id = %trace);
     (trace, span)
 }
 

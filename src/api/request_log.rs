@@ -100,10 +100,29 @@ pub async fn run(
     }
 }
 
-/// A key as a log line shows it: at most 64 bytes, lossy UTF-8.
-fn shown_key(request: &ClientRequest) -> String {
+/// Bytes of a key a log line shows.
+const SHOWN_KEY_BYTES: usize = 64;
+
+/// A key as a log line shows it: its first [`SHOWN_KEY_BYTES`] bytes, as lossy UTF-8 when
+/// formatted. Kept on the stack: most requests are never logged, and must not pay for a
+/// string.
+struct ShownKey {
+    bytes: [u8; SHOWN_KEY_BYTES],
+    len: usize,
+}
+
+fn shown_key(request: &ClientRequest) -> ShownKey {
     let key = request.key();
-    String::from_utf8_lossy(&key[..key.len().min(64)]).into_owned()
+    let len = key.len().min(SHOWN_KEY_BYTES);
+    let mut bytes = [0; SHOWN_KEY_BYTES];
+    bytes[..len].copy_from_slice(&key[..len]);
+    ShownKey { bytes, len }
+}
+
+impl fmt::Display for ShownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.bytes[..self.len]))
+    }
 }
 
 /// The replicas a request asked, as a log field: `B 3ms, C no answer`, or `none`.

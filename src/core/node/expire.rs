@@ -73,6 +73,7 @@ impl Node {
         match found.and_then(|state| expire_rewrite(&state, ttl_ms, now)) {
             Ok((payload, context)) => {
                 let write = CoordinatedWrite {
+                    partition: self.ring.partition_of(&write.key),
                     key: write.key,
                     payload: PayloadPlan::Fixed(payload),
                     context,

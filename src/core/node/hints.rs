@@ -37,6 +37,7 @@
 use super::{Node, Outputs};
 use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
+use crate::core::ring::PartitionId;
 use crate::core::siblings::Siblings;
 use crate::core::store::footprint;
 use crate::core::types::{Millis, NodeId};
@@ -207,10 +208,9 @@ impl Hints {
 }
 
 impl Node {
-    /// The replicas of `key` believed down, each paired with the healthy peer past the
+    /// The replicas of `partition` believed down, each paired with the healthy peer past the
     /// preference list that stands in for it (as many as there are such peers).
-    pub(super) fn stand_ins(&self, key: &[u8]) -> Vec<(NodeId, NodeId)> {
-        let partition = self.ring.partition_of(key);
+    pub(super) fn stand_ins(&self, partition: PartitionId) -> Vec<(NodeId, NodeId)> {
         let down: Vec<NodeId> = self
             .ring
             .preference_list(partition)

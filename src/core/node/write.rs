@@ -23,7 +23,8 @@ use crate::core::message::PeerMessage;
 use crate::core::planted::PlantedBug;
 use crate::core::quorum::{QuorumOutcome, QuorumTracker};
 use crate::core::request::{ClientReply, RequestError, WriteKind, WriteRequest};
-use crate::core::siblings::Payload;
+use crate::core::ring::PartitionId;
+use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::{ClientRequestId, Millis, NodeId};
 use crate::core::version_vector::{Dot, VersionVector};
 
@@ -95,6 +96,8 @@ impl PayloadPlan {
 /// A write as the coordinator applies it: the payload and the context it replaces.
 pub(super) struct CoordinatedWrite {
     pub(super) key: Vec<u8>,
+    /// The key's partition, found once per write: its replicas and stand-ins follow from it.
+    pub(super) partition: PartitionId,
     pub(super) payload: PayloadPlan,
     pub(super) context: VersionVector,
     pub(super) needed: usize,
@@ -179,11 +182,13 @@ impl Node {
             Ok(needed) => needed,
             Err(e) => return origin.fail(e, out),
         };
-        let replicas = self.ring.replicas_of(&write.key);
+        let partition = self.ring.partition_of(&write.key);
         // A forwarded write is coordinated here even if our view disagrees that we are a
         // replica: forwarding again could bounce between peers with different views.
-        if replicas.contains(&self.id) || matches!(origin, Waiter::Peer { .. }) {
-            return self.coordinate_write(now, origin, write, needed, out);
+        if self.ring.preference_list(partition).contains(&self.id)
+            || matches!(origin, Waiter::Peer { .. })
+        {
+            return self.coordinate_write(now, origin, write, needed, partition, out);
         }
         self.forward_write(now, origin, write, needed, out);
     }
@@ -194,16 +199,17 @@ impl Node {
         origin: Waiter,
         write: WriteRequest,
         needed: usize,
+        partition: PartitionId,
         out: &mut Outputs,
     ) {
-        let replicas: Vec<NodeId> = self.ring.replicas_of(&write.key).to_vec();
+        let replicas = self.ring.preference_list(partition);
         let live = replicas.iter().filter(|r| self.view.is_up(r)).count();
         let self_counts = usize::from(!replicas.contains(&self.id));
         // An expire reads first and is kept strict.
         let sloppy = write.sloppy.unwrap_or(self.config.sloppy_quorum)
             && !matches!(write.write, WriteKind::Expire { .. });
         let stand_ins = if sloppy && live > 0 {
-            self.stand_ins(&write.key).len()
+            self.stand_ins(partition).len()
         } else {
             0
         };
@@ -227,6 +233,7 @@ impl Node {
             let (payload, context) = plan;
             let write = CoordinatedWrite {
                 key: write.key,
+                partition,
                 payload,
                 context,
                 needed,
@@ -234,19 +241,20 @@ impl Node {
             };
             return self.store_and_replicate(now, origin, write, deadline, out);
         }
+        // What this replica holds of the key, decoded once for the context, the sibling caps
+        // and a counter the write may replace.
+        let mut local = self.store.peek(&write.key);
         let context = match (&write.context, &write.write) {
             (Some(ctx), _) => ctx.clone(),
             // A delete without context removes everything this coordinator has seen.
-            (None, WriteKind::Delete) => self
-                .store
-                .peek(&write.key)
+            (None, WriteKind::Delete) => local
+                .as_ref()
                 .map(|s| s.context().clone())
                 .unwrap_or_default(),
             // An overwrite replaces what this coordinator has seen, like a blind delete.
             (None, WriteKind::Put { .. }) if write.overwrite => {
-                let mut seen = self
-                    .store
-                    .peek(&write.key)
+                let mut seen = local
+                    .as_ref()
                     .map(|s| s.context().clone())
                     .unwrap_or_default();
                 if self.has_bug(PlantedBug::OverwriteCoversNextDot) {
@@ -274,7 +282,7 @@ impl Node {
         let context = if self.has_bug(PlantedBug::LastWriteWins) {
             // The planted bug: the newest write replaces whatever the coordinator holds.
             let mut everything = context;
-            if let Some(local) = self.store.peek(&write.key) {
+            if let Some(local) = &local {
                 everything.merge(local.context());
             }
             everything
@@ -285,19 +293,21 @@ impl Node {
             .write
             .into_payload(now)
             .expect("puts and deletes carry a payload");
-        if let Err(refused) = self.check_sibling_caps(&write.key, &context, &payload) {
+        if let Err(refused) = self.check_sibling_caps(local.as_ref(), &context, &payload) {
             if self.has_bug(PlantedBug::SiblingCapDropsSiblings) {
                 // The planted bug: make room by dropping the key's older siblings.
                 #[cfg(feature = "planted-bugs")]
                 self.store.keep_only_newest_sibling(&write.key, now);
+                local = self.store.peek(&write.key);
             } else {
                 self.counters.refused_by_sibling_cap += 1;
                 return origin.fail(refused, out);
             }
         }
-        let payload = self.plan_over_counter(&write.key, &context, payload);
+        let payload = plan_over_counter(local.as_ref(), &context, payload);
         let write = CoordinatedWrite {
             key: write.key,
+            partition,
             payload,
             context,
             needed,
@@ -344,42 +354,6 @@ impl Node {
         Ok((plan, context))
     }
 
-    /// A put of an integer or a delete that replaces a counter this replica holds becomes a
-    /// reset of it (see `core::counter`); any other write stores its payload as it is.
-    fn plan_over_counter(
-        &self,
-        key: &[u8],
-        context: &VersionVector,
-        payload: Payload,
-    ) -> PayloadPlan {
-        let seen = match self.store.holds_counter(key) {
-            true => self.store.peek(key),
-            false => None,
-        };
-        let Some(seen) = seen.and_then(|state| counter::replaced(&state, context)) else {
-            return PayloadPlan::Fixed(payload);
-        };
-        match &payload {
-            Payload::Value {
-                data,
-                expires_at_ms,
-            } => match counter::parse_integer(data) {
-                Some(value) => PayloadPlan::Reset {
-                    seen,
-                    value: Some(value),
-                    expires_at_ms: *expires_at_ms,
-                },
-                None => PayloadPlan::Fixed(payload),
-            },
-            Payload::Tombstone => PayloadPlan::Reset {
-                seen,
-                value: None,
-                expires_at_ms: None,
-            },
-            Payload::Counter { .. } => PayloadPlan::Fixed(payload),
-        }
-    }
-
     /// Refuses a put that would leave the key with more siblings, or more sibling bytes, than
     /// the caps allow, judged on this coordinator's state: the siblings its context does not
     /// cover stay, and the put adds one. Deletes are never refused (they only shrink a key).
@@ -387,14 +361,14 @@ impl Node {
     /// never drops an acknowledged sibling.
     fn check_sibling_caps(
         &self,
-        key: &[u8],
+        local: Option<&Siblings>,
         context: &VersionVector,
         payload: &Payload,
     ) -> Result<(), RequestError> {
         let Payload::Value { data, .. } = payload else {
             return Ok(());
         };
-        let Some(local) = self.store.peek(key) else {
+        let Some(local) = local else {
             return Ok(());
         };
         let (mut siblings, mut bytes) = (1, data.len());
@@ -431,16 +405,17 @@ impl Node {
     ) {
         let CoordinatedWrite {
             key,
+            partition,
             payload,
             context,
             needed,
             sloppy,
         } = write;
-        let replicas: Vec<NodeId> = self.ring.replicas_of(&key).to_vec();
+        let replicas: Vec<NodeId> = self.ring.preference_list(partition).to_vec();
         let self_counts = usize::from(!replicas.contains(&self.id));
         // Who holds a hint for which replica believed down (none for a strict write).
         let stand_ins = if sloppy {
-            self.stand_ins(&key)
+            self.stand_ins(partition)
         } else {
             Vec::new()
         };
@@ -498,6 +473,14 @@ impl Node {
             context: state.context().clone(),
             counted,
         };
+        // A write its own replica's ack decides (W = 1, or no replica can answer) is answered
+        // at once, without a place in the table: later acks find no request and are dropped,
+        // as they are once any write has been answered.
+        let ack_early = self.has_bug(PlantedBug::AckAfterWMinusOne);
+        let outcome = write_outcome(&flight.tracker, ack_early);
+        if outcome != QuorumOutcome::Pending {
+            return origin.reply(flight.reply(outcome), out);
+        }
         self.requests.insert(
             req,
             Request {
@@ -506,7 +489,6 @@ impl Node {
                 flight: Flight::Write(flight),
             },
         );
-        self.settle_write(req, out);
     }
 
     /// A replica's `StoreAck` (`stored`) or `StoreRefused`, or an undeliverable `Store`.
@@ -533,10 +515,7 @@ impl Node {
         let Some(Flight::Write(write)) = self.requests.flight_mut(req) else {
             return;
         };
-        let mut outcome = write.tracker.outcome();
-        if ack_early && write.tracker.successes() + 1 >= write.tracker.needed() {
-            outcome = QuorumOutcome::Met;
-        }
+        let outcome = write_outcome(&write.tracker, ack_early);
         if outcome == QuorumOutcome::Pending {
             return;
         }
@@ -548,27 +527,70 @@ impl Node {
         else {
             unreachable!("a write was just found under this number")
         };
-        let reply = if outcome == QuorumOutcome::Met {
-            match write.counted {
-                Some(value) => ClientReply::Counted {
-                    value,
-                    context: write.context,
-                },
-                None => ClientReply::Written {
-                    context: write.context,
-                },
-            }
-        } else {
-            ClientReply::Failed(RequestError::Unavailable {
-                needed: write.tracker.needed(),
-                got: write.tracker.successes(),
-            })
-        };
-        waiter.reply(reply, out);
+        waiter.reply(write.reply(outcome), out);
     }
 }
 
+/// A put of an integer or a delete that replaces a counter this replica holds (`local`)
+/// becomes a reset of it (see `core::counter`); any other write stores its payload as it is.
+fn plan_over_counter(
+    local: Option<&Siblings>,
+    context: &VersionVector,
+    payload: Payload,
+) -> PayloadPlan {
+    let Some(seen) = local.and_then(|state| counter::replaced(state, context)) else {
+        return PayloadPlan::Fixed(payload);
+    };
+    match &payload {
+        Payload::Value {
+            data,
+            expires_at_ms,
+        } => match counter::parse_integer(data) {
+            Some(value) => PayloadPlan::Reset {
+                seen,
+                value: Some(value),
+                expires_at_ms: *expires_at_ms,
+            },
+            None => PayloadPlan::Fixed(payload),
+        },
+        Payload::Tombstone => PayloadPlan::Reset {
+            seen,
+            value: None,
+            expires_at_ms: None,
+        },
+        Payload::Counter { .. } => PayloadPlan::Fixed(payload),
+    }
+}
+
+/// Whether a write's quorum is met, can no longer be, or is still pending. `ack_early` is
+/// the planted bug that counts one ack short of W as met.
+fn write_outcome(tracker: &QuorumTracker, ack_early: bool) -> QuorumOutcome {
+    if ack_early && tracker.successes() + 1 >= tracker.needed() {
+        return QuorumOutcome::Met;
+    }
+    tracker.outcome()
+}
+
 impl WriteFlight {
+    /// The client's answer once the quorum is decided (`outcome` is not pending).
+    fn reply(self, outcome: QuorumOutcome) -> ClientReply {
+        if outcome != QuorumOutcome::Met {
+            return ClientReply::Failed(RequestError::Unavailable {
+                needed: self.tracker.needed(),
+                got: self.tracker.successes(),
+            });
+        }
+        match self.counted {
+            Some(value) => ClientReply::Counted {
+                value,
+                context: self.context,
+            },
+            None => ClientReply::Written {
+                context: self.context,
+            },
+        }
+    }
+
     /// The error a write past its deadline fails with.
     pub(super) fn timeout(&self) -> RequestError {
         RequestError::Timeout {
