@@ -151,6 +151,8 @@ impl RunningPeer {
         let shards = config.shards.max(1);
         let mut shard_config = config.core.clone();
         shard_config.max_memory_bytes = config.core.max_memory_bytes.map(|m| m / shards as u64);
+        // Secret keys for the store's index, so clients cannot choose colliding keys.
+        shard_config.index_hash_keys = (rand::random(), rand::random());
         let nodes = (0..shards)
             .map(|i| {
                 Node::new_shard(

@@ -87,6 +87,12 @@ pub struct CoreConfig {
     /// replica at once.
     #[serde(default = "default_read_spare_after_ms")]
     pub read_spare_after_ms: Millis,
+    /// The keys of the SipHash that places keys in the store's index. A client that knew
+    /// them could choose keys that all land in one place of the index and make every lookup
+    /// of them a scan (hash flooding): the shell draws them at random when a peer starts,
+    /// the simulator from its seed. Never serialized, so no status or dump shows them.
+    #[serde(skip)]
+    pub index_hash_keys: (u64, u64),
 }
 
 fn default_read_spare_after_ms() -> Millis {
@@ -149,6 +155,7 @@ impl Default for CoreConfig {
             max_state_bytes: 64 * 1024 * 1024,
             stale_window_ms: 0,
             read_spare_after_ms: 50,
+            index_hash_keys: (0, 0),
         }
     }
 }

@@ -256,7 +256,8 @@ impl Node {
                 },
                 first_request_number(incarnation ^ 0x5EED),
             )
-            .partitioned(config.partitions),
+            .partitioned(config.partitions)
+            .with_index_keys(config.index_hash_keys),
             config,
             view,
             ring,

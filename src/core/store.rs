@@ -54,7 +54,7 @@ use actors::ActorTable;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasherDefault;
-use table::{hash_key, EntryTable, Slot};
+use table::{EntryTable, IndexHasher, Slot};
 use thiserror::Error;
 
 mod actors;
@@ -164,6 +164,14 @@ impl Store {
     pub fn partitioned(mut self, partitions: u32) -> Self {
         assert!(self.is_empty(), "partition the store before filling it");
         self.trees = HashTrees::new(partitions);
+        self
+    }
+
+    /// The store, its index hashing keys under `keys` (see `table`; without this, fixed
+    /// keys). A peer facing clients must pass secret random keys.
+    pub fn with_index_keys(mut self, keys: (u64, u64)) -> Self {
+        assert!(self.is_empty(), "key the index before filling the store");
+        self.entries = EntryTable::new(IndexHasher::new(keys));
         self
     }
 
@@ -338,7 +346,10 @@ impl Store {
                 packed::epoch(&self.entries.get(position).packed),
             );
         }
-        if self.evicted_this_epoch.contains(&hash_key(key)) {
+        if self
+            .evicted_this_epoch
+            .contains(&self.entries.hash_key(key))
+        {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
@@ -656,7 +667,8 @@ impl Store {
             self.epoch += 1;
             self.evicted_this_epoch.clear();
         }
-        self.evicted_this_epoch.insert(hash_key(key));
+        let hash = self.entries.hash_key(key);
+        self.evicted_this_epoch.insert(hash);
     }
 
     /// Drops every key `doomed` selects, as evictions (logged, and ending the dot-minting

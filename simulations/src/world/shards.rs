@@ -30,6 +30,9 @@ impl Shards {
     ) -> Shards {
         let mut shard_config = config.clone();
         shard_config.max_memory_bytes = config.max_memory_bytes.map(|m| m / count as u64);
+        // Index keys from the simulated peer's incarnation: a real peer's are random, and
+        // a seed must replay the same layout.
+        shard_config.index_hash_keys = (incarnation, incarnation.rotate_left(32) ^ 0x1DE8);
         let nodes = (0..count)
             .map(|shard| {
                 let mut node =

@@ -3,8 +3,9 @@
 //!
 //! Why not a general map: an entry is 32 bytes (its packed state and access record), and the
 //! index costs 5 bytes per bucket; a standard map of owned keys to state would spend several
-//! times that per key. The hash is SipHash with fixed keys, so layout and sampling are
-//! reproducible under simulation.
+//! times that per key. The hash is SipHash-1-3 under keys the store's owner chooses
+//! ([`IndexHasher`]): random on a real peer, so clients cannot pick keys that collide in the
+//! index, and drawn from the seed under simulation, so layout and sampling are reproducible.
 //!
 //! Promises: lookups, inserts and removals are O(1); positions are dense (`0..len`), and
 //! removing an entry moves the last one into its place (the index follows).
@@ -12,7 +13,7 @@
 use super::packed;
 use crate::core::eviction::AccessRecord;
 use hashbrown::HashTable;
-use std::collections::hash_map::DefaultHasher;
+use siphasher::sip::SipHasher13;
 use std::hash::{Hash, Hasher};
 
 /// One stored key: its packed key and state, and what the eviction policies know of it.
@@ -28,19 +29,44 @@ impl Slot {
     }
 }
 
+/// SipHash-1-3 of a key under the two keys it was made with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexHasher {
+    keys: (u64, u64),
+}
+
+impl IndexHasher {
+    pub fn new(keys: (u64, u64)) -> IndexHasher {
+        IndexHasher { keys }
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        key.hash(&mut h);
+        h.finish()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct EntryTable {
     index: HashTable<u32>,
     slots: Vec<Slot>,
-}
-
-pub fn hash_key(key: &[u8]) -> u64 {
-    let mut h = DefaultHasher::default();
-    key.hash(&mut h);
-    h.finish()
+    hasher: IndexHasher,
 }
 
 impl EntryTable {
+    /// An empty table hashing keys with `hasher`.
+    pub fn new(hasher: IndexHasher) -> EntryTable {
+        EntryTable {
+            hasher,
+            ..EntryTable::default()
+        }
+    }
+
+    pub fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash(key)
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -49,7 +75,7 @@ impl EntryTable {
     pub fn find(&self, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(hash_key(key), |&i| slots[i as usize].key() == key)
+            .find(self.hasher.hash(key), |&i| slots[i as usize].key() == key)
             .map(|&i| i as usize)
     }
 
@@ -65,13 +91,14 @@ impl EntryTable {
     pub fn push(&mut self, slot: Slot) -> usize {
         debug_assert!(self.find(slot.key()).is_none(), "key already stored");
         let position = self.slots.len();
-        let hash = hash_key(slot.key());
+        let hasher = self.hasher;
+        let hash = hasher.hash(slot.key());
         self.slots.push(slot);
         let slots = &self.slots;
         self.index.insert_unique(
             hash,
             u32::try_from(position).expect("fewer than 2^32 keys per store"),
-            |&i| hash_key(slots[i as usize].key()),
+            |&i| hasher.hash(slots[i as usize].key()),
         );
         position
     }
@@ -79,12 +106,12 @@ impl EntryTable {
     /// Removes the slot at `position`; the last slot takes its place.
     pub fn swap_remove(&mut self, position: usize) -> Slot {
         let last = self.slots.len() - 1;
-        let hash = hash_key(self.slots[position].key());
+        let hash = self.hasher.hash(self.slots[position].key());
         if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == position) {
             entry.remove();
         }
         if position != last {
-            let hash = hash_key(self.slots[last].key());
+            let hash = self.hasher.hash(self.slots[last].key());
             if let Some(i) = self.index.find_mut(hash, |&i| i as usize == last) {
                 *i = position as u32;
             }
@@ -135,6 +162,40 @@ mod tests {
                 }
                 None => assert_eq!(i % 3, 0),
             }
+        }
+    }
+
+    /// Keys a client could find that share their low 12 bits of hash, and so one place in a
+    /// small index, when the hash keys are known (here the fixed ones): under other keys they
+    /// spread over the index like any keys.
+    #[test]
+    fn keys_colliding_under_known_hash_keys_spread_under_secret_ones() {
+        let known = IndexHasher::new((0, 0));
+        let secret = IndexHasher::new((0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210));
+        let low = |h: u64| h & 0xFFF;
+        let target = low(known.hash(b"k0"));
+        let colliding: Vec<String> = (0u64..)
+            .map(|i| format!("k{i}"))
+            .filter(|k| low(known.hash(k.as_bytes())) == target)
+            .take(64)
+            .collect();
+        let places: std::collections::HashSet<u64> = colliding
+            .iter()
+            .map(|k| low(secret.hash(k.as_bytes())))
+            .collect();
+        // 64 keys thrown at random into 4,096 places: a repeat or two at most, in practice.
+        assert!(places.len() >= 60, "{} places", places.len());
+        // And a table keyed either way finds every key.
+        let mut actors = ActorTable::default();
+        let mut table = EntryTable::new(secret);
+        for k in &colliding {
+            table.push(slot(k, &mut actors));
+        }
+        for k in &colliding {
+            assert_eq!(
+                table.get(table.find(k.as_bytes()).unwrap()).key(),
+                k.as_bytes()
+            );
         }
     }
 
