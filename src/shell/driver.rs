@@ -238,17 +238,22 @@ impl DriverHandle {
             .observe(key, access, std::time::Instant::now());
         let shard =
             &self.shards[shard_of_key(key, self.partitions, self.shards.len() as u32) as usize];
-        let (tx, rx) = oneshot::channel();
-        if let Offered::Busy((request, reply)) = shard.offer_request(request, trace, tx) {
-            let command = Command::Request {
-                request,
-                trace: trace.clone(),
-                reply,
-            };
-            if shard.commands.send(command).await.is_err() {
-                return Answer::failed(RequestError::ShuttingDown);
+        let rx = match shard.offer_request(request, trace) {
+            RequestOffer::Answered(answer) => return answer,
+            RequestOffer::Waiting(rx) => rx,
+            RequestOffer::Busy(request) => {
+                let (reply, rx) = oneshot::channel();
+                let command = Command::Request {
+                    request,
+                    trace: trace.clone(),
+                    reply,
+                };
+                if shard.commands.send(command).await.is_err() {
+                    return Answer::failed(RequestError::ShuttingDown);
+                }
+                rx
             }
-        }
+        };
         rx.await
             .unwrap_or(Answer::failed(RequestError::ShuttingDown))
     }
@@ -581,6 +586,9 @@ pub struct Shard {
 #[derive(Default)]
 struct Deliveries {
     answers: Vec<(oneshot::Sender<Answer>, Answer)>,
+    /// The answer to a request no task waits on yet: the one the event itself brought, run
+    /// inline (see [`ShardCore::client_request_here`]).
+    unclaimed: Option<(ClientRequestId, Answer)>,
     /// Each message with its peer's address, `None` when gossip knows none.
     sends: Vec<(Outgoing, Option<std::net::SocketAddr>)>,
 }
@@ -616,6 +624,31 @@ impl ShardCore {
         })
     }
 
+    /// Runs a client request on the calling task: its answer when the event itself made it
+    /// (a request its own replica decides), else the receiver it will come on.
+    fn client_request_here(
+        &mut self,
+        request: ClientRequest,
+        trace: TraceId,
+    ) -> (RequestOffer, Deliveries) {
+        self.next_client += 1;
+        let id = ClientRequestId(self.next_client);
+        let mut deliveries = self.handle(Input::Client {
+            id,
+            request,
+            trace: Some(trace),
+        });
+        if let Some((answered, answer)) = deliveries.unclaimed.take() {
+            if answered == id {
+                return (RequestOffer::Answered(answer), deliveries);
+            }
+        }
+        // Registered under the lock, before any later event can answer it.
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, tx);
+        (RequestOffer::Waiting(rx), deliveries)
+    }
+
     fn sort(&mut self, out: Outputs) -> Deliveries {
         let mut deliveries = Deliveries::default();
         for Completion {
@@ -624,10 +657,10 @@ impl ShardCore {
             replicas,
         } in out.replies
         {
-            if let Some(waiter) = self.pending.remove(&id) {
-                deliveries
-                    .answers
-                    .push((waiter, Answer { reply, replicas }));
+            let answer = Answer { reply, replicas };
+            match self.pending.remove(&id) {
+                Some(waiter) => deliveries.answers.push((waiter, answer)),
+                None => deliveries.unclaimed = Some((id, answer)),
             }
         }
         deliveries.sends = out
@@ -752,6 +785,16 @@ impl ShardCore {
     }
 }
 
+/// What became of a client request offered to its shard without waiting for its driver.
+enum RequestOffer {
+    /// Run, and answered in the same event (or refused, the shard having stopped).
+    Answered(Answer),
+    /// Run; its answer will come on this receiver once other replicas have answered.
+    Waiting(oneshot::Receiver<Answer>),
+    /// The driver's turn: here is the request back, for the driver's queue.
+    Busy(ClientRequest),
+}
+
 /// What became of an event offered to a shard without waiting for its driver.
 enum Offered<T> {
     /// Handled (or dropped, the shard having stopped).
@@ -843,26 +886,21 @@ impl Shard {
         }
     }
 
-    /// Runs a client request on the calling task unless it is the driver's turn. Taken also when the
-    /// shard has stopped: `reply` is then answered `ShuttingDown`.
-    fn offer_request(
-        &self,
-        request: ClientRequest,
-        trace: &TraceId,
-        reply: oneshot::Sender<Answer>,
-    ) -> Offered<(ClientRequest, oneshot::Sender<Answer>)> {
+    /// Runs a client request on the calling task unless it is the driver's turn. A request its
+    /// own replica decides is answered here, without a channel; one the shard has stopped for
+    /// is answered `ShuttingDown`.
+    fn offer_request(&self, request: ClientRequest, trace: &TraceId) -> RequestOffer {
         let mut core = match self.try_inline() {
             Inline::Run(core) => core,
-            Inline::Busy => return Offered::Busy((request, reply)),
+            Inline::Busy => return RequestOffer::Busy(request),
             Inline::Stopped => {
-                let _ = reply.send(Answer::failed(RequestError::ShuttingDown));
-                return Offered::Taken;
+                return RequestOffer::Answered(Answer::failed(RequestError::ShuttingDown))
             }
         };
-        let deliveries = core.client_request(request, trace.clone(), reply);
+        let (offer, deliveries) = core.client_request_here(request, trace.clone());
         drop(core);
         self.deliver(deliveries);
-        Offered::Taken
+        offer
     }
 
     /// Runs a peer message on the calling task unless it is the driver's turn (a message for

@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,27 @@ impl Counter {
     }
 }
 
+/// The sketch index's hasher: a key's id is already SipHash under secret keys, so it is used
+/// as it is rather than hashed again.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
 /// One window's Space-Saving sketch: counters in a vector, found by key hash through an index.
 ///
 /// Finding the least counted key must not cost a scan of every counter per new key (a
@@ -92,7 +113,7 @@ impl Counter {
 #[derive(Default)]
 struct Sketch {
     slots: Vec<(u64, Counter)>,
-    index: HashMap<u64, usize>,
+    index: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
     /// The least estimate among the slots, as of the last scan (no slot is below it).
     min_estimate: u64,
     /// Slots that had `min_estimate` at the last scan, the lowest last.
@@ -106,7 +127,7 @@ impl Sketch {
             None => {
                 let shown = &key[..key.len().min(KEY_BYTES_KEPT)];
                 let truncated = shown.len() < key.len();
-                if self.slots.len() < CAPACITY {
+                let slot = if self.slots.len() < CAPACITY {
                     let counter = Counter {
                         shown: shown.to_vec(),
                         truncated,
@@ -132,10 +153,11 @@ impl Sketch {
                     // The least counted key's count, inherited as a possible overestimate.
                     counter.error = min;
                     slot
-                }
+                };
+                self.index.insert(id, slot);
+                slot
             }
         };
-        self.index.insert(id, slot);
         let counter = &mut self.slots[slot].1;
         match access {
             Access::Read => counter.reads += 1,

@@ -22,16 +22,27 @@ fn lone_shard_with_inbox() -> (
     tokio::task::JoinHandle<()>,
     mpsc::Sender<Inbound>,
 ) {
+    let config = CoreConfig {
+        replicas: 1,
+        ..CoreConfig::default()
+    };
+    shard_of(Node::new(NodeId::from("A"), 1, config))
+}
+
+/// A shard running `node` (peer A), with the sender of its driver's queue of batches.
+fn shard_of(
+    node: Node,
+) -> (
+    Arc<Shard>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    mpsc::Sender<Inbound>,
+) {
     let secret = ClusterSecret::new("a cluster secret for the shard tests").unwrap();
     let identity = PeerIdentity::new(&secret, "A").unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (inbound_tx, _inbound_rx) = mpsc::channel(16);
     let transport = PeerTransport::start(socket, &identity, NodeId::from("A"), inbound_tx).unwrap();
-    let config = CoreConfig {
-        replicas: 1,
-        ..CoreConfig::default()
-    };
-    let node = Node::new(NodeId::from("A"), 1, config);
     let (_views_tx, views) = watch::channel(ClusterView::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (router_tx, router_rx) = mpsc::channel(64);
@@ -90,11 +101,11 @@ fn offer_in_drivers_turn(
     request: ClientRequest,
 ) -> (Command, oneshot::Receiver<Answer>) {
     let held = shard.lock().unwrap();
-    let (tx, rx) = oneshot::channel();
-    let Offered::Busy((request, reply)) = shard.offer_request(request, &trace(), tx) else {
+    let RequestOffer::Busy(request) = shard.offer_request(request, &trace()) else {
         panic!("the request ran in the driver's turn");
     };
     assert!(held.pending.is_empty());
+    let (reply, rx) = oneshot::channel();
     let command = Command::Request {
         request,
         trace: trace(),
@@ -106,14 +117,48 @@ fn offer_in_drivers_turn(
 #[tokio::test]
 async fn a_request_is_run_on_the_task_that_made_it_when_its_shard_is_free() {
     let (shard, _shutdown, _task) = lone_shard();
-    let (tx, mut rx) = oneshot::channel();
-    assert!(matches!(
-        shard.offer_request(put("k"), &trace(), tx),
-        Offered::Taken
-    ));
-    // Answered already, with no other task run: no hand-off on the way.
-    let answer = rx.try_recv().expect("answered on the caller's task");
+    // Answered by the offer itself, with no other task run: no hand-off (and no channel) on
+    // the way, and nothing left waiting.
+    let RequestOffer::Answered(answer) = shard.offer_request(put("k"), &trace()) else {
+        panic!("not answered on the caller's task");
+    };
     assert!(matches!(answer.reply, ClientReply::Written { .. }));
+    assert!(shard.core.lock().unwrap().pending.is_empty());
+}
+
+/// A write that needs another replica's ack is run on the caller's task, which then waits for
+/// the answer on a receiver; the answer comes once the replica's fate is known (here it has no
+/// address, so the send fails and the write cannot reach W).
+#[tokio::test]
+async fn a_request_that_needs_another_replica_is_run_and_then_waited_for() {
+    let config = CoreConfig {
+        replicas: 2,
+        request_timeout_ms: 200,
+        ..CoreConfig::default()
+    };
+    let mut node = Node::new(NodeId::from("A"), 1, config);
+    let view = crate::core::membership::MembershipView::new()
+        .with("A", crate::core::membership::Liveness::Up)
+        .with("B", crate::core::membership::Liveness::Up);
+    node.handle(0, Input::Membership(view), &mut Outputs::default());
+    let (shard, _shutdown, _task, _bulk) = shard_of(node);
+    let write = crate::core::node::tests::put("k", "v", None, Quorum::All);
+    let RequestOffer::Waiting(rx) = shard.offer_request(write, &trace()) else {
+        panic!("a write waiting for B was not left waiting");
+    };
+    assert_eq!(shard.core.lock().unwrap().pending.len(), 1);
+    let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("answered once B's fate is known")
+        .unwrap();
+    assert!(
+        matches!(
+            answer.reply,
+            ClientReply::Failed(RequestError::Unavailable { .. } | RequestError::Timeout { .. })
+        ),
+        "{answer:?}"
+    );
+    assert!(shard.core.lock().unwrap().pending.is_empty());
 }
 
 #[tokio::test]
@@ -159,10 +204,9 @@ fn an_inline_event_waits_for_another_inline_event_rather_than_queue() {
     let held = shard.core.lock().unwrap();
     let offering = {
         let shard = shard.clone();
-        std::thread::spawn(move || {
-            let (tx, mut rx) = oneshot::channel();
-            let offered = shard.offer_request(put("k"), &trace(), tx);
-            (matches!(offered, Offered::Taken), rx.try_recv().ok())
+        std::thread::spawn(move || match shard.offer_request(put("k"), &trace()) {
+            RequestOffer::Answered(answer) => (true, Some(answer)),
+            _ => (false, None),
         })
     };
     std::thread::sleep(Duration::from_millis(50));
@@ -179,10 +223,9 @@ fn an_inline_event_waits_for_another_inline_event_rather_than_queue() {
 async fn inline_events_give_way_while_the_driver_waits_for_the_lock() {
     let (shard, _shutdown, _task) = lone_shard();
     shard.driver_turn.store(true, Ordering::Release);
-    let (tx, _rx) = oneshot::channel();
     assert!(matches!(
-        shard.offer_request(put("k"), &trace(), tx),
-        Offered::Busy(_)
+        shard.offer_request(put("k"), &trace()),
+        RequestOffer::Busy(_)
     ));
     let ack = Inbound {
         from: NodeId::from("B"),
@@ -355,12 +398,9 @@ async fn once_the_driver_stopped_a_request_is_told_so_at_once() {
         .unwrap();
     assert_eq!(told.reply, ClientReply::Failed(RequestError::ShuttingDown));
     // ...and a request that comes later finds the shard stopped.
-    let (tx, mut rx) = oneshot::channel();
-    assert!(matches!(
-        shard.offer_request(put("k2"), &trace(), tx),
-        Offered::Taken
-    ));
-    let later = rx.try_recv().unwrap();
+    let RequestOffer::Answered(later) = shard.offer_request(put("k2"), &trace()) else {
+        panic!("a stopped shard must answer at once");
+    };
     assert_eq!(later.reply, ClientReply::Failed(RequestError::ShuttingDown));
 }
 
