@@ -158,6 +158,22 @@ impl ReadFlight {
 
     /// Whether the answers so far hold tombstones and nothing else: collecting them needs
     /// every replica's answer, so the spares are asked.
+    /// Whether this peer's own copy, the only answer asked for, answers the read and leaves
+    /// nothing to do after: no other replica asked or deferred to, no session, expire or
+    /// collection riding on it, and not tombstones (which need every replica's word, see
+    /// `read_repair`). Such a read is answered at once (`settle_read` would reply, find every
+    /// asked replica answered, and repair nothing).
+    fn decided_by_own_copy(&self) -> bool {
+        self.asked == 1
+            && self.answers.len() == 1
+            && self.deferred.is_empty()
+            && self.session.is_none()
+            && self.expire.is_none()
+            && self.confirms.is_none()
+            && !self.merged.is_tombstones_only()
+            && self.tracker.outcome() == QuorumOutcome::Met
+    }
+
     fn found_only_tombstones(&self) -> bool {
         !self.merged.context().is_empty() && self.merged.is_tombstones_only()
     }
@@ -384,6 +400,12 @@ impl Node {
             confirms,
         };
         flight.count_deferred_once_all_answered();
+        if flight.decided_by_own_copy() {
+            // What `settle_read` would do at once, without a place in the request table.
+            let reply = read_reply(&flight.merged, now, flight.stale_ok_ms);
+            self.counters.count_read(&reply);
+            return waiter.reply(reply, out);
+        }
         self.requests.insert(
             req,
             Request {

@@ -3471,3 +3471,69 @@ fn a_slow_busy_budget_still_fills_when_refilled_every_few_milliseconds() {
     );
     assert!(a.stats().background_yield_ms >= 9_000);
 }
+
+/// A write its own replica's ack decides and a read its own copy answers are answered in the
+/// event that brought them and keep no place in the request table; a write that needs another
+/// replica keeps one until that replica answers.
+#[test]
+fn requests_this_peer_decides_alone_are_answered_at_once_and_not_tracked() {
+    fn run(node: &mut Node, id: u64, request: ClientRequest) -> Outputs {
+        let mut out = Outputs::default();
+        let input = Input::Client {
+            id: ClientRequestId(id),
+            request,
+            trace: None,
+        };
+        node.handle(0, input, &mut out);
+        out
+    }
+    let lone = CoreConfig {
+        replicas: 1,
+        ..CoreConfig::for_test()
+    };
+    let mut a = Node::new(nid("A"), 1, lone);
+    let out = run(&mut a, 1, put("k", "v", None, Quorum::One));
+    assert!(matches!(
+        out.replies[..],
+        [Completion {
+            reply: ClientReply::Written { .. },
+            ..
+        }]
+    ));
+    assert_eq!(a.pending_requests(), 0);
+    for (id, key) in [(2, "k"), (3, "absent")] {
+        let out = run(&mut a, id, get(key, Quorum::One));
+        assert!(matches!(
+            out.replies[..],
+            [Completion {
+                reply: ClientReply::Found { .. } | ClientReply::NotFound { .. },
+                ..
+            }]
+        ));
+        assert_eq!(a.pending_requests(), 0);
+    }
+    // With a second replica up, a W=1 write is still answered at once (and sent on), while a
+    // W=all write waits for B's ack.
+    let pair = CoreConfig {
+        replicas: 2,
+        ..CoreConfig::for_test()
+    };
+    let view = MembershipView::new()
+        .with("A", Liveness::Up)
+        .with("B", Liveness::Up);
+    let mut a = Node::new(nid("A"), 1, pair);
+    a.handle(0, Input::Membership(view), &mut Outputs::default());
+    let out = run(&mut a, 1, put("k", "v", None, Quorum::One));
+    assert!(matches!(
+        out.replies[..],
+        [Completion {
+            reply: ClientReply::Written { .. },
+            ..
+        }]
+    ));
+    assert_eq!(out.messages.len(), 1, "B is still sent the write");
+    assert_eq!(a.pending_requests(), 0);
+    let out = run(&mut a, 2, put("k", "w", None, Quorum::All));
+    assert!(out.replies.is_empty(), "waits for B's ack");
+    assert_eq!(a.pending_requests(), 1);
+}
