@@ -17,6 +17,7 @@ use crate::api::http_server::HttpServer;
 use crate::api::resp;
 use crate::api::resp::shared::{RespSettings, RespShared};
 use crate::config::PeerConfig;
+use crate::core::config::CoreConfig;
 use crate::core::node::Node;
 use crate::shell::auth::PeerIdentity;
 use crate::shell::driver::{spawn_shards, wall_clock_ms, DriverHandle};
@@ -149,10 +150,7 @@ impl RunningPeer {
 
         // One engine shard per core; the memory limit is shared out among them.
         let shards = config.shards.max(1);
-        let mut shard_config = config.core.clone();
-        shard_config.max_memory_bytes = config.core.max_memory_bytes.map(|m| m / shards as u64);
-        // Secret keys for the store's index, so clients cannot choose colliding keys.
-        shard_config.index_hash_keys = (rand::random(), rand::random());
+        let shard_config = shard_config(&config.core, shards);
         let nodes = (0..shards)
             .map(|i| {
                 Node::new_shard(
@@ -324,9 +322,30 @@ fn free_gossip_addr(requested: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(probe.local_addr()?)
 }
 
+/// What each of `shards` engine shards runs with: its share of the memory limit, and secret
+/// random keys for its store's index, so clients cannot choose keys that collide in it.
+fn shard_config(core: &CoreConfig, shards: u32) -> CoreConfig {
+    let mut shard_config = core.clone();
+    shard_config.max_memory_bytes = core.max_memory_bytes.map(|m| m / shards as u64);
+    shard_config.index_hash_keys = (rand::random(), rand::random());
+    shard_config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_peer_keys_its_store_index_at_random() {
+        let core = CoreConfig {
+            max_memory_bytes: Some(1 << 30),
+            ..CoreConfig::default()
+        };
+        let (one, other) = (shard_config(&core, 2), shard_config(&core, 2));
+        assert_ne!(one.index_hash_keys, (0, 0));
+        assert_ne!(one.index_hash_keys, other.index_hash_keys);
+        assert_eq!(one.max_memory_bytes, Some(1 << 29));
+    }
 
     #[test]
     fn the_http_url_says_https_when_the_api_serves_tls() {

@@ -167,6 +167,11 @@ impl Store {
         self
     }
 
+    /// The keys its index hashes keys under (see [`Store::with_index_keys`]).
+    pub fn index_keys(&self) -> (u64, u64) {
+        self.entries.hasher().keys()
+    }
+
     /// The store, its index hashing keys under `keys` (see `table`; without this, fixed
     /// keys). A peer facing clients must pass secret random keys.
     pub fn with_index_keys(mut self, keys: (u64, u64)) -> Self {

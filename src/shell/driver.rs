@@ -660,7 +660,11 @@ impl ShardCore {
             let answer = Answer { reply, replicas };
             match self.pending.remove(&id) {
                 Some(waiter) => deliveries.answers.push((waiter, answer)),
-                None => deliveries.unclaimed = Some((id, answer)),
+                None => {
+                    // Only the event's own request, run inline, has no waiter yet.
+                    debug_assert!(deliveries.unclaimed.is_none(), "two unclaimed answers");
+                    deliveries.unclaimed = Some((id, answer));
+                }
             }
         }
         deliveries.sends = out

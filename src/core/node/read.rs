@@ -156,8 +156,6 @@ impl ReadFlight {
         }
     }
 
-    /// Whether the answers so far hold tombstones and nothing else: collecting them needs
-    /// every replica's answer, so the spares are asked.
     /// Whether this peer's own copy, the only answer asked for, answers the read and leaves
     /// nothing to do after: no other replica asked or deferred to, no session, expire or
     /// collection riding on it, and not tombstones (which need every replica's word, see
@@ -174,6 +172,8 @@ impl ReadFlight {
             && self.tracker.outcome() == QuorumOutcome::Met
     }
 
+    /// Whether the answers so far hold tombstones and nothing else: collecting them needs
+    /// every replica's answer, so the spares are asked.
     fn found_only_tombstones(&self) -> bool {
         !self.merged.context().is_empty() && self.merged.is_tombstones_only()
     }
@@ -401,7 +401,11 @@ impl Node {
         };
         flight.count_deferred_once_all_answered();
         if flight.decided_by_own_copy() {
-            // What `settle_read` would do at once, without a place in the request table.
+            // What `settle_read` would do at once, without a place in the request table (an
+            // internal read, waited for by nobody, is not counted as a hit or a miss).
+            if matches!(waiter, Waiter::Nobody) {
+                return;
+            }
             let reply = read_reply(&flight.merged, now, flight.stale_ok_ms);
             self.counters.count_read(&reply);
             return waiter.reply(reply, out);

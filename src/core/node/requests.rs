@@ -1,4 +1,6 @@
-//! The request table: every request this node coordinates or forwarded, by request number.
+//! The request table: every request this node coordinates or forwarded that waits for another
+//! peer, by request number (one this node's own replica decides is answered in the event that
+//! brought it, and never enters the table).
 //!
 //! It numbers requests, remembers who waits for each outcome (one [`Waiter`] type for all
 //! kinds; a client's waiter also carries its trace and times the replicas asked, see

@@ -3537,3 +3537,17 @@ fn requests_this_peer_decides_alone_are_answered_at_once_and_not_tracked() {
     assert!(out.replies.is_empty(), "waits for B's ack");
     assert_eq!(a.pending_requests(), 1);
 }
+
+/// A peer's store index hashes keys under the keys its configuration gives (the shell's are
+/// random; see `core::store::table`), in every shard.
+#[test]
+fn the_store_index_is_keyed_as_configured() {
+    let config = CoreConfig {
+        index_hash_keys: (0x5EC7E7, 0xC0FFEE),
+        ..CoreConfig::for_test()
+    };
+    for shard in 0..2 {
+        let node = Node::new_shard(nid("A"), 1, config.clone(), shard, 2);
+        assert_eq!(node.store.index_keys(), (0x5EC7E7, 0xC0FFEE));
+    }
+}

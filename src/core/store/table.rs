@@ -40,6 +40,10 @@ impl IndexHasher {
         IndexHasher { keys }
     }
 
+    pub fn keys(&self) -> (u64, u64) {
+        self.keys
+    }
+
     pub fn hash(&self, key: &[u8]) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         key.hash(&mut h);
@@ -61,6 +65,10 @@ impl EntryTable {
             hasher,
             ..EntryTable::default()
         }
+    }
+
+    pub fn hasher(&self) -> IndexHasher {
+        self.hasher
     }
 
     pub fn hash_key(&self, key: &[u8]) -> u64 {
