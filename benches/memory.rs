@@ -19,6 +19,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The peer binary's allocator (`src/main.rs`): what a key costs is what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEYS: usize = 1_000_000;
 const KEY_BYTES: usize = 16;
 const VALUE_BYTES: usize = 100;

@@ -51,14 +51,16 @@ use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use actors::ActorTable;
+use ring_order::RingOrder;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use table::{EntryTable, IndexHasher, Slot};
 use thiserror::Error;
 
 mod actors;
 mod packed;
+mod ring_order;
 mod table;
 
 /// Keys ranked per eviction (Redis's `maxmemory-samples`).
@@ -70,9 +72,9 @@ pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
 /// Evicted keys an epoch remembers before it ends (8 bytes each).
 const EPOCH_MEMORY: usize = 4096;
 /// The indexes' share per entry: the hash index (5 bytes a bucket, between 1.14 and 2.3
-/// buckets a key) and the ring-order index (a B-tree entry of 24 bytes in nodes about
-/// two-thirds full, with their headers).
-const INDEX_BYTES_PER_ENTRY: u64 = 9 + 40;
+/// buckets a key) and the ring-order index (20 bytes an entry in vectors grown an eighth at a
+/// time, see `ring_order`).
+const INDEX_BYTES_PER_ENTRY: u64 = 9 + 22;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -133,7 +135,7 @@ pub struct Store {
     /// Every entry by ring position (ties broken by slot), with its state's digest: the
     /// per-partition and per-leaf iteration anti-entropy needs, and the digest to take out of
     /// `trees` when the state changes.
-    order: BTreeMap<(u64, u32), u64>,
+    order: RingOrder,
     /// The hash trees over `order`'s digests, kept current by every change.
     trees: HashTrees,
 }
@@ -155,7 +157,7 @@ impl Store {
             eviction_log: None,
             epoch: 0,
             evicted_this_epoch: HashSet::default(),
-            order: BTreeMap::new(),
+            order: RingOrder::default(),
             trees: HashTrees::new(1),
         }
     }
@@ -188,17 +190,15 @@ impl Store {
     /// The digest of `key`'s state, if held.
     pub fn digest_of(&self, key: &[u8]) -> Option<u64> {
         let position = self.entries.find(key)?;
-        self.order
-            .get(&(key_position(key), position as u32))
-            .copied()
+        self.order.get(key_position(key), position as u32)
     }
 
     /// The keys whose ring positions fall in `start..=end`, with their states' digests, in
     /// ring order.
     pub fn keys_between(&self, start: u64, end: u64) -> impl Iterator<Item = (&[u8], u64)> + '_ {
         self.order
-            .range((start, 0)..=(end, u32::MAX))
-            .map(|(&(_, slot), &digest)| (self.entries.get(slot as usize).key(), digest))
+            .range(start, end)
+            .map(|(_, slot, digest)| (self.entries.get(slot as usize).key(), digest))
     }
 
     /// The keys whose ring positions fall in `start..=end` and that hold a value visible at
@@ -211,8 +211,8 @@ impl Store {
         now: Millis,
     ) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         self.order
-            .range((start, 0)..=(end, u32::MAX))
-            .filter_map(move |(&(position, slot), _)| {
+            .range(start, end)
+            .filter_map(move |(position, slot, _)| {
                 let entry = self.entries.get(slot as usize);
                 let state = packed::decode(&entry.packed, &self.actors);
                 (!state.visible_values(now).is_empty()).then(|| (position, entry.key()))
@@ -436,10 +436,9 @@ impl Store {
             Some(p) => {
                 self.entries.get_mut(p).access.touch(now, draw);
                 self.install(p);
-                let slot = (ring_position, p as u32);
                 let old = self
                     .order
-                    .insert(slot, digest)
+                    .insert(ring_position, p as u32, digest)
                     .expect("held keys are ordered");
                 self.trees.replace(ring_position, old, digest);
             }
@@ -450,7 +449,7 @@ impl Store {
                     access: AccessRecord::new(now, self.inserted),
                 });
                 self.count(entry_sizes(&self.scratch), true);
-                self.order.insert((ring_position, p as u32), digest);
+                self.order.insert(ring_position, p as u32, digest);
                 self.trees.insert(ring_position, digest);
             }
         }
@@ -612,7 +611,7 @@ impl Store {
         let ring_position = key_position(&key);
         let digest = self
             .order
-            .remove(&(ring_position, position as u32))
+            .remove(ring_position, position as u32)
             .expect("held keys are ordered");
         self.trees.remove(ring_position, digest);
         if position != last {
@@ -620,9 +619,9 @@ impl Store {
             let moved = key_position(self.entries.get(position).key());
             let digest = self
                 .order
-                .remove(&(moved, last as u32))
+                .remove(moved, last as u32)
                 .expect("held keys are ordered");
-            self.order.insert((moved, position as u32), digest);
+            self.order.insert(moved, position as u32, digest);
         }
         if let Some(log) = self.eviction_log.as_mut() {
             log.push((key.clone(), packed::decode(&slot.packed, &self.actors)));
