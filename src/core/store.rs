@@ -73,7 +73,7 @@ pub const REPAIR_LOW_WATER_PERCENT: u64 = 90;
 const EPOCH_MEMORY: usize = 4096;
 /// The indexes' share per entry: the hash index (5 bytes a bucket, between 1.14 and 2.3
 /// buckets a key) and the ring-order index (20 bytes an entry in vectors grown an eighth at a
-/// time, see `ring_order`).
+/// time, see `ring_order`; up to about 27 after many removals, before a chunk is refitted).
 const INDEX_BYTES_PER_ENTRY: u64 = 9 + 22;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

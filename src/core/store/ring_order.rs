@@ -4,29 +4,49 @@
 //!
 //! Why not a B-tree: a `BTreeMap<(u64, u32), u64>` cost about 40 bytes an entry (24-byte
 //! elements in nodes two-thirds full on average), more than a third of the engine's whole
-//! overhead per key. Here entries are split into buckets by the top bits of their position,
-//! each bucket three parallel vectors sorted by (position, slot): 20 bytes an entry, grown an
-//! eighth at a time, so about 22 bytes an entry in all.
+//! overhead per key. Here the entries are a sorted list of chunks, each three parallel vectors
+//! sorted by (position, slot): 20 bytes an entry, the vectors grown an eighth at a time and
+//! sized to what they hold, so about 22 bytes an entry in all.
 //!
-//! Promises: iteration over any range of positions in ring order; lookups in O(log n); inserts
-//! and removals move at most one bucket's entries, which stay about [`BUCKET_ENTRIES`] on
-//! average because the buckets double (each split in two by its next bit) as the index grows.
+//! Promises: iteration over any range of positions in ring order; a lookup is a binary search
+//! over the chunks and one within a chunk; an insert or removal moves at most one chunk's
+//! entries ([`CHUNK_ENTRIES`] at most), whatever the positions: a chunk splits in two when it
+//! outgrows that and merges with a neighbour when both are small, so neither keys whose
+//! positions crowd together (a client can find such keys: positions are unkeyed SHA-1) nor a
+//! store holding only some partitions makes one chunk large.
 
-/// Average entries per bucket past which the buckets double.
-pub const BUCKET_ENTRIES: usize = 1024;
-/// Bucket bits of an empty index (64 buckets: 4.5 KiB of empty vectors).
-const FIRST_BITS: u32 = 6;
-/// The most bucket bits (about a billion entries at the average).
-const MAX_BITS: u32 = 20;
+/// The most entries a chunk holds; past it, it splits in two.
+pub const CHUNK_ENTRIES: usize = 512;
 
 #[derive(Debug, Default, Clone)]
-struct Bucket {
+struct Chunk {
+    /// The first entry's (position, slot), kept beside the vectors so the search for a chunk
+    /// reads the chunk list alone, not each probed chunk's heap.
+    first: (u64, u32),
     positions: Vec<u64>,
     slots: Vec<u32>,
     digests: Vec<u64>,
 }
 
-impl Bucket {
+impl Chunk {
+    fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    fn first(&self) -> (u64, u32) {
+        self.first
+    }
+
+    fn refresh_first(&mut self) {
+        if let (Some(&position), Some(&slot)) = (self.positions.first(), self.slots.first()) {
+            self.first = (position, slot);
+        }
+    }
+
+    fn last_position(&self) -> u64 {
+        self.positions[self.len() - 1]
+    }
+
     /// Where `(position, slot)` is, or would go, in ring order.
     fn search(&self, position: u64, slot: u32) -> Result<usize, usize> {
         let mut i = self.positions.partition_point(|&p| p < position);
@@ -41,7 +61,7 @@ impl Bucket {
     }
 
     fn insert_at(&mut self, i: usize, position: u64, slot: u32, digest: u64) {
-        let len = self.positions.len();
+        let len = self.len();
         if len == self.positions.capacity() {
             // Grow by an eighth rather than double: the slack is paid per entry.
             let more = (len / 8).max(4);
@@ -52,20 +72,51 @@ impl Bucket {
         self.positions.insert(i, position);
         self.slots.insert(i, slot);
         self.digests.insert(i, digest);
+        if i == 0 {
+            self.first = (position, slot);
+        }
     }
 
     fn remove_at(&mut self, i: usize) -> u64 {
         self.positions.remove(i);
         self.slots.remove(i);
         let digest = self.digests.remove(i);
-        let len = self.positions.len();
-        if self.positions.capacity() > 16 && len < self.positions.capacity() / 2 {
-            let keep = len + len / 8;
-            self.positions.shrink_to(keep);
-            self.slots.shrink_to(keep);
-            self.digests.shrink_to(keep);
+        if i == 0 {
+            self.refresh_first();
+        }
+        // Refitted once a quarter of the capacity is unused: at most about 27 bytes an entry.
+        if self.positions.capacity() > 16 && self.len() < self.positions.capacity() * 3 / 4 {
+            self.fit();
         }
         digest
+    }
+
+    /// Capacity down to the length and an eighth.
+    fn fit(&mut self) {
+        let keep = self.len() + self.len() / 8;
+        self.positions.shrink_to(keep);
+        self.slots.shrink_to(keep);
+        self.digests.shrink_to(keep);
+    }
+
+    /// The entries from `at` on, as a chunk of their own.
+    fn split_off(&mut self, at: usize) -> Chunk {
+        let mut tail = Chunk {
+            first: (0, 0),
+            positions: self.positions.split_off(at),
+            slots: self.slots.split_off(at),
+            digests: self.digests.split_off(at),
+        };
+        tail.refresh_first();
+        self.fit();
+        tail
+    }
+
+    /// Takes `next`'s entries, all after this chunk's, at its end.
+    fn append(&mut self, mut next: Chunk) {
+        self.positions.append(&mut next.positions);
+        self.slots.append(&mut next.slots);
+        self.digests.append(&mut next.digests);
     }
 
     #[cfg(test)]
@@ -74,53 +125,49 @@ impl Bucket {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The index: non-empty chunks, each entry of one before every entry of the next.
+#[derive(Debug, Default, Clone)]
 pub struct RingOrder {
-    bits: u32,
-    buckets: Vec<Bucket>,
-    len: usize,
-}
-
-impl Default for RingOrder {
-    fn default() -> Self {
-        RingOrder {
-            bits: FIRST_BITS,
-            buckets: vec![Bucket::default(); 1 << FIRST_BITS],
-            len: 0,
-        }
-    }
+    chunks: Vec<Chunk>,
 }
 
 impl RingOrder {
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(Chunk::len).sum()
     }
 
-    fn bucket_of(&self, position: u64) -> usize {
-        (position >> (64 - self.bits)) as usize
+    /// The chunk `(position, slot)` is in or belongs in: the last whose first entry is not
+    /// after it (the first chunk when every chunk's is).
+    fn chunk_for(&self, position: u64, slot: u32) -> usize {
+        self.chunks
+            .partition_point(|c| c.first() <= (position, slot))
+            .saturating_sub(1)
     }
 
     /// The digest held for `(position, slot)`.
     pub fn get(&self, position: u64, slot: u32) -> Option<u64> {
-        let bucket = &self.buckets[self.bucket_of(position)];
-        bucket
-            .search(position, slot)
-            .ok()
-            .map(|i| bucket.digests[i])
+        let chunk = self.chunks.get(self.chunk_for(position, slot))?;
+        chunk.search(position, slot).ok().map(|i| chunk.digests[i])
     }
 
     /// Holds `digest` for `(position, slot)`; the digest it replaces, if it was held.
     pub fn insert(&mut self, position: u64, slot: u32, digest: u64) -> Option<u64> {
-        let b = self.bucket_of(position);
-        let bucket = &mut self.buckets[b];
-        match bucket.search(position, slot) {
-            Ok(i) => Some(std::mem::replace(&mut bucket.digests[i], digest)),
+        if self.chunks.is_empty() {
+            let mut chunk = Chunk::default();
+            chunk.insert_at(0, position, slot, digest);
+            self.chunks.push(chunk);
+            return None;
+        }
+        let c = self.chunk_for(position, slot);
+        let chunk = &mut self.chunks[c];
+        match chunk.search(position, slot) {
+            Ok(i) => Some(std::mem::replace(&mut chunk.digests[i], digest)),
             Err(i) => {
-                bucket.insert_at(i, position, slot, digest);
-                self.len += 1;
-                if self.len > BUCKET_ENTRIES << self.bits && self.bits < MAX_BITS {
-                    self.double();
+                chunk.insert_at(i, position, slot, digest);
+                if chunk.len() > CHUNK_ENTRIES {
+                    let tail = chunk.split_off(chunk.len() / 2);
+                    self.chunks.insert(c + 1, tail);
                 }
                 None
             }
@@ -129,59 +176,50 @@ impl RingOrder {
 
     /// Forgets `(position, slot)`; its digest, if it was held.
     pub fn remove(&mut self, position: u64, slot: u32) -> Option<u64> {
-        let b = self.bucket_of(position);
-        let bucket = &mut self.buckets[b];
-        let i = bucket.search(position, slot).ok()?;
-        self.len -= 1;
-        Some(bucket.remove_at(i))
+        let c = self.chunk_for(position, slot);
+        let chunk = self.chunks.get_mut(c)?;
+        let i = chunk.search(position, slot).ok()?;
+        let digest = chunk.remove_at(i);
+        if chunk.len() == 0 {
+            self.chunks.remove(c);
+        } else if chunk.len() < CHUNK_ENTRIES / 8 {
+            // A small chunk joins a neighbour that is small too, so churn cannot leave the
+            // index in many tiny chunks.
+            let fits = |a: &Chunk, b: &Chunk| a.len() + b.len() <= CHUNK_ENTRIES / 2;
+            if c + 1 < self.chunks.len() && fits(&self.chunks[c], &self.chunks[c + 1]) {
+                let next = self.chunks.remove(c + 1);
+                self.chunks[c].append(next);
+            } else if c > 0 && fits(&self.chunks[c - 1], &self.chunks[c]) {
+                let this = self.chunks.remove(c);
+                self.chunks[c - 1].append(this);
+            }
+        }
+        Some(digest)
     }
 
     /// The entries with positions in `start..=end`, in ring order: (position, slot, digest).
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u32, u64)> + '_ {
-        let buckets = if start <= end {
-            &self.buckets[self.bucket_of(start)..=self.bucket_of(end)]
+        let first = self.chunks.partition_point(|c| c.last_position() < start);
+        let chunks = if start <= end {
+            &self.chunks[first..]
         } else {
-            &self.buckets[..0]
+            &self.chunks[..0]
         };
-        buckets.iter().flat_map(move |b| {
-            let from = b.positions.partition_point(|&p| p < start);
-            let to = b.positions.partition_point(|&p| p <= end);
-            (from..to).map(move |i| (b.positions[i], b.slots[i], b.digests[i]))
-        })
+        chunks
+            .iter()
+            .take_while(move |c| c.first.0 <= end)
+            .flat_map(move |c| {
+                let from = c.positions.partition_point(|&p| p < start);
+                let to = c.positions.partition_point(|&p| p <= end);
+                (from..to).map(move |i| (c.positions[i], c.slots[i], c.digests[i]))
+            })
     }
 
-    /// Bytes the index holds on the heap (its vectors' capacities and the bucket table).
+    /// Bytes the index holds on the heap (its vectors' capacities and the chunk list).
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<Bucket>()
-            + self.buckets.iter().map(Bucket::heap_bytes).sum::<usize>()
-    }
-
-    /// Splits every bucket in two by the next bit of its positions.
-    fn double(&mut self) {
-        let bits = self.bits + 1;
-        let mut buckets = Vec::with_capacity(1 << bits);
-        for old in std::mem::take(&mut self.buckets) {
-            // Positions in a bucket share its top bits, so the split is where the next one is set.
-            let high = old
-                .positions
-                .partition_point(|&p| (p >> (64 - bits)) & 1 == 0);
-            let half = |from: usize, to: usize| {
-                let mut b = Bucket::default();
-                let n = to - from;
-                b.positions.reserve_exact(n + n / 8);
-                b.slots.reserve_exact(n + n / 8);
-                b.digests.reserve_exact(n + n / 8);
-                b.positions.extend_from_slice(&old.positions[from..to]);
-                b.slots.extend_from_slice(&old.slots[from..to]);
-                b.digests.extend_from_slice(&old.digests[from..to]);
-                b
-            };
-            buckets.push(half(0, high));
-            buckets.push(half(high, old.positions.len()));
-        }
-        self.bits = bits;
-        self.buckets = buckets;
+        self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.chunks.iter().map(Chunk::heap_bytes).sum::<usize>()
     }
 }
 
@@ -199,54 +237,117 @@ mod tests {
         z ^ (z >> 31)
     }
 
-    /// Against a B-tree model, through growth past several doublings, removals, ties at one
-    /// position and replaced digests: the same contents, in the same order, over any range.
-    #[test]
-    fn it_keeps_what_a_sorted_map_keeps_in_the_same_order() {
+    /// Runs `steps` random inserts and removals (one in `remove_one_in`) of positions from
+    /// `position` on the index and on a B-tree model, checking each answer, then every entry
+    /// and random ranges.
+    fn against_a_model(
+        steps: u32,
+        remove_one_in: u64,
+        mut position: impl FnMut(&mut u64) -> u64,
+    ) -> (RingOrder, BTreeMap<(u64, u32), u64>) {
         let mut order = RingOrder::default();
         let mut model: BTreeMap<(u64, u32), u64> = BTreeMap::new();
         let mut rng = 7;
-        let tied = next(&mut rng);
-        for step in 0..300_000u32 {
+        for step in 0..steps {
             let r = next(&mut rng);
-            let position = if r % 97 == 0 { tied } else { next(&mut rng) };
+            let at = position(&mut rng);
             let slot = (r >> 40) as u32 % 50_000;
-            match r % 5 {
-                0 if !model.is_empty() => {
-                    let (&(p, s), _) = model
-                        .range((position, 0)..)
-                        .next()
-                        .unwrap_or_else(|| model.iter().next().expect("not empty"));
-                    assert_eq!(order.remove(p, s), model.remove(&(p, s)));
-                }
-                _ => {
-                    let digest = u64::from(step) ^ r;
-                    assert_eq!(
-                        order.insert(position, slot, digest),
-                        model.insert((position, slot), digest)
-                    );
-                }
+            if r % remove_one_in == 0 && !model.is_empty() {
+                let (&(p, s), _) = model
+                    .range((at, 0)..)
+                    .next()
+                    .unwrap_or_else(|| model.iter().next().expect("not empty"));
+                assert_eq!(order.remove(p, s), model.remove(&(p, s)));
+            } else {
+                let digest = u64::from(step) ^ r;
+                assert_eq!(
+                    order.insert(at, slot, digest),
+                    model.insert((at, slot), digest)
+                );
             }
         }
-        assert!(order.bits > FIRST_BITS, "the buckets never doubled");
+        check(&order, &model, &mut rng);
+        (order, model)
+    }
+
+    fn check(order: &RingOrder, model: &BTreeMap<(u64, u32), u64>, rng: &mut u64) {
         assert_eq!(order.len(), model.len());
         let all: Vec<_> = order.range(0, u64::MAX).collect();
         let expected: Vec<_> = model.iter().map(|(&(p, s), &d)| (p, s, d)).collect();
         assert_eq!(all, expected);
-        for _ in 0..200 {
-            let (a, b) = (next(&mut rng), next(&mut rng));
-            let (start, end) = (a.min(b), a.min(b).saturating_add(b % (1 << 58)));
-            let got: Vec<_> = order.range(start, end).collect();
-            let expected: Vec<_> = model
-                .range((start, 0)..=(end, u32::MAX))
-                .map(|(&(p, s), &d)| (p, s, d))
-                .collect();
-            assert_eq!(got, expected);
-        }
-        assert_eq!(order.range(5, 4).count(), 0);
-        for (&(p, s), &d) in model.iter().take(1000) {
+        for (&(p, s), &d) in model.iter().step_by(7) {
             assert_eq!(order.get(p, s), Some(d));
+            assert_eq!(order.get(p, s.wrapping_add(50_000)), None);
         }
+        let mut ranges: Vec<(u64, u64)> = (0..200)
+            .map(|_| {
+                let (a, b) = (next(rng), next(rng));
+                (a.min(b), a.min(b).saturating_add(b % (1 << 58)))
+            })
+            .collect();
+        if let Some((&(p, _), _)) = model.iter().nth(model.len() / 2) {
+            ranges.extend([(p, p), (p, u64::MAX), (0, p), (p + 1, p)]);
+        }
+        for (start, end) in ranges {
+            let got: Vec<_> = order.range(start, end).collect();
+            let expected: Vec<_> = if start <= end {
+                model
+                    .range((start, 0)..=(end, u32::MAX))
+                    .map(|(&(p, s), &d)| (p, s, d))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(got, expected, "range {start}..={end}");
+        }
+    }
+
+    /// Spread-out positions, one in 97 at one shared position (ties broken by slot), with
+    /// replaced digests and removals: the same contents, in the same order, over any range.
+    #[test]
+    fn it_keeps_what_a_sorted_map_keeps_in_the_same_order() {
+        let tied = 0x5555_0000_0000_0000;
+        let (order, _) = against_a_model(300_000, 5, |rng| {
+            let r = next(rng);
+            if r % 97 == 0 {
+                tied
+            } else {
+                r
+            }
+        });
+        assert!(order.chunks.len() > 100, "the chunks never split");
+        assert!(order.chunks.iter().all(|c| c.len() <= CHUNK_ENTRIES));
+    }
+
+    /// Positions sharing their top 40 bits, as a client that searched for such keys could
+    /// make: the chunks still split, so no insert moves more than a chunk.
+    #[test]
+    fn crowded_positions_still_split_into_small_chunks() {
+        let prefix = 0xABCD_EF01_2300_0000;
+        let (order, _) = against_a_model(50_000, 4, |rng| prefix | (next(rng) & 0xFF_FFFF));
+        assert!(order.chunks.len() > 20);
+        assert!(order.chunks.iter().all(|c| c.len() <= CHUNK_ENTRIES));
+    }
+
+    /// Removing most entries gives the memory back and merges the chunks left small.
+    #[test]
+    fn removals_shrink_and_merge_chunks() {
+        let (mut order, mut model) = against_a_model(200_000, 1_000_000, next);
+        let before = (order.heap_bytes(), order.chunks.len());
+        let doomed: Vec<(u64, u32)> = model.keys().copied().filter(|(p, _)| p % 10 != 0).collect();
+        for (p, s) in doomed {
+            assert_eq!(order.remove(p, s), model.remove(&(p, s)));
+        }
+        let mut rng = 3;
+        check(&order, &model, &mut rng);
+        let after = (order.heap_bytes(), order.chunks.len());
+        assert!(after.0 < before.0 / 4, "{before:?} -> {after:?}");
+        assert!(after.1 < before.1 / 2, "{before:?} -> {after:?}");
+        let per_entry = order.heap_bytes() as f64 / model.len() as f64;
+        assert!(
+            per_entry < 30.0,
+            "{per_entry} bytes an entry after removals"
+        );
     }
 
     /// What the index costs an entry at a million entries: near the 20 bytes its vectors
