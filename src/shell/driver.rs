@@ -614,14 +614,18 @@ impl ShardCore {
         trace: TraceId,
         reply: oneshot::Sender<Answer>,
     ) -> Deliveries {
-        self.next_client += 1;
-        let id = ClientRequestId(self.next_client);
+        let id = self.fresh_client_id();
         self.pending.insert(id, reply);
         self.handle(Input::Client {
             id,
             request,
             trace: Some(trace),
         })
+    }
+
+    fn fresh_client_id(&mut self) -> ClientRequestId {
+        self.next_client += 1;
+        ClientRequestId(self.next_client)
     }
 
     /// Runs a client request on the calling task: its answer when the event itself made it
@@ -631,8 +635,7 @@ impl ShardCore {
         request: ClientRequest,
         trace: TraceId,
     ) -> (RequestOffer, Deliveries) {
-        self.next_client += 1;
-        let id = ClientRequestId(self.next_client);
+        let id = self.fresh_client_id();
         let mut deliveries = self.handle(Input::Client {
             id,
             request,

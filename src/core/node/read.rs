@@ -401,14 +401,16 @@ impl Node {
         };
         flight.count_deferred_once_all_answered();
         if flight.decided_by_own_copy() {
-            // What `settle_read` would do at once, without a place in the request table (an
-            // internal read, waited for by nobody, is not counted as a hit or a miss).
-            if matches!(waiter, Waiter::Nobody) {
-                return;
-            }
-            let reply = read_reply(&flight.merged, now, flight.stale_ok_ms);
-            self.counters.count_read(&reply);
-            return waiter.reply(reply, out);
+            // What `settle_read` would do at once, without a place in the request table.
+            let found = Ok(&flight.merged);
+            return answer_reader(
+                &mut self.counters,
+                waiter,
+                found,
+                now,
+                flight.stale_ok_ms,
+                out,
+            );
         }
         self.requests.insert(
             req,
@@ -553,15 +555,14 @@ impl Node {
             let waiter = std::mem::replace(waiter, Waiter::Nobody);
             match read.expire.take() {
                 Some(pending) => expire = Some((waiter, pending, found.cloned())),
-                None if matches!(waiter, Waiter::Nobody) => {}
-                None => {
-                    let reply = match found {
-                        Ok(merged) => read_reply(merged, now, read.stale_ok_ms),
-                        Err(error) => ClientReply::Failed(error),
-                    };
-                    self.counters.count_read(&reply);
-                    waiter.reply(reply, out);
-                }
+                None => answer_reader(
+                    &mut self.counters,
+                    waiter,
+                    found,
+                    now,
+                    read.stale_ok_ms,
+                    out,
+                ),
             }
         }
         let mut done = read.replied && read.answers.len() >= read.asked;
@@ -629,6 +630,27 @@ impl Node {
 /// stale values (`stale_ok_ms`), it sees what it would have seen `stale_ok_ms` ago, minus
 /// nothing newer: the state is the same, only the expiry line moves (a delete or a newer write
 /// already replaced the older values in `merged`, so they cannot come back).
+/// Answers a read's waiter with what it `found`, counted as a hit or a miss; an internal
+/// read, waited for by nobody, is neither answered nor counted.
+fn answer_reader(
+    counters: &mut Counters,
+    waiter: Waiter,
+    found: Result<&Siblings, RequestError>,
+    now: Millis,
+    stale_ok_ms: Millis,
+    out: &mut Outputs,
+) {
+    if matches!(waiter, Waiter::Nobody) {
+        return;
+    }
+    let reply = match found {
+        Ok(merged) => read_reply(merged, now, stale_ok_ms),
+        Err(error) => ClientReply::Failed(error),
+    };
+    counters.count_read(&reply);
+    waiter.reply(reply, out);
+}
+
 fn read_reply(merged: &Siblings, now: Millis, stale_ok_ms: Millis) -> ClientReply {
     let mut values = reader_values(merged, now);
     if values.is_empty() && stale_ok_ms > 0 {
