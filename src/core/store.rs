@@ -4,8 +4,8 @@
 //! Promises:
 //! - `merge` is the join of [`Siblings`], so replaying or reordering replicated states cannot
 //!   lose a write.
-//! - Lookups are O(1) (a hash index with a fixed hasher, so even memory layout is reproducible
-//!   under simulation); eviction and active expiry sample a bounded number of random keys
+//! - Lookups are O(1) (a hash index keyed by its owner: at random on a peer, from the seed
+//!   under simulation, so memory layout is reproducible there); eviction and active expiry sample a bounded number of random keys
 //!   (O(1) by position), as Redis does. One exception: when a write must evict and its sample
 //!   holds no key the policy may evict, but the store's byte counts say some exist (only
 //!   `volatile-ttl`, with few keys that expire, makes this likely), a scan from a rotating
