@@ -248,8 +248,8 @@ fn redis_error_kind(line: &str) -> OpError {
 fn http1_error(e: Http1Error) -> OpError {
     match e {
         Http1Error::Connect(_) => OpError::new("connect"),
-        Http1Error::Http(_) => OpError::new("transport"),
-        Http1Error::Request(_) => OpError::new("protocol"),
+        Http1Error::Io(_) => OpError::new("transport"),
+        Http1Error::Protocol(_) | Http1Error::Request(_) => OpError::new("protocol"),
     }
 }
 
@@ -320,11 +320,11 @@ impl Connection {
                 };
                 let value = match kind {
                     OpKind::Read => None,
-                    OpKind::Write => Some(bytes::Bytes::copy_from_slice(value)),
+                    OpKind::Write => Some(value),
                 };
                 let status = open.send(endpoint, key, value).await.map_err(http1_error)?;
                 *conn = Some(open);
-                match (kind, status.as_u16()) {
+                match (kind, status) {
                     (OpKind::Read, 200 | 300) => Ok(Outcome::Hit),
                     (OpKind::Read, 404) => Ok(Outcome::Miss),
                     (OpKind::Write, 204) => Ok(Outcome::Written),
