@@ -31,6 +31,7 @@ pub use crate::shell::hot_keys::HotKey;
 use crate::shell::pubsub::PubSub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, FromRef, Query, Request, State};
+use axum::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,15 @@ pub const EXPIRES_AT_HEADER: &str = "x-expires-at-ms";
 pub const TTL_HEADER: &str = "x-ttl-ms";
 /// Set (to `true`) on a `stale_ok` read answered with a value past its expiry.
 pub const STALE_HEADER: &str = "x-stale";
+
+// The names above as `HeaderName`s, made once: naming a header by its `&str` checks and
+// hashes the name again on every response.
+static CAUSAL_CONTEXT_NAME: HeaderName = HeaderName::from_static(causal_context::HEADER);
+static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+static EXPIRES_AT_NAME: HeaderName = HeaderName::from_static(EXPIRES_AT_HEADER);
+static TTL_NAME: HeaderName = HeaderName::from_static(TTL_HEADER);
+static STALE_NAME: HeaderName = HeaderName::from_static(STALE_HEADER);
+static KEY_NAME: HeaderName = HeaderName::from_static(keys::KEY_HEADER);
 
 /// What the HTTP API takes from the peer's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -209,33 +220,53 @@ impl DirectKeyRoute {
         let handled = async {
             // The handler's extractors that can fail, failing in the same order and words;
             // `takes` bounded the body by its length, so it cannot pass the body limit.
-            let response = match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
-                Err(rejection) => rejection.into_response(),
-                Ok(query) => {
-                    match axum::body::to_bytes(axum::body::Body::new(body), usize::MAX).await {
-                        Err(e) => {
-                            let why = format!("Failed to buffer the request body: {e}");
-                            (StatusCode::BAD_REQUEST, why).into_response()
-                        }
-                        Ok(body) => {
-                            kv(
-                                State(self.state.clone()),
-                                Extension(trace.clone()),
-                                parts.method,
-                                parts.uri,
-                                query,
-                                parts.headers,
-                                body,
-                            )
-                            .await
-                        }
-                    }
+            let response = match whole_body(body).await.map_err(Into::<axum::BoxError>::into) {
+                Err(e) => {
+                    let why = format!("Failed to buffer the request body: {e}");
+                    (StatusCode::BAD_REQUEST, why).into_response()
+                }
+                Ok(body) => {
+                    kv(
+                        State(self.state.clone()),
+                        Extension(trace.clone()),
+                        parts.method,
+                        parts.uri,
+                        parts.headers,
+                        body,
+                    )
+                    .await
                 }
             };
             json_errors::as_json(response).await
         };
         with_request_id(handled.instrument(span).await, &trace)
     }
+}
+
+/// A request body read to its end: its one data frame as it came (a key request's body
+/// usually arrives whole), else its frames joined; trailers are dropped, as axum's `Bytes`
+/// extractor drops them. The caller has bounded the body's length (`DirectKeyRoute::takes`).
+async fn whole_body<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut whole: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if whole.is_none() && joined.is_empty() {
+            whole = Some(data);
+            continue;
+        }
+        if let Some(first) = whole.take() {
+            joined.extend_from_slice(&first);
+        }
+        joined.extend_from_slice(&data);
+    }
+    Ok(whole.unwrap_or_else(|| joined.freeze()))
 }
 
 /// Gives the request its trace id (the client's `X-Request-Id` when sane, else a fresh one):
@@ -252,7 +283,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 /// under the trace target, like the replicas' `peer_message` spans, so it is made only when
 /// request tracing is on.
 fn request_trace(headers: &HeaderMap) -> (TraceId, tracing::Span) {
-    let asked = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
+    let asked = headers.get(&REQUEST_ID_NAME).and_then(|v| v.to_str().ok());
     let trace = request_log::trace_id_or_new(asked);
     let span = tracing::debug_span!(target: TRACE_TARGET, "request", trace_id = %trace);
     (trace, span)
@@ -260,7 +291,7 @@ fn request_trace(headers: &HeaderMap) -> (TraceId, tracing::Span) {
 
 /// `response`, answering the request's trace id in `X-Request-Id`.
 fn with_request_id(mut response: Response, trace: &TraceId) -> Response {
-    set_header(&mut response, REQUEST_ID_HEADER, trace.as_str());
+    set_header(&mut response, &REQUEST_ID_NAME, trace.as_str());
     response
 }
 
@@ -270,7 +301,7 @@ async fn too_many_connections() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "too many connections: this one may only ask GET /health; retry later",
     );
-    set_header(&mut response, "retry-after", "1");
+    set_header(&mut response, &RETRY_AFTER, "1");
     response
 }
 
@@ -706,12 +737,12 @@ async fn kv(
     Extension(trace): Extension<TraceId>,
     method: Method,
     uri: Uri,
-    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let query = QueryParams::of(&uri);
     let get_and_set = method == Method::PUT && query.contains_key("return");
-    if get_and_set && query.get("return").map(String::as_str) != Some("old") {
+    if get_and_set && query.get("return") != Some("old") {
         return ApiError::bad_request("return takes one value: ?return=old").into_response();
     }
     match kv_request(method, &uri, &query, &headers, body, &state.context_key) {
@@ -723,7 +754,7 @@ async fn kv(
             let stale = stale_ok && is_stale(&reply, crate::shell::driver::wall_clock_ms());
             let mut response = reply_response(reply, &state.context_key);
             if stale {
-                set_header(&mut response, STALE_HEADER, "true");
+                set_header(&mut response, &STALE_NAME, "true");
             }
             response
         }
@@ -736,7 +767,7 @@ async fn kv(
                 } else {
                     "GET, HEAD, PUT, PATCH, DELETE"
                 };
-                set_header(&mut response, "allow", methods);
+                set_header(&mut response, &ALLOW, methods);
             }
             response
         }
@@ -780,7 +811,7 @@ async fn prometheus_metrics(State(state): State<ApiState>) -> Response {
 async fn get_and_set_response(
     state: &ApiState,
     request: ClientRequest,
-    query: &HashMap<String, String>,
+    query: &QueryParams<'_>,
     trace: &TraceId,
 ) -> Response {
     let ClientRequest::Write(mut write) = request else {
@@ -820,7 +851,7 @@ async fn get_and_set_response(
     };
     set_header(
         &mut response,
-        causal_context::HEADER,
+        &CAUSAL_CONTEXT_NAME,
         &causal_context::encode(&context, &state.context_key),
     );
     response
@@ -857,7 +888,7 @@ impl IntoResponse for ApiError {
 fn kv_request(
     method: Method,
     uri: &Uri,
-    query: &HashMap<String, String>,
+    query: &QueryParams<'_>,
     headers: &HeaderMap,
     body: Bytes,
     context_key: &ContextKey,
@@ -906,7 +937,7 @@ fn kv_request(
     // `?overwrite=true` on a PUT without context: replace what the coordinating replica has
     // seen (Redis's SET) rather than stand beside it as a sibling.
     let overwrite = flag(query, "overwrite")?.unwrap_or(false);
-    let context = match headers.get(causal_context::HEADER) {
+    let context = match headers.get(&CAUSAL_CONTEXT_NAME) {
         None => None,
         Some(v) => {
             let token = v
@@ -934,7 +965,7 @@ fn kv_request(
         let write = match method {
             Method::PUT => WriteKind::Put {
                 value: body.to_vec(),
-                ttl_ms: query.get("ttl").map(|v| ttl_ms(v)).transpose()?,
+                ttl_ms: query.get("ttl").map(ttl_ms).transpose()?,
             },
             _ => WriteKind::Delete,
         };
@@ -955,12 +986,12 @@ fn kv_request(
             session: context,
             stale_ok_ms: query
                 .get("stale_ok")
-                .map(|v| stale_ok_ms(v))
+                .map(stale_ok_ms)
                 .transpose()?
                 .unwrap_or(0),
         }),
         Method::PUT => {
-            let ttl_ms = query.get("ttl").map(|v| ttl_ms(v)).transpose()?;
+            let ttl_ms = query.get("ttl").map(ttl_ms).transpose()?;
             Ok(ClientRequest::Write(WriteRequest {
                 key,
                 write: WriteKind::Put {
@@ -1054,10 +1085,39 @@ fn condition(headers: &HeaderMap, context_key: &ContextKey) -> Result<Option<Con
     }
 }
 
+/// A key request's query parameters, decoded as `application/x-www-form-urlencoded` exactly
+/// as axum's `Query` extractor decodes them (`+` is a space, escapes decoded, bad UTF-8
+/// replaced), but without building a map of owned strings: a key request names a handful at
+/// most, and most name none. A name given twice answers its last value, as a map filled in
+/// order would.
+struct QueryParams<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> QueryParams<'a> {
+    fn of(uri: &'a Uri) -> QueryParams<'a> {
+        QueryParams(
+            uri.query()
+                .map(|query| form_urlencoded::parse(query.as_bytes()).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(given, _)| given == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
 /// A boolean query parameter: `true`, `1` or bare for yes; `false` or `0` for no; absent,
 /// `None`.
-fn flag(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
-    match query.get(name).map(String::as_str) {
+fn flag(query: &QueryParams<'_>, name: &str) -> Result<Option<bool>, ApiError> {
+    match query.get(name) {
         None => Ok(None),
         Some("" | "true" | "1") => Ok(Some(true)),
         Some("false" | "0") => Ok(Some(false)),
@@ -1071,7 +1131,7 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, Api
 /// `x-key` header (for keys too long for a URL); never from both.
 fn request_key(path: &str, headers: &HeaderMap, prefix: &str) -> Result<Vec<u8>, ApiError> {
     let in_path = path.strip_prefix(prefix).filter(|k| !k.is_empty());
-    let in_header = headers.get(keys::KEY_HEADER);
+    let in_header = headers.get(&KEY_NAME);
     let raw = match (in_path, in_header) {
         (Some(path), None) => path,
         // Encoded as in a path, where a space cannot appear raw (it is %20): visible ASCII
@@ -1142,12 +1202,12 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
             if values.len() == 1 {
                 let value = values.pop().expect("one value");
                 let mut response = (StatusCode::OK, value.data).into_response();
-                set_header(&mut response, causal_context::HEADER, &token);
+                set_header(&mut response, &CAUSAL_CONTEXT_NAME, &token);
                 if let Some(at) = value.expires_at_ms {
-                    set_header(&mut response, EXPIRES_AT_HEADER, &at.to_string());
+                    set_header(&mut response, &EXPIRES_AT_NAME, &at.to_string());
                     // Remaining time on this peer's clock (what Redis's TTL/PTTL report).
                     let left = at.saturating_sub(crate::shell::driver::wall_clock_ms());
-                    set_header(&mut response, TTL_HEADER, &left.to_string());
+                    set_header(&mut response, &TTL_NAME, &left.to_string());
                 }
                 response
             } else {
@@ -1162,7 +1222,7 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
                         .collect(),
                 };
                 let mut response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
-                set_header(&mut response, causal_context::HEADER, &token);
+                set_header(&mut response, &CAUSAL_CONTEXT_NAME, &token);
                 response
             }
         }
@@ -1171,7 +1231,7 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
             if !context.is_empty() {
                 set_header(
                     &mut response,
-                    causal_context::HEADER,
+                    &CAUSAL_CONTEXT_NAME,
                     &causal_context::encode(&context, context_key),
                 );
             }
@@ -1188,14 +1248,14 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
                     .collect::<Vec<_>>(),
             });
             let mut response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
-            set_header(&mut response, causal_context::HEADER, &token);
+            set_header(&mut response, &CAUSAL_CONTEXT_NAME, &token);
             response
         }
         ClientReply::Counted { value, context } => {
             let mut response = (StatusCode::OK, Json(json!({"value": value}))).into_response();
             set_header(
                 &mut response,
-                causal_context::HEADER,
+                &CAUSAL_CONTEXT_NAME,
                 &causal_context::encode(&context, context_key),
             );
             response
@@ -1204,7 +1264,7 @@ fn reply_response(reply: ClientReply, context_key: &ContextKey) -> Response {
             let mut response = StatusCode::NO_CONTENT.into_response();
             set_header(
                 &mut response,
-                causal_context::HEADER,
+                &CAUSAL_CONTEXT_NAME,
                 &causal_context::encode(&context, context_key),
             );
             response
@@ -1279,8 +1339,96 @@ fn error_response(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-fn set_header(response: &mut Response, name: &'static str, value: &str) {
+fn set_header(response: &mut Response, name: &HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `QueryParams` answers what a map filled by axum's `Query` answers, name for name.
+    #[test]
+    fn query_params_decode_as_axums_query_does() {
+        let queries = [
+            "",
+            "r=2",
+            "r=1&r=3",
+            "w=quorum&overwrite",
+            "ttl=1.5&overwrite=true&sloppy=",
+            "a+b=c+d&%72=%71uorum",
+            "%FF=%FE&r=%",
+            "&&=x&r==2",
+            "return=old&return=new",
+        ];
+        let names = [
+            "r",
+            "w",
+            "overwrite",
+            "ttl",
+            "sloppy",
+            "a b",
+            "return",
+            "",
+            "\u{fffd}",
+        ];
+        for query in queries {
+            let uri: Uri = format!("/v1/kv/k?{query}").parse().unwrap();
+            let Query(axums) = Query::<HashMap<String, String>>::try_from_uri(&uri).unwrap();
+            let ours = QueryParams::of(&uri);
+            for name in names
+                .iter()
+                .copied()
+                .chain(axums.keys().map(String::as_str))
+            {
+                assert_eq!(
+                    ours.get(name),
+                    axums.get(name).map(String::as_str),
+                    "{name:?} in {query:?}"
+                );
+            }
+        }
+        let bare: Uri = "/v1/kv/k".parse().unwrap();
+        assert!(!QueryParams::of(&bare).contains_key("r"));
+    }
+
+    /// A body is read whole: one frame as it came, several joined in order, trailers left out.
+    #[tokio::test]
+    async fn a_body_is_read_whole_from_its_frames() {
+        use hyper::body::Frame;
+        use std::collections::VecDeque;
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+        struct Frames(VecDeque<Frame<Bytes>>);
+        impl hyper::body::Body for Frames {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(self.0.pop_front().map(Ok))
+            }
+        }
+        let frames = |parts: Vec<Frame<Bytes>>| Frames(parts.into());
+        let one = Bytes::from_static(b"value");
+        let got = whole_body(frames(vec![Frame::data(one.clone())]))
+            .await
+            .unwrap();
+        assert_eq!(got, one);
+        assert_eq!(got.as_ptr(), one.as_ptr(), "a single frame is not copied");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", HeaderValue::from_static("1"));
+        let parts = vec![
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::trailers(trailers),
+            Frame::data(Bytes::from_static(b"")),
+            Frame::data(Bytes::from_static(b"cd")),
+        ];
+        assert_eq!(whole_body(frames(parts)).await.unwrap(), &b"abcd"[..]);
+        assert_eq!(whole_body(frames(vec![])).await.unwrap(), Bytes::new());
     }
 }

@@ -14,6 +14,7 @@
 //! registry per peer, so several peers in one process never mix their figures.
 
 use crate::core::request::{ClientReply, ClientRequest, RequestError};
+use crate::core::types::Quorum;
 use crate::shell::driver::Status;
 use crate::shell::pubsub::PubSubStats;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// The labels of one kind of request.
@@ -30,14 +32,14 @@ pub struct RequestLabels {
     /// `get`, `put`, `delete` or `expire`.
     pub op: &'static str,
     /// The quorum asked for: `one`, `quorum`, `all` or a number.
-    pub consistency: String,
+    pub consistency: Cow<'static, str>,
 }
 
 /// The labels of one request's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub op: &'static str,
-    pub consistency: String,
+    pub consistency: Cow<'static, str>,
     /// `ok`, `not_found`, or the error's kind (`unavailable`, `timeout`, `bad_request`, ...).
     pub outcome: &'static str,
 }
@@ -70,7 +72,7 @@ impl RequestMetrics {
     /// What kind of request this is, for the labels.
     pub fn labels(request: &ClientRequest) -> RequestLabels {
         let (op, consistency) = match request {
-            ClientRequest::Get { r, .. } => ("get", r.to_string()),
+            ClientRequest::Get { r, .. } => ("get", level(r)),
             ClientRequest::Write(w) => {
                 let op = match w.write {
                     crate::core::request::WriteKind::Put { .. } => "put",
@@ -78,10 +80,10 @@ impl RequestMetrics {
                     crate::core::request::WriteKind::Expire { .. } => "expire",
                     crate::core::request::WriteKind::Increment { .. } => "incr",
                 };
-                (op, w.w.to_string())
+                (op, level(&w.w))
             }
             // Decided by a Paxos round among a majority of the replicas.
-            ClientRequest::Conditional(_) => ("cas", "serial".to_string()),
+            ClientRequest::Conditional(_) => ("cas", Cow::Borrowed("serial")),
         };
         RequestLabels { op, consistency }
     }
@@ -105,6 +107,21 @@ impl RequestMetrics {
         self.latency
             .get_or_create(&RequestLabels { op, consistency })
             .observe(took.as_secs_f64());
+    }
+}
+
+/// A quorum as its label, spelt as `Quorum` displays it; no allocation for the levels
+/// requests name (every one but a count above nine).
+fn level(quorum: &Quorum) -> Cow<'static, str> {
+    const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match quorum {
+        Quorum::One => Cow::Borrowed("one"),
+        Quorum::Quorum => Cow::Borrowed("quorum"),
+        Quorum::All => Cow::Borrowed("all"),
+        Quorum::Exactly(k) => match COUNTS.get(*k) {
+            Some(count) => Cow::Borrowed(count),
+            None => Cow::Owned(k.to_string()),
+        },
     }
 }
 
@@ -371,4 +388,19 @@ pub fn render(
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_label_is_spelt_as_the_quorum_displays() {
+        let mut levels = vec![Quorum::One, Quorum::Quorum, Quorum::All];
+        levels.extend((0..30).map(Quorum::Exactly));
+        levels.push(Quorum::Exactly(usize::MAX));
+        for quorum in levels {
+            assert_eq!(level(&quorum), quorum.to_string());
+        }
+    }
 }
