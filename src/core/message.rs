@@ -432,18 +432,43 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
 }
 
+/// An [`Envelope`] of borrowed parts: serde writes a reference as it writes the value, so
+/// this encodes to the same bytes without copying the message (a write's value, a read's
+/// siblings) into an envelope first.
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    version: u16,
+    from: &'a NodeId,
+    trace: Option<&'a TraceId>,
+    message: &'a PeerMessage,
+}
+
 pub fn encode(
     from: &NodeId,
     trace: Option<&TraceId>,
     message: &PeerMessage,
 ) -> Result<Vec<u8>, CodecError> {
-    let envelope = Envelope {
+    let mut out = Vec::new();
+    encode_into(from, trace, message, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`], appended to `out` (what was in it stays): a caller can put a length prefix
+/// before the envelope without a second buffer.
+pub fn encode_into(
+    from: &NodeId,
+    trace: Option<&TraceId>,
+    message: &PeerMessage,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let envelope = EnvelopeRef {
         version: PROTOCOL_VERSION,
-        from: from.clone(),
-        trace: trace.cloned(),
-        message: message.clone(),
+        from,
+        trace,
+        message,
     };
-    bincode::serde::encode_to_vec(&envelope, bincode_config())
+    bincode::serde::encode_into_std_write(&envelope, out, bincode_config())
+        .map(drop)
         .map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
@@ -513,9 +538,27 @@ mod tests {
         let env = decode(&bytes).unwrap();
         assert_eq!(env.message, msg);
         assert_eq!(env.from, NodeId::from("A"));
-        assert_eq!(env.trace, Some(trace));
+        assert_eq!(env.trace, Some(trace.clone()));
         let untraced = decode(&encode(&NodeId::from("A"), None, &msg).unwrap()).unwrap();
         assert_eq!(untraced.trace, None);
+        // The borrowed envelope is the owned one on the wire, byte for byte.
+        for trace in [Some(trace), None] {
+            let owned = Envelope {
+                version: PROTOCOL_VERSION,
+                from: NodeId::from("A"),
+                trace: trace.clone(),
+                message: msg.clone(),
+            };
+            let owned = bincode::serde::encode_to_vec(&owned, bincode_config()).unwrap();
+            assert_eq!(
+                encode(&NodeId::from("A"), trace.as_ref(), &msg).unwrap(),
+                owned
+            );
+            let mut appended = b"head".to_vec();
+            encode_into(&NodeId::from("A"), trace.as_ref(), &msg, &mut appended).unwrap();
+            assert_eq!(appended[..4], *b"head");
+            assert_eq!(appended[4..], owned);
+        }
     }
 
     #[test]

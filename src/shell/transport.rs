@@ -474,10 +474,11 @@ pub fn encode_frame(
     trace: Option<&TraceId>,
     message: &PeerMessage,
 ) -> Result<Vec<u8>, message::CodecError> {
-    let envelope = message::encode(from, trace, message)?;
-    let mut frame = Vec::with_capacity(4 + envelope.len());
-    frame.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&envelope);
+    let mut frame = Vec::with_capacity(128);
+    frame.extend_from_slice(&[0; 4]);
+    message::encode_into(from, trace, message, &mut frame)?;
+    let length = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&length.to_le_bytes());
     Ok(frame)
 }
 
@@ -551,5 +552,15 @@ mod tests {
         assert!(!sender_matches("B", &envelope));
         assert!(!sender_matches("", &envelope));
         assert!(!sender_matches("A ", &envelope));
+    }
+
+    #[test]
+    fn a_frame_is_its_envelope_after_its_length() {
+        let message = PeerMessage::StoreAck { req: 3 };
+        let trace = TraceId::parse("t-1").unwrap();
+        let envelope = message::encode(&NodeId::from("A"), Some(&trace), &message).unwrap();
+        let frame = encode_frame(&NodeId::from("A"), Some(&trace), &message).unwrap();
+        assert_eq!(frame[..4], (envelope.len() as u32).to_le_bytes());
+        assert_eq!(frame[4..], envelope);
     }
 }
