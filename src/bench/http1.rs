@@ -16,9 +16,13 @@
 //!   with the token if any.
 //! - An answer is read whole before the next request goes out: its body by `Content-Length`,
 //!   chunked, or to the connection's end; none for 204 and 304; interim 1xx heads skipped.
-//! - After `Connection: close`, an HTTP/1.0 answer without keep-alive, or any error, the
-//!   connection [is closed](Http1Connection::is_closed): the caller drops it and connects
-//!   again.
+//! - After `Connection: close`, an HTTP/1.0 answer without keep-alive, or any error once the
+//!   request has started out, the connection [is closed](Http1Connection::is_closed): the
+//!   caller drops it and connects again.
+//! - A kept connection the server has closed since its last answer (the peer closes idle ones,
+//!   and stops) fails its next request with [`Http1Error::Stale`] before any of the answer came:
+//!   the caller may send the request again on a new connection (a read and a blind overwrite
+//!   are safe to repeat).
 //! - What a server sends is bounded before it is believed: a head over 64 KiB or with more
 //!   than 64 headers, a chunk-size line over 1 KiB, is a protocol error, not an unbounded read.
 
@@ -44,6 +48,9 @@ pub enum Http1Error {
     Io(#[from] std::io::Error),
     #[error("malformed answer: {0}")]
     Protocol(String),
+    /// The connection had answered before, and ended before any byte of this answer.
+    #[error("the server had closed the connection")]
+    Stale,
     #[error("bad request: {0}")]
     Request(String),
 }
@@ -149,25 +156,30 @@ impl Head {
             .code
             .ok_or_else(|| Http1Error::Protocol("no status".into()))?;
         let mut length: Option<usize> = None;
-        let mut chunked = false;
+        // The last transfer coding, when the answer names any.
+        let mut chunked: Option<bool> = None;
         let (mut says_close, mut says_keep_alive) = (false, false);
         for header in response.headers.iter() {
             let value = std::str::from_utf8(header.value)
                 .map_err(|_| Http1Error::Protocol(format!("{} is not text", header.name)))?;
             if header.name.eq_ignore_ascii_case("content-length") {
-                let parsed = value
-                    .trim()
+                let digits = value.trim();
+                let parsed = digits
                     .parse::<usize>()
-                    .map_err(|_| Http1Error::Protocol(format!("content-length {value:?}")))?;
+                    .ok()
+                    .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| Http1Error::Protocol(format!("content-length {value:?}")))?;
                 if length.is_some_and(|known| known != parsed) {
                     return Err(Http1Error::Protocol("two content-lengths".into()));
                 }
                 length = Some(parsed);
             } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                chunked = Some(
+                    value
+                        .rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
+                );
             } else if header.name.eq_ignore_ascii_case("connection") {
                 for token in value.split(',').map(str::trim) {
                     says_close |= token.eq_ignore_ascii_case("close");
@@ -178,11 +190,16 @@ impl Head {
         // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to
         // keep it.
         let http_1_0 = response.version == Some(0);
-        let closes = says_close || (http_1_0 && !says_keep_alive);
-        let body = match status {
-            100..=199 | 204 | 304 => BodyLength::None,
-            _ if chunked => BodyLength::Chunked,
-            _ => length.map_or(BodyLength::UntilClose, BodyLength::Exactly),
+        // Both framings at once is a sign of smuggling: use the transfer coding, then close.
+        let closes =
+            says_close || (http_1_0 && !says_keep_alive) || (chunked.is_some() && length.is_some());
+        let body = match (status, chunked) {
+            (101, _) => return Err(Http1Error::Protocol("the server switched protocols".into())),
+            (100..=199 | 204 | 304, _) => BodyLength::None,
+            (_, Some(true)) => BodyLength::Chunked,
+            // A transfer coding other than chunked last: the body runs to the connection's end.
+            (_, Some(false)) => BodyLength::UntilClose,
+            (_, None) => length.map_or(BodyLength::UntilClose, BodyLength::Exactly),
         };
         Ok(Head {
             status,
@@ -200,6 +217,10 @@ pub struct Http1Connection {
     /// What the server sent that has not been consumed yet.
     input: BytesMut,
     closed: bool,
+    /// Whether the connection has answered a request before.
+    answered_before: bool,
+    /// Whether any byte of the current request's answer has come.
+    heard: bool,
 }
 
 impl Http1Connection {
@@ -213,6 +234,8 @@ impl Http1Connection {
             request: Vec::with_capacity(256),
             input: BytesMut::with_capacity(4096),
             closed: false,
+            answered_before: false,
+            heard: false,
         })
     }
 
@@ -239,7 +262,23 @@ impl Http1Connection {
         // Closed until the answer has been read whole: an error on the way leaves the
         // connection in an unknown state.
         self.closed = true;
+        self.heard = false;
         endpoint.write_request(&mut self.request, &encoded, value);
+        match self.exchange().await {
+            Err(Http1Error::Io(e)) if self.answered_before && !self.heard && ended(&e) => {
+                Err(Http1Error::Stale)
+            }
+            Err(e) => Err(e),
+            Ok(head) => {
+                self.closed = head.closes;
+                self.answered_before = true;
+                Ok(head.status)
+            }
+        }
+    }
+
+    /// Writes the request and reads its answer whole; the answer's head.
+    async fn exchange(&mut self) -> Result<Head, Http1Error> {
         self.stream.write_all(&self.request).await?;
         let head = loop {
             let head = self.read_head().await?;
@@ -248,8 +287,7 @@ impl Http1Connection {
             }
         };
         self.skip_body(head.body).await?;
-        self.closed = head.closes;
-        Ok(head.status)
+        Ok(head)
     }
 
     /// Reads and consumes the next answer head.
@@ -344,8 +382,18 @@ impl Http1Connection {
         if self.stream.read_buf(&mut self.input).await? == 0 {
             return Err(Http1Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
+        self.heard = true;
         Ok(())
     }
+}
+
+/// Whether an i/o error says the connection had ended (rather than, say, a timeout).
+fn ended(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    )
 }
 
 #[cfg(test)]
@@ -436,8 +484,9 @@ mod tests {
                 b"ngth: 5\r\n\r\nhe",
                 b"llo",
             ],
-            // No body for 204, whatever it claims.
-            vec![b"HTTP/1.1 204 No Content\r\nx-causal-context: abc\r\n\r\n"],
+            // No body for 204 or 304, whatever they claim.
+            vec![b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"],
+            vec![b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n"],
             // An interim answer, then a chunked body with an extension and a trailer.
             vec![
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 300 Multiple Choices\r\n",
@@ -454,13 +503,74 @@ mod tests {
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 200);
         assert_eq!(conn.send(&endpoint, b"k", Some(b"v")).await.unwrap(), 204);
+        assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 304);
         assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 300);
         assert!(!conn.is_closed());
         assert!(conn.input.is_empty(), "nothing of an answer is left over");
         assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 404);
         assert!(conn.is_closed(), "connection: close is honoured");
         assert!(conn.send(&endpoint, b"k", None).await.is_err());
-        assert_eq!(server.await.unwrap(), 4);
+        assert_eq!(server.await.unwrap(), 5);
+    }
+
+    /// One request and its answer on a fresh connection; the status and whether it closed.
+    async fn one(answer: &'static [u8]) -> (Result<u16, Http1Error>, bool) {
+        let (addr, server) = serve(vec![vec![answer]]).await;
+        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
+            .unwrap()
+            .unwrap();
+        let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
+        let sent = conn.send(&endpoint, b"k", None).await;
+        server.await.unwrap();
+        (sent, conn.is_closed())
+    }
+
+    #[tokio::test]
+    async fn how_long_a_connection_lives_follows_the_answer() {
+        // HTTP/1.0 closes unless it asks to be kept; HTTP/1.1 is kept unless it says close.
+        let (sent, closed) = one(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        assert_eq!((sent.unwrap(), closed), (200, true));
+        let kept = b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n";
+        let (sent, closed) = one(kept).await;
+        assert_eq!((sent.unwrap(), closed), (200, false));
+        // No length: the body runs to the connection's end, which then is closed.
+        let (sent, closed) = one(b"HTTP/1.1 200 OK\r\n\r\nall of it").await;
+        assert_eq!((sent.unwrap(), closed), (200, true));
+        // Both framings: the transfer coding wins, and the connection is not trusted again.
+        let both =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (sent, closed) = one(both).await;
+        assert_eq!((sent.unwrap(), closed), (200, true));
+        // A coding other than chunked last: to the end, whatever the length says.
+        let gzip = b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 2\r\n\r\nabcdef";
+        let (sent, closed) = one(gzip).await;
+        assert_eq!((sent.unwrap(), closed), (200, true));
+    }
+
+    /// A kept connection that the server closed while it sat idle says so, rather than fail
+    /// like a broken answer: the caller sends again on a new one.
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_stale() {
+        let (addr, server) =
+            serve(vec![vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]]).await;
+        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
+            .unwrap()
+            .unwrap();
+        let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
+        assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 200);
+        server.await.unwrap(); // and the server's end of the connection is gone
+        let sent = conn.send(&endpoint, b"k", None).await;
+        assert!(matches!(sent, Err(Http1Error::Stale)), "{sent:?}");
+        assert!(conn.is_closed());
+        // A fresh connection that ends before answering is an ordinary error.
+        let (addr, server) = serve(vec![vec![]]).await;
+        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
+            .unwrap()
+            .unwrap();
+        let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
+        let sent = conn.send(&endpoint, b"k", None).await;
+        assert!(matches!(sent, Err(Http1Error::Io(_))), "{sent:?}");
+        server.await.unwrap();
     }
 
     #[tokio::test]
@@ -471,6 +581,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             // The connection ends before the body does.
             b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
         ] {
             let (addr, server) = serve(vec![vec![answer]]).await;
             let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
@@ -486,6 +598,17 @@ mod tests {
             assert!(conn.is_closed());
             server.await.unwrap();
         }
+        // A chunk-size line that never ends stops at its bound rather than reading on.
+        let endless = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{}",
+            "0".repeat(2 * MAX_LINE_BYTES)
+        );
+        let (sent, closed) = one(Box::leak(endless.into_bytes().into_boxed_slice())).await;
+        assert!(
+            matches!(&sent, Err(Http1Error::Protocol(why)) if why.contains("1 KiB")),
+            "{sent:?}"
+        );
+        assert!(closed);
         // A head that never ends stops at its bound rather than reading on.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

@@ -248,7 +248,7 @@ fn redis_error_kind(line: &str) -> OpError {
 fn http1_error(e: Http1Error) -> OpError {
     match e {
         Http1Error::Connect(_) => OpError::new("connect"),
-        Http1Error::Io(_) => OpError::new("transport"),
+        Http1Error::Io(_) | Http1Error::Stale => OpError::new("transport"),
         Http1Error::Protocol(_) | Http1Error::Request(_) => OpError::new("protocol"),
     }
 }
@@ -322,7 +322,15 @@ impl Connection {
                     OpKind::Read => None,
                     OpKind::Write => Some(value),
                 };
-                let status = open.send(endpoint, key, value).await.map_err(http1_error)?;
+                let status = match open.send(endpoint, key, value).await {
+                    // Closed by the server while it sat idle: once more on a new connection.
+                    Err(Http1Error::Stale) => {
+                        open = http1_connect(endpoint).await?;
+                        open.send(endpoint, key, value).await
+                    }
+                    sent => sent,
+                }
+                .map_err(http1_error)?;
                 *conn = Some(open);
                 match (kind, status) {
                     (OpKind::Read, 200 | 300) => Ok(Outcome::Hit),

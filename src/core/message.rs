@@ -454,7 +454,8 @@ pub fn encode(
 }
 
 /// [`encode`], appended to `out` (what was in it stays): a caller can put a length prefix
-/// before the envelope without a second buffer.
+/// before the envelope without a second buffer. On an error part of the envelope may have
+/// been appended: the caller drops `out`.
 pub fn encode_into(
     from: &NodeId,
     trace: Option<&TraceId>,

@@ -479,6 +479,10 @@ pub fn encode_frame(
     message::encode_into(from, trace, message, &mut frame)?;
     let length = (frame.len() - 4) as u32;
     frame[..4].copy_from_slice(&length.to_le_bytes());
+    // A large frame (a handoff step) may wait to be sent: hold no more than it needs.
+    if frame.capacity() > 2 * frame.len() && frame.len() > 4096 {
+        frame.shrink_to_fit();
+    }
     Ok(frame)
 }
 
