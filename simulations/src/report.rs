@@ -36,6 +36,8 @@ pub struct Summary {
     pub evicted: u64,
     pub expired: u64,
     pub tombstones_collected: u64,
+    /// Losses only in-flight reads held for a while before they were recorded (all causes).
+    pub losses_held_by_reads: u64,
     pub hinted_writes: usize,
     pub hints_delivered: u64,
     pub hints_dropped: u64,
@@ -94,6 +96,7 @@ impl Summary {
         self.evicted += r.evicted;
         self.expired += r.expired;
         self.tombstones_collected += r.tombstones_collected;
+        self.losses_held_by_reads += r.pending_losses_recorded.values().sum::<u64>();
         self.hinted_writes += r.hinted_writes;
         self.hints_delivered += r.hints_delivered;
         self.hints_dropped += r.hints_dropped;
@@ -169,8 +172,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "cache: {} keys evicted, {} values expired by active expiry, {} tombstone-only keys collected",
-            self.evicted, self.expired, self.tombstones_collected
+            "cache: {} keys evicted, {} values expired by active expiry, {} tombstone-only keys collected; {} losses held only by in-flight reads before they were recorded",
+            self.evicted, self.expired, self.tombstones_collected, self.losses_held_by_reads
         );
         let _ = writeln!(
             out,

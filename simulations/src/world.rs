@@ -81,6 +81,9 @@ pub struct RunResult {
     pub evicted: u64,
     pub expired: u64,
     pub tombstones_collected: u64,
+    /// Losses only coordinators' in-flight reads held for a while, recorded once nothing
+    /// covered them any more, by cause (what `truth`'s pending losses came to).
+    pub pending_losses_recorded: BTreeMap<LossCause, u64>,
     /// Writes whose coordinator had hint holders stand in for replicas believed down.
     pub hinted_writes: usize,
     /// Hint counters of the peers running at the end.
@@ -246,6 +249,8 @@ struct World<'s> {
     losses: BTreeMap<Vec<u8>, Vec<Loss>>,
     /// Losses whose dots only in-flight reads still hold, by key (see `truth`).
     pending_losses: BTreeMap<Vec<u8>, Vec<truth::PendingLoss>>,
+    /// Pending losses later recorded as losses (their reads ended uncovered), by cause.
+    pending_losses_recorded: BTreeMap<LossCause, u64>,
     writes_run: BTreeMap<OpId, WriteRun>,
     /// Writes seen running so far: the next one's place in the order writes ran.
     writes_ran: u64,
@@ -393,6 +398,7 @@ impl<'s> World<'s> {
             views_agreed_at: None,
             losses: BTreeMap::new(),
             pending_losses: BTreeMap::new(),
+            pending_losses_recorded: BTreeMap::new(),
             writes_run: BTreeMap::new(),
             writes_ran: 0,
             entitlements: BTreeMap::new(),

@@ -31,7 +31,7 @@ fn a_clean_sweep_exits_zero_and_counts_its_seeds() {
 
 #[test]
 fn a_sweep_with_a_planted_bug_exits_non_zero_and_names_the_seed() {
-    let output = simulations(&["sweep", "--seeds", "10", "--plant", "ack-after-w-minus-one"]);
+    let output = simulations(&["sweep", "--seeds", "20", "--plant", "ack-after-w-minus-one"]);
     let text = format!(
         "{}{}",
         stdout(&output),

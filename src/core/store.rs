@@ -51,6 +51,8 @@ use crate::core::siblings::{Payload, Siblings};
 use crate::core::types::Millis;
 use crate::core::version_vector::{Actor, Dot, VersionVector};
 use actors::ActorTable;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use ring_order::RingOrder;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -122,8 +124,8 @@ pub struct Store {
     /// Where the scan for an evictable key resumes when a sample finds none (`pick_victim`).
     scan_cursor: usize,
     inserted: u64,
-    /// SplitMix64 state for sampling; seeded by the caller, so runs are reproducible.
-    rng: u64,
+    /// The generator of samples; seeded by the caller, so runs are reproducible.
+    rng: ChaCha8Rng,
     stats: StoreStats,
     /// When enabled, the states evicted since the last `take_evicted` (for the simulator,
     /// which accounts for what an eviction takes away).
@@ -152,7 +154,7 @@ impl Store {
             expiring_bytes: 0,
             scan_cursor: 0,
             inserted: 0,
-            rng: seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
             stats: StoreStats::default(),
             eviction_log: None,
             epoch: 0,
@@ -253,11 +255,7 @@ impl Store {
     }
 
     fn draw(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     /// The state of `key` without counting an access (inspection, replication).

@@ -459,6 +459,7 @@ impl World<'_> {
             evicted: stats.iter().map(|s| s.evicted).sum(),
             expired: stats.iter().map(|s| s.expired).sum(),
             tombstones_collected: stats.iter().map(|s| s.tombstones_collected).sum(),
+            pending_losses_recorded: self.pending_losses_recorded,
             hinted_writes,
             hints_delivered: stats.iter().map(|s| s.hints_delivered).sum(),
             hints_dropped: stats.iter().map(|s| s.hints_dropped).sum(),

@@ -335,6 +335,7 @@ impl World<'_> {
             let covered = survived.merged(&p.elsewhere);
             let excused = covered.merged(accounted);
             if !excused.descends_from(&p.held) {
+                *self.pending_losses_recorded.entry(p.cause).or_default() += 1;
                 self.losses.entry(key.to_vec()).or_default().push(Loss {
                     at: self.now,
                     cause: p.cause,
