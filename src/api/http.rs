@@ -243,30 +243,16 @@ impl DirectKeyRoute {
     }
 }
 
-/// A request body read to its end: its one data frame as it came (a key request's body
-/// usually arrives whole), else its frames joined; trailers are dropped, as axum's `Bytes`
-/// extractor drops them. The caller has bounded the body's length (`DirectKeyRoute::takes`).
+/// A request body read to its end (`http_body_util`'s collect, without the box and limit of
+/// axum's `to_bytes`): one data frame comes back as it came, several are joined; trailers are
+/// dropped, as axum's `Bytes` extractor drops them. The caller has bounded the body's length
+/// (`DirectKeyRoute::takes`).
 async fn whole_body<B>(body: B) -> Result<Bytes, B::Error>
 where
     B: hyper::body::Body<Data = Bytes>,
 {
-    let mut body = std::pin::pin!(body);
-    let mut whole: Option<Bytes> = None;
-    let mut joined = bytes::BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        if whole.is_none() && joined.is_empty() {
-            whole = Some(data);
-            continue;
-        }
-        if let Some(first) = whole.take() {
-            joined.extend_from_slice(&first);
-        }
-        joined.extend_from_slice(&data);
-    }
-    Ok(whole.unwrap_or_else(|| joined.freeze()))
+    use http_body_util::BodyExt;
+    Ok(body.collect().await?.to_bytes())
 }
 
 /// Gives the request its trace id (the client's `X-Request-Id` when sane, else a fresh one):

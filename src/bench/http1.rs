@@ -497,9 +497,7 @@ mod tests {
             vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"],
         ];
         let (addr, server) = serve(answers).await;
-        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-            .unwrap()
-            .unwrap();
+        let endpoint = endpoint_at(&addr);
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 200);
         assert_eq!(conn.send(&endpoint, b"k", Some(b"v")).await.unwrap(), 204);
@@ -513,12 +511,17 @@ mod tests {
         assert_eq!(server.await.unwrap(), 5);
     }
 
+    /// The plain endpoint of a fake server.
+    fn endpoint_at(addr: &str) -> Http1Endpoint {
+        Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
+            .unwrap()
+            .unwrap()
+    }
+
     /// One request and its answer on a fresh connection; the status and whether it closed.
     async fn one(answer: &'static [u8]) -> (Result<u16, Http1Error>, bool) {
         let (addr, server) = serve(vec![vec![answer]]).await;
-        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-            .unwrap()
-            .unwrap();
+        let endpoint = endpoint_at(&addr);
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         let sent = conn.send(&endpoint, b"k", None).await;
         server.await.unwrap();
@@ -553,9 +556,7 @@ mod tests {
     async fn a_connection_closed_while_idle_is_stale() {
         let (addr, server) =
             serve(vec![vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]]).await;
-        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-            .unwrap()
-            .unwrap();
+        let endpoint = endpoint_at(&addr);
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         assert_eq!(conn.send(&endpoint, b"k", None).await.unwrap(), 200);
         server.await.unwrap(); // and the server's end of the connection is gone
@@ -564,9 +565,7 @@ mod tests {
         assert!(conn.is_closed());
         // A fresh connection that ends before answering is an ordinary error.
         let (addr, server) = serve(vec![vec![]]).await;
-        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-            .unwrap()
-            .unwrap();
+        let endpoint = endpoint_at(&addr);
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         let sent = conn.send(&endpoint, b"k", None).await;
         assert!(matches!(sent, Err(Http1Error::Io(_))), "{sent:?}");
@@ -584,19 +583,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
         ] {
-            let (addr, server) = serve(vec![vec![answer]]).await;
-            let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-                .unwrap()
-                .unwrap();
-            let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
-            let sent = conn.send(&endpoint, b"k", None).await;
+            let (sent, closed) = one(answer).await;
             assert!(
                 sent.is_err(),
                 "{:?} gave {sent:?}",
                 String::from_utf8_lossy(answer)
             );
-            assert!(conn.is_closed());
-            server.await.unwrap();
+            assert!(closed);
         }
         // A chunk-size line that never ends stops at its bound rather than reading on.
         let endless = format!(
@@ -627,9 +620,7 @@ mod tests {
                 }
             }
         });
-        let endpoint = Http1Endpoint::parse(&format!("http://{addr}"), None, None, None)
-            .unwrap()
-            .unwrap();
+        let endpoint = endpoint_at(&addr);
         let mut conn = Http1Connection::connect(&endpoint).await.unwrap();
         let sent = conn.send(&endpoint, b"k", None).await;
         assert!(
